@@ -1,0 +1,24 @@
+# swarmgate: one image, two roles (controller | edge), chosen by the command.
+# Node 24 runs the TypeScript sources directly (type stripping), so there is no build step.
+FROM node:24-trixie-slim
+
+# nginx from Debian trixie (1.26: http2, http3, realip, auth_request); tini reaps nginx and forwards signals.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nginx ca-certificates tini \
+ && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \
+ && mkdir -p /var/lib/swarmgate /var/cache/swarmgate
+
+WORKDIR /app
+COPY package.json package-lock.json ./
+# A build secret `npm_ca` (a PEM bundle) is only needed where the npm registry is reached through a TLS-inspecting
+# proxy; elsewhere it is absent and ignored.
+RUN --mount=type=secret,id=npm_ca \
+    NODE_EXTRA_CA_CERTS=/run/secrets/npm_ca npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && npm cache clean --force
+COPY src ./src
+COPY templates ./templates
+
+ENV NODE_ENV=production
+EXPOSE 80 443 8080
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/src/main.ts"]
+CMD ["edge"]

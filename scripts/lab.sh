@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# The swarmgate lab: a real single-node Docker Swarm with the swarmgate and test-backend images built.
+#
+#   scripts/lab.sh up      idempotent: engine, swarm, base images (offline stand-ins if they cannot be
+#                          pulled), images, token secret. A second run on a warm machine takes seconds.
+#   scripts/lab.sh down    removes the stacks, services, networks and secrets the lab and tests created.
+#                          `down --all` also leaves the swarm and stops the daemon, if the lab started them.
+#   scripts/lab.sh status  what is there.
+#
+# It never writes a registry or mirror host into the repository: the Debian mirror is read from this machine's
+# apt sources at run time.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB_DIR="$ROOT/.lab"
+CACHE_DIR="$LAB_DIR/cache"
+IMAGE="${SWARMGATE_IMAGE:-swarmgate:dev}"
+BACKEND_IMAGE="${SWARMGATE_BACKEND_IMAGE:-swarmgate-test-backend:dev}"
+TOKEN_SECRET=swarmgate_token
+LAB_LABEL=swarmgate.lab=1
+mkdir -p "$LAB_DIR" "$CACHE_DIR"
+
+log() { printf '[lab %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
+
+# --- engine ------------------------------------------------------------------------------------------------
+ensure_engine() {
+  if engine_answers; then return; fi
+  if ! command -v dockerd >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || die "no Docker daemon answers and installing one needs root"
+    command -v apt-get >/dev/null 2>&1 || die "no Docker daemon answers; install Docker, then run this again"
+    log "installing Debian's docker.io"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io iptables >/dev/null
+  fi
+  [ "$(id -u)" = 0 ] || die "dockerd is installed but not running; start it (needs root)"
+  log "starting dockerd (log: .lab/dockerd.log)"
+  # setsid: the daemon must outlive this script and the shell that ran it.
+  setsid dockerd >"$LAB_DIR/dockerd.log" 2>&1 </dev/null &
+  echo $! >"$LAB_DIR/dockerd.pid"
+  for _ in $(seq 1 60); do
+    if engine_answers; then return; fi
+    sleep 1
+  done
+  tail -20 "$LAB_DIR/dockerd.log" >&2 || true
+  die "dockerd did not answer within 60 s"
+}
+
+ensure_swarm() {
+  local state
+  state=$(docker info --format '{{.Swarm.LocalNodeState}}')
+  if [ "$state" = active ]; then return; fi
+  log "initialising a single-node swarm"
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+  touch "$LAB_DIR/created-swarm"
+}
+
+# --- base images -------------------------------------------------------------------------------------------
+debian_mirror() {
+  local uri
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  if [ -z "$uri" ]; then
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  fi
+  [ -n "$uri" ] || die "cannot read a Debian mirror from this machine's apt sources"
+  echo "$uri"
+}
+
+node_binary() {
+  local bin="$ROOT/node_modules/node/bin/node"
+  [ -x "$bin" ] || (cd "$ROOT" && npm ci --no-audit --no-fund >/dev/null)
+  [ -x "$bin" ] || die "node_modules/node/bin/node is missing after npm ci"
+  echo "$bin"
+}
+
+npm_package_dir() {
+  if [ -f /usr/lib/node_modules/npm/package.json ]; then echo /usr/lib/node_modules/npm; return; fi
+  if [ ! -d "$CACHE_DIR/npm/package" ]; then
+    mkdir -p "$CACHE_DIR/npm"
+    (cd "$CACHE_DIR/npm" && npm pack npm@11 --silent >/dev/null && tar -xzf npm-*.tgz)
+  fi
+  echo "$CACHE_DIR/npm/package"
+}
+
+# A stand-in for node:24-trixie-slim: Debian trixie minbase plus the official Node 24 binary and npm.
+build_node_standin() {
+  local tag=$1 rootfs tarball="$CACHE_DIR/trixie-minbase.tar"
+  command -v debootstrap >/dev/null 2>&1 || {
+    [ "$(id -u)" = 0 ] || die "debootstrap is needed to build $tag offline"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  }
+  if [ ! -s "$tarball" ]; then
+    rootfs=$(mktemp -d "$LAB_DIR/rootfs.XXXXXX")
+    log "debootstrap trixie minbase (about a minute)"
+    debootstrap --variant=minbase trixie "$rootfs" "$(debian_mirror)" >"$LAB_DIR/debootstrap.log" 2>&1 ||
+      { tail -20 "$LAB_DIR/debootstrap.log" >&2; die "debootstrap failed"; }
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$rootfs"
+  fi
+  local staging
+  staging=$(mktemp -d "$LAB_DIR/standin.XXXXXX")
+  tar -C "$staging" -xf "$tarball"
+  install -m 0755 "$(node_binary)" "$staging/usr/local/bin/node"
+  mkdir -p "$staging/usr/local/lib/node_modules"
+  cp -a "$(npm_package_dir)" "$staging/usr/local/lib/node_modules/npm"
+  ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$staging/usr/local/bin/npm"
+  ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$staging/usr/local/bin/npx"
+  log "importing stand-in $tag"
+  tar -C "$staging" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'ENV NODE_VERSION=24' -c 'CMD ["node"]' - "$tag" >/dev/null
+  rm -rf "$staging"
+}
+
+ensure_base_images() {
+  local tag
+  for tag in $(cat "$ROOT/Dockerfile" "$ROOT/test/backend/Dockerfile" | awk 'toupper($1) == "FROM" {print $2}' | sort -u); do
+    if docker image inspect "$tag" >/dev/null 2>&1; then continue; fi
+    log "pulling $tag"
+    if timeout 60 docker pull -q "$tag" >/dev/null 2>&1; then continue; fi
+    case "$tag" in
+      node:24-trixie-slim) build_node_standin "$tag" ;;
+      *) die "base image $tag cannot be pulled and the lab has no stand-in for it" ;;
+    esac
+  done
+}
+
+# --- images ------------------------------------------------------------------------------------------------
+# `RUN --mount=type=secret` needs BuildKit: buildx where it is installed, else the 20.10+ client's own.
+docker_build() {
+  local secret=() builder=(docker build)
+  if [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+    secret=(--secret id=npm_ca,src=/etc/ssl/certs/ca-certificates.crt)
+  fi
+  if ! docker buildx version >/dev/null 2>&1; then
+    if [ -x /usr/bin/docker ] && /usr/bin/docker version --format '{{.Client.Version}}' >/dev/null 2>&1; then
+      builder=(/usr/bin/docker build)
+    fi
+  fi
+  DOCKER_BUILDKIT=1 "${builder[@]}" "${secret[@]}" --progress=plain "$@"
+}
+
+build_images() {
+  log "building $IMAGE"
+  docker_build -t "$IMAGE" "$ROOT" >"$LAB_DIR/build-swarmgate.log" 2>&1 ||
+    { tail -30 "$LAB_DIR/build-swarmgate.log" >&2; die "building $IMAGE failed"; }
+  log "building $BACKEND_IMAGE"
+  docker_build -t "$BACKEND_IMAGE" "$ROOT/test/backend" >"$LAB_DIR/build-backend.log" 2>&1 ||
+    { tail -30 "$LAB_DIR/build-backend.log" >&2; die "building $BACKEND_IMAGE failed"; }
+}
+
+ensure_token_secret() {
+  if docker secret inspect "$TOKEN_SECRET" >/dev/null 2>&1 && [ -s "$LAB_DIR/token" ]; then return; fi
+  docker secret rm "$TOKEN_SECRET" >/dev/null 2>&1 || true
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LAB_DIR/token"
+  chmod 600 "$LAB_DIR/token"
+  docker secret create --label "$LAB_LABEL" "$TOKEN_SECRET" "$LAB_DIR/token" >/dev/null
+  log "created secret $TOKEN_SECRET (token in .lab/token)"
+}
+
+# --- commands ----------------------------------------------------------------------------------------------
+our_stacks() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -E '^(swarmgate|sg-e2e-.*|sg-demo.*|sg-bench.*)$' || true; }
+
+cmd_up() {
+  local start=$SECONDS
+  ensure_engine
+  ensure_swarm
+  ensure_base_images
+  build_images
+  ensure_token_secret
+  log "lab is up ($((SECONDS - start)) s)"
+}
+
+cmd_down() {
+  engine_answers || { log "no daemon answers; nothing to remove"; return; }
+  local stack ids
+  for stack in $(our_stacks); do
+    log "removing stack $stack"
+    docker stack rm "$stack" >/dev/null
+  done
+  ids=$(docker service ls -q --filter label=swarmgate.e2e=1 2>/dev/null || true)
+  [ -z "$ids" ] || docker service rm $ids >/dev/null
+  # Networks outlive their stack for a few seconds while tasks shut down.
+  for _ in $(seq 1 30); do
+    ids=$(docker network ls -q --filter label=com.docker.stack.namespace=swarmgate 2>/dev/null;
+      docker network ls -q --filter label=swarmgate.e2e=1 2>/dev/null)
+    [ -n "$ids" ] || break
+    docker network rm $ids >/dev/null 2>&1 || sleep 1
+  done
+  ids=$(docker secret ls -q --filter label="$LAB_LABEL" 2>/dev/null || true)
+  [ -z "$ids" ] || docker secret rm $ids >/dev/null 2>&1 || true
+  rm -f "$LAB_DIR/token"
+  if [ "${1:-}" = --all ]; then
+    if [ -f "$LAB_DIR/created-swarm" ]; then docker swarm leave --force >/dev/null && rm -f "$LAB_DIR/created-swarm"; fi
+    if [ -f "$LAB_DIR/dockerd.pid" ]; then kill "$(cat "$LAB_DIR/dockerd.pid")" 2>/dev/null || true; rm -f "$LAB_DIR/dockerd.pid"; fi
+  fi
+  log "lab is down"
+}
+
+cmd_status() {
+  if ! engine_answers; then echo "engine: not answering"; return 1; fi
+  echo "engine: $(docker version --format '{{.Server.Version}}')"
+  echo "swarm: $(docker info --format '{{.Swarm.LocalNodeState}}')"
+  echo "images:"; docker image ls --format '  {{.Repository}}:{{.Tag}} {{.ID}} {{.CreatedSince}}' | grep -E 'swarmgate|node:24' || true
+  echo "stacks:"; our_stacks | sed 's/^/  /'
+  echo "services:"; docker service ls --format '  {{.Name}} {{.Replicas}} {{.Image}}'
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) shift; cmd_down "$@" ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up|down [--all]|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,228 @@
+// Configuration is read once, from the environment, into a frozen object. Every bad key is listed at once.
+import { SwarmgateError } from './errors.ts';
+
+export interface DebounceWindow {
+  /** Quiet time after the last trigger of a burst. */
+  readonly minMs: number;
+  /** Longest a burst may delay a reconcile, counted from its first trigger. */
+  readonly maxMs: number;
+}
+
+/** What the rendered nginx config does, independent of any one service. */
+export interface ProxySettings {
+  /** Forward client-sent X-Forwarded-* headers (only behind a trusted load balancer). */
+  readonly trustDownstreamProxy: boolean;
+  readonly accessLog: boolean;
+  readonly connectTimeoutMs: number;
+  readonly readTimeoutSeconds: number;
+  /** Where edges send /.well-known/acme-challenge/ and the admin host: the controller on the overlay. */
+  readonly controllerAddress: string;
+  /** Docker's embedded DNS, so nginx can re-resolve the controller when it moves. */
+  readonly resolver: string;
+  readonly workerConnections: number;
+}
+
+export interface ControllerConfig {
+  readonly role: 'controller';
+  readonly logLevel: string;
+  readonly listenPort: number;
+  readonly tokenFile: string;
+  readonly dockerSocket: string;
+  /** Overlay networks the edges are attached to, in order of preference. */
+  readonly networks: readonly string[];
+  readonly debounce: DebounceWindow;
+  readonly fastPollMs: number;
+  readonly fastPollWindowMs: number;
+  readonly slowPollMs: number;
+  readonly nginxBinary: string;
+  readonly edgeLongPollMs: number;
+  readonly proxy: ProxySettings;
+}
+
+export interface EdgeConfig {
+  readonly role: 'edge';
+  readonly logLevel: string;
+  readonly edgeId: string;
+  readonly controllerUrl: string;
+  readonly tokenFile: string;
+  readonly stateDir: string;
+  readonly nginxBinary: string;
+  readonly healthPort: number;
+  readonly pollTimeoutMs: number;
+  readonly retryMaxMs: number;
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+class EnvReader {
+  readonly problems: string[] = [];
+  private readonly env: Env;
+  constructor(env: Env) {
+    this.env = env;
+  }
+
+  string(key: string, fallback: string): string {
+    const value = this.env[key];
+    return value === undefined || value.trim() === '' ? fallback : value.trim();
+  }
+
+  integer(key: string, fallback: number, min: number, max: number): number {
+    const raw = this.env[key];
+    if (raw === undefined || raw.trim() === '') return fallback;
+    if (!/^\d+$/.test(raw.trim())) {
+      this.problems.push(`${key}: "${raw}" is not a whole number`);
+      return fallback;
+    }
+    const value = Number(raw.trim());
+    if (value < min || value > max) this.problems.push(`${key}: ${value} is outside ${min}..${max}`);
+    return value;
+  }
+
+  boolean(key: string, fallback: boolean): boolean {
+    const raw = this.env[key];
+    if (raw === undefined || raw.trim() === '') return fallback;
+    const value = raw.trim().toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+    if (['0', 'false', 'no', 'off'].includes(value)) return false;
+    this.problems.push(`${key}: "${raw}" is not a boolean (true/false)`);
+    return fallback;
+  }
+
+  duration(key: string, fallbackMs: number, minMs: number, maxMs: number): number {
+    const raw = this.env[key];
+    if (raw === undefined || raw.trim() === '') return fallbackMs;
+    const ms = parseDuration(raw);
+    if (ms === null) {
+      this.problems.push(`${key}: "${raw}" is not a duration (e.g. 200ms, 5s, 2m)`);
+      return fallbackMs;
+    }
+    if (ms < minMs || ms > maxMs) this.problems.push(`${key}: ${raw} is outside ${minMs}ms..${maxMs}ms`);
+    return ms;
+  }
+
+  list(key: string, fallback: readonly string[], itemPattern: RegExp): string[] {
+    const raw = this.env[key];
+    if (raw === undefined || raw.trim() === '') return [...fallback];
+    const items = raw
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== '');
+    for (const item of items) {
+      if (!itemPattern.test(item)) this.problems.push(`${key}: "${item}" is not allowed`);
+    }
+    if (items.length === 0) this.problems.push(`${key}: empty list`);
+    return items;
+  }
+
+  logLevel(): string {
+    const level = this.string('SWARMGATE_LOG_LEVEL', 'info');
+    if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) {
+      this.problems.push(`SWARMGATE_LOG_LEVEL: "${level}" is not a pino level`);
+      return 'info';
+    }
+    return level;
+  }
+
+  finish<T extends object>(config: T): Readonly<T> {
+    if (this.problems.length > 0) {
+      throw new SwarmgateError(
+        'ERR_CONFIG_INVALID',
+        `configuration is invalid: ${this.problems.join('; ')}`,
+        { problems: this.problems },
+      );
+    }
+    return deepFreeze(config);
+  }
+}
+
+/** "250ms", "5s", "2m", "1h" or a bare number of milliseconds. */
+export function parseDuration(raw: string): number | null {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(raw.trim());
+  if (!match) return null;
+  const value = Number(match[1]);
+  const unit = match[2] ?? 'ms';
+  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit] ?? 1;
+  return Math.round(value * factor);
+}
+
+/** "min:max" in docker-gen's style, e.g. "50ms:500ms". */
+function debounceWindow(reader: EnvReader, key: string, fallback: DebounceWindow): DebounceWindow {
+  const raw = reader.string(key, '');
+  if (raw === '') return fallback;
+  const [minRaw, maxRaw] = raw.split(':');
+  const minMs = minRaw === undefined ? null : parseDuration(minRaw);
+  const maxMs = maxRaw === undefined ? null : parseDuration(maxRaw);
+  if (minMs === null || maxMs === null || minMs > maxMs || maxMs > 60_000) {
+    reader.problems.push(`${key}: "${raw}" is not min:max with min <= max <= 60s (e.g. 50ms:500ms)`);
+    return fallback;
+  }
+  return { minMs, maxMs };
+}
+
+const NETWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
+  const reader = new EnvReader(env);
+  const config: ControllerConfig = {
+    role: 'controller',
+    logLevel: reader.logLevel(),
+    listenPort: reader.integer('SWARMGATE_LISTEN_PORT', 8080, 1, 65535),
+    tokenFile: reader.string('SWARMGATE_TOKEN_FILE', '/run/secrets/swarmgate_token'),
+    dockerSocket: reader.string('SWARMGATE_DOCKER_SOCKET', '/var/run/docker.sock'),
+    networks: reader.list('SWARMGATE_NETWORKS', ['swarmgate'], NETWORK_NAME),
+    debounce: debounceWindow(reader, 'SWARMGATE_DEBOUNCE', { minMs: 50, maxMs: 300 }),
+    fastPollMs: reader.duration('SWARMGATE_FAST_POLL', 200, 50, 10_000),
+    fastPollWindowMs: reader.duration('SWARMGATE_FAST_POLL_WINDOW', 120_000, 1000, 3_600_000),
+    slowPollMs: reader.duration('SWARMGATE_SLOW_POLL', 5000, 500, 3_600_000),
+    nginxBinary: reader.string('SWARMGATE_NGINX', 'nginx'),
+    edgeLongPollMs: reader.duration('SWARMGATE_EDGE_LONG_POLL', 25_000, 1000, 120_000),
+    proxy: readProxySettings(reader),
+  };
+  return reader.finish(config);
+}
+
+function readProxySettings(reader: EnvReader): ProxySettings {
+  return {
+    trustDownstreamProxy: reader.boolean('SWARMGATE_TRUST_DOWNSTREAM_PROXY', false),
+    accessLog: reader.boolean('SWARMGATE_ACCESS_LOG', true),
+    connectTimeoutMs: reader.duration('SWARMGATE_PROXY_CONNECT_TIMEOUT', 1000, 100, 60_000),
+    readTimeoutSeconds: Math.round(
+      reader.duration('SWARMGATE_PROXY_READ_TIMEOUT', 60_000, 1000, 3_600_000) / 1000,
+    ),
+    controllerAddress: reader.string('SWARMGATE_CONTROLLER_ADDRESS', 'swarmgate-controller:8080'),
+    resolver: reader.string('SWARMGATE_RESOLVER', '127.0.0.11'),
+    workerConnections: reader.integer('SWARMGATE_WORKER_CONNECTIONS', 10240, 64, 1_000_000),
+  };
+}
+
+export function defaultProxySettings(): ProxySettings {
+  return readProxySettings(new EnvReader({}));
+}
+
+export function readEdgeConfig(env: Env, hostname: string): Readonly<EdgeConfig> {
+  const reader = new EnvReader(env);
+  const config: EdgeConfig = {
+    role: 'edge',
+    logLevel: reader.logLevel(),
+    edgeId: reader.string('SWARMGATE_EDGE_ID', hostname),
+    controllerUrl: reader.string('SWARMGATE_CONTROLLER_URL', 'http://swarmgate-controller:8080'),
+    tokenFile: reader.string('SWARMGATE_TOKEN_FILE', '/run/secrets/swarmgate_token'),
+    stateDir: reader.string('SWARMGATE_STATE_DIR', '/var/lib/swarmgate'),
+    nginxBinary: reader.string('SWARMGATE_NGINX', 'nginx'),
+    healthPort: reader.integer('SWARMGATE_EDGE_HEALTH_PORT', 8081, 1, 65535),
+    pollTimeoutMs: reader.duration('SWARMGATE_EDGE_POLL_TIMEOUT', 40_000, 2000, 300_000),
+    retryMaxMs: reader.duration('SWARMGATE_EDGE_RETRY_MAX', 5000, 100, 300_000),
+  };
+  if (!/^https?:\/\/[^\s/]+(:\d+)?\/?$/.test(config.controllerUrl)) {
+    reader.problems.push(`SWARMGATE_CONTROLLER_URL: "${config.controllerUrl}" is not http(s)://host[:port]`);
+  }
+  return reader.finish(config);
+}
+
+function deepFreeze<T>(value: T): Readonly<T> {
+  if (value && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}

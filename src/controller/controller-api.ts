@@ -1,0 +1,113 @@
+// The controller's HTTP API: health (open), the edge bundle channel and status (bearer token).
+import { SwarmgateError } from '../errors.ts';
+import { hasBearerToken, readJsonBody, sendJson } from '../http/json-http.ts';
+import type { RouteContext, RouteHandler } from '../http/router.ts';
+import { Router } from '../http/router.ts';
+import type { BundleStore, EdgeReport } from '../publish/bundle-store.ts';
+import type { Reconciler } from '../reconcile/reconciler.ts';
+
+export interface ControllerApiDeps {
+  readonly token: string;
+  readonly store: BundleStore;
+  readonly reconciler: Reconciler;
+  readonly version: string;
+  readonly edgeLongPollMs: number;
+}
+
+const EDGE_REPORT_LIMIT_BYTES = 64 * 1024;
+
+export function createControllerRouter(deps: ControllerApiDeps): Router {
+  const authenticated =
+    (handler: RouteHandler): RouteHandler =>
+    (context) => {
+      if (!hasBearerToken(context.req, deps.token)) {
+        throw new SwarmgateError('ERR_UNAUTHORIZED', 'a valid bearer token is required');
+      }
+      return handler(context);
+    };
+
+  return new Router()
+    .add('GET', '/healthz', ({ res }) => sendJson(res, 200, { status: 'ok' }))
+    .add('GET', '/readyz', ({ res }) => {
+      const ready = deps.store.current !== null;
+      sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'starting' });
+    })
+    .add('POST', '/v1/edge/poll', authenticated(pollForBundle))
+    .add(
+      'GET',
+      '/v1/status',
+      authenticated(({ res }) => sendJson(res, 200, statusOf(deps))),
+    );
+
+  async function pollForBundle({ req, res, query, signal }: RouteContext): Promise<void> {
+    const report = parseEdgeReport(await readJsonBody(req, EDGE_REPORT_LIMIT_BYTES));
+    deps.store.recordEdge(report);
+    const waitMs = Math.min(Number(query.get('waitMs') ?? deps.edgeLongPollMs) || 0, deps.edgeLongPollMs);
+    const bundle = await deps.store.waitForBundle(report, waitMs, signal);
+    if (signal.aborted) return;
+    if (!bundle) {
+      res.writeHead(204).end();
+      return;
+    }
+    sendJson(res, 200, bundle);
+  }
+}
+
+function statusOf(deps: ControllerApiDeps): object {
+  const model = deps.reconciler.currentModel;
+  const current = deps.store.current;
+  return {
+    version: deps.version,
+    config: current
+      ? { version: current.version, fingerprint: current.fingerprint, publishedAt: current.publishedAt }
+      : null,
+    lastReconcile: deps.reconciler.lastOutcome,
+    edges: deps.store.edges(),
+    problems: model.problems,
+    services: model.services.map((service) => ({
+      name: service.name,
+      hosts: service.hosts,
+      path: service.path,
+      routedTasks: service.servers.length,
+      desiredReplicas: service.desiredReplicas,
+    })),
+  };
+}
+
+function parseEdgeReport(body: unknown): EdgeReport {
+  const bad = (message: string): never => {
+    throw new SwarmgateError('ERR_BAD_REQUEST', `edge report: ${message}`);
+  };
+  if (!isObject(body)) return bad('the body must be a JSON object');
+  const edge = body.edge;
+  if (typeof edge !== 'string' || !/^[A-Za-z0-9_.-]{1,128}$/.test(edge))
+    return bad('"edge" must be a host name');
+  const node = typeof body.node === 'string' ? body.node.slice(0, 128) : null;
+  let applied: EdgeReport['applied'] = null;
+  if (body.applied !== null && body.applied !== undefined) {
+    if (!isObject(body.applied)) return bad('"applied" must be an object');
+    const { version, fingerprint } = body.applied;
+    if (
+      !Number.isSafeInteger(version) ||
+      typeof fingerprint !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(fingerprint)
+    ) {
+      return bad('"applied" needs an integer version and a sha256 fingerprint');
+    }
+    applied = { version: version as number, fingerprint };
+  }
+  let rejected: EdgeReport['rejected'] = null;
+  if (body.rejected !== null && body.rejected !== undefined) {
+    if (!isObject(body.rejected)) return bad('"rejected" must be an object');
+    const { fingerprint, error } = body.rejected;
+    if (typeof fingerprint !== 'string' || !/^[0-9a-f]{64}$/.test(fingerprint)) {
+      return bad('"rejected" needs a sha256 fingerprint');
+    }
+    rejected = { fingerprint, error: typeof error === 'string' ? error.slice(0, 2000) : '' };
+  }
+  return { edge, node, applied, rejected };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,71 @@
+// The narrow port through which swarmgate talks to Docker. Only the adapter imports dockerode; tests use fakes.
+// The Raw* types name just the Engine API fields swarmgate reads (the API returns more).
+
+export interface RawService {
+  ID?: string;
+  CreatedAt?: string;
+  Version?: { Index?: number };
+  Spec?: {
+    Name?: string;
+    Labels?: Record<string, string> | null;
+    Mode?: {
+      Replicated?: { Replicas?: number };
+      Global?: object;
+      ReplicatedJob?: object;
+      GlobalJob?: object;
+    };
+    TaskTemplate?: {
+      ContainerSpec?: { Image?: string; Env?: string[] | null };
+      Networks?: { Target?: string; Aliases?: string[] }[] | null;
+    };
+  };
+  UpdateStatus?: { State?: string } | null;
+}
+
+export interface RawTask {
+  ID?: string;
+  ServiceID?: string;
+  NodeID?: string;
+  Slot?: number;
+  DesiredState?: string;
+  Status?: { State?: string; Timestamp?: string; Err?: string };
+  NetworksAttachments?:
+    { Network?: { ID?: string; Spec?: { Name?: string } }; Addresses?: string[] | null }[] | null;
+}
+
+export interface RawNetwork {
+  Id?: string;
+  Name?: string;
+  Driver?: string;
+  Scope?: string;
+  Ingress?: boolean;
+  Attachable?: boolean;
+}
+
+export interface RawNode {
+  ID?: string;
+  Description?: { Hostname?: string };
+  Spec?: { Role?: string; Availability?: string };
+  Status?: { State?: string; Addr?: string };
+}
+
+/** One line of the /events stream (only the fields swarmgate reads). */
+export interface DockerEvent {
+  Type?: string;
+  Action?: string;
+  Actor?: { ID?: string; Attributes?: Record<string, string> };
+  scope?: string;
+  time?: number;
+}
+
+export interface DockerPort {
+  listServices(signal: AbortSignal): Promise<RawService[]>;
+  listTasks(signal: AbortSignal): Promise<RawTask[]>;
+  listNetworks(signal: AbortSignal): Promise<RawNetwork[]>;
+  listNodes(signal: AbortSignal): Promise<RawNode[]>;
+  /**
+   * Subscribes to swarm-scoped service, node and network events. Resolves once subscribed; the iterable then
+   * yields events until the stream ends (throws ERR_EVENT_STREAM_ENDED) or the signal aborts (returns).
+   */
+  openEventStream(signal: AbortSignal): Promise<AsyncIterable<DockerEvent>>;
+}

@@ -1,0 +1,67 @@
+// The only file importing dockerode: it turns the DockerPort calls into Engine API requests.
+import Docker from 'dockerode';
+import type { Readable } from 'node:stream';
+import { SwarmgateError } from '../errors.ts';
+import type { DockerEvent, DockerPort, RawNetwork, RawNode, RawService, RawTask } from './docker-port.ts';
+import { splitJsonLines } from './json-lines.ts';
+
+// API 1.41 is what Docker 20.10 serves; every newer daemon still accepts it. No client timeout: docker-modem
+// applies it to the event stream too and would cut it while Swarm is quiet.
+const API_VERSION = 'v1.41';
+
+export function createDockerodeAdapter(socketPath: string): DockerPort {
+  const docker = new Docker({ socketPath, version: API_VERSION });
+
+  async function call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      const statusCode = (error as { statusCode?: number }).statusCode;
+      const code = statusCode === undefined ? 'ERR_DOCKER_UNAVAILABLE' : 'ERR_DOCKER_REQUEST';
+      throw new SwarmgateError(code, `${what} failed: ${(error as Error).message}`, { statusCode }, error);
+    }
+  }
+
+  return {
+    listServices: (signal) =>
+      call(
+        'list services',
+        () => docker.listServices({ abortSignal: signal } as object) as Promise<RawService[]>,
+      ),
+    listTasks: (signal) =>
+      call('list tasks', () => docker.listTasks({ abortSignal: signal } as object) as Promise<RawTask[]>),
+    listNetworks: (signal) =>
+      call(
+        'list networks',
+        () => docker.listNetworks({ abortSignal: signal } as object) as Promise<RawNetwork[]>,
+      ),
+    listNodes: (signal) =>
+      call('list nodes', () => docker.listNodes({ abortSignal: signal } as object) as Promise<RawNode[]>),
+    async openEventStream(signal: AbortSignal): Promise<AsyncIterable<DockerEvent>> {
+      const stream = (await call('subscribe to events', () =>
+        docker.getEvents({
+          filters: { scope: ['swarm'], type: ['service', 'node', 'network'] },
+          abortSignal: signal,
+        } as object),
+      )) as unknown as Readable;
+      return readEvents(stream, signal);
+    },
+  };
+}
+
+async function* readEvents(stream: Readable, signal: AbortSignal): AsyncIterable<DockerEvent> {
+  try {
+    for await (const event of splitJsonLines(stream as AsyncIterable<Buffer>)) yield event as DockerEvent;
+  } catch (error) {
+    if (signal.aborted) return;
+    throw new SwarmgateError(
+      'ERR_EVENT_STREAM_ENDED',
+      `the Docker event stream failed: ${(error as Error).message}`,
+      {},
+      error,
+    );
+  } finally {
+    stream.destroy();
+  }
+  if (!signal.aborted) throw new SwarmgateError('ERR_EVENT_STREAM_ENDED');
+}

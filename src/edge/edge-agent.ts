@@ -1,0 +1,193 @@
+// The edge agent: no Docker socket. It long-polls the controller for the bundle, checks it (fingerprint, then
+// nginx -t), swaps it in atomically, reloads nginx, and says on its next poll what it applied or refused.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { defaultProxySettings } from '../config.ts';
+import type { EdgeConfig } from '../config.ts';
+import { sleep } from '../discovery/event-watcher.ts';
+import { describeError, SwarmgateError } from '../errors.ts';
+import { sendJson } from '../http/json-http.ts';
+import type { Logger } from '../logger.ts';
+import { EMPTY_MODEL } from '../model/routing-model.ts';
+import type { ValidationResult } from '../nginx/nginx-validator.ts';
+import type { AppliedBundle, EdgeReport, PublishedBundle } from '../publish/bundle-store.ts';
+import type { Clock } from '../reconcile/clock.ts';
+import type { TemplateRenderer } from '../render/nunjucks-env.ts';
+import { fingerprintBundle, renderConfig } from '../render/render-config.ts';
+import { BundleCache } from './bundle-cache.ts';
+import type { NginxProcess } from './nginx-process.ts';
+
+/** How the agent reaches the controller; a fake in tests. */
+export interface ControllerChannel {
+  /** The new bundle, or null when the long poll ended with nothing new. Throws when the controller is away. */
+  poll(report: EdgeReport, signal: AbortSignal): Promise<PublishedBundle | null>;
+}
+
+export interface EdgeAgentDeps {
+  readonly config: EdgeConfig;
+  readonly nodeId: string | null;
+  readonly channel: ControllerChannel;
+  readonly nginx: NginxProcess;
+  readonly testConfig: (confPath: string, signal: AbortSignal) => Promise<ValidationResult>;
+  readonly templates: TemplateRenderer;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly version: string;
+}
+
+export interface RunningEdge {
+  readonly healthPort: number;
+  applied(): AppliedBundle | null;
+  stop(): Promise<void>;
+}
+
+export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> {
+  const { config, logger, clock } = deps;
+  const cache = new BundleCache(config.stateDir);
+  const shutdown = new AbortController();
+  let applied = await cache.readApplied();
+  let rejected: EdgeReport['rejected'] = null;
+  let lastContact: string | null = null;
+
+  if (applied) {
+    logger.info({ version: applied.version }, 'serving the last applied bundle until the controller answers');
+  } else if (!(await cache.hasCurrent())) {
+    // Nothing yet: serve 503 for every host rather than nothing at all.
+    const files = renderConfig(
+      EMPTY_MODEL,
+      { proxy: defaultProxySettings(), generator: deps.version },
+      deps.templates,
+    );
+    const fingerprint = fingerprintBundle(files);
+    await cache.stage(fingerprint, files);
+    await cache.activate(fingerprint, null);
+    logger.info('no bundle yet: serving 503 until the controller answers');
+  }
+  await deps.nginx.start(cache.currentConfPath);
+
+  const health = http.createServer((req, res) => {
+    const ok = deps.nginx.running;
+    sendJson(res, ok ? 200 : 503, {
+      status: ok ? 'ok' : 'nginx-down',
+      edge: config.edgeId,
+      applied,
+      lastContact,
+    });
+  });
+  await new Promise<void>((resolve) => health.listen(config.healthPort, '127.0.0.1', () => resolve()));
+
+  async function apply(bundle: PublishedBundle): Promise<void> {
+    const actual = fingerprintBundle(bundle.files);
+    if (actual !== bundle.fingerprint) {
+      throw new SwarmgateError('ERR_BUNDLE_INVALID', 'bundle content does not match its fingerprint');
+    }
+    const confPath = await cache.stage(bundle.fingerprint, bundle.files);
+    const test = await deps.testConfig(confPath, shutdown.signal);
+    if (!test.ok) {
+      rejected = { fingerprint: bundle.fingerprint, error: test.output.slice(0, 2000) };
+      await cache.discard(bundle.fingerprint);
+      logger.error(
+        { version: bundle.version, output: test.output },
+        'nginx rejected the bundle; keeping the last one',
+      );
+      return;
+    }
+    const previous = applied?.fingerprint;
+    await cache.activate(bundle.fingerprint, { version: bundle.version, fingerprint: bundle.fingerprint });
+    deps.nginx.reload();
+    applied = { version: bundle.version, fingerprint: bundle.fingerprint };
+    rejected = null;
+    // Keep the previous bundle too, so a reload that is still finishing never loses files under it.
+    await cache.prune([bundle.fingerprint, ...(previous ? [previous] : [])]);
+    logger.info({ version: bundle.version, fingerprint: bundle.fingerprint.slice(0, 12) }, 'applied bundle');
+  }
+
+  const loop = (async () => {
+    let backoff = 250;
+    let failures = 0;
+    while (!shutdown.signal.aborted) {
+      try {
+        const report: EdgeReport = { edge: config.edgeId, node: deps.nodeId, applied, rejected };
+        const bundle = await deps.channel.poll(report, shutdown.signal);
+        lastContact = new Date(clock.now()).toISOString();
+        if (failures > 0) logger.info({ failures }, 'controller reachable again');
+        failures = 0;
+        backoff = 250;
+        if (bundle) await apply(bundle);
+      } catch (error) {
+        if (shutdown.signal.aborted) break;
+        failures++;
+        // Log the first failure and then every tenth, so a long controller outage does not flood the log.
+        if (failures === 1 || failures % 10 === 0) {
+          logger.warn(
+            { err: describeError(error), failures },
+            'controller poll failed; serving the last applied bundle',
+          );
+        }
+        await sleep(clock, backoff, shutdown.signal);
+        backoff = Math.min(backoff * 2, config.retryMaxMs);
+      }
+    }
+  })();
+
+  return {
+    healthPort: (health.address() as AddressInfo).port,
+    applied: () => applied,
+    async stop() {
+      shutdown.abort();
+      await loop;
+      await new Promise<void>((resolve) => health.close(() => resolve()));
+      await deps.nginx.stop(10_000);
+      logger.info('edge stopped');
+    },
+  };
+}
+
+/** The real channel: HTTP long poll over the overlay network with the shared bearer token. */
+export function createHttpControllerChannel(
+  controllerUrl: string,
+  token: string,
+  timeoutMs: number,
+): ControllerChannel {
+  const base = controllerUrl.replace(/\/$/, '');
+  // The controller holds a poll open for less than the client timeout, so a timeout means trouble.
+  const waitMs = Math.max(1000, timeoutMs - 10_000);
+  return {
+    async poll(report, signal) {
+      let response: Response;
+      try {
+        response = await fetch(`${base}/v1/edge/poll?waitMs=${waitMs}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify(report),
+          signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
+        });
+      } catch (error) {
+        throw new SwarmgateError(
+          'ERR_CONTROLLER_UNREACHABLE',
+          `controller ${base} unreachable: ${describeError(error)}`,
+          {},
+          error,
+        );
+      }
+      if (response.status === 204) return null;
+      if (!response.ok) {
+        const text = await response.text().catch(() => '');
+        throw new SwarmgateError(
+          'ERR_CONTROLLER_UNREACHABLE',
+          `controller answered ${response.status}: ${text.slice(0, 200)}`,
+        );
+      }
+      const body = (await response.json()) as PublishedBundle;
+      if (
+        !body ||
+        typeof body.fingerprint !== 'string' ||
+        typeof body.files !== 'object' ||
+        body.files === null
+      ) {
+        throw new SwarmgateError('ERR_BUNDLE_INVALID', 'the controller sent a malformed bundle');
+      }
+      return body;
+    },
+  };
+}

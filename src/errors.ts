@@ -1,0 +1,42 @@
+// One catalogue of coded errors. A code is never reused for another meaning; callers branch on `code`.
+
+export const ERROR_CODES = {
+  ERR_CONFIG_INVALID: 'configuration is invalid',
+  ERR_DOCKER_UNAVAILABLE: 'the Docker API did not answer',
+  ERR_DOCKER_REQUEST: 'the Docker API refused a request',
+  ERR_EVENT_STREAM_ENDED: 'the Docker event stream ended',
+  ERR_NGINX_INVALID: 'nginx rejected the configuration',
+  ERR_NGINX_UNAVAILABLE: 'nginx could not be run',
+  ERR_TEMPLATE: 'a template failed to render',
+  ERR_BUNDLE_INVALID: 'a config bundle is malformed',
+  ERR_CONTROLLER_UNREACHABLE: 'the controller did not answer',
+  ERR_UNAUTHORIZED: 'missing or wrong bearer token',
+  ERR_NOT_FOUND: 'no such resource',
+  ERR_BAD_REQUEST: 'the request is malformed',
+  ERR_PAYLOAD_TOO_LARGE: 'the request body is too large',
+  ERR_ABORTED: 'the operation was aborted',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class SwarmgateError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message?: string, details: Record<string, unknown> = {}, cause?: unknown) {
+    super(message ?? ERROR_CODES[code], cause === undefined ? undefined : { cause });
+    this.name = 'SwarmgateError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isSwarmgateError(error: unknown, code?: ErrorCode): error is SwarmgateError {
+  return error instanceof SwarmgateError && (code === undefined || error.code === code);
+}
+
+/** A message safe to log for any thrown value. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}

@@ -1,0 +1,70 @@
+// A tiny router: method + path pattern ("/v1/services/:name") → handler. Unknown paths get a coded 404.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { SwarmgateError } from '../errors.ts';
+import { sendError } from './json-http.ts';
+
+export interface RouteContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: URLSearchParams;
+  /** Aborts when the client goes away. */
+  readonly signal: AbortSignal;
+}
+
+export type RouteHandler = (context: RouteContext) => Promise<void> | void;
+
+interface Route {
+  readonly method: string;
+  readonly pattern: RegExp;
+  readonly names: readonly string[];
+  readonly handler: RouteHandler;
+}
+
+export class Router {
+  private readonly routes: Route[] = [];
+
+  add(method: string, path: string, handler: RouteHandler): this {
+    const names: string[] = [];
+    const source = path
+      .split('/')
+      .map((part) => {
+        if (!part.startsWith(':')) return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        names.push(part.slice(1));
+        return '([^/]+)';
+      })
+      .join('/');
+    this.routes.push({ method, pattern: new RegExp(`^${source}$`), names, handler });
+    return this;
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://controller');
+    const abort = new AbortController();
+    res.on('close', () => abort.abort());
+    try {
+      let pathMatched = false;
+      for (const route of this.routes) {
+        const match = route.pattern.exec(url.pathname);
+        if (!match) continue;
+        pathMatched = true;
+        if (route.method !== req.method) continue;
+        const params: Record<string, string> = {};
+        route.names.forEach((name, index) => {
+          params[name] = decodeURIComponent(match[index + 1] ?? '');
+        });
+        await route.handler({ req, res, params, query: url.searchParams, signal: abort.signal });
+        return;
+      }
+      throw pathMatched
+        ? new SwarmgateError(
+            'ERR_BAD_REQUEST',
+            `method ${req.method ?? ''} is not allowed on ${url.pathname}`,
+          )
+        : new SwarmgateError('ERR_NOT_FOUND', `no route ${url.pathname}`);
+    } catch (error) {
+      if (!res.headersSent) sendError(res, error);
+      else res.destroy();
+    }
+  }
+}

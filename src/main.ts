@@ -1,0 +1,137 @@
+#!/usr/bin/env node
+// Composition root: reads configuration, builds the logger and adapters, starts the chosen role.
+// The only place that calls process.exit.
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import { readControllerConfig, readEdgeConfig } from './config.ts';
+import { startController } from './controller/controller.ts';
+import { createDockerodeAdapter } from './docker/dockerode-adapter.ts';
+import { createHttpControllerChannel, startEdgeAgent } from './edge/edge-agent.ts';
+import { createNginxProcess } from './edge/nginx-process.ts';
+import { describeError, isSwarmgateError, SwarmgateError } from './errors.ts';
+import { createLogger } from './logger.ts';
+import type { Logger } from './logger.ts';
+import { createNginxValidator, runNginxTest } from './nginx/nginx-validator.ts';
+import { systemClock } from './reconcile/clock.ts';
+import { createTemplateRenderer } from './render/nunjucks-env.ts';
+import { SWARMGATE_VERSION } from './version.ts';
+
+const USAGE = `usage: swarmgate <command>
+  controller               watch Swarm, render and publish the edge config, serve the API
+  edge                     run nginx and follow the controller's config bundle
+  healthcheck <role>       exit 0 when the local controller or edge is healthy
+  version                  print the version`;
+
+async function readToken(file: string): Promise<string> {
+  let token: string;
+  try {
+    token = (await readFile(file, 'utf8')).trim();
+  } catch (error) {
+    throw new SwarmgateError(
+      'ERR_CONFIG_INVALID',
+      `cannot read the token file ${file} (a Docker secret): ${describeError(error)}`,
+    );
+  }
+  if (token.length < 16)
+    throw new SwarmgateError('ERR_CONFIG_INVALID', `the token in ${file} is shorter than 16 characters`);
+  return token;
+}
+
+function onShutdown(logger: Logger, stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: describeError(error) }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => handler('SIGTERM'));
+  process.on('SIGINT', () => handler('SIGINT'));
+}
+
+async function runController(): Promise<void> {
+  const config = readControllerConfig(process.env);
+  const logger = createLogger(config.logLevel).child({ role: 'controller' });
+  logger.info({ version: SWARMGATE_VERSION }, 'starting controller');
+  const controller = await startController({
+    config,
+    token: await readToken(config.tokenFile),
+    docker: createDockerodeAdapter(config.dockerSocket),
+    validator: createNginxValidator(config.nginxBinary),
+    templates: createTemplateRenderer(),
+    logger,
+    clock: systemClock,
+    version: SWARMGATE_VERSION,
+  });
+  onShutdown(logger, () => controller.stop());
+}
+
+async function runEdge(): Promise<void> {
+  const config = readEdgeConfig(process.env, os.hostname());
+  const logger = createLogger(config.logLevel).child({ role: 'edge', edge: config.edgeId });
+  logger.info({ version: SWARMGATE_VERSION, controller: config.controllerUrl }, 'starting edge');
+  const nginx = createNginxProcess(config.nginxBinary);
+  nginx.onUnexpectedExit((code) => {
+    logger.fatal({ code }, 'nginx exited; the edge stops so Swarm restarts it');
+    process.exit(1);
+  });
+  const edge = await startEdgeAgent({
+    config,
+    nodeId: process.env.SWARMGATE_NODE_ID ?? null,
+    channel: createHttpControllerChannel(
+      config.controllerUrl,
+      await readToken(config.tokenFile),
+      config.pollTimeoutMs,
+    ),
+    nginx,
+    testConfig: (confPath, signal) => runNginxTest(config.nginxBinary, confPath, signal),
+    templates: createTemplateRenderer(),
+    logger,
+    clock: systemClock,
+    version: SWARMGATE_VERSION,
+  });
+  onShutdown(logger, () => edge.stop());
+}
+
+async function healthcheck(role: string | undefined): Promise<void> {
+  const port =
+    role === 'controller'
+      ? readControllerConfig(process.env).listenPort
+      : role === 'edge'
+        ? readEdgeConfig(process.env, os.hostname()).healthPort
+        : null;
+  if (port === null)
+    throw new SwarmgateError('ERR_BAD_REQUEST', 'healthcheck needs a role: controller or edge');
+  const response = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(3000) });
+  if (!response.ok) throw new SwarmgateError('ERR_NOT_FOUND', `unhealthy: HTTP ${response.status}`);
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'controller':
+      return runController();
+    case 'edge':
+      return runEdge();
+    case 'healthcheck':
+      return healthcheck(rest[0]);
+    case 'version':
+      console.log(SWARMGATE_VERSION);
+      return;
+    default:
+      console.error(USAGE);
+      process.exit(2);
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  const code = isSwarmgateError(error) ? error.code : 'ERR_INTERNAL';
+  console.error(JSON.stringify({ level: 'fatal', code, msg: describeError(error) }));
+  process.exit(1);
+});

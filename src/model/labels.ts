@@ -1,0 +1,141 @@
+// The label grammar: every value a user writes is parsed into a typed field here, or rejected with a reason.
+// Nothing else reaches nginx, so a label can never inject a directive.
+
+export type Proto = 'http' | 'https' | 'grpc' | 'grpcs' | 'uwsgi' | 'fastcgi';
+export const PROTOS: readonly Proto[] = ['http', 'https', 'grpc', 'grpcs', 'uwsgi', 'fastcgi'];
+
+export interface HostPattern {
+  /** exact: www.example.com; wildcard: *.example.com or example.*; regex: ~^app\d+\.example\.com$ */
+  readonly kind: 'exact' | 'wildcard' | 'regex';
+  /** The value as nginx's server_name takes it (regex with its leading ~). */
+  readonly value: string;
+}
+
+export interface PathPattern {
+  /** prefix: /api/; regex: ~^/api/v\d+/ (case-sensitive) or ~*^/img/ (case-insensitive). */
+  readonly kind: 'prefix' | 'regex';
+  readonly value: string;
+}
+
+export type Parsed<T> =
+  { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
+
+const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
+const fail = <T>(reason: string): Parsed<T> => ({ ok: false, reason });
+
+const DNS_LABEL = /^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)$/;
+// No quotes, whitespace, braces, semicolons, hash or backslash: none of them has a meaning in a URL path that
+// nginx should see, and each could end a directive.
+const PATH_CHARS = /^\/[A-Za-z0-9._~!*+,=:@%/-]*$/;
+// Control characters are exactly what this pattern exists to find.
+// eslint-disable-next-line no-control-regex
+const CONTROL_OR_SPACE = /[\s\u0000-\u001f\u007f]/;
+
+function isDnsName(name: string): boolean {
+  if (name.length === 0 || name.length > 253) return false;
+  return name.split('.').every((label) => DNS_LABEL.test(label));
+}
+
+/** A JS RegExp compile catches most mistakes; nginx -t (PCRE) is the final word. */
+function checkRegex(body: string, flags = ''): string | null {
+  if (body.length === 0) return 'the regular expression is empty';
+  if (body.length > 512) return 'the regular expression is longer than 512 characters';
+  if (CONTROL_OR_SPACE.test(body)) return 'the regular expression contains whitespace or a control character';
+  if (/["']/.test(body)) return 'the regular expression contains a quote';
+  try {
+    new RegExp(body, flags);
+  } catch (error) {
+    return `the regular expression does not compile: ${(error as Error).message}`;
+  }
+  return null;
+}
+
+export function parseHost(raw: string): Parsed<HostPattern> {
+  const value = raw.trim();
+  if (value.startsWith('~')) {
+    const problem = checkRegex(value.slice(1));
+    return problem ? fail(`host "${value}": ${problem}`) : ok({ kind: 'regex', value });
+  }
+  const lower = value.toLowerCase();
+  if (lower.startsWith('*.')) {
+    return isDnsName(lower.slice(2))
+      ? ok({ kind: 'wildcard', value: lower })
+      : fail(`host "${value}": after "*." must come a DNS name`);
+  }
+  if (lower.endsWith('.*')) {
+    return isDnsName(lower.slice(0, -2))
+      ? ok({ kind: 'wildcard', value: lower })
+      : fail(`host "${value}": before ".*" must come a DNS name`);
+  }
+  if (lower.includes(':')) return fail(`host "${value}": a port does not belong in VIRTUAL_HOST`);
+  return isDnsName(lower)
+    ? ok({ kind: 'exact', value: lower })
+    : fail(`host "${value}" is not a DNS name, "*.name", "name.*" or "~regex"`);
+}
+
+/** VIRTUAL_HOST: a comma list; blanks are skipped, duplicates kept once, every entry must parse. */
+export function parseHostList(raw: string): Parsed<HostPattern[]> {
+  const entries = raw
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  if (entries.length === 0) return fail('no host name given');
+  const hosts = new Map<string, HostPattern>();
+  const reasons: string[] = [];
+  for (const entry of entries) {
+    const parsed = parseHost(entry);
+    if (parsed.ok) hosts.set(parsed.value.value, parsed.value);
+    else reasons.push(parsed.reason);
+  }
+  if (reasons.length > 0) return fail(reasons.join('; '));
+  return ok([...hosts.values()]);
+}
+
+export function parsePort(raw: string): Parsed<number> {
+  const value = raw.trim();
+  if (!/^\d{1,5}$/.test(value)) return fail(`"${raw}" is not a port number`);
+  const port = Number(value);
+  return port >= 1 && port <= 65535 ? ok(port) : fail(`${port} is outside 1..65535`);
+}
+
+export function parsePath(raw: string): Parsed<PathPattern> {
+  const value = raw.trim();
+  if (value.startsWith('~')) {
+    const insensitive = value.startsWith('~*');
+    const body = value.slice(insensitive ? 2 : 1);
+    const problem = checkRegex(body, insensitive ? 'i' : '');
+    return problem ? fail(`path "${value}": ${problem}`) : ok({ kind: 'regex', value });
+  }
+  if (value.length > 1024) return fail('the path is longer than 1024 characters');
+  return PATH_CHARS.test(value)
+    ? ok({ kind: 'prefix', value })
+    : fail(`path "${raw}" must start with "/" and use only letters, digits and ._~!*+,=:@%/-`);
+}
+
+/** VIRTUAL_DEST: the path that replaces the matched VIRTUAL_PATH prefix upstream (e.g. "/"). */
+export function parseDest(raw: string): Parsed<string> {
+  const value = raw.trim();
+  if (value.length > 1024) return fail('the destination is longer than 1024 characters');
+  return PATH_CHARS.test(value)
+    ? ok(value)
+    : fail(`destination "${raw}" must start with "/" and use only letters, digits and ._~!*+,=:@%/-`);
+}
+
+export function parseProto(raw: string): Parsed<Proto> {
+  const value = raw.trim().toLowerCase();
+  return (PROTOS as readonly string[]).includes(value)
+    ? ok(value as Proto)
+    : fail(`"${raw}" is not one of ${PROTOS.join(', ')}`);
+}
+
+export function parseRoot(raw: string): Parsed<string> {
+  const value = raw.trim();
+  return PATH_CHARS.test(value) && value.length <= 1024
+    ? ok(value)
+    : fail(`"${raw}" is not an absolute path of letters, digits and ._~!*+,=:@%/-`);
+}
+
+export function parseNetworkName(raw: string): Parsed<string> {
+  const value = raw.trim();
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(value) ? ok(value) : fail(`"${raw}" is not a network name`);
+}

@@ -1,0 +1,350 @@
+// buildRoutingModel: pure. Snapshot (plain data) in, typed routes and Problems out, sorted so the same input
+// always gives the same model and so the same nginx bytes.
+import type { ServiceInfo, Snapshot, TaskInfo } from '../discovery/snapshot.ts';
+import type { HostPattern, Parsed, PathPattern, Proto } from './labels.ts';
+import {
+  parseDest,
+  parseHostList,
+  parseNetworkName,
+  parsePath,
+  parsePort,
+  parseProto,
+  parseRoot,
+} from './labels.ts';
+import { compareProblems } from './problems.ts';
+import type { Problem } from './problems.ts';
+
+export interface ModelSettings {
+  /** Overlay networks the edges are attached to; upstream addresses come from these only. */
+  readonly networks: readonly string[];
+}
+
+export interface UpstreamServer {
+  readonly ip: string;
+  readonly port: number;
+  readonly taskId: string;
+  readonly nodeId: string;
+}
+
+export interface Upstream {
+  readonly name: string;
+  readonly service: string;
+  readonly servers: readonly UpstreamServer[];
+}
+
+export interface RouteLocation {
+  readonly path: PathPattern;
+  readonly service: string;
+  readonly proto: Proto;
+  readonly dest: string | null;
+  readonly root: string | null;
+  /** null: the service has no routable task, and the location answers 503 at once. */
+  readonly upstream: string | null;
+}
+
+export interface VirtualServer {
+  readonly host: HostPattern;
+  readonly locations: readonly RouteLocation[];
+}
+
+export interface RoutedService {
+  readonly id: string;
+  readonly name: string;
+  readonly hosts: readonly string[];
+  readonly path: string;
+  readonly port: number;
+  readonly proto: Proto;
+  readonly network: string;
+  readonly desiredReplicas: number | null;
+  readonly servers: readonly UpstreamServer[];
+}
+
+export interface RoutingModel {
+  readonly servers: readonly VirtualServer[];
+  readonly upstreams: readonly Upstream[];
+  readonly services: readonly RoutedService[];
+  readonly problems: readonly Problem[];
+}
+
+/** The settings a service asks for through its labels, once every label has parsed. */
+interface ServiceRoute {
+  readonly service: ServiceInfo;
+  readonly hosts: readonly HostPattern[];
+  readonly port: number;
+  readonly path: PathPattern;
+  readonly dest: string | null;
+  readonly proto: Proto;
+  readonly root: string | null;
+  readonly network: string;
+}
+
+const KNOWN_SWARMGATE_LABELS = new Set(['swarmgate.network']);
+
+export const EMPTY_MODEL: RoutingModel = { servers: [], upstreams: [], services: [], problems: [] };
+
+export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): RoutingModel {
+  const problems: Problem[] = [];
+  const networkNames = new Map<string, string>();
+  for (const network of snapshot.networks) {
+    networkNames.set(network.id, network.name);
+    networkNames.set(network.name, network.name);
+  }
+
+  const candidates: ServiceRoute[] = [];
+  for (const service of snapshot.services) {
+    if (lookupLabel(service, 'VIRTUAL_HOST') === undefined) continue;
+    const route = decodeServiceRoute(service, settings, networkNames, problems);
+    if (route) candidates.push(route);
+  }
+
+  const accepted = claimRoutes(candidates, problems);
+  const tasksByService = groupTasks(snapshot.tasks);
+
+  const upstreams: Upstream[] = [];
+  const services: RoutedService[] = [];
+  const locationsByHost = new Map<string, { host: HostPattern; locations: RouteLocation[] }>();
+  for (const route of accepted) {
+    const servers = routableServers(tasksByService.get(route.service.id) ?? [], route);
+    const upstreamName = servers.length > 0 ? upstreamNameFor(route.service.name) : null;
+    if (upstreamName) upstreams.push({ name: upstreamName, service: route.service.name, servers });
+    services.push({
+      id: route.service.id,
+      name: route.service.name,
+      hosts: route.hosts.map((host) => host.value),
+      path: route.path.value,
+      port: route.port,
+      proto: route.proto,
+      network: route.network,
+      desiredReplicas: route.service.replicas,
+      servers,
+    });
+    for (const host of route.hosts) {
+      let entry = locationsByHost.get(host.value);
+      if (!entry) locationsByHost.set(host.value, (entry = { host, locations: [] }));
+      entry.locations.push({
+        path: route.path,
+        service: route.service.name,
+        proto: route.proto,
+        dest: route.dest,
+        root: route.root,
+        upstream: upstreamName,
+      });
+    }
+  }
+
+  const servers: VirtualServer[] = [...locationsByHost.values()]
+    .map(({ host, locations }) => ({
+      host,
+      locations: locations.sort((a, b) => compareStrings(a.path.value, b.path.value)),
+    }))
+    .sort((a, b) => compareHosts(a.host, b.host));
+
+  return {
+    servers,
+    upstreams: upstreams.sort((a, b) => compareStrings(a.name, b.name)),
+    services: services.sort((a, b) => compareStrings(a.name, b.name)),
+    problems: problems.sort(compareProblems),
+  };
+}
+
+/** Service labels first (`deploy.labels` in a stack file), then the container env nginx-proxy users bring. */
+export function lookupLabel(service: ServiceInfo, key: string): string | undefined {
+  return service.labels[key] ?? service.env[key];
+}
+
+function decodeServiceRoute(
+  service: ServiceInfo,
+  settings: ModelSettings,
+  networkNames: ReadonlyMap<string, string>,
+  problems: Problem[],
+): ServiceRoute | null {
+  let valid = true;
+  function field<T>(label: string, fallback: T, parse: (raw: string) => Parsed<T>): T {
+    const raw = lookupLabel(service, label);
+    if (raw === undefined || (raw.trim() === '' && label !== 'VIRTUAL_HOST')) return fallback;
+    const parsed = parse(raw);
+    if (parsed.ok) return parsed.value;
+    valid = false;
+    problems.push({
+      service: service.name,
+      label,
+      code: 'INVALID_LABEL',
+      reason: parsed.reason,
+      severity: 'error',
+    });
+    return fallback;
+  }
+
+  const hosts = field<HostPattern[]>('VIRTUAL_HOST', [], parseHostList);
+  const port = field('VIRTUAL_PORT', 80, parsePort);
+  const path = field<PathPattern>('VIRTUAL_PATH', { kind: 'prefix', value: '/' }, parsePath);
+  const dest = field<string | null>('VIRTUAL_DEST', null, parseDest);
+  const proto = field<Proto>('VIRTUAL_PROTO', 'http', parseProto);
+  const root = field<string | null>('VIRTUAL_ROOT', null, parseRoot);
+  const requestedNetwork = field<string | null>('swarmgate.network', null, parseNetworkName);
+
+  if (valid && dest !== null && path.kind === 'regex') {
+    valid = false;
+    problems.push({
+      service: service.name,
+      label: 'VIRTUAL_DEST',
+      code: 'INVALID_LABEL',
+      reason: 'VIRTUAL_DEST cannot rewrite a regular-expression VIRTUAL_PATH',
+      severity: 'error',
+    });
+  }
+  for (const key of Object.keys(service.labels).sort()) {
+    if (key.startsWith('swarmgate.') && !KNOWN_SWARMGATE_LABELS.has(key)) {
+      problems.push({
+        service: service.name,
+        label: key,
+        code: 'UNKNOWN_LABEL',
+        reason: `swarmgate does not know the label "${key}"; it is ignored`,
+        severity: 'warning',
+      });
+    }
+  }
+
+  const network = valid ? chooseNetwork(service, settings, networkNames, requestedNetwork, problems) : null;
+  if (!valid || network === null) return null;
+  return { service, hosts, port, path, dest, proto, root, network };
+}
+
+function chooseNetwork(
+  service: ServiceInfo,
+  settings: ModelSettings,
+  networkNames: ReadonlyMap<string, string>,
+  requested: string | null,
+  problems: Problem[],
+): string | null {
+  const attached = new Set(service.networks.map((idOrName) => networkNames.get(idOrName) ?? idOrName));
+  const shared = settings.networks.filter((name) => attached.has(name));
+  const report = (label: string, code: Problem['code'], reason: string): null => {
+    problems.push({ service: service.name, label, code, reason, severity: 'error' });
+    return null;
+  };
+  if (requested !== null) {
+    if (!settings.networks.includes(requested)) {
+      return report(
+        'swarmgate.network',
+        'INVALID_LABEL',
+        `network "${requested}" is not one the edges are attached to (${settings.networks.join(', ')})`,
+      );
+    }
+    if (!attached.has(requested)) {
+      return report(
+        'swarmgate.network',
+        'INVALID_LABEL',
+        `the service is not attached to network "${requested}"`,
+      );
+    }
+    return requested;
+  }
+  if (shared.length === 1) return shared[0] ?? null;
+  if (shared.length === 0) {
+    return report(
+      'VIRTUAL_HOST',
+      'NO_SHARED_NETWORK',
+      `the service is not attached to an edge network (${settings.networks.join(', ')}); add it to one`,
+    );
+  }
+  return report(
+    'swarmgate.network',
+    'AMBIGUOUS_NETWORK',
+    `the service shares several edge networks (${shared.join(', ')}); choose one with the swarmgate.network label`,
+  );
+}
+
+/**
+ * Two services may not claim the same host and path. The service created first keeps the route, so deploying a
+ * conflicting service never takes a working route away; the newcomer is left out with a Problem.
+ */
+function claimRoutes(candidates: readonly ServiceRoute[], problems: Problem[]): ServiceRoute[] {
+  const ordered = [...candidates].sort(
+    (a, b) =>
+      compareStrings(a.service.createdAt, b.service.createdAt) ||
+      compareStrings(a.service.name, b.service.name),
+  );
+  const owners = new Map<string, string>();
+  const accepted: ServiceRoute[] = [];
+  for (const route of ordered) {
+    const keys = route.hosts.map((host) => `${host.value} ${route.path.value}`);
+    const taken = route.hosts.find((host) => owners.has(`${host.value} ${route.path.value}`));
+    if (taken) {
+      const owner = owners.get(`${taken.value} ${route.path.value}`) ?? '';
+      problems.push({
+        service: route.service.name,
+        label: 'VIRTUAL_HOST',
+        code: 'CONFLICT',
+        reason: `host "${taken.value}" path "${route.path.value}" is already routed to service "${owner}"`,
+        severity: 'error',
+      });
+      continue;
+    }
+    for (const key of keys) owners.set(key, route.service.name);
+    accepted.push(route);
+  }
+  return accepted;
+}
+
+function groupTasks(tasks: readonly TaskInfo[]): Map<string, TaskInfo[]> {
+  const byService = new Map<string, TaskInfo[]>();
+  for (const task of tasks) {
+    const list = byService.get(task.serviceId);
+    if (list) list.push(task);
+    else byService.set(task.serviceId, [task]);
+  }
+  return byService;
+}
+
+/** Routable: Swarm wants it running and it is running. A task told to stop leaves before it dies. */
+export function isRoutable(task: TaskInfo): boolean {
+  return task.desiredState === 'running' && task.state === 'running';
+}
+
+function routableServers(tasks: readonly TaskInfo[], route: ServiceRoute): UpstreamServer[] {
+  const servers: UpstreamServer[] = [];
+  const seen = new Set<string>();
+  for (const task of tasks) {
+    if (!isRoutable(task)) continue;
+    const address = task.addresses.find((candidate) => candidate.networkName === route.network);
+    if (!address || address.ip === '' || seen.has(address.ip)) continue;
+    seen.add(address.ip);
+    servers.push({ ip: address.ip, port: route.port, taskId: task.id, nodeId: task.nodeId });
+  }
+  return servers.sort((a, b) => compareIps(a.ip, b.ip));
+}
+
+function upstreamNameFor(serviceName: string): string {
+  return `svc_${serviceName.replace(/[^A-Za-z0-9_]/g, '_')}_${shortHash(serviceName)}`;
+}
+
+/** FNV-1a, so two service names that sanitise alike still get distinct upstream names. */
+function shortHash(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, '0').slice(0, 6);
+}
+
+const HOST_KIND_ORDER = { exact: 0, wildcard: 1, regex: 2 } as const;
+
+function compareHosts(a: HostPattern, b: HostPattern): number {
+  return HOST_KIND_ORDER[a.kind] - HOST_KIND_ORDER[b.kind] || compareStrings(a.value, b.value);
+}
+
+function compareIps(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const diff = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (diff !== 0 && !Number.isNaN(diff)) return diff;
+  }
+  return compareStrings(a, b);
+}
+
+export function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,31 @@
+// The only file importing p-queue. One reconcile runs at a time; while it runs, any number of requests collapse
+// into one more run, which re-lists everything and so sees the latest state ("latest wins").
+import PQueue from 'p-queue';
+
+export class SingleFlight {
+  private readonly queue = new PQueue({ concurrency: 1 });
+  private readonly task: () => Promise<void>;
+  private waiting: Promise<void> | null = null;
+
+  constructor(task: () => Promise<void>) {
+    this.task = task;
+  }
+
+  /** Resolves when a run that started after this call has finished. */
+  request(): Promise<void> {
+    if (this.waiting) return this.waiting;
+    // p-queue may start the job inside add(), before `run` is assigned: the flag tells whether it is still waiting.
+    let started = false;
+    const run = this.queue.add(async () => {
+      started = true;
+      this.waiting = null;
+      await this.task();
+    });
+    if (!started) this.waiting = run;
+    return run;
+  }
+
+  onIdle(): Promise<void> {
+    return this.queue.onIdle();
+  }
+}

@@ -1,0 +1,87 @@
+// Golden files: a case is a folder with snapshot.json (plain data, defaults filled in for brevity) and
+// optionally settings.json; expected.txt holds every rendered file and the problems. UPDATE_GOLDEN=1 rewrites.
+import { readFileSync } from 'node:fs';
+import type { ProxySettings } from '../../src/config.ts';
+import { defaultProxySettings } from '../../src/config.ts';
+import type { NetworkInfo, NodeInfo, ServiceInfo, Snapshot, TaskInfo } from '../../src/discovery/snapshot.ts';
+import { buildRoutingModel } from '../../src/model/routing-model.ts';
+import type { RoutingModel } from '../../src/model/routing-model.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { renderConfig } from '../../src/render/render-config.ts';
+import type { BundleFiles } from '../../src/render/render-config.ts';
+
+export interface GoldenSettings {
+  readonly networks?: string[];
+  readonly proxy?: Partial<ProxySettings>;
+}
+
+type Loose<T> = Partial<T> & { id: string };
+
+export function loadSnapshot(file: string): Snapshot {
+  const raw = JSON.parse(readFileSync(file, 'utf8')) as {
+    services?: Loose<ServiceInfo>[];
+    tasks?: Loose<TaskInfo>[];
+    networks?: Loose<NetworkInfo>[];
+    nodes?: Loose<NodeInfo>[];
+  };
+  return {
+    services: (raw.services ?? []).map((service) => ({
+      name: service.id,
+      createdAt: '2026-01-01T00:00:00Z',
+      labels: {},
+      env: {},
+      mode: 'replicated',
+      replicas: 1,
+      networks: ['net-swarmgate'],
+      image: 'example/app:1',
+      updateState: null,
+      ...service,
+    })),
+    tasks: (raw.tasks ?? []).map((task) => ({
+      serviceId: '',
+      nodeId: 'node-1',
+      slot: 1,
+      desiredState: 'running',
+      state: 'running',
+      stateSince: '2026-01-01T00:00:00Z',
+      error: null,
+      addresses: [],
+      ...task,
+    })),
+    networks: (raw.networks ?? [{ id: 'net-swarmgate', name: 'swarmgate' }]).map((network) => ({
+      name: network.id,
+      driver: 'overlay',
+      scope: 'swarm',
+      ingress: false,
+      ...network,
+    })),
+    nodes: (raw.nodes ?? []).map((node) => ({
+      hostname: node.id,
+      role: 'manager',
+      state: 'ready',
+      availability: 'active',
+      ...node,
+    })),
+  };
+}
+
+export function renderCase(
+  snapshot: Snapshot,
+  settings: GoldenSettings,
+): { model: RoutingModel; files: BundleFiles } {
+  const model = buildRoutingModel(snapshot, { networks: settings.networks ?? ['swarmgate'] });
+  const files = renderConfig(
+    model,
+    { proxy: { ...defaultProxySettings(), ...settings.proxy }, generator: 'golden' },
+    createTemplateRenderer(),
+  );
+  return { model, files };
+}
+
+/** The one readable text a case is compared with. */
+export function goldenText(model: RoutingModel, files: BundleFiles): string {
+  const parts: string[] = [];
+  for (const name of Object.keys(files).sort()) parts.push(`==> ${name} <==\n${files[name] ?? ''}`);
+  parts.push(`==> problems <==\n${model.problems.map((problem) => JSON.stringify(problem)).join('\n')}\n`);
+  return parts.join('\n');
+}
