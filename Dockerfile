@@ -17,6 +17,8 @@ RUN --mount=type=secret,id=npm_ca \
  && npm cache clean --force
 COPY src ./src
 COPY templates ./templates
+# `swarmgate status` etc. for operators using docker exec.
+RUN printf '#!/bin/sh\nexec node /app/src/main.ts "$@"\n' > /usr/local/bin/swarmgate && chmod 755 /usr/local/bin/swarmgate
 
 ENV NODE_ENV=production
 EXPOSE 80 443 8080

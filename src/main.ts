@@ -3,6 +3,7 @@
 // The only place that calls process.exit.
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
+import { runCli } from './cli/cli.ts';
 import { readControllerConfig, readEdgeConfig } from './config.ts';
 import { startController } from './controller/controller.ts';
 import { createDockerodeAdapter } from './docker/dockerode-adapter.ts';
@@ -20,6 +21,7 @@ const USAGE = `usage: swarmgate <command>
   controller               watch Swarm, render and publish the edge config, serve the API
   edge                     run nginx and follow the controller's config bundle
   healthcheck <role>       exit 0 when the local controller or edge is healthy
+  status [--json]          show the controller's status (run inside the controller)
   version                  print the version`;
 
 async function readToken(file: string): Promise<string> {
@@ -121,6 +123,8 @@ async function main(argv: readonly string[]): Promise<void> {
       return runEdge();
     case 'healthcheck':
       return healthcheck(rest[0]);
+    case 'status':
+      return runCli(argv, { env: process.env, out: (line) => console.log(line) });
     case 'version':
       console.log(SWARMGATE_VERSION);
       return;

@@ -1,0 +1,266 @@
+// E2E helpers: drive the lab's real Swarm with the docker CLI and talk to the edge on 127.0.0.1 only.
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+
+export const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
+export const IMAGE = process.env.SWARMGATE_IMAGE ?? 'swarmgate:dev';
+export const BACKEND_IMAGE = process.env.SWARMGATE_BACKEND_IMAGE ?? 'swarmgate-test-backend:dev';
+export const STACK = 'swarmgate';
+export const EDGE_NETWORK = 'swarmgate';
+/** Marks everything a test creates, so `lab down` can find leftovers. */
+export const E2E_LABEL = 'swarmgate.e2e=1';
+
+export function docker(
+  args: readonly string[],
+  options: { input?: string; timeoutMs?: number } = {},
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      'docker',
+      args,
+      { timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`docker ${args.join(' ')} failed: ${stderr.trim() || error.message}`));
+        else resolve(stdout.trim());
+      },
+    );
+    if (options.input !== undefined) child.stdin?.end(options.input);
+  });
+}
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${randomBytes(3).toString('hex')}`;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `probe` until it returns a value other than undefined, or throws after the deadline with `what`. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  { timeoutMs = 60_000, intervalMs = 100 }: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown = null;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await sleep(intervalMs);
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`,
+  );
+}
+
+export interface HttpResult {
+  readonly status: number;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly body: string;
+}
+
+/** One request to 127.0.0.1 with the given Host header, on a fresh connection. */
+export function request(
+  host: string,
+  urlPath = '/',
+  {
+    port = 80,
+    method = 'GET',
+    headers = {},
+    timeoutMs = 5000,
+  }: {
+    port?: number;
+    method?: string;
+    headers?: Record<string, string>;
+    timeoutMs?: number;
+  } = {},
+): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: urlPath,
+        method,
+        headers: { host, ...headers },
+        agent: false,
+        timeout: timeoutMs,
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`request to ${host}${urlPath} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The backend's JSON answer (which task served it), or undefined for a non-200. */
+export async function backendAnswer(
+  host: string,
+  urlPath = '/',
+): Promise<{ task: string; version: string; path: string } | undefined> {
+  const result = await request(host, urlPath);
+  if (result.status !== 200) return undefined;
+  return JSON.parse(result.body) as { task: string; version: string; path: string };
+}
+
+export async function deployStack(): Promise<void> {
+  await docker([
+    'stack',
+    'deploy',
+    '--resolve-image',
+    'never',
+    '-c',
+    path.join(REPO_ROOT, 'docker-stack.yml'),
+    STACK,
+  ]);
+  await waitForServiceRunning(`${STACK}_controller`, 1);
+  await waitForServiceRunning(`${STACK}_edge`, 1);
+  // The edge answers 503 for unknown hosts once nginx runs and the controller has published a bundle.
+  await waitFor('the edge to answer on 127.0.0.1:80', async () => {
+    const result = await request('unknown.invalid', '/');
+    return result.status === 503 ? true : undefined;
+  });
+  await waitFor('the controller to publish and the edge to apply', async () => {
+    const status = await controllerStatus();
+    return status.config && status.edges.some((edge) => edge.inSync) ? true : undefined;
+  });
+}
+
+export async function removeStack(): Promise<void> {
+  await docker(['stack', 'rm', STACK]).catch(() => '');
+  await waitFor(
+    'the stack to be gone',
+    async () =>
+      (await docker(['service', 'ls', '-q', '--filter', `label=com.docker.stack.namespace=${STACK}`])) === ''
+        ? true
+        : undefined,
+    { timeoutMs: 60_000, intervalMs: 500 },
+  );
+  // The stack's network outlives its services for a moment; a deploy in that window fails with "not found".
+  await waitFor(
+    'the stack network to be gone',
+    async () =>
+      (await docker(['network', 'ls', '-q', '--filter', `label=com.docker.stack.namespace=${STACK}`])) === ''
+        ? true
+        : undefined,
+    { timeoutMs: 60_000, intervalMs: 500 },
+  );
+}
+
+export interface ServiceOptions {
+  readonly name: string;
+  readonly labels?: Record<string, string>;
+  readonly env?: Record<string, string>;
+  readonly replicas?: number;
+  readonly networks?: readonly string[];
+  readonly image?: string;
+  readonly publish?: string;
+  readonly extra?: readonly string[];
+}
+
+/** Creates a service of the test backend (or another image) and waits for its tasks to run. */
+export async function createService(options: ServiceOptions): Promise<void> {
+  const args = ['service', 'create', '--detach', '--no-resolve-image', '--quiet', '--name', options.name];
+  args.push('--label', E2E_LABEL, '--env', 'TASK_NAME={{.Task.Name}}');
+  args.push('--stop-grace-period', '5s');
+  for (const [key, value] of Object.entries(options.labels ?? {})) args.push('--label', `${key}=${value}`);
+  for (const [key, value] of Object.entries(options.env ?? {})) args.push('--env', `${key}=${value}`);
+  for (const network of options.networks ?? [EDGE_NETWORK]) args.push('--network', network);
+  if (options.publish) args.push('--publish', options.publish);
+  args.push(
+    '--replicas',
+    String(options.replicas ?? 1),
+    ...(options.extra ?? []),
+    options.image ?? BACKEND_IMAGE,
+  );
+  await docker(args);
+  await waitForServiceRunning(options.name, options.replicas ?? 1);
+}
+
+export async function removeService(name: string): Promise<void> {
+  await docker(['service', 'rm', name]).catch(() => '');
+}
+
+export interface TaskRow {
+  readonly id: string;
+  readonly name: string;
+  readonly desiredState: string;
+  readonly state: string;
+  readonly since: number;
+}
+
+export async function serviceTasks(service: string): Promise<TaskRow[]> {
+  const ids = (await docker(['service', 'ps', '-q', '--no-trunc', service])).split('\n').filter(Boolean);
+  if (ids.length === 0) return [];
+  const raw = JSON.parse(await docker(['inspect', ...ids])) as {
+    ID: string;
+    Slot?: number;
+    NodeID?: string;
+    DesiredState: string;
+    Status: { State: string; Timestamp: string };
+  }[];
+  return raw.map((task) => ({
+    id: task.ID,
+    name: `${service}.${task.Slot ?? task.NodeID ?? ''}.${task.ID}`,
+    desiredState: task.DesiredState,
+    state: task.Status.State,
+    since: Date.parse(task.Status.Timestamp),
+  }));
+}
+
+export async function waitForServiceRunning(
+  service: string,
+  replicas: number,
+  timeoutMs = 90_000,
+): Promise<TaskRow[]> {
+  return waitFor(
+    `${service} to have ${replicas} running task(s)`,
+    async () => {
+      const running = (await serviceTasks(service)).filter(
+        (task) => task.desiredState === 'running' && task.state === 'running',
+      );
+      return running.length === replicas ? running : undefined;
+    },
+    { timeoutMs, intervalMs: 250 },
+  );
+}
+
+export function labToken(): string {
+  return readFileSync(path.join(REPO_ROOT, '.lab', 'token'), 'utf8').trim();
+}
+
+export interface ControllerStatus {
+  config: { version: number; fingerprint: string } | null;
+  edges: { edge: string; inSync: boolean; applied: { version: number } | null }[];
+  problems: { service: string; label: string; code: string; reason: string }[];
+  services: { name: string; hosts: string[]; routedTasks: number }[];
+}
+
+/** The controller listens on the overlay only: ask it from inside its own container, as an operator would. */
+export async function controllerStatus(): Promise<ControllerStatus> {
+  const container = await docker([
+    'ps',
+    '-q',
+    '--filter',
+    `name=${STACK}_controller`,
+    '--filter',
+    'status=running',
+  ]);
+  const id = container.split('\n')[0];
+  if (!id) throw new Error('no running controller container');
+  return JSON.parse(await docker(['exec', id, 'swarmgate', 'status', '--json'])) as ControllerStatus;
+}
