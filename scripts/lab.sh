@@ -153,11 +153,29 @@ build_images() {
 
 ensure_token_secret() {
   if docker secret inspect "$TOKEN_SECRET" >/dev/null 2>&1 && [ -s "$LAB_DIR/token" ]; then return; fi
-  docker secret rm "$TOKEN_SECRET" >/dev/null 2>&1 || true
+  if docker secret inspect "$TOKEN_SECRET" >/dev/null 2>&1; then
+    # The secret exists but its token is not ours to read (another checkout made it): the lab's own stack is the
+    # only user it may have, so remove that stack and start over with a fresh token.
+    remove_stack swarmgate
+    docker secret rm "$TOKEN_SECRET" >/dev/null
+  fi
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LAB_DIR/token"
   chmod 600 "$LAB_DIR/token"
   docker secret create --label "$LAB_LABEL" "$TOKEN_SECRET" "$LAB_DIR/token" >/dev/null
   log "created secret $TOKEN_SECRET (token in .lab/token)"
+}
+
+remove_stack() {
+  local stack=$1
+  docker stack ls --format '{{.Name}}' | grep -qx "$stack" || return 0
+  log "removing stack $stack"
+  docker stack rm "$stack" >/dev/null
+  for _ in $(seq 1 60); do
+    [ -z "$(docker service ls -q --filter label=com.docker.stack.namespace="$stack")" ] &&
+      [ -z "$(docker network ls -q --filter label=com.docker.stack.namespace="$stack")" ] && return 0
+    sleep 1
+  done
+  die "stack $stack did not go away within 60 s"
 }
 
 # --- commands ----------------------------------------------------------------------------------------------
@@ -176,10 +194,7 @@ cmd_up() {
 cmd_down() {
   engine_answers || { log "no daemon answers; nothing to remove"; return; }
   local stack ids
-  for stack in $(our_stacks); do
-    log "removing stack $stack"
-    docker stack rm "$stack" >/dev/null
-  done
+  for stack in $(our_stacks); do remove_stack "$stack"; done
   ids=$(docker service ls -q --filter label=swarmgate.e2e=1 2>/dev/null || true)
   [ -z "$ids" ] || docker service rm $ids >/dev/null
   # Networks outlive their stack for a few seconds while tasks shut down.

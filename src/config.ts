@@ -166,7 +166,7 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
   const config: ControllerConfig = {
     role: 'controller',
     logLevel: reader.logLevel(),
-    listenPort: reader.integer('SWARMGATE_LISTEN_PORT', 8080, 1, 65535),
+    listenPort: reader.integer('SWARMGATE_LISTEN_PORT', 8080, 0, 65535),
     tokenFile: reader.string('SWARMGATE_TOKEN_FILE', '/run/secrets/swarmgate_token'),
     dockerSocket: reader.string('SWARMGATE_DOCKER_SOCKET', '/var/run/docker.sock'),
     networks: reader.list('SWARMGATE_NETWORKS', ['swarmgate'], NETWORK_NAME),
@@ -209,7 +209,7 @@ export function readEdgeConfig(env: Env, hostname: string): Readonly<EdgeConfig>
     tokenFile: reader.string('SWARMGATE_TOKEN_FILE', '/run/secrets/swarmgate_token'),
     stateDir: reader.string('SWARMGATE_STATE_DIR', '/var/lib/swarmgate'),
     nginxBinary: reader.string('SWARMGATE_NGINX', 'nginx'),
-    healthPort: reader.integer('SWARMGATE_EDGE_HEALTH_PORT', 8081, 1, 65535),
+    healthPort: reader.integer('SWARMGATE_EDGE_HEALTH_PORT', 8081, 0, 65535),
     pollTimeoutMs: reader.duration('SWARMGATE_EDGE_POLL_TIMEOUT', 40_000, 2000, 300_000),
     retryMaxMs: reader.duration('SWARMGATE_EDGE_RETRY_MAX', 5000, 100, 300_000),
   };

@@ -1,0 +1,319 @@
+// The controller against a fake Docker port, with a real edge agent (fake nginx) talking to it over HTTP.
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { readControllerConfig, readEdgeConfig } from '../../src/config.ts';
+import { startController } from '../../src/controller/controller.ts';
+import type { RunningController } from '../../src/controller/controller.ts';
+import { createHttpControllerChannel, startEdgeAgent } from '../../src/edge/edge-agent.ts';
+import type { RunningEdge } from '../../src/edge/edge-agent.ts';
+import type { NginxProcess } from '../../src/edge/nginx-process.ts';
+import { createCapturingLogger } from '../../src/logger.ts';
+import type { NginxValidator, ValidationResult } from '../../src/nginx/nginx-validator.ts';
+import { systemClock } from '../../src/reconcile/clock.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
+import { waitUntil } from '../support/wait.ts';
+
+const TOKEN = 'integration-test-token-0123456789';
+
+class FakeNginx implements NginxProcess {
+  confPath: string | null = null;
+  reloads = 0;
+  running = false;
+  async start(confPath: string): Promise<void> {
+    this.confPath = confPath;
+    this.running = true;
+  }
+  reload(): void {
+    this.reloads++;
+  }
+  async stop(): Promise<void> {
+    this.running = false;
+  }
+  onUnexpectedExit(): void {}
+}
+
+interface System {
+  docker: FakeDocker;
+  controller: RunningController;
+  edge: RunningEdge;
+  nginx: FakeNginx;
+  stateDir: string;
+  logs: Record<string, unknown>[];
+  /** nginx.conf the edge currently serves. */
+  served(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+async function startSystem(
+  options: {
+    docker?: FakeDocker;
+    rejectIf?: (config: string) => boolean;
+    edgeRejectIf?: (config: string) => boolean;
+    stateDir?: string;
+  } = {},
+): Promise<System> {
+  const docker = options.docker ?? new FakeDocker();
+  const { logger, lines } = createCapturingLogger('debug');
+  const validator: NginxValidator = {
+    async validate(files): Promise<ValidationResult> {
+      const config = files['nginx.conf'] ?? '';
+      return options.rejectIf?.(config)
+        ? { ok: false, output: 'nginx: [emerg] fake rejection' }
+        : { ok: true };
+    },
+  };
+  const controller = await startController({
+    config: readControllerConfig({
+      SWARMGATE_LISTEN_PORT: '0',
+      SWARMGATE_DEBOUNCE: '5ms:20ms',
+      SWARMGATE_FAST_POLL: '50ms',
+      SWARMGATE_SLOW_POLL: '1h',
+      SWARMGATE_EDGE_LONG_POLL: '2s',
+    }),
+    token: TOKEN,
+    docker,
+    validator,
+    templates: createTemplateRenderer(),
+    logger,
+    clock: systemClock,
+    version: 'test',
+  });
+  const stateDir = options.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), 'swarmgate-edge-')));
+  const nginx = new FakeNginx();
+  const edge = await startEdgeAgent({
+    config: readEdgeConfig(
+      {
+        SWARMGATE_STATE_DIR: stateDir,
+        SWARMGATE_EDGE_HEALTH_PORT: '0',
+        SWARMGATE_EDGE_RETRY_MAX: '200ms',
+        SWARMGATE_CONTROLLER_URL: `http://127.0.0.1:${controller.port}`,
+      },
+      'edge-1',
+    ),
+    nodeId: 'node-1',
+    channel: createHttpControllerChannel(`http://127.0.0.1:${controller.port}`, TOKEN, 12_000),
+    nginx,
+    testConfig: async (confPath) => {
+      const config = await readFile(confPath, 'utf8');
+      return options.edgeRejectIf?.(config) ? { ok: false, output: 'edge nginx said no' } : { ok: true };
+    },
+    templates: createTemplateRenderer(),
+    logger: logger.child({ role: 'edge' }),
+    clock: systemClock,
+    version: 'test',
+  });
+  return {
+    docker,
+    controller,
+    edge,
+    nginx,
+    stateDir,
+    logs: lines,
+    served: () => readFile(path.join(stateDir, 'current', 'nginx.conf'), 'utf8'),
+    async stop() {
+      await edge.stop();
+      await controller.stop();
+    },
+  };
+}
+
+function dockerWithWeb(): FakeDocker {
+  const docker = new FakeDocker();
+  docker.services = [rawService('web', { VIRTUAL_HOST: 'web.example.com' })];
+  docker.tasks = [rawTask('t1', 'web', '10.0.0.11')];
+  return docker;
+}
+
+test('startup: the controller resyncs, publishes, and the edge applies the bundle and reports it', async (t) => {
+  const system = await startSystem({ docker: dockerWithWeb() });
+  t.after(() => system.stop());
+  await waitUntil('the edge to apply a bundle', () => system.edge.applied() !== null);
+  assert.match(await system.served(), /server 10\.0\.0\.11:80 /);
+  assert.equal(system.nginx.reloads, 1);
+  await waitUntil('the controller to see the edge in sync', () =>
+    system.controller.store.edges().some((edge) => edge.edge === 'edge-1' && edge.inSync),
+  );
+});
+
+test('a service event triggers a reconcile, and a new task is routed', async (t) => {
+  const system = await startSystem({ docker: dockerWithWeb() });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  system.docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
+  system.docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
+  await waitUntil('the new task in the served config', async () =>
+    (await system.served()).includes('10.0.0.12:80'),
+  );
+  assert.equal(system.edge.applied()?.version, 2);
+});
+
+test('while a service converges the controller polls fast, and stops once it has converged', async (t) => {
+  const docker = dockerWithWeb();
+  docker.services = [rawService('web', { VIRTUAL_HOST: 'web.example.com' }, { replicas: 2 })];
+  docker.tasks = [
+    rawTask('t1', 'web', '10.0.0.11'),
+    rawTask('t2', 'web', '10.0.0.12', { state: 'starting' }),
+  ];
+  const system = await startSystem({ docker });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  const before = docker.calls.listTasks;
+  await waitUntil('several fast polls with no event', () => docker.calls.listTasks >= before + 3);
+  assert.ok(!(await system.served()).includes('10.0.0.12'), 'a starting task is not routed');
+
+  // No event is sent: only the fast poll can notice the task is running now.
+  docker.tasks[1] = rawTask('t2', 'web', '10.0.0.12');
+  await waitUntil('the running task to be routed', async () =>
+    (await system.served()).includes('10.0.0.12:80'),
+  );
+  await waitUntil('fast polling to stop', () => !system.controller.reconciler.fastPolling);
+  const settled = docker.calls.listTasks;
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.ok(docker.calls.listTasks <= settled + 1, 'no more fast polls after convergence');
+});
+
+test('a task told to shut down leaves the upstream before it stops running', async (t) => {
+  const docker = dockerWithWeb();
+  docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
+  const system = await startSystem({ docker });
+  t.after(() => system.stop());
+  await waitUntil('both tasks routed', async () => (await system.served()).includes('10.0.0.12:80'));
+  docker.tasks[1] = rawTask('t2', 'web', '10.0.0.12', { desiredState: 'shutdown', state: 'running' });
+  docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
+  await waitUntil('the stopping task to leave', async () => !(await system.served()).includes('10.0.0.12'));
+  assert.match(await system.served(), /10\.0\.0\.11:80/);
+});
+
+test('event stream loss: reconnect with backoff and resync in full; the edge keeps its config', async (t) => {
+  const system = await startSystem({ docker: dockerWithWeb() });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  await waitUntil('subscribed', () => system.docker.subscriberCount === 1);
+
+  system.docker.down = true;
+  system.docker.breakStreams();
+  // A change made while the stream is down, with no event for it ever sent.
+  system.docker.tasks.push(rawTask('t3', 'web', '10.0.0.13'));
+  await waitUntil('the loss to be logged', () =>
+    system.logs.some((line) => line.msg === 'swarm event stream lost; edges keep serving'),
+  );
+  assert.match(await system.served(), /10\.0\.0\.11:80/, 'the edge still serves the last bundle');
+
+  system.docker.down = false;
+  await waitUntil(
+    'resubscribed',
+    () => system.docker.calls.subscribe >= 2 && system.docker.subscriberCount === 1,
+  );
+  await waitUntil('the resync to pick up the change', async () =>
+    (await system.served()).includes('10.0.0.13:80'),
+  );
+});
+
+test('no change, no new version and no reload', async (t) => {
+  const system = await startSystem({ docker: dockerWithWeb() });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  const version = system.controller.store.current?.version;
+  for (let i = 0; i < 5; i++) await system.controller.reconciler.reconcileNow();
+  system.docker.emit({ Type: 'node', Action: 'update', Actor: { ID: 'node-1' } });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await system.controller.reconciler.reconcileNow();
+  assert.equal(system.controller.store.current?.version, version);
+  assert.equal(system.nginx.reloads, 1);
+  assert.ok(system.controller.reconciler.stats.reconciles >= 6);
+  assert.equal(system.controller.reconciler.stats.validations, 1, 'unchanged bytes are not validated again');
+});
+
+test('nginx rejecting one service quarantines only that service', async (t) => {
+  const docker = dockerWithWeb();
+  docker.services.push(rawService('weird', { VIRTUAL_HOST: 'weird.example.com' }));
+  docker.tasks.push(rawTask('t9', 'weird', '10.0.0.99'));
+  const system = await startSystem({ docker, rejectIf: (config) => config.includes('weird.example.com') });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  const served = await system.served();
+  assert.match(served, /web\.example\.com/);
+  assert.doesNotMatch(served, /weird/);
+  const problem = system.controller.reconciler.currentModel.problems.find(
+    (candidate) => candidate.service === 'weird',
+  );
+  assert.equal(problem?.code, 'NGINX_REJECTED');
+  assert.match(problem?.reason ?? '', /fake rejection/);
+});
+
+test('an edge that rejects a bundle keeps its config, reports it, and is not offered it again', async (t) => {
+  const docker = dockerWithWeb();
+  const system = await startSystem({ docker, edgeRejectIf: (config) => config.includes('10.0.0.66') });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  docker.tasks.push(rawTask('t6', 'web', '10.0.0.66'));
+  docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
+  await waitUntil('the rejection to reach the controller', () =>
+    system.controller.store.edges().some((edge) => edge.rejected !== null),
+  );
+  const edgeState = system.controller.store.edges()[0];
+  assert.equal(edgeState?.inSync, false);
+  assert.equal(edgeState?.applied?.version, 1);
+  assert.match(edgeState?.rejected?.error ?? '', /edge nginx said no/);
+  assert.doesNotMatch(await system.served(), /10\.0\.0\.66/);
+  assert.equal(system.nginx.reloads, 1);
+});
+
+test('a restarted edge serves its saved bundle while the controller is away', async (t) => {
+  const first = await startSystem({ docker: dockerWithWeb() });
+  await waitUntil('first bundle', () => first.edge.applied() !== null);
+  const stateDir = first.stateDir;
+  await first.stop();
+  t.after(() => rm(stateDir, { recursive: true, force: true }));
+
+  // A new edge on the same volume; its controller URL points at a port nobody listens on.
+  const { logger } = createCapturingLogger();
+  const nginx = new FakeNginx();
+  const edge = await startEdgeAgent({
+    config: readEdgeConfig({ SWARMGATE_STATE_DIR: stateDir, SWARMGATE_EDGE_HEALTH_PORT: '0' }, 'edge-1'),
+    nodeId: null,
+    channel: createHttpControllerChannel('http://127.0.0.1:9', TOKEN, 3000),
+    nginx,
+    testConfig: async () => ({ ok: true }),
+    templates: createTemplateRenderer(),
+    logger,
+    clock: systemClock,
+    version: 'test',
+  });
+  t.after(() => edge.stop());
+  assert.equal(edge.applied()?.version, 1);
+  assert.ok(nginx.confPath?.startsWith(stateDir));
+  assert.match(await readFile(nginx.confPath ?? '', 'utf8'), /10\.0\.0\.11:80/);
+});
+
+test('the API refuses a missing or wrong token with a coded error', async (t) => {
+  const system = await startSystem({ docker: dockerWithWeb() });
+  t.after(() => system.stop());
+  const base = `http://127.0.0.1:${system.controller.port}`;
+  for (const headers of [{}, { authorization: 'Bearer wrong-token-wrong-token' }, { authorization: TOKEN }]) {
+    const response = await fetch(`${base}/v1/status`, { headers });
+    assert.equal(response.status, 401);
+    assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'ERR_UNAUTHORIZED');
+  }
+  const health = await fetch(`${base}/healthz`);
+  assert.equal(health.status, 200);
+  const bad = await fetch(`${base}/v1/edge/poll`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}` },
+    body: '{"edge": "bad name!"}',
+  });
+  assert.equal(bad.status, 400);
+  assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'ERR_BAD_REQUEST');
+  const status = await fetch(`${base}/v1/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(status.status, 200);
+  const body = (await status.json()) as { services: { name: string }[] };
+  assert.deepEqual(
+    body.services.map((service) => service.name),
+    ['web'],
+  );
+  assert.ok(!JSON.stringify(system.logs).includes(TOKEN), 'the token never reaches a log line');
+});

@@ -1,0 +1,152 @@
+// A fake Docker port: tests set services and tasks as the Engine API would return them, emit events, and break
+// the event stream to simulate a daemon restart.
+import type {
+  DockerEvent,
+  DockerPort,
+  RawNetwork,
+  RawNode,
+  RawService,
+  RawTask,
+} from '../../src/docker/docker-port.ts';
+import { SwarmgateError } from '../../src/errors.ts';
+
+interface Subscriber {
+  push(event: DockerEvent): void;
+  fail(error: Error): void;
+}
+
+export class FakeDocker implements DockerPort {
+  services: RawService[] = [];
+  tasks: RawTask[] = [];
+  networks: RawNetwork[] = [{ Id: 'net-sg', Name: 'swarmgate', Driver: 'overlay', Scope: 'swarm' }];
+  nodes: RawNode[] = [
+    {
+      ID: 'node-1',
+      Description: { Hostname: 'node-1' },
+      Spec: { Role: 'manager' },
+      Status: { State: 'ready' },
+    },
+  ];
+  readonly calls = { listServices: 0, listTasks: 0, subscribe: 0 };
+  /** While true, every call fails as if the daemon were down. */
+  down = false;
+  private subscribers = new Set<Subscriber>();
+
+  private check(): void {
+    if (this.down) throw new SwarmgateError('ERR_DOCKER_UNAVAILABLE', 'fake daemon is down');
+  }
+
+  async listServices(): Promise<RawService[]> {
+    this.check();
+    this.calls.listServices++;
+    return structuredClone(this.services);
+  }
+
+  async listTasks(): Promise<RawTask[]> {
+    this.check();
+    this.calls.listTasks++;
+    return structuredClone(this.tasks);
+  }
+
+  async listNetworks(): Promise<RawNetwork[]> {
+    this.check();
+    return structuredClone(this.networks);
+  }
+
+  async listNodes(): Promise<RawNode[]> {
+    this.check();
+    return structuredClone(this.nodes);
+  }
+
+  async openEventStream(signal: AbortSignal): Promise<AsyncIterable<DockerEvent>> {
+    this.check();
+    this.calls.subscribe++;
+    const queue: DockerEvent[] = [];
+    const state: { failure: Error | null } = { failure: null };
+    let wake: (() => void) | null = null;
+    const subscriber: Subscriber = {
+      push: (event) => {
+        queue.push(event);
+        wake?.();
+      },
+      fail: (error) => {
+        state.failure = error;
+        wake?.();
+      },
+    };
+    this.subscribers.add(subscriber);
+    signal.addEventListener('abort', () => wake?.(), { once: true });
+    const subscribers = this.subscribers;
+    return (async function* () {
+      try {
+        while (!signal.aborted) {
+          const next = queue.shift();
+          if (next) {
+            yield next;
+            continue;
+          }
+          if (state.failure) throw state.failure;
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = null;
+        }
+      } finally {
+        subscribers.delete(subscriber);
+      }
+    })();
+  }
+
+  emit(event: DockerEvent): void {
+    for (const subscriber of this.subscribers) subscriber.push(event);
+  }
+
+  /** Ends every open event stream with an error, as a daemon restart does. */
+  breakStreams(): void {
+    for (const subscriber of this.subscribers) subscriber.fail(new SwarmgateError('ERR_EVENT_STREAM_ENDED'));
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+}
+
+/** Raw service and task records as the Engine API returns them. */
+export function rawService(
+  id: string,
+  labels: Record<string, string>,
+  options: { replicas?: number; createdAt?: string; networks?: string[]; updateState?: string } = {},
+): RawService {
+  return {
+    ID: id,
+    CreatedAt: options.createdAt ?? '2026-01-01T00:00:00Z',
+    Version: { Index: 10 },
+    Spec: {
+      Name: id,
+      Labels: labels,
+      Mode: { Replicated: { Replicas: options.replicas ?? 1 } },
+      TaskTemplate: {
+        ContainerSpec: { Image: 'example/app:1' },
+        Networks: (options.networks ?? ['net-sg']).map((target) => ({ Target: target })),
+      },
+    },
+    UpdateStatus: options.updateState ? { State: options.updateState } : null,
+  };
+}
+
+export function rawTask(
+  id: string,
+  serviceId: string,
+  ip: string,
+  options: { state?: string; desiredState?: string; since?: string } = {},
+): RawTask {
+  return {
+    ID: id,
+    ServiceID: serviceId,
+    NodeID: 'node-1',
+    Slot: 1,
+    DesiredState: options.desiredState ?? 'running',
+    Status: { State: options.state ?? 'running', Timestamp: options.since ?? new Date().toISOString() },
+    NetworksAttachments: [
+      { Network: { ID: 'net-sg', Spec: { Name: 'swarmgate' } }, Addresses: [`${ip}/24`] },
+    ],
+  };
+}
