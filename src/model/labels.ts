@@ -139,3 +139,73 @@ export function parseNetworkName(raw: string): Parsed<string> {
   const value = raw.trim();
   return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(value) ? ok(value) : fail(`"${raw}" is not a network name`);
 }
+
+export type HttpsMethod = 'redirect' | 'noredirect' | 'nohttp' | 'nohttps';
+export const HTTPS_METHODS: readonly HttpsMethod[] = ['redirect', 'noredirect', 'nohttp', 'nohttps'];
+
+export function parseHttpsMethod(raw: string): Parsed<HttpsMethod> {
+  const value = raw.trim().toLowerCase();
+  return (HTTPS_METHODS as readonly string[]).includes(value)
+    ? ok(value as HttpsMethod)
+    : fail(`"${raw}" is not one of ${HTTPS_METHODS.join(', ')}`);
+}
+
+/** HSTS: "off", or a Strict-Transport-Security value built from max-age, includeSubDomains and preload. */
+export function parseHsts(raw: string): Parsed<string | null> {
+  const value = raw.trim();
+  if (value.toLowerCase() === 'off') return ok(null);
+  const parts = value.split(';').map((part) => part.trim());
+  const [maxAge, ...flags] = parts;
+  if (!maxAge || !/^max-age=\d{1,10}$/i.test(maxAge)) {
+    return fail(`"${raw}" must be "off" or start with max-age=<seconds>`);
+  }
+  const allowed = new Set(['includesubdomains', 'preload']);
+  const seen = new Set<string>();
+  for (const flag of flags) {
+    const lower = flag.toLowerCase();
+    if (!allowed.has(lower) || seen.has(lower))
+      return fail(`"${flag}" is not an HSTS directive (includeSubDomains, preload)`);
+    seen.add(lower);
+  }
+  return ok(parts.join('; '));
+}
+
+/** A certificate name: a file stem such as "shop.example.com" or "wildcard_example". */
+export function parseCertName(raw: string): Parsed<string> {
+  const value = raw.trim();
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(value) && !value.includes('..')
+    ? ok(value)
+    : fail(`"${raw}" is not a certificate name (letters, digits, . _ -)`);
+}
+
+export type SslPolicy = 'Mozilla-Modern' | 'Mozilla-Intermediate';
+export const SSL_POLICIES: readonly SslPolicy[] = ['Mozilla-Modern', 'Mozilla-Intermediate'];
+
+export function parseSslPolicy(raw: string): Parsed<SslPolicy> {
+  const value = raw.trim();
+  const match = SSL_POLICIES.find((policy) => policy.toLowerCase() === value.toLowerCase());
+  return match
+    ? ok(match)
+    : fail(`"${raw}" is not one of ${SSL_POLICIES.join(', ')} (TLS 1.0/1.1 policies are not offered)`);
+}
+
+/** LETSENCRYPT_HOST: exact names only; HTTP-01 cannot prove a wildcard or a regex. */
+export function parseCertificateHosts(raw: string): Parsed<string[]> {
+  const hosts = parseHostList(raw);
+  if (!hosts.ok) return hosts;
+  const notExact = hosts.value.filter((host) => host.kind !== 'exact');
+  if (notExact.length > 0) {
+    return fail(
+      `${notExact.map((host) => `"${host.value}"`).join(', ')}: only exact names can get a certificate over HTTP-01`,
+    );
+  }
+  if (hosts.value.length > 100) return fail('a certificate can name at most 100 hosts');
+  return ok(hosts.value.map((host) => host.value));
+}
+
+export function parseEmail(raw: string): Parsed<string> {
+  const value = raw.trim();
+  return /^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$/.test(value)
+    ? ok(value)
+    : fail(`"${raw}" is not an e-mail address`);
+}

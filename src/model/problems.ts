@@ -7,7 +7,9 @@ export type ProblemCode =
   | 'CONFLICT'
   | 'NO_SHARED_NETWORK'
   | 'AMBIGUOUS_NETWORK'
-  | 'NGINX_REJECTED';
+  | 'NGINX_REJECTED'
+  | 'IGNORED_SETTING'
+  | 'CERTIFICATE';
 
 export interface Problem {
   readonly service: string;

@@ -1,15 +1,21 @@
 // buildRoutingModel: pure. Snapshot (plain data) in, typed routes and Problems out, sorted so the same input
 // always gives the same model and so the same nginx bytes.
 import type { ServiceInfo, Snapshot, TaskInfo } from '../discovery/snapshot.ts';
-import type { HostPattern, Parsed, PathPattern, Proto } from './labels.ts';
+import type { HostPattern, HttpsMethod, Parsed, PathPattern, Proto, SslPolicy } from './labels.ts';
 import {
+  parseCertificateHosts,
+  parseCertName,
   parseDest,
+  parseEmail,
   parseHostList,
+  parseHsts,
+  parseHttpsMethod,
   parseNetworkName,
   parsePath,
   parsePort,
   parseProto,
   parseRoot,
+  parseSslPolicy,
 } from './labels.ts';
 import { compareProblems } from './problems.ts';
 import type { Problem } from './problems.ts';
@@ -17,6 +23,49 @@ import type { Problem } from './problems.ts';
 export interface ModelSettings {
   /** Overlay networks the edges are attached to; upstream addresses come from these only. */
   readonly networks: readonly string[];
+  /** Certificates the edges can serve now (issued over ACME or given by the operator). */
+  readonly certificates?: readonly AvailableCertificate[];
+  readonly tlsDefaults?: TlsDefaults;
+}
+
+export interface AvailableCertificate {
+  readonly name: string;
+  readonly domains: readonly string[];
+  readonly source: 'acme' | 'user';
+}
+
+export interface TlsDefaults {
+  readonly httpsMethod: HttpsMethod;
+  /** null: no HSTS header. */
+  readonly hsts: string | null;
+  readonly sslPolicy: SslPolicy;
+  readonly acmeEmail: string | null;
+}
+
+export const DEFAULT_TLS: TlsDefaults = {
+  httpsMethod: 'redirect',
+  hsts: 'max-age=31536000',
+  sslPolicy: 'Mozilla-Intermediate',
+  acmeEmail: null,
+};
+
+/** What a host does on each port, decided from its services' labels and the certificates that exist. */
+export interface HostTls {
+  /** The certificate the HTTPS server uses, or null: no usable certificate (yet), HTTP only. */
+  readonly certificate: string | null;
+  /** Port 80: serve the routes, redirect to HTTPS, or answer 503 (ACME challenges always pass). */
+  readonly http: 'serve' | 'redirect' | 'refuse';
+  readonly https: boolean;
+  readonly hsts: string | null;
+  readonly sslPolicy: SslPolicy;
+}
+
+/** A certificate the controller should obtain over ACME. */
+export interface CertificateRequest {
+  readonly name: string;
+  readonly domains: readonly string[];
+  readonly email: string | null;
+  readonly service: string;
 }
 
 export interface UpstreamServer {
@@ -45,6 +94,7 @@ export interface RouteLocation {
 export interface VirtualServer {
   readonly host: HostPattern;
   readonly locations: readonly RouteLocation[];
+  readonly tls: HostTls;
 }
 
 export interface RoutedService {
@@ -64,6 +114,9 @@ export interface RoutingModel {
   readonly upstreams: readonly Upstream[];
   readonly services: readonly RoutedService[];
   readonly problems: readonly Problem[];
+  readonly certificateRequests: readonly CertificateRequest[];
+  /** Certificates the rendered config uses (their files go into the bundle). */
+  readonly certificatesInUse: readonly string[];
 }
 
 /** The settings a service asks for through its labels, once every label has parsed. */
@@ -76,11 +129,30 @@ interface ServiceRoute {
   readonly proto: Proto;
   readonly root: string | null;
   readonly network: string;
+  readonly tls: ServiceTlsLabels;
+}
+
+/** TLS labels as written on one service; null: not set there. */
+interface ServiceTlsLabels {
+  readonly certificateHosts: readonly string[] | null;
+  readonly email: string | null;
+  readonly httpsMethod: HttpsMethod | null;
+  /** undefined: not set; null: "off". */
+  readonly hsts: string | null | undefined;
+  readonly certName: string | null;
+  readonly sslPolicy: SslPolicy | null;
 }
 
 const KNOWN_SWARMGATE_LABELS = new Set(['swarmgate.network']);
 
-export const EMPTY_MODEL: RoutingModel = { servers: [], upstreams: [], services: [], problems: [] };
+export const EMPTY_MODEL: RoutingModel = {
+  servers: [],
+  upstreams: [],
+  services: [],
+  problems: [],
+  certificateRequests: [],
+  certificatesInUse: [],
+};
 
 export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): RoutingModel {
   const problems: Problem[] = [];
@@ -102,7 +174,10 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
 
   const upstreams: Upstream[] = [];
   const services: RoutedService[] = [];
-  const locationsByHost = new Map<string, { host: HostPattern; locations: RouteLocation[] }>();
+  const locationsByHost = new Map<
+    string,
+    { host: HostPattern; locations: RouteLocation[]; routes: ServiceRoute[] }
+  >();
   for (const route of accepted) {
     const servers = routableServers(tasksByService.get(route.service.id) ?? [], route);
     const upstreamName = servers.length > 0 ? upstreamNameFor(route.service.name) : null;
@@ -120,7 +195,8 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     });
     for (const host of route.hosts) {
       let entry = locationsByHost.get(host.value);
-      if (!entry) locationsByHost.set(host.value, (entry = { host, locations: [] }));
+      if (!entry) locationsByHost.set(host.value, (entry = { host, locations: [], routes: [] }));
+      entry.routes.push(route);
       entry.locations.push({
         path: route.path,
         service: route.service.name,
@@ -132,11 +208,26 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     }
   }
 
+  const certificateRequests = collectCertificateRequests(accepted, settings, problems);
+  const available = [...(settings.certificates ?? [])].sort((a, b) => compareStrings(a.name, b.name));
+  const certificatesInUse = new Set<string>();
   const servers: VirtualServer[] = [...locationsByHost.values()]
-    .map(({ host, locations }) => ({
-      host,
-      locations: locations.sort((a, b) => compareStrings(a.path.value, b.path.value)),
-    }))
+    .map(({ host, locations, routes }) => {
+      const tls = decideHostTls(
+        host,
+        routes,
+        available,
+        certificateRequests,
+        settings.tlsDefaults ?? DEFAULT_TLS,
+        problems,
+      );
+      if (tls.certificate) certificatesInUse.add(tls.certificate);
+      return {
+        host,
+        locations: locations.sort((a, b) => compareStrings(a.path.value, b.path.value)),
+        tls,
+      };
+    })
     .sort((a, b) => compareHosts(a.host, b.host));
 
   return {
@@ -144,7 +235,149 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     upstreams: upstreams.sort((a, b) => compareStrings(a.name, b.name)),
     services: services.sort((a, b) => compareStrings(a.name, b.name)),
     problems: problems.sort(compareProblems),
+    certificateRequests,
+    certificatesInUse: [...certificatesInUse].sort(compareStrings),
   };
+}
+
+/** One ACME certificate per LETSENCRYPT_HOST list, named by its first host; the oldest service wins a name. */
+function collectCertificateRequests(
+  routes: readonly ServiceRoute[],
+  settings: ModelSettings,
+  problems: Problem[],
+): CertificateRequest[] {
+  const requests = new Map<string, CertificateRequest>();
+  for (const route of routes) {
+    const wanted = route.tls.certificateHosts;
+    if (!wanted) continue;
+    if (route.tls.httpsMethod === 'nohttps') {
+      problems.push(
+        warning(route.service.name, 'LETSENCRYPT_HOST', 'HTTPS_METHOD=nohttps: no certificate is ordered'),
+      );
+      continue;
+    }
+    const routed = new Set(route.hosts.map((host) => host.value));
+    const domains = wanted.filter((host) => routed.has(host));
+    const unrouted = wanted.filter((host) => !routed.has(host));
+    if (unrouted.length > 0) {
+      problems.push(
+        warning(
+          route.service.name,
+          'LETSENCRYPT_HOST',
+          `not in VIRTUAL_HOST, left out of the certificate: ${unrouted.join(', ')}`,
+        ),
+      );
+    }
+    const name = domains[0];
+    if (!name) continue;
+    if (requests.has(name)) {
+      problems.push(
+        warning(
+          route.service.name,
+          'LETSENCRYPT_HOST',
+          `certificate "${name}" is already requested by service "${requests.get(name)?.service ?? ''}"`,
+        ),
+      );
+      continue;
+    }
+    requests.set(name, {
+      name,
+      domains,
+      email: route.tls.email ?? settings.tlsDefaults?.acmeEmail ?? null,
+      service: route.service.name,
+    });
+  }
+  return [...requests.values()].sort((a, b) => compareStrings(a.name, b.name));
+}
+
+/**
+ * A host's TLS settings come from its services in claim order: the first service that sets a label decides;
+ * a later one that disagrees gets a warning. Then the certificate: CERT_NAME, else the host's ACME certificate,
+ * else an operator certificate whose names cover the host.
+ */
+function decideHostTls(
+  host: HostPattern,
+  routes: readonly ServiceRoute[],
+  available: readonly AvailableCertificate[],
+  requests: readonly CertificateRequest[],
+  defaults: TlsDefaults,
+  problems: Problem[],
+): HostTls {
+  function pick<K extends keyof ServiceTlsLabels>(key: K, label: string): ServiceTlsLabels[K] | undefined {
+    let chosen: { value: ServiceTlsLabels[K]; service: string } | undefined;
+    for (const route of routes) {
+      const value = route.tls[key];
+      if (value === undefined || (value === null && key !== 'hsts')) continue;
+      if (!chosen) chosen = { value, service: route.service.name };
+      else if (JSON.stringify(value) !== JSON.stringify(chosen.value)) {
+        problems.push(
+          warning(
+            route.service.name,
+            label,
+            `host "${host.value}" follows service "${chosen.service}" here; this value is ignored`,
+          ),
+        );
+      }
+    }
+    return chosen?.value;
+  }
+
+  const method = pick('httpsMethod', 'HTTPS_METHOD') ?? defaults.httpsMethod;
+  const hstsLabel = pick('hsts', 'HSTS');
+  const certName = pick('certName', 'CERT_NAME') ?? null;
+  const sslPolicy = pick('sslPolicy', 'SSL_POLICY') ?? defaults.sslPolicy;
+
+  let certificate: string | null = null;
+  if (method !== 'nohttps' && host.kind !== 'regex') {
+    if (certName) {
+      certificate = available.some((cert) => cert.name === certName) ? certName : null;
+      if (!certificate) {
+        problems.push(
+          warning(
+            routes[0]?.service.name ?? '',
+            'CERT_NAME',
+            `no certificate "${certName}" is available; ${host.value} is served over HTTP`,
+          ),
+        );
+      }
+    } else {
+      const requested = requests.find((request) => request.domains.includes(host.value));
+      const acme =
+        requested && available.find((cert) => cert.source === 'acme' && cert.name === requested.name);
+      const covering = available.find(
+        (cert) => cert.source === 'user' && coversHost(cert.domains, host.value),
+      );
+      certificate = acme?.name ?? covering?.name ?? null;
+    }
+  }
+  const https = certificate !== null;
+  // Without a usable certificate a host stays reachable over HTTP whatever HTTPS_METHOD says (as nginx-proxy does).
+  const http: HostTls['http'] = !https
+    ? 'serve'
+    : method === 'redirect'
+      ? 'redirect'
+      : method === 'nohttp'
+        ? 'refuse'
+        : 'serve';
+  // HSTS would force browsers onto HTTPS, which noredirect promises not to do.
+  const hsts = !https || method === 'noredirect' ? null : hstsLabel === undefined ? defaults.hsts : hstsLabel;
+  return { certificate, http, https, hsts, sslPolicy };
+}
+
+/** Exact name, or a wildcard one label deep ("*.example.com" covers "a.example.com", not "a.b.example.com"). */
+export function coversHost(domains: readonly string[], host: string): boolean {
+  const lower = host.toLowerCase();
+  return domains.some((domain) => {
+    const name = domain.toLowerCase();
+    if (name === lower) return true;
+    if (!name.startsWith('*.')) return false;
+    const dot = lower.indexOf('.');
+    return dot > 0 && lower.slice(dot + 1) === name.slice(2);
+  });
+}
+
+function warning(service: string, label: string, reason: string): Problem {
+  return { service, label, code: 'IGNORED_SETTING', reason, severity: 'warning' };
 }
 
 /** Service labels first (`deploy.labels` in a stack file), then the container env nginx-proxy users bring. */
@@ -182,6 +415,20 @@ function decodeServiceRoute(
   const proto = field<Proto>('VIRTUAL_PROTO', 'http', parseProto);
   const root = field<string | null>('VIRTUAL_ROOT', null, parseRoot);
   const requestedNetwork = field<string | null>('swarmgate.network', null, parseNetworkName);
+  const certificateHosts =
+    field<string[] | null>('LETSENCRYPT_HOST', null, parseCertificateHosts) ??
+    field<string[] | null>('ACME_HOST', null, parseCertificateHosts);
+  const email =
+    field<string | null>('LETSENCRYPT_EMAIL', null, parseEmail) ??
+    field<string | null>('ACME_EMAIL', null, parseEmail);
+  const tls: ServiceTlsLabels = {
+    certificateHosts,
+    email,
+    httpsMethod: field<HttpsMethod | null>('HTTPS_METHOD', null, parseHttpsMethod),
+    hsts: field<string | null | undefined>('HSTS', undefined, parseHsts),
+    certName: field<string | null>('CERT_NAME', null, parseCertName),
+    sslPolicy: field<SslPolicy | null>('SSL_POLICY', null, parseSslPolicy),
+  };
 
   if (valid && dest !== null && path.kind === 'regex') {
     valid = false;
@@ -207,7 +454,7 @@ function decodeServiceRoute(
 
   const network = valid ? chooseNetwork(service, settings, networkNames, requestedNetwork, problems) : null;
   if (!valid || network === null) return null;
-  return { service, hosts, port, path, dest, proto, root, network };
+  return { service, hosts, port, path, dest, proto, root, network, tls };
 }
 
 function chooseNetwork(

@@ -324,16 +324,19 @@ export function restrictModel(
   keep: ReadonlySet<string>,
   extraProblems: readonly Problem[] = [],
 ): RoutingModel {
+  const servers = model.servers
+    .map((server) => ({
+      ...server,
+      locations: server.locations.filter((location) => keep.has(location.service)),
+    }))
+    .filter((server) => server.locations.length > 0);
   return {
-    servers: model.servers
-      .map((server) => ({
-        ...server,
-        locations: server.locations.filter((location) => keep.has(location.service)),
-      }))
-      .filter((server) => server.locations.length > 0),
+    servers,
     upstreams: model.upstreams.filter((upstream) => keep.has(upstream.service)),
     services: model.services.filter((service) => keep.has(service.name)),
     problems: [...model.problems, ...extraProblems].sort(compareProblems),
+    certificateRequests: model.certificateRequests.filter((request) => keep.has(request.service)),
+    certificatesInUse: [...new Set(servers.flatMap((server) => server.tls.certificate ?? []))].sort(),
   };
 }
 

@@ -11,15 +11,35 @@ export interface RenderSettings {
   readonly proxy: ProxySettings;
   /** Written into the header comment; tests pin it so goldens do not change with every release. */
   readonly generator: string;
+  /** Redirect status for methods other than GET and HEAD under HTTPS_METHOD=redirect. */
+  readonly nonGetRedirect?: 301 | 307 | 308;
+  /** Certificate for unknown names on 443; without one their TLS handshake is rejected. */
+  readonly defaultCertificate?: string | null;
 }
+
+/** PEM material of a certificate the config uses; the chain goes to certs/NAME.crt, the key to certs/NAME.key. */
+export interface CertificateMaterial {
+  readonly certificatePem: string;
+  readonly privateKeyPem: string;
+}
+
+export type CertificateLookup = (name: string) => CertificateMaterial | undefined;
+
+const NO_CERTIFICATES: CertificateLookup = () => undefined;
 
 export function renderConfig(
   model: RoutingModel,
   settings: RenderSettings,
   templates: TemplateRenderer,
+  certificates: CertificateLookup = NO_CERTIFICATES,
 ): BundleFiles {
+  const defaultCertificate =
+    settings.defaultCertificate && certificates(settings.defaultCertificate)
+      ? settings.defaultCertificate
+      : null;
   const servers = model.servers.map((server) => ({
     host: server.host,
+    tls: server.tls,
     hasRoot: server.locations.some(
       (location) => location.path.kind === 'prefix' && location.path.value === '/',
     ),
@@ -36,10 +56,22 @@ export function renderConfig(
   const nginxConf = templates.render('nginx.conf.njk', {
     generator: settings.generator,
     proxy: settings.proxy,
+    nonGetRedirect: settings.nonGetRedirect ?? 308,
+    defaultCertificate,
     upstreams: model.upstreams,
     servers,
   });
-  return { 'nginx.conf': nginxConf };
+  const files: Record<string, string> = { 'nginx.conf': nginxConf };
+  for (const name of [
+    ...model.certificatesInUse,
+    ...(defaultCertificate ? [defaultCertificate] : []),
+  ].sort()) {
+    const material = certificates(name);
+    if (!material) continue;
+    files[`certs/${name}.crt`] = material.certificatePem;
+    files[`certs/${name}.key`] = material.privateKeyPem;
+  }
+  return files;
 }
 
 /** Content address of a bundle: the same files always give the same fingerprint. */

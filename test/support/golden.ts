@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import type { ProxySettings } from '../../src/config.ts';
 import { defaultProxySettings } from '../../src/config.ts';
 import type { NetworkInfo, NodeInfo, ServiceInfo, Snapshot, TaskInfo } from '../../src/discovery/snapshot.ts';
-import { buildRoutingModel } from '../../src/model/routing-model.ts';
-import type { RoutingModel } from '../../src/model/routing-model.ts';
+import { buildRoutingModel, DEFAULT_TLS } from '../../src/model/routing-model.ts';
+import type { AvailableCertificate, RoutingModel, TlsDefaults } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { renderConfig } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
@@ -13,7 +13,18 @@ import type { BundleFiles } from '../../src/render/render-config.ts';
 export interface GoldenSettings {
   readonly networks?: string[];
   readonly proxy?: Partial<ProxySettings>;
+  readonly certificates?: AvailableCertificate[];
+  readonly tlsDefaults?: Partial<TlsDefaults>;
+  readonly nonGetRedirect?: 301 | 307 | 308;
+  readonly defaultCertificate?: string;
 }
+
+const fixtures = new URL('../fixtures/', import.meta.url);
+/** Every certificate a golden case names is the same self-signed test certificate, so nginx -t can load it. */
+const testCertificate = {
+  certificatePem: readFileSync(new URL('test-only.crt', fixtures), 'utf8'),
+  privateKeyPem: readFileSync(new URL('test-only.key', fixtures), 'utf8'),
+};
 
 type Loose<T> = Partial<T> & { id: string };
 
@@ -69,11 +80,22 @@ export function renderCase(
   snapshot: Snapshot,
   settings: GoldenSettings,
 ): { model: RoutingModel; files: BundleFiles } {
-  const model = buildRoutingModel(snapshot, { networks: settings.networks ?? ['swarmgate'] });
+  const model = buildRoutingModel(snapshot, {
+    networks: settings.networks ?? ['swarmgate'],
+    certificates: settings.certificates ?? [],
+    tlsDefaults: { ...DEFAULT_TLS, ...settings.tlsDefaults },
+  });
+  const known = new Set((settings.certificates ?? []).map((certificate) => certificate.name));
   const files = renderConfig(
     model,
-    { proxy: { ...defaultProxySettings(), ...settings.proxy }, generator: 'golden' },
+    {
+      proxy: { ...defaultProxySettings(), ...settings.proxy },
+      generator: 'golden',
+      nonGetRedirect: settings.nonGetRedirect ?? 308,
+      defaultCertificate: settings.defaultCertificate ?? null,
+    },
     createTemplateRenderer(),
+    (name) => (known.has(name) ? testCertificate : undefined),
   );
   return { model, files };
 }
@@ -81,7 +103,12 @@ export function renderCase(
 /** The one readable text a case is compared with. */
 export function goldenText(model: RoutingModel, files: BundleFiles): string {
   const parts: string[] = [];
-  for (const name of Object.keys(files).sort()) parts.push(`==> ${name} <==\n${files[name] ?? ''}`);
+  for (const name of Object.keys(files).sort()) {
+    const content = files[name] ?? '';
+    // Certificate and key files are named, not shown: their bytes say nothing a reviewer can check.
+    if (name.startsWith('certs/')) parts.push(`==> ${name} <== (${content.length} bytes)\n`);
+    else parts.push(`==> ${name} <==\n${content}`);
+  }
   parts.push(`==> problems <==\n${model.problems.map((problem) => JSON.stringify(problem)).join('\n')}\n`);
   return parts.join('\n');
 }
