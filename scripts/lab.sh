@@ -151,6 +151,55 @@ build_images() {
     { tail -30 "$LAB_DIR/build-backend.log" >&2; die "building $BACKEND_IMAGE failed"; }
 }
 
+# Pebble, Let's Encrypt's test CA, for the TLS e2e tests: Debian's binaries in an image, with a TLS certificate
+# for its API signed by a CA the lab makes (handed to the controller as a secret).
+build_pebble() {
+  local dir="$LAB_DIR/pebble" context="$LAB_DIR/pebble-context"
+  if ! command -v pebble >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || die "pebble is needed for the TLS e2e tests (apt-get install pebble)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pebble >/dev/null
+  fi
+  mkdir -p "$dir"
+  if [ ! -s "$dir/cert.pem" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=swarmgate-lab-ca \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=pebble \
+      -keyout "$dir/key.pem" -out "$dir/cert.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:pebble,DNS:localhost,IP:127.0.0.1\n' >"$dir/san.ext"
+    openssl x509 -req -in "$dir/cert.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$dir/san.ext" -out "$dir/cert.pem" 2>/dev/null
+  fi
+  rm -rf "$context" && mkdir -p "$context"
+  cp "$(command -v pebble)" "$(command -v pebble-challtestsrv)" "$ROOT/test/pebble/Dockerfile" \
+    "$ROOT/test/pebble/pebble-config.json" "$dir/cert.pem" "$dir/key.pem" "$context/"
+  log "building swarmgate-pebble:dev"
+  docker_build -t swarmgate-pebble:dev "$context" >"$LAB_DIR/build-pebble.log" 2>&1 ||
+    { tail -30 "$LAB_DIR/build-pebble.log" >&2; die "building the pebble image failed"; }
+  ensure_file_secret swarmgate_e2e_pebble_ca "$dir/ca.pem"
+}
+
+# A secret whose content the lab keeps in a file; recreated when the file changed (only the lab's stacks use it).
+ensure_file_secret() {
+  local name=$1 file=$2 stamp
+  stamp="$LAB_DIR/secret-$name.sha256"
+  if docker secret inspect "$name" >/dev/null 2>&1 && [ -f "$stamp" ] && sha256sum -c --status "$stamp" 2>/dev/null; then return; fi
+  if docker secret inspect "$name" >/dev/null 2>&1; then
+    remove_stack swarmgate
+    docker secret rm "$name" >/dev/null
+  fi
+  docker secret create --label "$LAB_LABEL" "$name" "$file" >/dev/null
+  sha256sum "$file" >"$stamp"
+  log "created secret $name"
+}
+
+ensure_state_key_secret() {
+  if [ ! -s "$LAB_DIR/state-key" ]; then
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LAB_DIR/state-key"
+    chmod 600 "$LAB_DIR/state-key"
+  fi
+  ensure_file_secret swarmgate_state_key "$LAB_DIR/state-key"
+}
+
 ensure_token_secret() {
   if docker secret inspect "$TOKEN_SECRET" >/dev/null 2>&1 && [ -s "$LAB_DIR/token" ]; then return; fi
   if docker secret inspect "$TOKEN_SECRET" >/dev/null 2>&1; then
@@ -187,7 +236,9 @@ cmd_up() {
   ensure_swarm
   ensure_base_images
   build_images
+  build_pebble
   ensure_token_secret
+  ensure_state_key_secret
   log "lab is up ($((SECONDS - start)) s)"
 }
 
@@ -195,18 +246,21 @@ cmd_down() {
   engine_answers || { log "no daemon answers; nothing to remove"; return; }
   local stack ids
   for stack in $(our_stacks); do remove_stack "$stack"; done
-  ids=$(docker service ls -q --filter label=swarmgate.e2e=1 2>/dev/null || true)
+  ids=$(docker service ls -q --filter label=sg-e2e=1 2>/dev/null || true)
   [ -z "$ids" ] || docker service rm $ids >/dev/null
   # Networks outlive their stack for a few seconds while tasks shut down.
   for _ in $(seq 1 30); do
     ids=$(docker network ls -q --filter label=com.docker.stack.namespace=swarmgate 2>/dev/null;
-      docker network ls -q --filter label=swarmgate.e2e=1 2>/dev/null)
+      docker network ls -q --filter label=sg-e2e=1 2>/dev/null)
     [ -n "$ids" ] || break
     docker network rm $ids >/dev/null 2>&1 || sleep 1
   done
+  # The controller's sealed state (certificates) lives in configs: the lab's controller made them.
+  ids=$(docker config ls -q --filter label=swarmgate.state 2>/dev/null || true)
+  [ -z "$ids" ] || docker config rm $ids >/dev/null 2>&1 || true
   ids=$(docker secret ls -q --filter label="$LAB_LABEL" 2>/dev/null || true)
   [ -z "$ids" ] || docker secret rm $ids >/dev/null 2>&1 || true
-  rm -f "$LAB_DIR/token"
+  rm -f "$LAB_DIR/token" "$LAB_DIR"/secret-*.sha256
   if [ "${1:-}" = --all ]; then
     if [ -f "$LAB_DIR/created-swarm" ]; then docker swarm leave --force >/dev/null && rm -f "$LAB_DIR/created-swarm"; fi
     if [ -f "$LAB_DIR/dockerd.pid" ]; then kill "$(cat "$LAB_DIR/dockerd.pid")" 2>/dev/null || true; rm -f "$LAB_DIR/dockerd.pid"; fi

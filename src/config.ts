@@ -22,6 +22,26 @@ export interface ProxySettings {
   readonly workerConnections: number;
 }
 
+export interface TlsConfig {
+  readonly acme: {
+    readonly enabled: boolean;
+    readonly directoryUrl: string;
+    readonly email: string | null;
+    readonly caFile: string | null;
+    readonly renewFraction: number;
+    readonly concurrency: number;
+    readonly retryMinMs: number;
+    readonly retryMaxMs: number;
+  };
+  readonly stateKeyFile: string;
+  readonly certsDir: string;
+  readonly httpsMethod: 'redirect' | 'noredirect' | 'nohttp' | 'nohttps';
+  readonly hsts: string | null;
+  readonly sslPolicy: 'Mozilla-Modern' | 'Mozilla-Intermediate';
+  readonly nonGetRedirect: 301 | 307 | 308;
+  readonly defaultCertificate: string | null;
+}
+
 export interface ControllerConfig {
   readonly role: 'controller';
   readonly logLevel: string;
@@ -37,6 +57,7 @@ export interface ControllerConfig {
   readonly nginxBinary: string;
   readonly edgeLongPollMs: number;
   readonly proxy: ProxySettings;
+  readonly tls: TlsConfig;
 }
 
 export interface EdgeConfig {
@@ -177,8 +198,73 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
     nginxBinary: reader.string('SWARMGATE_NGINX', 'nginx'),
     edgeLongPollMs: reader.duration('SWARMGATE_EDGE_LONG_POLL', 25_000, 1000, 120_000),
     proxy: readProxySettings(reader),
+    tls: readTlsConfig(reader),
   };
   return reader.finish(config);
+}
+
+/** Short names for well-known ACME directories; anything else must be an https URL. */
+export const ACME_DIRECTORY_ALIASES: Readonly<Record<string, string>> = {
+  letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
+  'letsencrypt-staging': 'https://acme-staging-v02.api.letsencrypt.org/directory',
+};
+
+function readTlsConfig(reader: EnvReader): TlsConfig {
+  const directory = reader.string('SWARMGATE_ACME_DIRECTORY', 'letsencrypt');
+  const directoryUrl = ACME_DIRECTORY_ALIASES[directory] ?? directory;
+  if (!/^https:\/\/[^\s]+$/.test(directoryUrl)) {
+    reader.problems.push(
+      `SWARMGATE_ACME_DIRECTORY: "${directory}" is neither letsencrypt, letsencrypt-staging nor an https:// URL`,
+    );
+  }
+  const email = reader.string('SWARMGATE_ACME_EMAIL', '');
+  if (email !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) {
+    reader.problems.push(`SWARMGATE_ACME_EMAIL: "${email}" is not an e-mail address`);
+  }
+  const renewPercent = reader.integer('SWARMGATE_ACME_RENEW_PERCENT', 33, 1, 90);
+  const httpsMethod = reader.string('SWARMGATE_HTTPS_METHOD', 'redirect');
+  if (!['redirect', 'noredirect', 'nohttp', 'nohttps'].includes(httpsMethod)) {
+    reader.problems.push(
+      `SWARMGATE_HTTPS_METHOD: "${httpsMethod}" is not redirect, noredirect, nohttp or nohttps`,
+    );
+  }
+  const hsts = reader.string('SWARMGATE_HSTS', 'max-age=31536000');
+  if (hsts !== 'off' && !/^max-age=\d+(; ?(includeSubDomains|preload))*$/i.test(hsts)) {
+    reader.problems.push(
+      `SWARMGATE_HSTS: "${hsts}" must be off or max-age=<seconds>[; includeSubDomains][; preload]`,
+    );
+  }
+  const sslPolicy = reader.string('SWARMGATE_SSL_POLICY', 'Mozilla-Intermediate');
+  if (!['Mozilla-Modern', 'Mozilla-Intermediate'].includes(sslPolicy)) {
+    reader.problems.push(
+      `SWARMGATE_SSL_POLICY: "${sslPolicy}" is not Mozilla-Modern or Mozilla-Intermediate`,
+    );
+  }
+  const nonGetRedirect = reader.integer('SWARMGATE_NON_GET_REDIRECT', 308, 301, 308);
+  if (![301, 307, 308].includes(nonGetRedirect)) {
+    reader.problems.push(`SWARMGATE_NON_GET_REDIRECT: ${nonGetRedirect} is not 301, 307 or 308`);
+  }
+  const caFile = reader.string('SWARMGATE_ACME_CA_FILE', '');
+  const defaultCertificate = reader.string('SWARMGATE_DEFAULT_CERT', '');
+  return {
+    acme: {
+      enabled: reader.boolean('SWARMGATE_ACME_ENABLED', true),
+      directoryUrl,
+      email: email === '' ? null : email,
+      caFile: caFile === '' ? null : caFile,
+      renewFraction: renewPercent / 100,
+      concurrency: reader.integer('SWARMGATE_ACME_CONCURRENCY', 2, 1, 16),
+      retryMinMs: reader.duration('SWARMGATE_ACME_RETRY_MIN', 30_000, 100, 86_400_000),
+      retryMaxMs: reader.duration('SWARMGATE_ACME_RETRY_MAX', 3_600_000, 100, 86_400_000),
+    },
+    stateKeyFile: reader.string('SWARMGATE_STATE_KEY_FILE', '/run/secrets/swarmgate_state_key'),
+    certsDir: reader.string('SWARMGATE_CERTS_DIR', '/run/secrets'),
+    httpsMethod: httpsMethod as TlsConfig['httpsMethod'],
+    hsts: hsts === 'off' ? null : hsts,
+    sslPolicy: sslPolicy as TlsConfig['sslPolicy'],
+    nonGetRedirect: nonGetRedirect as TlsConfig['nonGetRedirect'],
+    defaultCertificate: defaultCertificate === '' ? null : defaultCertificate,
+  };
 }
 
 function readProxySettings(reader: EnvReader): ProxySettings {

@@ -15,6 +15,8 @@ export const ERROR_CODES = {
   ERR_BAD_REQUEST: 'the request is malformed',
   ERR_PAYLOAD_TOO_LARGE: 'the request body is too large',
   ERR_ABORTED: 'the operation was aborted',
+  ERR_STATE_UNREADABLE: 'stored state cannot be opened',
+  ERR_ACME: 'the ACME CA refused or failed an order',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

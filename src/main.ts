@@ -3,6 +3,10 @@
 // The only place that calls process.exit.
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
+import { createAcmeAdapter } from './acme/acme-adapter.ts';
+import { deriveStateKey } from './acme/state-store.ts';
+import { readUserCertificates } from './acme/user-certificates.ts';
+import type { LoadedCertificate } from './acme/user-certificates.ts';
 import { runCli } from './cli/cli.ts';
 import { readControllerConfig, readEdgeConfig } from './config.ts';
 import { startController } from './controller/controller.ts';
@@ -24,19 +28,35 @@ const USAGE = `usage: swarmgate <command>
   status [--json]          show the controller's status (run inside the controller)
   version                  print the version`;
 
-async function readToken(file: string): Promise<string> {
-  let token: string;
+/** A Docker secret's text; at least 16 characters, since it guards the API or the stored keys. */
+async function readSecret(file: string, what: string): Promise<string> {
+  let secret: string;
   try {
-    token = (await readFile(file, 'utf8')).trim();
+    secret = (await readFile(file, 'utf8')).trim();
   } catch (error) {
     throw new SwarmgateError(
       'ERR_CONFIG_INVALID',
-      `cannot read the token file ${file} (a Docker secret): ${describeError(error)}`,
+      `cannot read the ${what} from ${file} (a Docker secret): ${describeError(error)}`,
     );
   }
-  if (token.length < 16)
-    throw new SwarmgateError('ERR_CONFIG_INVALID', `the token in ${file} is shorter than 16 characters`);
-  return token;
+  if (secret.length < 16) {
+    throw new SwarmgateError('ERR_CONFIG_INVALID', `the ${what} in ${file} is shorter than 16 characters`);
+  }
+  return secret;
+}
+
+const readToken = (file: string): Promise<string> => readSecret(file, 'token');
+
+async function loadUserCertificates(dir: string, logger: Logger): Promise<LoadedCertificate[]> {
+  const { certificates, problems } = await readUserCertificates(dir);
+  for (const problem of problems) logger.error(problem, 'operator certificate not usable');
+  if (certificates.length > 0) {
+    logger.info(
+      { certificates: certificates.map((certificate) => certificate.name) },
+      'operator certificates loaded',
+    );
+  }
+  return certificates;
 }
 
 function onShutdown(logger: Logger, stop: () => Promise<void>): void {
@@ -70,6 +90,9 @@ async function runController(): Promise<void> {
     logger,
     clock: systemClock,
     version: SWARMGATE_VERSION,
+    acme: createAcmeAdapter(config.tls.acme.caFile ? await readFile(config.tls.acme.caFile, 'utf8') : null),
+    stateKey: deriveStateKey(await readSecret(config.tls.stateKeyFile, 'state key')),
+    userCertificates: await loadUserCertificates(config.tls.certsDir, logger),
   });
   onShutdown(logger, () => controller.stop());
 }

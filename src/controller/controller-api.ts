@@ -5,11 +5,13 @@ import type { RouteContext, RouteHandler } from '../http/router.ts';
 import { Router } from '../http/router.ts';
 import type { BundleStore, EdgeReport } from '../publish/bundle-store.ts';
 import type { Reconciler } from '../reconcile/reconciler.ts';
+import type { CertificateManager } from '../acme/certificate-manager.ts';
 
 export interface ControllerApiDeps {
   readonly token: string;
   readonly store: BundleStore;
   readonly reconciler: Reconciler;
+  readonly certificates: CertificateManager;
   readonly version: string;
   readonly edgeLongPollMs: number;
 }
@@ -26,18 +28,26 @@ export function createControllerRouter(deps: ControllerApiDeps): Router {
       return handler(context);
     };
 
-  return new Router()
-    .add('GET', '/healthz', ({ res }) => sendJson(res, 200, { status: 'ok' }))
-    .add('GET', '/readyz', ({ res }) => {
-      const ready = deps.store.current !== null;
-      sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'starting' });
-    })
-    .add('POST', '/v1/edge/poll', authenticated(pollForBundle))
-    .add(
-      'GET',
-      '/v1/status',
-      authenticated(({ res }) => sendJson(res, 200, statusOf(deps))),
-    );
+  return (
+    new Router()
+      .add('GET', '/healthz', ({ res }) => sendJson(res, 200, { status: 'ok' }))
+      .add('GET', '/readyz', ({ res }) => {
+        const ready = deps.store.current !== null;
+        sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'starting' });
+      })
+      // HTTP-01: the edges proxy these to the controller; open, like the challenge itself.
+      .add('GET', '/.well-known/acme-challenge/:token', ({ res, params }) => {
+        const answer = deps.certificates.challengeResponse(params.token ?? '');
+        if (answer === undefined) throw new SwarmgateError('ERR_NOT_FOUND', 'no such challenge');
+        res.writeHead(200, { 'content-type': 'text/plain' }).end(answer);
+      })
+      .add('POST', '/v1/edge/poll', authenticated(pollForBundle))
+      .add(
+        'GET',
+        '/v1/status',
+        authenticated(({ res }) => sendJson(res, 200, statusOf(deps))),
+      )
+  );
 
   async function pollForBundle({ req, res, query, signal }: RouteContext): Promise<void> {
     const report = parseEdgeReport(await readJsonBody(req, EDGE_REPORT_LIMIT_BYTES));
@@ -64,6 +74,7 @@ function statusOf(deps: ControllerApiDeps): object {
     lastReconcile: deps.reconciler.lastOutcome,
     edges: deps.store.edges(),
     problems: model.problems,
+    certificates: deps.certificates.status(),
     services: model.services.map((service) => ({
       name: service.name,
       hosts: service.hosts,

@@ -1,7 +1,12 @@
 // The controller role: discovery triggers, the reconcile loop, and the HTTP API, wired together.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { AcmePort } from '../acme/acme-adapter.ts';
+import { CertificateManager } from '../acme/certificate-manager.ts';
+import { StateStore } from '../acme/state-store.ts';
+import type { LoadedCertificate } from '../acme/user-certificates.ts';
 import type { ControllerConfig } from '../config.ts';
+import { describeError } from '../errors.ts';
 import type { DockerPort } from '../docker/docker-port.ts';
 import { sleep, watchSwarmEvents } from '../discovery/event-watcher.ts';
 import type { Logger } from '../logger.ts';
@@ -21,12 +26,17 @@ export interface ControllerDeps {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly version: string;
+  readonly acme: AcmePort;
+  /** 32 bytes that seal the state kept in Swarm (from the swarmgate_state_key secret). */
+  readonly stateKey: Buffer;
+  readonly userCertificates: readonly LoadedCertificate[];
 }
 
 export interface RunningController {
   readonly port: number;
   readonly store: BundleStore;
   readonly reconciler: Reconciler;
+  readonly certificates: CertificateManager;
   stop(): Promise<void>;
 }
 
@@ -34,7 +44,16 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const { config, logger, clock } = deps;
   const shutdown = new AbortController();
   const store = new BundleStore(clock);
-  const reconciler = new Reconciler(
+  const certificates = new CertificateManager({
+    acme: deps.acme,
+    store: new StateStore(deps.docker, deps.stateKey),
+    clock,
+    logger: logger.child({ component: 'acme' }),
+    settings: config.tls.acme,
+    userCertificates: deps.userCertificates,
+    onChange: () => reconciler.trigger('certificate'),
+  });
+  const reconciler: Reconciler = new Reconciler(
     {
       docker: deps.docker,
       validator: deps.validator,
@@ -42,6 +61,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       store,
       logger: logger.child({ component: 'reconciler' }),
       clock,
+      certificates,
     },
     {
       networks: config.networks,
@@ -50,6 +70,14 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       fastPollWindowMs: config.fastPollWindowMs,
       proxy: config.proxy,
       generator: deps.version,
+      tlsDefaults: {
+        httpsMethod: config.tls.httpsMethod,
+        hsts: config.tls.hsts,
+        sslPolicy: config.tls.sslPolicy,
+        acmeEmail: config.tls.acme.email,
+      },
+      nonGetRedirect: config.tls.nonGetRedirect,
+      defaultCertificate: config.tls.defaultCertificate,
     },
   );
 
@@ -57,6 +85,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     token: deps.token,
     store,
     reconciler,
+    certificates,
     version: deps.version,
     edgeLongPollMs: config.edgeLongPollMs,
   });
@@ -69,35 +98,51 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const port = (server.address() as AddressInfo).port;
   logger.info({ port, networks: config.networks }, 'controller listening');
 
-  const watcher = watchSwarmEvents({
-    docker: deps.docker,
-    clock,
-    logger: logger.child({ component: 'events' }),
-    signal: shutdown.signal,
-    onConnect: () => void reconciler.reconcileNow(),
-    onEvent: (event) => reconciler.trigger(`${event.Type ?? '?'}:${event.Action ?? '?'}`),
-  });
-
-  // Task state changes and node loss emit no events: a slow poll is the safety net.
-  const slowPoll = (async () => {
+  // Certificates first: a first bundle rendered without them would drop HTTPS on every edge, and an order placed
+  // before the stored certificates are known could duplicate one.
+  const discovery = (async () => {
+    for (let delay = 500; !shutdown.signal.aborted; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        await certificates.loadState(shutdown.signal);
+        break;
+      } catch (error) {
+        logger.error(
+          { err: describeError(error), retryInMs: delay },
+          'cannot read the certificate state yet',
+        );
+        await sleep(clock, delay, shutdown.signal);
+      }
+    }
+    const watcher = watchSwarmEvents({
+      docker: deps.docker,
+      clock,
+      logger: logger.child({ component: 'events' }),
+      signal: shutdown.signal,
+      onConnect: () => void reconciler.reconcileNow(),
+      onEvent: (event) => reconciler.trigger(`${event.Type ?? '?'}:${event.Action ?? '?'}`),
+    });
+    // Task state changes and node loss emit no events: a slow poll is the safety net.
     while (!shutdown.signal.aborted) {
       await sleep(clock, config.slowPollMs, shutdown.signal);
       if (!shutdown.signal.aborted) reconciler.trigger('poll');
     }
+    await watcher;
   })();
 
   return {
     port,
     store,
     reconciler,
+    certificates,
     async stop() {
       shutdown.abort();
       reconciler.stop();
+      await certificates.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
       });
-      await Promise.allSettled([watcher, slowPoll, reconciler.idle()]);
+      await Promise.allSettled([discovery, reconciler.idle()]);
       logger.info('controller stopped');
     },
   };

@@ -49,6 +49,12 @@ export interface RawNode {
   Status?: { State?: string; Addr?: string };
 }
 
+export interface RawConfig {
+  ID?: string;
+  CreatedAt?: string;
+  Spec?: { Name?: string; Labels?: Record<string, string> | null; Data?: string };
+}
+
 /** One line of the /events stream (only the fields swarmgate reads). */
 export interface DockerEvent {
   Type?: string;
@@ -68,4 +74,13 @@ export interface DockerPort {
    * yields events until the stream ends (throws ERR_EVENT_STREAM_ENDED) or the signal aborts (returns).
    */
   openEventStream(signal: AbortSignal): Promise<AsyncIterable<DockerEvent>>;
+  /** Docker configs carrying `label` (any value), with their data. */
+  listConfigs(label: string, signal: AbortSignal): Promise<RawConfig[]>;
+  createConfig(
+    name: string,
+    labels: Record<string, string>,
+    data: Buffer,
+    signal: AbortSignal,
+  ): Promise<string>;
+  removeConfig(id: string, signal: AbortSignal): Promise<void>;
 }

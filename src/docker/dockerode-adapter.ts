@@ -2,7 +2,15 @@
 import Docker from 'dockerode';
 import type { Readable } from 'node:stream';
 import { SwarmgateError } from '../errors.ts';
-import type { DockerEvent, DockerPort, RawNetwork, RawNode, RawService, RawTask } from './docker-port.ts';
+import type {
+  DockerEvent,
+  DockerPort,
+  RawConfig,
+  RawNetwork,
+  RawNode,
+  RawService,
+  RawTask,
+} from './docker-port.ts';
 import { splitJsonLines } from './json-lines.ts';
 
 // API 1.41 is what Docker 20.10 serves; every newer daemon still accepts it. No client timeout: docker-modem
@@ -37,6 +45,36 @@ export function createDockerodeAdapter(socketPath: string): DockerPort {
       ),
     listNodes: (signal) =>
       call('list nodes', () => docker.listNodes({ abortSignal: signal } as object) as Promise<RawNode[]>),
+    listConfigs: (label, signal) =>
+      call('list configs', async () => {
+        const listed = (await docker.listConfigs({
+          filters: JSON.stringify({ label: [label] }),
+          abortSignal: signal,
+        } as object)) as RawConfig[];
+        // The list may leave out Data on some engines: inspect each one.
+        return Promise.all(
+          listed.map(
+            (config) =>
+              docker
+                .getConfig(config.ID ?? '')
+                .inspect({ abortSignal: signal } as object) as Promise<RawConfig>,
+          ),
+        );
+      }),
+    createConfig: (name, labels, data, signal) =>
+      call('create config', async () => {
+        // _query/_body keep the config data out of the URL (docker-modem sends plain options as both).
+        const created = (await docker.createConfig({
+          _query: {},
+          _body: { Name: name, Labels: labels, Data: data.toString('base64') },
+          abortSignal: signal,
+        })) as { id?: string };
+        return created.id ?? '';
+      }),
+    removeConfig: (id, signal) =>
+      call('remove config', async () => {
+        await docker.getConfig(id).remove({ abortSignal: signal } as object);
+      }),
     async openEventStream(signal: AbortSignal): Promise<AsyncIterable<DockerEvent>> {
       const stream = (await call('subscribe to events', () =>
         docker.getEvents({

@@ -6,8 +6,10 @@ import { fetchSnapshot } from '../discovery/snapshot.ts';
 import type { Snapshot } from '../discovery/snapshot.ts';
 import { describeError, SwarmgateError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { buildRoutingModel, EMPTY_MODEL, lookupLabel } from '../model/routing-model.ts';
-import type { RoutingModel } from '../model/routing-model.ts';
+import { NO_CERTIFICATES } from '../acme/certificate-manager.ts';
+import type { CertificateSource } from '../acme/certificate-manager.ts';
+import { buildRoutingModel, DEFAULT_TLS, EMPTY_MODEL, lookupLabel } from '../model/routing-model.ts';
+import type { RoutingModel, TlsDefaults } from '../model/routing-model.ts';
 import { compareProblems } from '../model/problems.ts';
 import type { Problem } from '../model/problems.ts';
 import type { NginxValidator } from '../nginx/nginx-validator.ts';
@@ -18,7 +20,7 @@ import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import type { Clock, TimerHandle } from './clock.ts';
 import { unconvergedServices } from './convergence.ts';
 import { Debouncer } from './debounce.ts';
-import { SingleFlight } from './single-flight.ts';
+import { SingleFlight } from './queues.ts';
 
 export interface ReconcilerDeps {
   readonly docker: DockerPort;
@@ -27,6 +29,7 @@ export interface ReconcilerDeps {
   readonly store: BundleStore;
   readonly logger: Logger;
   readonly clock: Clock;
+  readonly certificates?: CertificateSource;
 }
 
 export interface ReconcilerSettings {
@@ -37,6 +40,9 @@ export interface ReconcilerSettings {
   readonly proxy: ProxySettings;
   readonly generator: string;
   readonly reconcileTimeoutMs?: number;
+  readonly tlsDefaults?: TlsDefaults;
+  readonly nonGetRedirect?: 301 | 307 | 308;
+  readonly defaultCertificate?: string | null;
 }
 
 export interface ReconcileOutcome {
@@ -89,6 +95,10 @@ export class Reconciler {
     lastDurationMs: 0,
     routingLagsSeconds: [],
   };
+
+  private get certificates(): CertificateSource {
+    return this.deps.certificates ?? NO_CERTIFICATES;
+  }
 
   constructor(deps: ReconcilerDeps, settings: ReconcilerSettings) {
     this.deps = deps;
@@ -159,7 +169,11 @@ export class Reconciler {
 
   /** Returns whether a new bundle was published. */
   private async applySnapshot(snapshot: Snapshot, signal: AbortSignal): Promise<boolean> {
-    const model = buildRoutingModel(snapshot, { networks: this.settings.networks });
+    const model = buildRoutingModel(snapshot, {
+      networks: this.settings.networks,
+      certificates: this.certificates.available(),
+      tlsDefaults: this.settings.tlsDefaults ?? DEFAULT_TLS,
+    });
     const files = this.render(model);
     const fingerprint = fingerprintBundle(files);
     let verdict: Verdict;
@@ -192,6 +206,7 @@ export class Reconciler {
           );
     this.logProblemChanges(this.model.problems, accepted.problems);
     this.model = accepted;
+    this.certificates.sync(accepted.certificateRequests);
     const before = this.deps.store.current?.fingerprint;
     const bundle = this.deps.store.publish(verdict.files, verdict.fingerprint);
     if (bundle.fingerprint === before) return false;
@@ -212,8 +227,14 @@ export class Reconciler {
   private render(model: RoutingModel): BundleFiles {
     return renderConfig(
       model,
-      { proxy: this.settings.proxy, generator: this.settings.generator },
+      {
+        proxy: this.settings.proxy,
+        generator: this.settings.generator,
+        nonGetRedirect: this.settings.nonGetRedirect ?? 308,
+        defaultCertificate: this.settings.defaultCertificate ?? null,
+      },
       this.deps.templates,
+      (name) => this.certificates.material(name),
     );
   }
 

@@ -9,13 +9,14 @@ export async function globalSetup(): Promise<void> {
   if (state !== 'active')
     throw new Error('this Docker engine is not in a swarm; run `npm run lab -- up` first');
   await removeStack();
+  // Start from no stored certificates, so every run orders its own (the lab's controller made these).
+  const stateConfigs = await docker(['config', 'ls', '-q', '--filter', 'label=swarmgate.state']);
+  if (stateConfigs) await docker(['config', 'rm', ...stateConfigs.split('\n')]);
   await deployStack();
 }
 
 export async function globalTeardown(): Promise<void> {
-  const leftovers = await docker(['service', 'ls', '-q', '--filter', 'label=swarmgate.e2e=1']).catch(
-    () => '',
-  );
+  const leftovers = await docker(['service', 'ls', '-q', '--filter', 'label=sg-e2e=1']).catch(() => '');
   if (leftovers) await docker(['service', 'rm', ...leftovers.split('\n')]).catch(() => '');
   await removeStack();
 }

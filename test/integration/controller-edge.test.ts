@@ -4,6 +4,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import type { AcmePort } from '../../src/acme/acme-adapter.ts';
+import { deriveStateKey } from '../../src/acme/state-store.ts';
 import { readControllerConfig, readEdgeConfig } from '../../src/config.ts';
 import { startController } from '../../src/controller/controller.ts';
 import type { RunningController } from '../../src/controller/controller.ts';
@@ -18,6 +20,11 @@ import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const TOKEN = 'integration-test-token-0123456789';
+
+const unusedAcme: AcmePort = {
+  createAccountKey: () => Promise.reject(new Error('no ACME in this test')),
+  order: () => Promise.reject(new Error('no ACME in this test')),
+};
 
 class FakeNginx implements NginxProcess {
   confPath: string | null = null;
@@ -54,6 +61,7 @@ async function startSystem(
     rejectIf?: (config: string) => boolean;
     edgeRejectIf?: (config: string) => boolean;
     stateDir?: string;
+    acme?: AcmePort;
   } = {},
 ): Promise<System> {
   const docker = options.docker ?? new FakeDocker();
@@ -81,6 +89,9 @@ async function startSystem(
     logger,
     clock: systemClock,
     version: 'test',
+    acme: options.acme ?? unusedAcme,
+    stateKey: deriveStateKey('integration-state-key-0123456789'),
+    userCertificates: [],
   });
   const stateDir = options.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), 'swarmgate-edge-')));
   const nginx = new FakeNginx();

@@ -3,6 +3,7 @@
 import type {
   DockerEvent,
   DockerPort,
+  RawConfig,
   RawNetwork,
   RawNode,
   RawService,
@@ -27,7 +28,9 @@ export class FakeDocker implements DockerPort {
       Status: { State: 'ready' },
     },
   ];
-  readonly calls = { listServices: 0, listTasks: 0, subscribe: 0 };
+  configs: RawConfig[] = [];
+  readonly calls = { listServices: 0, listTasks: 0, subscribe: 0, createConfig: 0 };
+  private nextConfigId = 1;
   /** While true, every call fails as if the daemon were down. */
   down = false;
   private subscribers = new Set<Subscriber>();
@@ -93,6 +96,27 @@ export class FakeDocker implements DockerPort {
         subscribers.delete(subscriber);
       }
     })();
+  }
+
+  async listConfigs(label: string): Promise<RawConfig[]> {
+    this.check();
+    return structuredClone(this.configs.filter((config) => config.Spec?.Labels?.[label] !== undefined));
+  }
+
+  async createConfig(name: string, labels: Record<string, string>, data: Buffer): Promise<string> {
+    this.check();
+    if (this.configs.some((config) => config.Spec?.Name === name)) {
+      throw new SwarmgateError('ERR_DOCKER_REQUEST', `config ${name} already exists`, { statusCode: 409 });
+    }
+    this.calls.createConfig++;
+    const id = `cfg-${this.nextConfigId++}`;
+    this.configs.push({ ID: id, Spec: { Name: name, Labels: labels, Data: data.toString('base64') } });
+    return id;
+  }
+
+  async removeConfig(id: string): Promise<void> {
+    this.check();
+    this.configs = this.configs.filter((config) => config.ID !== id);
   }
 
   emit(event: DockerEvent): void {

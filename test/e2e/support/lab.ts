@@ -11,7 +11,7 @@ export const BACKEND_IMAGE = process.env.SWARMGATE_BACKEND_IMAGE ?? 'swarmgate-t
 export const STACK = 'swarmgate';
 export const EDGE_NETWORK = 'swarmgate';
 /** Marks everything a test creates, so `lab down` can find leftovers. */
-export const E2E_LABEL = 'swarmgate.e2e=1';
+export const E2E_LABEL = 'sg-e2e=1';
 
 export function docker(
   args: readonly string[],
@@ -117,7 +117,14 @@ export async function backendAnswer(
   return JSON.parse(result.body) as { task: string; version: string; path: string };
 }
 
+/** Where this node's edge listens as seen from a container: the docker_gwbridge gateway (host-mode port 80). */
+export async function edgeAddressForContainers(): Promise<string> {
+  return docker(['network', 'inspect', 'docker_gwbridge', '--format', '{{(index .IPAM.Config 0).Gateway}}']);
+}
+
+/** The production stack file, with the e2e override (Pebble as the ACME CA) merged over it. */
 export async function deployStack(): Promise<void> {
+  process.env.SWARMGATE_E2E_EDGE_IP = await edgeAddressForContainers();
   await docker([
     'stack',
     'deploy',
@@ -125,6 +132,8 @@ export async function deployStack(): Promise<void> {
     'never',
     '-c',
     path.join(REPO_ROOT, 'docker-stack.yml'),
+    '-c',
+    path.join(REPO_ROOT, 'test', 'e2e', 'stack.e2e.yml'),
     STACK,
   ]);
   await waitForServiceRunning(`${STACK}_controller`, 1);
@@ -245,6 +254,14 @@ export function labToken(): string {
 
 export interface ControllerStatus {
   config: { version: number; fingerprint: string } | null;
+  lastReconcile: { at: string; ok: boolean } | null;
+  certificates: {
+    name: string;
+    state: string;
+    attempts: number;
+    lastError: string | null;
+    notAfter: string | null;
+  }[];
   edges: { edge: string; inSync: boolean; applied: { version: number } | null }[];
   problems: { service: string; label: string; code: string; reason: string }[];
   services: { name: string; hosts: string[]; routedTasks: number }[];

@@ -1,5 +1,7 @@
-// The only file importing p-queue. One reconcile runs at a time; while it runs, any number of requests collapse
-// into one more run, which re-lists everything and so sees the latest state ("latest wins").
+// The only file importing p-queue.
+// SingleFlight: one reconcile runs at a time; while it runs, any number of requests collapse into one more run,
+// which re-lists everything and so sees the latest state ("latest wins").
+// BoundedQueue: at most N jobs at once (ACME orders).
 import PQueue from 'p-queue';
 
 export class SingleFlight {
@@ -27,5 +29,25 @@ export class SingleFlight {
 
   onIdle(): Promise<void> {
     return this.queue.onIdle();
+  }
+}
+
+export class BoundedQueue {
+  private readonly queue: PQueue;
+
+  constructor(concurrency: number) {
+    this.queue = new PQueue({ concurrency });
+  }
+
+  add(job: () => Promise<void>): Promise<void> {
+    return this.queue.add(job);
+  }
+
+  onIdle(): Promise<void> {
+    return this.queue.onIdle();
+  }
+
+  clear(): void {
+    this.queue.clear();
   }
 }

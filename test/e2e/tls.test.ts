@@ -1,0 +1,233 @@
+// TLS on a real Swarm with a real ACME CA (Pebble): certificates through any edge, HTTPS semantics, state that
+// survives the controller moving, and a CA outage that leaves HTTP routing alone.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
+import { test } from 'node:test';
+import tls from 'node:tls';
+import {
+  controllerStatus,
+  createService,
+  docker,
+  removeService,
+  REPO_ROOT,
+  request,
+  STACK,
+  uniqueName,
+  waitFor,
+  waitForServiceRunning,
+} from './support/lab.ts';
+
+const LAB_CA = readFileSync(path.join(REPO_ROOT, '.lab', 'pebble', 'ca.pem'), 'utf8');
+
+/** Pebble makes a new root at every start: fetch the current one from its management port. */
+async function pebbleRoot(): Promise<string> {
+  return waitFor('Pebble root certificate', () =>
+    httpsGet('127.0.0.1', 15000, '/roots/0', 'localhost', LAB_CA).then((r) =>
+      r.status === 200 ? r.body : undefined,
+    ),
+  );
+}
+
+interface HttpsResult {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  serial: string;
+}
+
+function httpsGet(
+  address: string,
+  port: number,
+  urlPath: string,
+  servername: string,
+  ca: string,
+): Promise<HttpsResult> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: address,
+        port,
+        path: urlPath,
+        servername,
+        headers: { host: servername },
+        ca,
+        agent: false,
+        timeout: 5000,
+      },
+      (res) => {
+        const serial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber ?? '';
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, serial }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** HTTPS to the edge on 127.0.0.1:443, verified against Pebble's root. */
+function edgeHttps(host: string, root: string, urlPath = '/'): Promise<HttpsResult> {
+  return httpsGet('127.0.0.1', 443, urlPath, host, root);
+}
+
+async function waitForHttps(host: string, service: string): Promise<HttpsResult> {
+  const root = await pebbleRoot();
+  return waitFor(
+    `a verified HTTPS answer for ${host}`,
+    async () => {
+      const result = await edgeHttps(host, root);
+      return result.status === 200 && result.body.includes(`"task":"${service}.`) ? result : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 250 },
+  );
+}
+
+function negotiatedProtocol(host: string, root: string): Promise<string | false> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect(
+      { host: '127.0.0.1', port: 443, servername: host, ca: root, ALPNProtocols: ['h2', 'http/1.1'] },
+      () => {
+        resolve(socket.alpnProtocol ?? false);
+        socket.end();
+      },
+    );
+    socket.on('error', reject);
+  });
+}
+
+async function runningContainer(service: string): Promise<string> {
+  const id = (await docker(['ps', '-q', '--filter', `name=${service}.`, '--filter', 'status=running'])).split(
+    '\n',
+  )[0];
+  if (!id) throw new Error(`no running container of ${service}`);
+  return id;
+}
+
+async function pebbleOrders(): Promise<number> {
+  const logs = await docker(['service', 'logs', '--raw', `${STACK}_pebble`]);
+  return logs.split('\n').filter((line) => line.includes('POST /order-plz')).length;
+}
+
+test('a labelled service gets a certificate from the CA through the edge, with nginx-proxy HTTPS semantics', async (t) => {
+  const name = uniqueName('sg-e2e-tls');
+  const host = `${name}.e2e.test`;
+  t.after(() => removeService(name));
+  await createService({ name, labels: { VIRTUAL_HOST: host, LETSENCRYPT_HOST: host } });
+
+  const answer = await waitForHttps(host, name);
+  assert.equal(answer.headers['strict-transport-security'], 'max-age=31536000', 'HSTS on HTTPS');
+  const root = await pebbleRoot();
+  assert.equal(await negotiatedProtocol(host, root), 'h2', 'HTTP/2 is on');
+
+  const get = await request(host, '/some/page?x=1');
+  assert.equal(get.status, 301);
+  assert.equal(get.headers.location, `https://${host}/some/page?x=1`);
+  assert.equal(get.headers['strict-transport-security'], undefined, 'no HSTS over plain HTTP');
+  const post = await request(host, '/form', { method: 'POST' });
+  assert.equal(post.status, 308, 'other methods keep method and body');
+  const challenge = await request(host, '/.well-known/acme-challenge/unknown-token');
+  assert.equal(challenge.status, 404, 'the challenge path reaches the controller, never a redirect');
+
+  const status = await controllerStatus();
+  const certificate = status.certificates.find((entry) => entry.name === host);
+  assert.equal(certificate?.state, 'valid');
+  assert.ok(Date.parse(certificate.notAfter ?? '') > Date.now());
+  assert.ok(!JSON.stringify(status).includes('PRIVATE KEY'), 'no key in the status API');
+
+  await assert.rejects(negotiatedProtocol('unknown-name.e2e.test', root), 'unknown names get no handshake');
+});
+
+test('the controller moved to a fresh container serves the same certificate, and the CA sees no new order', async (t) => {
+  const name = uniqueName('sg-e2e-keep');
+  const host = `${name}.e2e.test`;
+  t.after(() => removeService(name));
+  await createService({ name, labels: { VIRTUAL_HOST: host, LETSENCRYPT_HOST: host } });
+  const before = await waitForHttps(host, name);
+  const ordersBefore = await pebbleOrders();
+
+  const oldController = await runningContainer(`${STACK}_controller`);
+  await docker(['service', 'update', '--detach', '--force', `${STACK}_controller`]);
+  const newController = await waitFor(
+    'a new controller container',
+    async () => {
+      const id = await runningContainer(`${STACK}_controller`).catch(() => '');
+      return id && id !== oldController ? id : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 500 },
+  );
+  const startedAt = Date.parse(await docker(['inspect', '--format', '{{.State.StartedAt}}', newController]));
+  await waitFor(
+    'the new controller to reconcile and the edges to follow it',
+    async () => {
+      const status = await controllerStatus();
+      const reconciled = status.lastReconcile !== null && Date.parse(status.lastReconcile.at) > startedAt;
+      return reconciled &&
+        status.config &&
+        status.edges.length > 0 &&
+        status.edges.every((edge) => edge.inSync)
+        ? true
+        : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 500 },
+  );
+  assert.equal(
+    await runningContainer(`${STACK}_controller`),
+    newController,
+    'the status came from the new controller',
+  );
+  const after = await waitForHttps(host, name);
+  assert.equal(after.serial, before.serial, 'the same certificate is served');
+  assert.equal(await pebbleOrders(), ordersBefore, 'no new order reached the CA');
+});
+
+test('with the CA down, HTTP routing is unaffected, retries are logged, and the certificate comes once the CA is back', async (t) => {
+  const pebble = `${STACK}_pebble`;
+  const name = uniqueName('sg-e2e-outage');
+  const host = `${name}.e2e.test`;
+  t.after(async () => {
+    await docker(['service', 'scale', '--detach', `${pebble}=1`]);
+    await waitForServiceRunning(pebble, 1);
+    await removeService(name);
+  });
+  await docker(['service', 'scale', '--detach', `${pebble}=0`]);
+  await waitFor('Pebble to stop', async () =>
+    (await docker(['service', 'ps', '-q', '--filter', 'desired-state=running', pebble])) === ''
+      ? true
+      : undefined,
+  );
+
+  await createService({ name, labels: { VIRTUAL_HOST: host, LETSENCRYPT_HOST: host } });
+  const plain = await waitFor(`${host} over HTTP`, async () => {
+    const result = await request(host);
+    return result.status === 200 ? result : undefined;
+  });
+  assert.ok(plain.body.includes(`"task":"${name}.`), 'no certificate yet: the host is served over HTTP');
+
+  const failed = await waitFor(
+    'the failed order to be reported',
+    async () => {
+      const status = await controllerStatus();
+      const entry = status.certificates.find((candidate) => candidate.name === host);
+      return entry && entry.attempts >= 2 ? entry : undefined;
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  );
+  assert.equal(failed.state === 'failed' || failed.state === 'ordering', true);
+  const logs = await docker(['service', 'logs', '--raw', `${STACK}_controller`]);
+  assert.ok(
+    logs
+      .split('\n')
+      .some((line) => line.includes('certificate order failed; will retry') && line.includes(host)),
+  );
+  assert.equal((await request(host)).status, 200, 'HTTP keeps working during retries');
+
+  await docker(['service', 'scale', '--detach', `${pebble}=1`]);
+  await waitForServiceRunning(pebble, 1);
+  await waitForHttps(host, name);
+  assert.equal((await request(host)).status, 301, 'with a certificate, HTTP redirects');
+});
