@@ -58,6 +58,8 @@ export interface ControllerConfig {
   readonly edgeLongPollMs: number;
   readonly proxy: ProxySettings;
   readonly tls: TlsConfig;
+  /** The most replicas the admin API will scale a service to. */
+  readonly maxReplicas: number;
 }
 
 export interface EdgeConfig {
@@ -199,6 +201,7 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
     edgeLongPollMs: reader.duration('SWARMGATE_EDGE_LONG_POLL', 25_000, 1000, 120_000),
     proxy: readProxySettings(reader),
     tls: readTlsConfig(reader),
+    maxReplicas: reader.integer('SWARMGATE_MAX_REPLICAS', 100, 1, 10_000),
   };
   return reader.finish(config);
 }

@@ -17,6 +17,9 @@ export const ERROR_CODES = {
   ERR_ABORTED: 'the operation was aborted',
   ERR_STATE_UNREADABLE: 'stored state cannot be opened',
   ERR_ACME: 'the ACME CA refused or failed an order',
+  ERR_DOCKER_CONFLICT: 'the Swarm object changed since it was read',
+  ERR_CONFLICT: 'the request conflicts with the current state',
+  ERR_REGISTRY: 'the registry refused or failed a request',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

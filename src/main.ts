@@ -25,7 +25,11 @@ const USAGE = `usage: swarmgate <command>
   controller               watch Swarm, render and publish the edge config, serve the API
   edge                     run nginx and follow the controller's config bundle
   healthcheck <role>       exit 0 when the local controller or edge is healthy
-  status [--json]          show the controller's status (run inside the controller)
+  status [--json]          show the controller's status (run these inside the controller)
+  services                 routed services with their tasks
+  scale <svc> <n> [--wait] scale a service (and wait until the edges route every task)
+  image <svc> <img> [--wait]  roll a service to an image, with the matching registry credentials
+  registry list|set|delete|repos|tags   registry credentials and browsing
   version                  print the version`;
 
 /** A Docker secret's text; at least 16 characters, since it guards the API or the stored keys. */
@@ -147,6 +151,10 @@ async function main(argv: readonly string[]): Promise<void> {
     case 'healthcheck':
       return healthcheck(rest[0]);
     case 'status':
+    case 'services':
+    case 'scale':
+    case 'image':
+    case 'registry':
       return runCli(argv, { env: process.env, out: (line) => console.log(line) });
     case 'version':
       console.log(SWARMGATE_VERSION);

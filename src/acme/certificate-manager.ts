@@ -10,7 +10,7 @@ import type { Clock, TimerHandle } from '../reconcile/clock.ts';
 import { BoundedQueue } from '../reconcile/queues.ts';
 import type { CertificateMaterial } from '../render/render-config.ts';
 import type { AcmePort, ChallengeResponder } from './acme-adapter.ts';
-import type { StateStore } from './state-store.ts';
+import type { LoadedState, StateStore } from './state-store.ts';
 import type { LoadedCertificate } from './user-certificates.ts';
 import { describeCertificate } from './user-certificates.ts';
 
@@ -162,8 +162,13 @@ export class CertificateManager implements CertificateSource {
 
   /** Reads the sealed state. Until it has, nothing is ordered (a restart must never cause a new order). */
   async loadState(signal: AbortSignal): Promise<void> {
-    const { values, unreadable } = await this.deps.store.load(signal);
+    this.adoptState(await this.deps.store.load(signal));
+  }
+
+  /** Takes the account and certificates out of state loaded from Swarm (other records are not its business). */
+  adoptState({ values, unreadable }: LoadedState): void {
     for (const [name, reason] of unreadable) {
+      if (name !== this.accountStateName && !name.startsWith('cert.')) continue;
       this.blocked.set(name, reason);
       this.deps.logger.error(
         { state: name, reason },

@@ -103,6 +103,16 @@ export class StateStore {
     return { values, unreadable };
   }
 
+  /** Removes every generation of a record. */
+  async remove(name: string, signal: AbortSignal): Promise<void> {
+    const configs = await this.docker.listConfigs(LABEL_NAME, signal);
+    for (const config of configs) {
+      if (config.Spec?.Labels?.[LABEL_NAME] === name && config.ID)
+        await this.docker.removeConfig(config.ID, signal);
+    }
+    this.generations.delete(name);
+  }
+
   /** Writes a new generation, then removes the older ones: a crash in between leaves the newest readable. */
   async save(name: string, value: unknown, signal: AbortSignal): Promise<void> {
     const generation = (this.generations.get(name) ?? 0) + 1;

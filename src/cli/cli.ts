@@ -9,6 +9,7 @@ export interface CliIo {
 
 interface ApiClient {
   get(path: string): Promise<unknown>;
+  send(method: string, path: string, body?: unknown): Promise<unknown>;
 }
 
 async function createApiClient(env: CliIo['env']): Promise<ApiClient> {
@@ -23,22 +24,24 @@ async function createApiClient(env: CliIo['env']): Promise<ApiClient> {
       `cannot read the API token from ${tokenFile}: ${describeError(error)}`,
     );
   }
-  return {
-    async get(path) {
-      const response = await fetch(`${base}${path}`, {
-        headers: { authorization: `Bearer ${token}` },
-        signal: AbortSignal.timeout(10_000),
-      });
-      const body = (await response.json()) as { error?: { code: string; message: string } };
-      if (!response.ok) {
-        throw new SwarmgateError(
-          'ERR_BAD_REQUEST',
-          `${body.error?.code ?? response.status}: ${body.error?.message ?? ''}`,
-        );
-      }
-      return body;
-    },
-  };
+  async function send(method: string, path: string, body?: unknown): Promise<unknown> {
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      // Scaling with --wait may take up to its deadline.
+      signal: AbortSignal.timeout(660_000),
+    });
+    const answer = (await response.json()) as { error?: { code: string; message: string } };
+    if (!response.ok && response.status !== 202) {
+      throw new SwarmgateError(
+        'ERR_BAD_REQUEST',
+        `${answer.error?.code ?? response.status}: ${answer.error?.message ?? ''}`,
+      );
+    }
+    return answer;
+  }
+  return { get: (path) => send('GET', path), send };
 }
 
 interface StatusBody {
@@ -89,7 +92,85 @@ export async function runCli(args: readonly string[], io: CliIo): Promise<void> 
       }
       return;
     }
+    case 'services':
+      return io.out(JSON.stringify(await api.get('/v1/services'), null, 2));
+    case 'scale': {
+      const [service = '', replicas = ''] = positional(
+        rest,
+        2,
+        'scale <service> <replicas> [--wait[=seconds]]',
+      );
+      if (!/^\d+$/.test(replicas))
+        throw new SwarmgateError('ERR_BAD_REQUEST', `"${replicas}" is not a number of replicas`);
+      return io.out(
+        JSON.stringify(
+          await api.send('POST', `/v1/services/${encodeURIComponent(service)}/scale`, {
+            replicas: Number(replicas),
+            ...waitOption(rest),
+          }),
+          null,
+          2,
+        ),
+      );
+    }
+    case 'image': {
+      const [service = '', image = ''] = positional(rest, 2, 'image <service> <image> [--wait[=seconds]]');
+      return io.out(
+        JSON.stringify(
+          await api.send('POST', `/v1/services/${encodeURIComponent(service)}/image`, {
+            image,
+            ...waitOption(rest),
+          }),
+          null,
+          2,
+        ),
+      );
+    }
+    case 'registry': {
+      const [action = 'list', host = '', ...more] = rest.filter((arg) => !arg.startsWith('--'));
+      const path = `/v1/registries/${encodeURIComponent(host)}`;
+      if (action === 'list') return io.out(JSON.stringify(await api.get('/v1/registries'), null, 2));
+      if (action === 'delete') return io.out(JSON.stringify(await api.send('DELETE', path), null, 2));
+      if (action === 'repos') return io.out(JSON.stringify(await api.get(`${path}/repositories`), null, 2));
+      if (action === 'tags')
+        return io.out(JSON.stringify(await api.get(`${path}/tags/${more[0] ?? ''}`), null, 2));
+      if (action === 'set') {
+        const username = more[0];
+        // The password comes from the environment, never from the command line (it would show in ps and history).
+        const password = io.env.SWARMGATE_REGISTRY_PASSWORD;
+        if (!username || !password) {
+          throw new SwarmgateError(
+            'ERR_BAD_REQUEST',
+            'usage: SWARMGATE_REGISTRY_PASSWORD=... swarmgate registry set <host> <username> [--prefix=team/]',
+          );
+        }
+        const prefix = rest.find((arg) => arg.startsWith('--prefix='))?.slice('--prefix='.length);
+        return io.out(
+          JSON.stringify(
+            await api.send('PUT', path, { username, password, ...(prefix ? { imagePrefix: prefix } : {}) }),
+            null,
+            2,
+          ),
+        );
+      }
+      throw new SwarmgateError('ERR_BAD_REQUEST', 'usage: swarmgate registry list|set|delete|repos|tags ...');
+    }
     default:
-      throw new SwarmgateError('ERR_BAD_REQUEST', `unknown CLI command "${command ?? ''}" (try: status)`);
+      throw new SwarmgateError(
+        'ERR_BAD_REQUEST',
+        `unknown CLI command "${command ?? ''}" (try: status, services, scale, image, registry)`,
+      );
   }
+}
+
+function positional(args: readonly string[], count: number, usage: string): string[] {
+  const values = args.filter((arg) => !arg.startsWith('--'));
+  if (values.length < count) throw new SwarmgateError('ERR_BAD_REQUEST', `usage: swarmgate ${usage}`);
+  return values.map((value) => value);
+}
+
+function waitOption(args: readonly string[]): { wait?: boolean | number } {
+  const flag = args.find((arg) => arg === '--wait' || arg.startsWith('--wait='));
+  if (!flag) return {};
+  return flag === '--wait' ? { wait: true } : { wait: Number(flag.slice('--wait='.length)) };
 }

@@ -6,6 +6,8 @@ import { Router } from '../http/router.ts';
 import type { BundleStore, EdgeReport } from '../publish/bundle-store.ts';
 import type { Reconciler } from '../reconcile/reconciler.ts';
 import type { CertificateManager } from '../acme/certificate-manager.ts';
+import { addAdminRoutes } from '../admin/admin-routes.ts';
+import type { AdminDeps } from '../admin/admin-routes.ts';
 
 export interface ControllerApiDeps {
   readonly token: string;
@@ -14,6 +16,7 @@ export interface ControllerApiDeps {
   readonly certificates: CertificateManager;
   readonly version: string;
   readonly edgeLongPollMs: number;
+  readonly admin: AdminDeps;
 }
 
 const EDGE_REPORT_LIMIT_BYTES = 64 * 1024;
@@ -28,7 +31,7 @@ export function createControllerRouter(deps: ControllerApiDeps): Router {
       return handler(context);
     };
 
-  return (
+  return addAdminRoutes(
     new Router()
       .add('GET', '/healthz', ({ res }) => sendJson(res, 200, { status: 'ok' }))
       .add('GET', '/readyz', ({ res }) => {
@@ -46,7 +49,9 @@ export function createControllerRouter(deps: ControllerApiDeps): Router {
         'GET',
         '/v1/status',
         authenticated(({ res }) => sendJson(res, 200, statusOf(deps))),
-      )
+      ),
+    deps.admin,
+    authenticated,
   );
 
   async function pollForBundle({ req, res, query, signal }: RouteContext): Promise<void> {

@@ -7,6 +7,9 @@ import { StateStore } from '../acme/state-store.ts';
 import type { LoadedCertificate } from '../acme/user-certificates.ts';
 import type { ControllerConfig } from '../config.ts';
 import { describeError } from '../errors.ts';
+import { CredentialStore } from '../registry/credential-store.ts';
+import { httpsTransport, RegistryClient } from '../registry/registry-client.ts';
+import type { RegistryTransport } from '../registry/registry-client.ts';
 import type { DockerPort } from '../docker/docker-port.ts';
 import { sleep, watchSwarmEvents } from '../discovery/event-watcher.ts';
 import type { Logger } from '../logger.ts';
@@ -30,6 +33,8 @@ export interface ControllerDeps {
   /** 32 bytes that seal the state kept in Swarm (from the swarmgate_state_key secret). */
   readonly stateKey: Buffer;
   readonly userCertificates: readonly LoadedCertificate[];
+  /** How registry browsing reaches registries; tests pass a fake. */
+  readonly registryTransport?: RegistryTransport;
 }
 
 export interface RunningController {
@@ -44,9 +49,11 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const { config, logger, clock } = deps;
   const shutdown = new AbortController();
   const store = new BundleStore(clock);
+  const stateStore = new StateStore(deps.docker, deps.stateKey);
+  const credentials = new CredentialStore(stateStore, clock);
   const certificates = new CertificateManager({
     acme: deps.acme,
-    store: new StateStore(deps.docker, deps.stateKey),
+    store: stateStore,
     clock,
     logger: logger.child({ component: 'acme' }),
     settings: config.tls.acme,
@@ -88,6 +95,18 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     certificates,
     version: deps.version,
     edgeLongPollMs: config.edgeLongPollMs,
+    admin: {
+      docker: deps.docker,
+      reconciler,
+      store,
+      certificates,
+      credentials,
+      registry: new RegistryClient(deps.registryTransport ?? httpsTransport, clock),
+      clock,
+      logger: logger.child({ component: 'admin' }),
+      maxReplicas: config.maxReplicas,
+      requestCounts: new Map(),
+    },
   });
   const server = http.createServer((req, res) => void router.handle(req, res));
   server.keepAliveTimeout = 75_000;
@@ -103,7 +122,13 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const discovery = (async () => {
     for (let delay = 500; !shutdown.signal.aborted; delay = Math.min(delay * 2, 30_000)) {
       try {
-        await certificates.loadState(shutdown.signal);
+        const state = await stateStore.load(shutdown.signal);
+        for (const [name, reason] of state.unreadable) {
+          if (name.startsWith('registry.'))
+            logger.error({ state: name, reason }, 'stored registry credentials cannot be opened');
+        }
+        certificates.adoptState(state);
+        credentials.adopt(state.values);
         break;
       } catch (error) {
         logger.error(

@@ -33,6 +33,7 @@ export interface TaskInfo {
   /** When the task reached its current state (Swarm's own clock). */
   readonly stateSince: string;
   readonly error: string | null;
+  readonly image: string;
   readonly addresses: readonly TaskAddress[];
 }
 
@@ -125,6 +126,7 @@ function toTaskInfo(raw: RawTask): TaskInfo {
     state: raw.Status?.State ?? '',
     stateSince: raw.Status?.Timestamp ?? '',
     error: raw.Status?.Err ?? null,
+    image: raw.Spec?.ContainerSpec?.Image ?? '',
     addresses,
   };
 }

@@ -28,6 +28,7 @@ export interface RawTask {
   NodeID?: string;
   Slot?: number;
   DesiredState?: string;
+  Spec?: { ContainerSpec?: { Image?: string } };
   Status?: { State?: string; Timestamp?: string; Err?: string };
   NetworksAttachments?:
     { Network?: { ID?: string; Spec?: { Name?: string } }; Addresses?: string[] | null }[] | null;
@@ -64,6 +65,13 @@ export interface DockerEvent {
   time?: number;
 }
 
+/** Credentials sent as X-Registry-Auth so every node can pull the image. */
+export interface RegistryAuth {
+  readonly username: string;
+  readonly password: string;
+  readonly serveraddress: string;
+}
+
 export interface DockerPort {
   listServices(signal: AbortSignal): Promise<RawService[]>;
   listTasks(signal: AbortSignal): Promise<RawTask[]>;
@@ -83,4 +91,17 @@ export interface DockerPort {
     signal: AbortSignal,
   ): Promise<string>;
   removeConfig(id: string, signal: AbortSignal): Promise<void>;
+  /** The service with its full spec and version, or null if there is none by that name or ID. */
+  inspectService(idOrName: string, signal: AbortSignal): Promise<RawService | null>;
+  /**
+   * Replaces the service spec (the full spec: omitted fields are cleared). `version` is the one inspected;
+   * a stale one fails with ERR_DOCKER_CONFLICT.
+   */
+  updateService(
+    id: string,
+    version: number,
+    spec: NonNullable<RawService['Spec']>,
+    auth: RegistryAuth | null,
+    signal: AbortSignal,
+  ): Promise<{ warnings: string[] }>;
 }

@@ -75,6 +75,37 @@ export function createDockerodeAdapter(socketPath: string): DockerPort {
       call('remove config', async () => {
         await docker.getConfig(id).remove({ abortSignal: signal } as object);
       }),
+    async inspectService(idOrName, signal) {
+      try {
+        return (await docker.getService(idOrName).inspect({ abortSignal: signal } as object)) as RawService;
+      } catch (error) {
+        if ((error as { statusCode?: number }).statusCode === 404) return null;
+        return call('inspect service', () => Promise.reject(error as Error));
+      }
+    },
+    async updateService(id, version, spec, auth, signal) {
+      try {
+        const result = (await docker.getService(id).update({
+          _query: { version },
+          _body: spec,
+          abortSignal: signal,
+          ...(auth ? { authconfig: auth } : {}),
+        })) as { Warnings?: string[] | null } | null;
+        return { warnings: result?.Warnings ?? [] };
+      } catch (error) {
+        // Swarm's optimistic concurrency: someone updated the service since it was inspected.
+        if (
+          /update out of sequence|version/i.test((error as Error).message) &&
+          (error as { statusCode?: number }).statusCode !== 404
+        ) {
+          throw new SwarmgateError(
+            'ERR_DOCKER_CONFLICT',
+            `service ${id} changed meanwhile: ${(error as Error).message}`,
+          );
+        }
+        return call('update service', () => Promise.reject(error as Error));
+      }
+    },
     async openEventStream(signal: AbortSignal): Promise<AsyncIterable<DockerEvent>> {
       const stream = (await call('subscribe to events', () =>
         docker.getEvents({

@@ -11,6 +11,9 @@ const STATUS_FOR_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_PAYLOAD_TOO_LARGE: 413,
   ERR_DOCKER_UNAVAILABLE: 503,
   ERR_DOCKER_REQUEST: 502,
+  ERR_DOCKER_CONFLICT: 409,
+  ERR_CONFLICT: 409,
+  ERR_REGISTRY: 502,
 };
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -29,6 +29,10 @@ export class Router {
     const source = path
       .split('/')
       .map((part) => {
+        if (part === '*') {
+          names.push('*');
+          return '(.+)';
+        }
         if (!part.startsWith(':')) return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
         names.push(part.slice(1));
         return '([^/]+)';

@@ -21,6 +21,7 @@ import type { Clock, TimerHandle } from './clock.ts';
 import { unconvergedServices } from './convergence.ts';
 import { Debouncer } from './debounce.ts';
 import { SingleFlight } from './queues.ts';
+import { Histogram } from '../metrics.ts';
 
 export interface ReconcilerDeps {
   readonly docker: DockerPort;
@@ -61,6 +62,8 @@ export interface ReconcilerStats {
   lastDurationMs: number;
   /** Seconds from a task reaching running (Swarm's clock) to the first bundle that routes it. */
   readonly routingLagsSeconds: number[];
+  readonly routingLag: Histogram;
+  readonly reconcileDuration: Histogram;
 }
 
 const MAX_LAG_SAMPLES = 1000;
@@ -83,6 +86,7 @@ export class Reconciler {
   private readonly shutdown = new AbortController();
   private lastCandidate: { fingerprint: string; verdict: Verdict } | null = null;
   private model: RoutingModel = EMPTY_MODEL;
+  private snapshot: Snapshot | null = null;
   private outcome: ReconcileOutcome | null = null;
   private fastPollTimer: TimerHandle | null = null;
   private readonly unconvergedSince = new Map<string, number>();
@@ -94,6 +98,8 @@ export class Reconciler {
     validations: 0,
     lastDurationMs: 0,
     routingLagsSeconds: [],
+    routingLag: new Histogram([0.1, 0.25, 0.5, 1, 2, 5, 10, 30]),
+    reconcileDuration: new Histogram([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]),
   };
 
   private get certificates(): CertificateSource {
@@ -123,6 +129,11 @@ export class Reconciler {
     return this.model;
   }
 
+  /** The plain data of the last reconcile: services and tasks as Swarm reported them. */
+  get lastSnapshot(): Snapshot | null {
+    return this.snapshot;
+  }
+
   get lastOutcome(): ReconcileOutcome | null {
     return this.outcome;
   }
@@ -147,6 +158,7 @@ export class Reconciler {
     ]);
     try {
       const snapshot = await fetchSnapshot(this.deps.docker, signal);
+      this.snapshot = snapshot;
       const published = await this.applySnapshot(snapshot, signal);
       this.scheduleFastPoll(snapshot);
       this.outcome = this.finish(started, true, null, published);
@@ -164,6 +176,7 @@ export class Reconciler {
     const durationMs = this.deps.clock.now() - started;
     this.stats.reconciles++;
     this.stats.lastDurationMs = durationMs;
+    this.stats.reconcileDuration.observe(durationMs / 1000);
     return { at: new Date(started).toISOString(), durationMs, ok, error, published };
   }
 
@@ -319,7 +332,9 @@ export class Reconciler {
         if (this.routedTasks.has(server.taskId)) continue;
         const since = runningSince.get(server.taskId);
         if (since !== undefined && Number.isFinite(since)) {
-          this.stats.routingLagsSeconds.push(Math.max(0, (now - since) / 1000));
+          const lag = Math.max(0, (now - since) / 1000);
+          this.stats.routingLagsSeconds.push(lag);
+          this.stats.routingLag.observe(lag);
           if (this.stats.routingLagsSeconds.length > MAX_LAG_SAMPLES) this.stats.routingLagsSeconds.shift();
         }
       }

@@ -5,6 +5,7 @@ import type {
   DockerPort,
   RawConfig,
   RawNetwork,
+  RegistryAuth,
   RawNode,
   RawService,
   RawTask,
@@ -117,6 +118,51 @@ export class FakeDocker implements DockerPort {
   async removeConfig(id: string): Promise<void> {
     this.check();
     this.configs = this.configs.filter((config) => config.ID !== id);
+  }
+
+  /** Every update the fake received, with the auth it carried. */
+  readonly updates: {
+    id: string;
+    version: number;
+    spec: NonNullable<RawService['Spec']>;
+    auth: RegistryAuth | null;
+  }[] = [];
+  /** The next N updates fail as stale (another writer won), to exercise the retry. */
+  staleUpdates = 0;
+  /** Plays Swarm's part after an update (e.g. tasks appear); skipped while onUpdateHold is set. */
+  onUpdate: ((service: RawService) => void) | null = null;
+  onUpdateHold = false;
+
+  async inspectService(idOrName: string): Promise<RawService | null> {
+    this.check();
+    const service = this.services.find(
+      (candidate) => candidate.ID === idOrName || candidate.Spec?.Name === idOrName,
+    );
+    return service ? structuredClone(service) : null;
+  }
+
+  async updateService(
+    id: string,
+    version: number,
+    spec: NonNullable<RawService['Spec']>,
+    auth: RegistryAuth | null,
+  ): Promise<{ warnings: string[] }> {
+    this.check();
+    const service = this.services.find((candidate) => candidate.ID === id);
+    if (!service)
+      throw new SwarmgateError('ERR_DOCKER_REQUEST', `no such service ${id}`, { statusCode: 404 });
+    if (this.staleUpdates > 0 || version !== (service.Version?.Index ?? 0)) {
+      if (this.staleUpdates > 0) {
+        this.staleUpdates--;
+        service.Version = { Index: (service.Version?.Index ?? 0) + 1 };
+      }
+      throw new SwarmgateError('ERR_DOCKER_CONFLICT', 'update out of sequence');
+    }
+    this.updates.push({ id, version, spec: structuredClone(spec), auth });
+    service.Spec = structuredClone(spec);
+    service.Version = { Index: version + 1 };
+    if (this.onUpdate && !this.onUpdateHold) this.onUpdate(service);
+    return { warnings: [] };
   }
 
   emit(event: DockerEvent): void {

@@ -56,6 +56,7 @@ export function loadSnapshot(file: string): Snapshot {
       state: 'running',
       stateSince: '2026-01-01T00:00:00Z',
       error: null,
+      image: 'example/app:1',
       addresses: [],
       ...task,
     })),

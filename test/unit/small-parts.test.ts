@@ -40,6 +40,7 @@ test('convergence: running = replicas and nothing in transition', () => {
     state,
     stateSince: '',
     error: null,
+    image: 'example/app:1',
     addresses: [],
   });
   const three = [

@@ -1,0 +1,132 @@
+// Changes to Swarm services the admin API makes, done the way `docker service scale` and `docker service update`
+// do them: inspect, change the full spec, update with the inspected version, and retry when another writer won.
+import type { DockerPort, RawService, RegistryAuth } from '../docker/docker-port.ts';
+import { isSwarmgateError, SwarmgateError } from '../errors.ts';
+
+const MAX_ATTEMPTS = 5;
+
+type ServiceSpec = NonNullable<RawService['Spec']>;
+
+async function updateWithRetry(
+  docker: DockerPort,
+  name: string,
+  change: (spec: ServiceSpec, service: RawService) => ServiceSpec,
+  auth: RegistryAuth | null,
+  signal: AbortSignal,
+): Promise<{ service: RawService; warnings: string[] }> {
+  for (let attempt = 1; ; attempt++) {
+    const service = await docker.inspectService(name, signal);
+    if (!service?.ID || !service.Spec)
+      throw new SwarmgateError('ERR_NOT_FOUND', `no service named "${name}"`);
+    const spec = change(structuredClone(service.Spec), service);
+    try {
+      const { warnings } = await docker.updateService(
+        service.ID,
+        service.Version?.Index ?? 0,
+        spec,
+        auth,
+        signal,
+      );
+      return { service, warnings };
+    } catch (error) {
+      if (!isSwarmgateError(error, 'ERR_DOCKER_CONFLICT') || attempt >= MAX_ATTEMPTS) throw error;
+    }
+  }
+}
+
+export interface ScaleResult {
+  readonly service: string;
+  readonly previousReplicas: number;
+  readonly replicas: number;
+  readonly warnings: string[];
+}
+
+export async function scaleService(
+  docker: DockerPort,
+  name: string,
+  replicas: number,
+  signal: AbortSignal,
+): Promise<ScaleResult> {
+  let previous = 0;
+  const { service, warnings } = await updateWithRetry(
+    docker,
+    name,
+    (spec) => {
+      const replicated = spec.Mode?.Replicated;
+      if (!replicated) {
+        throw new SwarmgateError(
+          'ERR_CONFLICT',
+          `service "${name}" is not in replicated mode (global services run one task per node)`,
+        );
+      }
+      previous = replicated.Replicas ?? 1;
+      replicated.Replicas = replicas;
+      return spec;
+    },
+    null,
+    signal,
+  );
+  const stackWarning = stackNamespace(service)
+    ? [
+        `service "${name}" belongs to stack "${stackNamespace(service)}": the next docker stack deploy resets its replicas to the stack file's value`,
+      ]
+    : [];
+  return {
+    service: service.Spec?.Name ?? name,
+    previousReplicas: previous,
+    replicas,
+    warnings: [...stackWarning, ...warnings],
+  };
+}
+
+export interface ImageRollResult {
+  readonly service: string;
+  readonly previousImage: string;
+  readonly image: string;
+  readonly usedCredentialsFor: string | null;
+  readonly warnings: string[];
+}
+
+/** A rolling update to a new image; the matching credentials go along as X-Registry-Auth so every node can pull. */
+export async function rollServiceImage(
+  docker: DockerPort,
+  name: string,
+  image: string,
+  auth: RegistryAuth | null,
+  signal: AbortSignal,
+): Promise<ImageRollResult> {
+  let previous = '';
+  const { service, warnings } = await updateWithRetry(
+    docker,
+    name,
+    (spec) => {
+      const containerSpec = spec.TaskTemplate?.ContainerSpec;
+      if (!spec.TaskTemplate || !containerSpec)
+        throw new SwarmgateError('ERR_CONFLICT', `service "${name}" has no container spec`);
+      previous = containerSpec.Image ?? '';
+      containerSpec.Image = image;
+      // A new image with the same tag must still redeploy: ForceUpdate is the counter `docker service update --force` bumps.
+      const template = spec.TaskTemplate as { ForceUpdate?: number };
+      template.ForceUpdate = (template.ForceUpdate ?? 0) + 1;
+      return spec;
+    },
+    auth,
+    signal,
+  );
+  return {
+    service: service.Spec?.Name ?? name,
+    previousImage: previous,
+    image,
+    usedCredentialsFor: auth?.serveraddress ?? null,
+    warnings: stackNamespace(service)
+      ? [
+          `service "${name}" belongs to a stack: the next docker stack deploy sets the stack file's image again`,
+          ...warnings,
+        ]
+      : warnings,
+  };
+}
+
+function stackNamespace(service: RawService): string | undefined {
+  return service.Spec?.Labels?.['com.docker.stack.namespace'];
+}

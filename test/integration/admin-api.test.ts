@@ -1,0 +1,391 @@
+// The admin API in-process against a fake Docker port and a fake registry: every route, auth, bad input, and
+// secrets never in a response or a log line.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { AcmePort } from '../../src/acme/acme-adapter.ts';
+import { deriveStateKey } from '../../src/acme/state-store.ts';
+import { readControllerConfig } from '../../src/config.ts';
+import { startController } from '../../src/controller/controller.ts';
+import type { RunningController } from '../../src/controller/controller.ts';
+import { createCapturingLogger } from '../../src/logger.ts';
+import { systemClock } from '../../src/reconcile/clock.ts';
+import type { RegistryTransport } from '../../src/registry/registry-client.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
+import { waitUntil } from '../support/wait.ts';
+
+const TOKEN = 'admin-api-test-token-0123456789';
+const PASSWORD = 'hunter2-very-secret-registry-password';
+const noAcme: AcmePort = {
+  createAccountKey: () => Promise.reject(new Error('unused')),
+  order: () => Promise.reject(new Error('unused')),
+};
+
+/** A registry with Bearer auth (token service at /token) holding 3 repositories. */
+const registryRequests: { url: string; authorization: string }[] = [];
+const fakeRegistry: RegistryTransport = async (url, headers) => {
+  registryRequests.push({ url: url.toString(), authorization: headers.authorization ?? '' });
+  const basic = `Basic ${Buffer.from(`robot:${PASSWORD}`).toString('base64')}`;
+  if (url.pathname === '/token') {
+    return headers.authorization === basic
+      ? { status: 200, headers: {}, body: JSON.stringify({ token: 'tok-1', expires_in: 300 }) }
+      : { status: 401, headers: {}, body: '{}' };
+  }
+  if (headers.authorization !== 'Bearer tok-1') {
+    return {
+      status: 401,
+      headers: { 'www-authenticate': `Bearer realm="https://${url.host}/token",service="registry.test"` },
+      body: '{}',
+    };
+  }
+  if (url.pathname === '/v2/_catalog') {
+    const all = ['apps/api', 'apps/web', 'tools/cli'];
+    const last = url.searchParams.get('last');
+    const n = Number(url.searchParams.get('n'));
+    const start = last ? all.indexOf(last) + 1 : 0;
+    const items = all.slice(start, start + n);
+    const more = start + n < all.length;
+    return {
+      status: 200,
+      headers: more ? { link: `</v2/_catalog?last=${items.at(-1)}&n=${n}>; rel="next"` } : {},
+      body: JSON.stringify({ repositories: items }),
+    };
+  }
+  if (url.pathname === '/v2/apps/web/tags/list') {
+    return { status: 200, headers: {}, body: JSON.stringify({ name: 'apps/web', tags: ['1.0', '1.1'] }) };
+  }
+  return { status: 404, headers: {}, body: '{}' };
+};
+
+let docker: FakeDocker;
+let controller: RunningController;
+let base: string;
+let logs: Record<string, unknown>[];
+const bodies: string[] = [];
+
+async function api(
+  method: string,
+  path: string,
+  body?: unknown,
+  token: string | null = TOKEN,
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  bodies.push(text);
+  return {
+    status: response.status,
+    json: text.startsWith('{') ? (JSON.parse(text) as Record<string, unknown>) : { text },
+  };
+}
+
+function errorCode(json: Record<string, unknown>): string | undefined {
+  return (json.error as { code?: string } | undefined)?.code;
+}
+
+before(async () => {
+  docker = new FakeDocker();
+  docker.services = [
+    rawService('web', { VIRTUAL_HOST: 'web.example.com' }, { replicas: 1 }),
+    {
+      ...rawService('stacked', { VIRTUAL_HOST: 'stacked.example.com', 'com.docker.stack.namespace': 'shop' }),
+    },
+    {
+      ...rawService('agent', {}),
+      Spec: { ...rawService('agent', {}).Spec, Mode: { Global: {} } },
+    },
+  ];
+  docker.tasks = [rawTask('t1', 'web', '10.0.0.11'), rawTask('s1', 'stacked', '10.0.0.21')];
+  // Swarm's part of a scale: tasks appear running (or go away) after the update.
+  docker.onUpdate = (service) => {
+    const id = service.ID ?? '';
+    const replicas = service.Spec?.Mode?.Replicated?.Replicas ?? 0;
+    const image = service.Spec?.TaskTemplate?.ContainerSpec?.Image ?? '';
+    docker.tasks = docker.tasks.filter((task) => task.ServiceID !== id);
+    for (let slot = 1; slot <= replicas; slot++) {
+      const task = rawTask(`${id}-${slot}-${image.length}`, id, `10.0.1.${slot}`);
+      task.Spec = { ContainerSpec: { Image: image } };
+      docker.tasks.push(task);
+    }
+  };
+  const capture = createCapturingLogger('debug');
+  logs = capture.lines;
+  controller = await startController({
+    config: readControllerConfig({
+      SWARMGATE_LISTEN_PORT: '0',
+      SWARMGATE_DEBOUNCE: '5ms:20ms',
+      SWARMGATE_SLOW_POLL: '1h',
+      SWARMGATE_MAX_REPLICAS: '20',
+    }),
+    token: TOKEN,
+    docker,
+    validator: { validate: async () => ({ ok: true }) },
+    templates: createTemplateRenderer(),
+    logger: capture.logger,
+    clock: systemClock,
+    version: 'test',
+    acme: noAcme,
+    stateKey: deriveStateKey('admin-api-state-key-0123456789'),
+    userCertificates: [],
+    registryTransport: fakeRegistry,
+  });
+  base = `http://127.0.0.1:${controller.port}`;
+  await waitUntil('first publish', () => controller.store.current !== null);
+});
+
+after(() => controller.stop());
+
+test('every admin route needs the bearer token; health and readiness do not', async () => {
+  const routes: [string, string][] = [
+    ['GET', '/v1/status'],
+    ['GET', '/v1/services'],
+    ['GET', '/v1/services/web'],
+    ['POST', '/v1/services/web/scale'],
+    ['POST', '/v1/services/web/image'],
+    ['GET', '/v1/registries'],
+    ['GET', '/v1/registries/registry.test'],
+    ['PUT', '/v1/registries/registry.test'],
+    ['DELETE', '/v1/registries/registry.test'],
+    ['GET', '/v1/registries/registry.test/repositories'],
+    ['GET', '/v1/registries/registry.test/tags/apps/web'],
+    ['GET', '/metrics'],
+  ];
+  for (const [method, path] of routes) {
+    for (const token of [null, 'wrong-token-of-some-length']) {
+      const { status, json } = await api(
+        method,
+        path,
+        method === 'GET' || method === 'DELETE' ? undefined : {},
+        token,
+      );
+      assert.equal(status, 401, `${method} ${path} with ${token ?? 'no'} token`);
+      assert.equal(errorCode(json), 'ERR_UNAUTHORIZED');
+    }
+  }
+  assert.equal((await api('GET', '/healthz', undefined, null)).status, 200);
+  assert.equal((await api('GET', '/readyz', undefined, null)).status, 200);
+  assert.equal((await api('GET', '/v1/nothing-here')).status, 404);
+  assert.equal(docker.updates.length, 0, 'nothing changed');
+});
+
+test('services: routed services with hosts, replicas and tasks', async () => {
+  const { status, json } = await api('GET', '/v1/services');
+  assert.equal(status, 200);
+  const services = json.services as { name: string }[];
+  assert.deepEqual(
+    services.map((service) => service.name),
+    ['stacked', 'web'],
+  );
+  const web = await api('GET', '/v1/services/web');
+  assert.equal(web.status, 200);
+  assert.deepEqual(web.json.hosts, ['web.example.com']);
+  assert.equal(web.json.desiredReplicas, 1);
+  const tasks = web.json.tasks as {
+    id: string;
+    address: string;
+    state: string;
+    node: string;
+    routed: boolean;
+  }[];
+  assert.deepEqual(
+    tasks.map((task) => [task.id, task.address, task.state, task.node, task.routed]),
+    [['t1', '10.0.0.11', 'running', 'node-1', true]],
+  );
+  assert.equal((await api('GET', '/v1/services/nope')).status, 404);
+  assert.equal(errorCode((await api('GET', '/v1/services/bad%20name')).json), 'ERR_BAD_REQUEST');
+});
+
+test('scale: bad input gets a coded 4xx and changes nothing', async () => {
+  const cases: [unknown, number, string, RegExp][] = [
+    [{ replicas: 2.5 }, 400, 'ERR_BAD_REQUEST', /whole number/],
+    [{ replicas: '3' }, 400, 'ERR_BAD_REQUEST', /whole number/],
+    [{ replicas: -1 }, 400, 'ERR_BAD_REQUEST', /whole number/],
+    [{ replicas: 21 }, 400, 'ERR_BAD_REQUEST', /at most 20/],
+    [{ replicas: 2, wait: 'soon' }, 400, 'ERR_BAD_REQUEST', /wait/],
+    [{ replicas: 2, force: true }, 400, 'ERR_BAD_REQUEST', /unknown field/],
+    ['{"replicas": ', 400, 'ERR_BAD_REQUEST', /not valid JSON/],
+    [[2], 400, 'ERR_BAD_REQUEST', /JSON object/],
+    [JSON.stringify({ replicas: 2, pad: 'x'.repeat(70 * 1024) }), 413, 'ERR_PAYLOAD_TOO_LARGE', /larger/],
+  ];
+  for (const [body, status, code, message] of cases) {
+    const result = await api('POST', '/v1/services/web/scale', body);
+    assert.equal(result.status, status, JSON.stringify(body).slice(0, 60));
+    assert.equal(errorCode(result.json), code);
+    assert.match((result.json.error as { message: string }).message, message);
+  }
+  const unknown = await api('POST', '/v1/services/nope/scale', { replicas: 2 });
+  assert.equal(unknown.status, 404);
+  const global = await api('POST', '/v1/services/agent/scale', { replicas: 2 });
+  assert.equal(global.status, 409);
+  assert.match((global.json.error as { message: string }).message, /not in replicated mode/);
+  assert.equal(docker.updates.length, 0, 'no update reached Docker');
+});
+
+test('scale: updates with the inspected version, retries a conflict, and waits until every task is routed', async () => {
+  docker.staleUpdates = 2;
+  const { status, json } = await api('POST', '/v1/services/web/scale', { replicas: 3, wait: 10 });
+  assert.equal(status, 200, JSON.stringify(json));
+  assert.equal(json.previousReplicas, 1);
+  assert.equal(json.replicas, 3);
+  const wait = json.wait as { complete: boolean; routedTasks: number };
+  assert.equal(wait.complete, true);
+  assert.equal(wait.routedTasks, 3);
+  const update = docker.updates.at(-1);
+  assert.equal(update?.spec.Mode?.Replicated?.Replicas, 3);
+  assert.equal(update?.auth, null, 'a scale sends no credentials (Swarm keeps the stored ones)');
+  assert.match(await controller.store.current!.files['nginx.conf']!, /10\.0\.1\.3:80/);
+});
+
+test('scale: warns that a stack deploy resets replicas; a wait that runs out answers 202 with what is missing', async () => {
+  docker.onUpdateHold = true;
+  const { status, json } = await api('POST', '/v1/services/stacked/scale', { replicas: 2, wait: 1 });
+  docker.onUpdateHold = false;
+  assert.equal(status, 202);
+  assert.match((json.warnings as string[])[0] ?? '', /stack "shop".*resets its replicas/);
+  const wait = json.wait as { complete: boolean; missing: string[] };
+  assert.equal(wait.complete, false);
+  assert.match(wait.missing.join(';'), /of 2 tasks running/);
+});
+
+test('registry credentials: stored sealed, listed without the password, validated, deleted', async () => {
+  const put = await api('PUT', '/v1/registries/registry.test', {
+    username: 'robot',
+    password: PASSWORD,
+    imagePrefix: 'apps/',
+  });
+  assert.equal(put.status, 200);
+  assert.deepEqual(Object.keys(put.json).sort(), [
+    'hasCustomCa',
+    'host',
+    'imagePrefix',
+    'updatedAt',
+    'username',
+  ]);
+  const list = await api('GET', '/v1/registries');
+  assert.deepEqual(
+    (list.json.registries as { host: string }[]).map((entry) => entry.host),
+    ['registry.test'],
+  );
+  assert.equal((await api('GET', '/v1/registries/registry.test')).json.username, 'robot');
+  const stored = docker.configs.find(
+    (config) => config.Spec?.Labels?.['swarmgate.state'] === 'registry.registry.test',
+  );
+  assert.ok(stored, 'kept in Swarm configs');
+  assert.ok(
+    !Buffer.from(stored.Spec?.Data ?? '', 'base64')
+      .toString()
+      .includes(PASSWORD),
+    'sealed',
+  );
+
+  for (const [body, message] of [
+    [{ username: 'a b', password: 'x' }, /username/],
+    [{ username: 'robot' }, /password/],
+    [{ username: 'robot', password: 'x', imagePrefix: '../etc' }, /imagePrefix/],
+    [{ username: 'robot', password: 'x', ca: 'not a pem' }, /PEM/],
+  ] as const) {
+    const result = await api('PUT', '/v1/registries/other.test', body);
+    assert.equal(result.status, 400);
+    assert.match((result.json.error as { message: string }).message, message);
+  }
+  assert.equal((await api('PUT', '/v1/registries/bad_host!', { username: 'a', password: 'b' })).status, 400);
+
+  await api('PUT', '/v1/registries/old.test', { username: 'someone', password: 'temporary-password' });
+  assert.equal((await api('DELETE', '/v1/registries/old.test')).status, 200);
+  assert.equal((await api('DELETE', '/v1/registries/old.test')).status, 404);
+  assert.equal((await api('GET', '/v1/registries/old.test')).status, 404);
+});
+
+test('image rollout sends the matching credentials as X-Registry-Auth, and only those', async () => {
+  await api('PUT', '/v1/registries/registry.test', {
+    username: 'robot',
+    password: PASSWORD,
+    imagePrefix: 'apps/',
+  });
+  const matched = await api('POST', '/v1/services/web/image', {
+    image: 'registry.test/apps/web:2',
+    wait: 10,
+  });
+  assert.equal(matched.status, 200, JSON.stringify(matched.json));
+  assert.equal(matched.json.usedCredentialsFor, 'registry.test');
+  assert.equal((matched.json.wait as { complete: boolean }).complete, true);
+  const update = docker.updates.at(-1);
+  assert.deepEqual(update?.auth, { username: 'robot', password: PASSWORD, serveraddress: 'registry.test' });
+  assert.equal(update?.spec.TaskTemplate?.ContainerSpec?.Image, 'registry.test/apps/web:2');
+  assert.equal((update?.spec.TaskTemplate as { ForceUpdate?: number }).ForceUpdate, 1);
+
+  const outsidePrefix = await api('POST', '/v1/services/web/image', { image: 'registry.test/other/web:2' });
+  assert.equal(outsidePrefix.json.usedCredentialsFor, null);
+  assert.equal(docker.updates.at(-1)?.auth, null);
+  const otherHost = await api('POST', '/v1/services/web/image', { image: 'elsewhere.test/apps/web:2' });
+  assert.equal(otherHost.json.usedCredentialsFor, null);
+
+  for (const image of ['', 'UPPER/case', 'a b', 42]) {
+    assert.equal((await api('POST', '/v1/services/web/image', { image })).status, 400, String(image));
+  }
+  assert.equal((await api('POST', '/v1/services/nope/image', { image: 'x:1' })).status, 404);
+});
+
+test('registry browsing: catalog with paging and tags, over the Bearer token flow', async () => {
+  await api('PUT', '/v1/registries/registry.test', { username: 'robot', password: PASSWORD });
+  registryRequests.length = 0;
+  const first = await api('GET', '/v1/registries/registry.test/repositories?n=2');
+  assert.equal(first.status, 200, JSON.stringify(first.json));
+  assert.deepEqual(first.json.repositories, ['apps/api', 'apps/web']);
+  assert.equal(first.json.next, 'apps/web');
+  const second = await api('GET', '/v1/registries/registry.test/repositories?n=2&last=apps/web');
+  assert.deepEqual(second.json.repositories, ['tools/cli']);
+  assert.equal(second.json.next, null);
+  const tags = await api('GET', '/v1/registries/registry.test/tags/apps/web');
+  assert.deepEqual(tags.json.tags, ['1.0', '1.1']);
+  assert.ok(
+    registryRequests.some(
+      (entry) => entry.url.includes('/token?') && entry.url.includes('scope=registry%3Acatalog%3A*'),
+    ),
+  );
+  assert.equal(
+    registryRequests.filter((entry) => entry.url.includes('/token?')).length,
+    2,
+    'tokens are cached per scope',
+  );
+
+  assert.equal((await api('GET', '/v1/registries/unknown.test/repositories')).status, 404);
+  assert.equal((await api('GET', '/v1/registries/registry.test/repositories?n=0')).status, 400);
+  assert.equal((await api('GET', '/v1/registries/registry.test/tags/Bad..Name')).status, 400);
+  assert.equal((await api('GET', '/v1/registries/registry.test/tags/apps/missing')).status, 404);
+});
+
+test('metrics in Prometheus format', async () => {
+  const response = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  const text = await response.text();
+  assert.equal(response.status, 200);
+  for (const name of [
+    'swarmgate_reconciles_total',
+    'swarmgate_reconcile_duration_seconds_bucket',
+    'swarmgate_config_version',
+    'swarmgate_edges',
+    'swarmgate_routing_lag_seconds_count',
+    'swarmgate_problems{severity="error"}',
+    'swarmgate_acme_orders_total{result="failed"}',
+    'swarmgate_api_requests_total{route="POST /v1/services/:name/scale",status="2xx"}',
+  ]) {
+    assert.ok(text.includes(name), `${name} in /metrics`);
+  }
+});
+
+test('secrets never appear in any response or log line', () => {
+  for (const body of bodies) {
+    assert.ok(!body.includes(PASSWORD), 'password in a response');
+    assert.ok(!body.includes(TOKEN), 'token in a response');
+  }
+  const logText = JSON.stringify(logs);
+  assert.ok(!logText.includes(PASSWORD), 'password in the log');
+  assert.ok(!logText.includes(TOKEN), 'token in the log');
+  assert.ok(
+    logs.some((line) => line.msg === 'stored registry credentials'),
+    'the logs were captured',
+  );
+});
