@@ -178,6 +178,20 @@ build_pebble() {
   ensure_file_secret swarmgate_e2e_pebble_ca "$dir/ca.pem"
 }
 
+# A registry:2 stand-in from Debian's docker-registry, for the private-registry e2e test.
+build_registry() {
+  local context="$LAB_DIR/registry-context"
+  if ! command -v docker-registry >/dev/null 2>&1 || ! command -v htpasswd >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || die "docker-registry and htpasswd are needed for the registry e2e test"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry apache2-utils >/dev/null
+  fi
+  rm -rf "$context" && mkdir -p "$context"
+  cp "$(command -v docker-registry)" "$ROOT/test/registry/Dockerfile" "$ROOT/test/registry/config.yml" "$context/"
+  log "building swarmgate-registry:dev"
+  docker_build -t swarmgate-registry:dev "$context" >"$LAB_DIR/build-registry.log" 2>&1 ||
+    { tail -30 "$LAB_DIR/build-registry.log" >&2; die "building the registry image failed"; }
+}
+
 # A secret whose content the lab keeps in a file; recreated when the file changed (only the lab's stacks use it).
 ensure_file_secret() {
   local name=$1 file=$2 stamp
@@ -237,6 +251,7 @@ cmd_up() {
   ensure_base_images
   build_images
   build_pebble
+  build_registry
   ensure_token_secret
   ensure_state_key_secret
   log "lab is up ($((SECONDS - start)) s)"

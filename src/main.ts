@@ -30,6 +30,7 @@ const USAGE = `usage: swarmgate <command>
   scale <svc> <n> [--wait] scale a service (and wait until the edges route every task)
   image <svc> <img> [--wait]  roll a service to an image, with the matching registry credentials
   registry list|set|delete|repos|tags   registry credentials and browsing
+  api <METHOD> <path>      any admin API call, JSON body on stdin
   version                  print the version`;
 
 /** A Docker secret's text; at least 16 characters, since it guards the API or the stored keys. */
@@ -141,6 +142,12 @@ async function healthcheck(role: string | undefined): Promise<void> {
   if (!response.ok) throw new SwarmgateError('ERR_NOT_FOUND', `unhealthy: HTTP ${response.status}`);
 }
 
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 async function main(argv: readonly string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -155,7 +162,8 @@ async function main(argv: readonly string[]): Promise<void> {
     case 'scale':
     case 'image':
     case 'registry':
-      return runCli(argv, { env: process.env, out: (line) => console.log(line) });
+    case 'api':
+      return runCli(argv, { env: process.env, out: (line) => console.log(line), readStdin });
     case 'version':
       console.log(SWARMGATE_VERSION);
       return;

@@ -5,6 +5,7 @@ import { describeError, SwarmgateError } from '../errors.ts';
 export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly out: (line: string) => void;
+  readonly readStdin?: () => Promise<string>;
 }
 
 interface ApiClient {
@@ -94,6 +95,19 @@ export async function runCli(args: readonly string[], io: CliIo): Promise<void> 
     }
     case 'services':
       return io.out(JSON.stringify(await api.get('/v1/services'), null, 2));
+    case 'api': {
+      // Any API call: swarmgate api METHOD /v1/path [JSON body on stdin]
+      const [method = '', path = ''] = positional(rest, 2, 'api <METHOD> </v1/path> [< body.json]');
+      if (!/^(GET|PUT|POST|DELETE)$/.test(method) || !path.startsWith('/')) {
+        throw new SwarmgateError(
+          'ERR_BAD_REQUEST',
+          'usage: swarmgate api GET|PUT|POST|DELETE /v1/... [< body.json]',
+        );
+      }
+      const text = method === 'PUT' || method === 'POST' ? ((await io.readStdin?.()) ?? '') : '';
+      const body: unknown = text.trim() === '' ? undefined : (JSON.parse(text) as unknown);
+      return io.out(JSON.stringify(await api.send(method, path, body), null, 2));
+    }
     case 'scale': {
       const [service = '', replicas = ''] = positional(
         rest,

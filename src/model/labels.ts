@@ -209,3 +209,27 @@ export function parseEmail(raw: string): Parsed<string> {
     ? ok(value)
     : fail(`"${raw}" is not an e-mail address`);
 }
+
+/** swarmgate.max-body-size: nginx client_max_body_size; "0" means unlimited (registries, uploads). */
+export function parseBodySize(raw: string): Parsed<string> {
+  const value = raw.trim().toLowerCase();
+  return /^(0|[1-9]\d{0,5}[kmg]?)$/.test(value)
+    ? ok(value)
+    : fail(`"${raw}" is not a size such as 0 (unlimited), 10m or 2g`);
+}
+
+/** swarmgate.proxy-timeout: seconds the edge waits on a slow upstream (read and send), 1..86400. */
+export function parseTimeoutSeconds(raw: string): Parsed<number> {
+  const match = /^(\d{1,5})(s|m|h)?$/.exec(raw.trim().toLowerCase());
+  if (!match) return fail(`"${raw}" is not a duration such as 300s, 15m or 1h`);
+  const seconds = Number(match[1]) * ({ s: 1, m: 60, h: 3600 }[match[2] ?? 's'] ?? 1);
+  return seconds >= 1 && seconds <= 86_400 ? ok(seconds) : fail(`${raw} is outside 1s..24h`);
+}
+
+/** on/off labels. */
+export function parseSwitch(raw: string): Parsed<boolean> {
+  const value = raw.trim().toLowerCase();
+  if (['on', 'true', 'yes', '1'].includes(value)) return ok(true);
+  if (['off', 'false', 'no', '0'].includes(value)) return ok(false);
+  return fail(`"${raw}" is not on or off`);
+}

@@ -16,6 +16,9 @@ import {
   parseProto,
   parseRoot,
   parseSslPolicy,
+  parseBodySize,
+  parseSwitch,
+  parseTimeoutSeconds,
 } from './labels.ts';
 import { compareProblems } from './problems.ts';
 import type { Problem } from './problems.ts';
@@ -89,6 +92,14 @@ export interface RouteLocation {
   readonly root: string | null;
   /** null: the service has no routable task, and the location answers 503 at once. */
   readonly upstream: string | null;
+  readonly tuning: LocationTuning;
+}
+
+/** Per-service proxy settings from swarmgate.* labels; null keeps the edge's default. */
+export interface LocationTuning {
+  readonly maxBodySize: string | null;
+  readonly timeoutSeconds: number | null;
+  readonly requestBuffering: boolean | null;
 }
 
 export interface VirtualServer {
@@ -130,6 +141,7 @@ interface ServiceRoute {
   readonly root: string | null;
   readonly network: string;
   readonly tls: ServiceTlsLabels;
+  readonly tuning: LocationTuning;
 }
 
 /** TLS labels as written on one service; null: not set there. */
@@ -143,7 +155,12 @@ interface ServiceTlsLabels {
   readonly sslPolicy: SslPolicy | null;
 }
 
-const KNOWN_SWARMGATE_LABELS = new Set(['swarmgate.network']);
+const KNOWN_SWARMGATE_LABELS = new Set([
+  'swarmgate.network',
+  'swarmgate.max-body-size',
+  'swarmgate.proxy-timeout',
+  'swarmgate.request-buffering',
+]);
 
 export const EMPTY_MODEL: RoutingModel = {
   servers: [],
@@ -204,6 +221,7 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
         dest: route.dest,
         root: route.root,
         upstream: upstreamName,
+        tuning: route.tuning,
       });
     }
   }
@@ -452,9 +470,14 @@ function decodeServiceRoute(
     }
   }
 
+  const tuning: LocationTuning = {
+    maxBodySize: field<string | null>('swarmgate.max-body-size', null, parseBodySize),
+    timeoutSeconds: field<number | null>('swarmgate.proxy-timeout', null, parseTimeoutSeconds),
+    requestBuffering: field<boolean | null>('swarmgate.request-buffering', null, parseSwitch),
+  };
   const network = valid ? chooseNetwork(service, settings, networkNames, requestedNetwork, problems) : null;
   if (!valid || network === null) return null;
-  return { service, hosts, port, path, dest, proto, root, network, tls };
+  return { service, hosts, port, path, dest, proto, root, network, tls, tuning };
 }
 
 function chooseNetwork(
