@@ -146,6 +146,9 @@ build_images() {
   log "building $IMAGE"
   docker_build -t "$IMAGE" "$ROOT" >"$LAB_DIR/build-swarmgate.log" 2>&1 ||
     { tail -30 "$LAB_DIR/build-swarmgate.log" >&2; die "building $IMAGE failed"; }
+  log "building swarmgate-bench:dev"
+  docker_build -t swarmgate-bench:dev "$ROOT/bench/proxies" >"$LAB_DIR/build-bench.log" 2>&1 ||
+    { tail -30 "$LAB_DIR/build-bench.log" >&2; die "building swarmgate-bench:dev failed"; }
   log "building $BACKEND_IMAGE"
   docker_build -t "$BACKEND_IMAGE" "$ROOT/test/backend" >"$LAB_DIR/build-backend.log" 2>&1 ||
     { tail -30 "$LAB_DIR/build-backend.log" >&2; die "building $BACKEND_IMAGE failed"; }

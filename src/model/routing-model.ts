@@ -582,7 +582,17 @@ function routableServers(tasks: readonly TaskInfo[], route: ServiceRoute): Upstr
     seen.add(address.ip);
     servers.push({ ip: address.ip, port: route.port, taskId: task.id, nodeId: task.nodeId });
   }
-  return servers.sort((a, b) => compareIps(a.ip, b.ip));
+  return servers
+    .map((server) => ({ server, sortKey: ipSortKey(server.ip) }))
+    .sort((a, b) => compareStrings(a.sortKey, b.sortKey))
+    .map((entry) => entry.server);
+}
+
+/** "10.0.1.9" → "010.000.001.009": numeric order as a plain string compare (computed once per address). */
+function ipSortKey(ip: string): string {
+  const parts = ip.split('.');
+  if (parts.length !== 4) return `~${ip}`;
+  return parts.map((part) => part.padStart(3, '0')).join('.');
 }
 
 function upstreamNameFor(serviceName: string): string {
@@ -603,16 +613,6 @@ const HOST_KIND_ORDER = { exact: 0, wildcard: 1, regex: 2 } as const;
 
 function compareHosts(a: HostPattern, b: HostPattern): number {
   return HOST_KIND_ORDER[a.kind] - HOST_KIND_ORDER[b.kind] || compareStrings(a.value, b.value);
-}
-
-function compareIps(a: string, b: string): number {
-  const pa = a.split('.').map(Number);
-  const pb = b.split('.').map(Number);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const diff = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (diff !== 0 && !Number.isNaN(diff)) return diff;
-  }
-  return compareStrings(a, b);
 }
 
 export function compareStrings(a: string, b: string): number {

@@ -179,6 +179,8 @@ export interface ServiceOptions {
   readonly image?: string;
   readonly publish?: string;
   readonly extra?: readonly string[];
+  /** Command arguments after the image. */
+  readonly args?: readonly string[];
 }
 
 /** Creates a service of the test backend (or another image) and waits for its tasks to run. */
@@ -195,6 +197,7 @@ export async function createService(options: ServiceOptions): Promise<void> {
     String(options.replicas ?? 1),
     ...(options.extra ?? []),
     options.image ?? BACKEND_IMAGE,
+    ...(options.args ?? []),
   );
   await docker(args);
   await waitForServiceRunning(options.name, options.replicas ?? 1);

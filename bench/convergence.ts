@@ -1,0 +1,91 @@
+// Convergence on the lab: scale a backend 1→N under a steady request rate and measure, for each new task, Swarm's
+// own "running" timestamp → the first request it serves through the edge; then scale N→1 and measure the scale
+// command (desired state leaves running) → the last request a removed task serves.
+import {
+  createService,
+  deployStack,
+  docker,
+  removeService,
+  serviceTasks,
+  waitFor,
+  waitForServiceRunning,
+} from '../test/e2e/support/lab.ts';
+import { startLoad } from './load.ts';
+import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
+
+const N = SMOKE ? 3 : 8;
+const ROUNDS = SMOKE ? 1 : 3;
+const RATE = SMOKE ? 100 : 400;
+const BACKEND = 'sg-bench-conv';
+const HOST = 'conv.bench.test';
+
+await deployStack();
+const upLags: number[] = [];
+const downLags: number[] = [];
+try {
+  await removeService(BACKEND);
+  await createService({ name: BACKEND, labels: { VIRTUAL_HOST: HOST }, replicas: 1 });
+  await waitFor(`${HOST} to answer`, async () => {
+    const run = startLoad(HOST, 20, { maxSeconds: 1 });
+    await sleep(300);
+    return (await run.stop()).ok > 0 ? true : undefined;
+  });
+  for (let round = 0; round < ROUNDS; round++) {
+    const load = startLoad(HOST, RATE);
+    await sleep(1000);
+    const before = new Set(
+      (await serviceTasks(BACKEND)).filter((task) => task.desiredState === 'running').map((task) => task.id),
+    );
+    await docker(['service', 'scale', '--detach', `${BACKEND}=${N}`]);
+    const running = await waitForServiceRunning(BACKEND, N, 180_000);
+    await sleep(2000);
+    const scaleDownAt = Date.now();
+    await docker(['service', 'scale', '--detach', `${BACKEND}=1`]);
+    await waitForServiceRunning(BACKEND, 1, 180_000);
+    await sleep(2000);
+    const report = await load.stop();
+    const seen = (taskId: string): { first: number; last: number } | undefined =>
+      [...report.tasks.entries()].find(([name]) => name.endsWith(taskId))?.[1];
+    const keptId = (await serviceTasks(BACKEND)).find((task) => task.desiredState === 'running')?.id ?? '';
+    for (const task of running) {
+      const served = seen(task.id);
+      if (!before.has(task.id)) {
+        if (!served) throw new Error(`task ${task.id} never answered through the edge`);
+        upLags.push((load.startedAt + served.first - task.since) / 1000);
+      }
+      if (task.id !== keptId && served)
+        downLags.push(Math.max(0, (load.startedAt + served.last - scaleDownAt) / 1000));
+    }
+  }
+} finally {
+  await removeService(BACKEND);
+}
+const up = summary(upLags);
+const down = summary(downLags);
+printTable(`Convergence (1→${N}→1, ${ROUNDS} round(s), ${RATE} requests/s)`, [
+  {
+    direction: 'scale up: task running → first request served',
+    samples: up.n,
+    'p50 s': up.p50,
+    'p95 s': up.p95,
+    'max s': up.max,
+    target: 'p95 ≤ 1 s',
+  },
+  {
+    direction: 'scale down: desired state change → last request served',
+    samples: down.n,
+    'p50 s': down.p50,
+    'p95 s': down.p95,
+    'max s': down.max,
+    target: 'p95 ≤ 0.5 s',
+  },
+]);
+writeResult('convergence', {
+  replicas: N,
+  rounds: ROUNDS,
+  ratePerSecond: RATE,
+  upSeconds: up,
+  downSeconds: down,
+  upLags,
+  downLags,
+});

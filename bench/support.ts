@@ -1,0 +1,85 @@
+// Shared by the benchmarks: flags, machine facts, percentiles, a table printer and the JSON result file.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const BENCH_DIR = import.meta.dirname;
+export const SMOKE = process.argv.includes('--smoke');
+
+export function machineFacts(): Record<string, unknown> {
+  const quiet = (command: string, args: string[]): string => {
+    try {
+      return execFileSync(command, args, {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+        timeout: 10_000,
+      }).trim();
+    } catch {
+      return 'unavailable';
+    }
+  };
+  return {
+    date: new Date().toISOString(),
+    host: os.hostname(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    docker: quiet('docker', ['version', '--format', '{{.Server.Version}}']),
+    smoke: SMOKE,
+  };
+}
+
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[index] ?? NaN;
+}
+
+export function summary(values: readonly number[]): { n: number; p50: number; p95: number; max: number } {
+  return {
+    n: values.length,
+    p50: percentile(values, 50),
+    p95: percentile(values, 95),
+    max: percentile(values, 100),
+  };
+}
+
+export function printTable(title: string, rows: readonly Record<string, unknown>[]): void {
+  const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))];
+  const cell = (value: unknown): string =>
+    typeof value === 'number'
+      ? Number.isInteger(value)
+        ? String(value)
+        : value.toFixed(3)
+      : typeof value === 'string' ? value : JSON.stringify(value ?? '');
+  const widths = columns.map((column) =>
+    Math.max(column.length, ...rows.map((row) => cell(row[column]).length)),
+  );
+  const line = (values: string[]): string =>
+    `| ${values.map((value, i) => value.padEnd(widths[i] ?? 0)).join(' | ')} |`;
+  console.log(`\n${title}`);
+  console.log(line(columns));
+  console.log(`|${widths.map((width) => '-'.repeat(width + 2)).join('|')}|`);
+  for (const row of rows) console.log(line(columns.map((column) => cell(row[column]))));
+}
+
+/** Writes bench/results/<name>-<timestamp>.json (and <name>-latest.json) with the machine facts. */
+export function writeResult(name: string, result: Record<string, unknown>): string {
+  const dir = path.join(BENCH_DIR, 'results');
+  mkdirSync(dir, { recursive: true });
+  const body = JSON.stringify({ benchmark: name, machine: machineFacts(), ...result }, null, 2);
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const file = path.join(dir, `${name}${SMOKE ? '-smoke' : ''}-${stamp}.json`);
+  writeFileSync(file, body);
+  writeFileSync(path.join(dir, `${name}${SMOKE ? '-smoke' : ''}-latest.json`), body);
+  console.log(`\nwritten: ${path.relative(process.cwd(), file)}`);
+  return file;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
