@@ -7,7 +7,7 @@ test('config: defaults are complete and frozen', () => {
   const config = readControllerConfig({});
   assert.equal(config.listenPort, 8080);
   assert.deepEqual(config.networks, ['swarmgate']);
-  assert.deepEqual(config.debounce, { minMs: 50, maxMs: 300 });
+  assert.deepEqual(config.debounce, { minMs: 100, maxMs: 500 });
   assert.equal(config.fastPollMs, 200);
   assert.equal(config.proxy.trustDownstreamProxy, false);
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.proxy) && Object.isFrozen(config.networks));
