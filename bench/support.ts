@@ -55,7 +55,9 @@ export function printTable(title: string, rows: readonly Record<string, unknown>
       ? Number.isInteger(value)
         ? String(value)
         : value.toFixed(3)
-      : typeof value === 'string' ? value : JSON.stringify(value ?? '');
+      : typeof value === 'string'
+        ? value
+        : JSON.stringify(value ?? '');
   const widths = columns.map((column) =>
     Math.max(column.length, ...rows.map((row) => cell(row[column]).length)),
   );
