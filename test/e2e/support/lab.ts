@@ -218,13 +218,24 @@ export interface TaskRow {
 export async function serviceTasks(service: string): Promise<TaskRow[]> {
   const ids = (await docker(['service', 'ps', '-q', '--no-trunc', service])).split('\n').filter(Boolean);
   if (ids.length === 0) return [];
-  const raw = JSON.parse(await docker(['inspect', ...ids])) as {
+  type RawTaskJson = {
     ID: string;
     Slot?: number;
     NodeID?: string;
     DesiredState: string;
     Status: { State: string; Timestamp: string };
-  }[];
+  };
+  let raw: RawTaskJson[];
+  try {
+    raw = JSON.parse(await docker(['inspect', ...ids])) as RawTaskJson[];
+  } catch {
+    // Swarm reaps tasks while we look (scale down): inspect one by one and skip the ones already gone.
+    raw = [];
+    for (const id of ids) {
+      const one = await docker(['inspect', id]).catch(() => '');
+      if (one) raw.push(...(JSON.parse(one) as RawTaskJson[]));
+    }
+  }
   return raw.map((task) => ({
     id: task.ID,
     name: `${service}.${task.Slot ?? task.NodeID ?? ''}.${task.ID}`,
