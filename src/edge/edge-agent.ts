@@ -15,7 +15,7 @@ import type { ValidationResult } from '../nginx/nginx-validator.ts';
 import type { AppliedBundle, EdgeReport, PublishedBundle } from '../publish/bundle-store.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
-import { fingerprintBundle, renderConfig } from '../render/render-config.ts';
+import { fingerprintBundle, renderConfig, shapeFingerprint } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
 import type { NginxProcess } from './nginx-process.ts';
 
@@ -50,6 +50,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
   let applied = await cache.readApplied();
   let rejected: EdgeReport['rejected'] = null;
   let lastContact: string | null = null;
+  let appliedShape: string | null = null;
 
   if (applied) {
     logger.info({ version: applied.version }, 'serving the last applied bundle until the controller answers');
@@ -84,7 +85,10 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       throw new SwarmgateError('ERR_BUNDLE_INVALID', 'bundle content does not match its fingerprint');
     }
     const confPath = await cache.stage(bundle.fingerprint, bundle.files);
-    const test = await deps.testConfig(confPath, shutdown.signal);
+    // Same shape as what nginx runs now (only task addresses differ): nginx accepted it, no new nginx -t needed.
+    const shape = shapeFingerprint(bundle.files);
+    const test =
+      shape === appliedShape ? ({ ok: true } as const) : await deps.testConfig(confPath, shutdown.signal);
     if (!test.ok) {
       rejected = { fingerprint: bundle.fingerprint, error: test.output.slice(0, 2000) };
       await cache.discard(bundle.fingerprint);
@@ -98,6 +102,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     await cache.activate(bundle.fingerprint, { version: bundle.version, fingerprint: bundle.fingerprint });
     deps.nginx.reload();
     applied = { version: bundle.version, fingerprint: bundle.fingerprint };
+    appliedShape = shape;
     rejected = null;
     // Keep the previous bundle too, so a reload that is still finishing never loses files under it.
     await cache.prune([bundle.fingerprint, ...(previous ? [previous] : [])]);

@@ -84,3 +84,18 @@ export function fingerprintBundle(files: BundleFiles): string {
   }
   return hash.digest('hex');
 }
+
+/** An upstream member line: an IP and a port the model validated, nothing nginx could reject. */
+const UPSTREAM_SERVER_LINE =
+  /^ {8}server \d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5} max_fails=1 fail_timeout=5s;$/gm;
+
+/**
+ * The fingerprint of a bundle without its upstream member lines. Two bundles with the same shape differ only in
+ * task addresses, so if nginx accepted one it accepts the other: scaling needs no new `nginx -t`.
+ */
+export function shapeFingerprint(files: BundleFiles): string {
+  const shape: Record<string, string> = {};
+  for (const [name, content] of Object.entries(files))
+    shape[name] = content.replace(UPSTREAM_SERVER_LINE, '');
+  return fingerprintBundle(shape);
+}

@@ -258,11 +258,12 @@ test('nginx rejecting one service quarantines only that service', async (t) => {
 
 test('an edge that rejects a bundle keeps its config, reports it, and is not offered it again', async (t) => {
   const docker = dockerWithWeb();
-  const system = await startSystem({ docker, edgeRejectIf: (config) => config.includes('10.0.0.66') });
+  const system = await startSystem({ docker, edgeRejectIf: (config) => config.includes('odd.example.com') });
   t.after(() => system.stop());
   await waitUntil('first bundle', () => system.edge.applied() !== null);
-  docker.tasks.push(rawTask('t6', 'web', '10.0.0.66'));
-  docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
+  docker.services.push(rawService('odd', { VIRTUAL_HOST: 'odd.example.com' }));
+  docker.tasks.push(rawTask('t6', 'odd', '10.0.0.66'));
+  docker.emit({ Type: 'service', Action: 'create', Actor: { ID: 'odd' } });
   await waitUntil('the rejection to reach the controller', () =>
     system.controller.store.edges().some((edge) => edge.rejected !== null),
   );
@@ -270,8 +271,33 @@ test('an edge that rejects a bundle keeps its config, reports it, and is not off
   assert.equal(edgeState?.inSync, false);
   assert.equal(edgeState?.applied?.version, 1);
   assert.match(edgeState?.rejected?.error ?? '', /edge nginx said no/);
-  assert.doesNotMatch(await system.served(), /10\.0\.0\.66/);
+  assert.doesNotMatch(await system.served(), /odd\.example\.com/);
   assert.equal(system.nginx.reloads, 1);
+});
+
+test('a change of task addresses only is applied without a new nginx -t, on the controller and the edge', async (t) => {
+  const docker = dockerWithWeb();
+  let edgeTests = 0;
+  const system = await startSystem({
+    docker,
+    edgeRejectIf: () => {
+      edgeTests++;
+      return false;
+    },
+  });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  const validations = system.controller.reconciler.stats.validations;
+  docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
+  docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
+  await waitUntil('the edge to apply version 2', () => system.edge.applied()?.version === 2);
+  assert.equal(
+    system.controller.reconciler.stats.validations,
+    validations,
+    'the controller skipped nginx -t',
+  );
+  assert.equal(edgeTests, 1, 'the edge tested only its first bundle');
+  assert.equal(system.nginx.reloads, 2, 'the edge still reloads to route the new task');
 });
 
 test('a restarted edge serves its saved bundle while the controller is away', async (t) => {

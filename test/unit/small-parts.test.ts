@@ -4,6 +4,7 @@ import { splitJsonLines } from '../../src/docker/json-lines.ts';
 import type { TaskInfo } from '../../src/discovery/snapshot.ts';
 import { isConverged } from '../../src/reconcile/convergence.ts';
 import { nginxQuote } from '../../src/render/nunjucks-env.ts';
+import { fingerprintBundle, shapeFingerprint } from '../../src/render/render-config.ts';
 import { loadSnapshot } from '../support/golden.ts';
 import { fileURLToPath } from 'node:url';
 
@@ -61,4 +62,22 @@ test('convergence: running = replicas and nothing in transition', () => {
     true,
   );
   assert.equal(isConverged({ ...service, updateState: 'updating' }, three), false);
+});
+
+test('bundle shape: the same except for upstream task addresses', () => {
+  const config = (ip: string, host: string): Record<string, string> => ({
+    'nginx.conf': `upstream u {\n        server ${ip}:80 max_fails=1 fail_timeout=5s;\n}\nserver_name "${host}";\n`,
+  });
+  assert.equal(
+    shapeFingerprint(config('10.0.0.1', 'a.test')),
+    shapeFingerprint(config('10.0.9.77', 'a.test')),
+  );
+  assert.notEqual(
+    shapeFingerprint(config('10.0.0.1', 'a.test')),
+    shapeFingerprint(config('10.0.0.1', 'b.test')),
+  );
+  assert.notEqual(
+    fingerprintBundle(config('10.0.0.1', 'a.test')),
+    fingerprintBundle(config('10.0.9.77', 'a.test')),
+  );
 });
