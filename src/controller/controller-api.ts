@@ -77,6 +77,8 @@ function statusOf(deps: ControllerApiDeps): object {
       ? { version: current.version, fingerprint: current.fingerprint, publishedAt: current.publishedAt }
       : null,
     lastReconcile: deps.reconciler.lastOutcome,
+    // Seconds from a task reaching running (Swarm's clock) to the first published config that routes it.
+    routingLagSeconds: deps.reconciler.stats.routingLagsSeconds.slice(-200),
     edges: deps.store.edges(),
     problems: model.problems,
     certificates: deps.certificates.status(),
