@@ -39,13 +39,8 @@ export const NO_CERTIFICATES: CertificateSource = {
   sync: () => undefined,
 };
 
-interface StoredCertificate {
-  readonly name: string;
-  readonly domains: readonly string[];
-  readonly certificatePem: string;
-  readonly privateKeyPem: string;
-  readonly notBefore: string;
-  readonly notAfter: string;
+/** An issued certificate as kept in the state store: the loaded PEMs plus the CA it came from. */
+interface StoredCertificate extends LoadedCertificate {
   readonly directoryUrl: string;
 }
 

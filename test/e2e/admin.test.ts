@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -11,6 +10,8 @@ import {
   backendAnswer,
   createService,
   docker,
+  httpsGet,
+  pebbleRoot,
   removeService,
   REPO_ROOT,
   STACK,
@@ -21,7 +22,6 @@ import {
 const REGISTRY_HOST = 'registry.e2e.test';
 const REGISTRY_STACK = 'sg-e2e-registry';
 const HOSTS_MARKER = '# swarmgate-e2e';
-const LAB_CA = readFileSync(path.join(REPO_ROOT, '.lab', 'pebble', 'ca.pem'), 'utf8');
 
 /** Runs the swarmgate CLI inside the controller container, the way an operator does; JSON out. */
 async function cli(args: string[], stdin?: string): Promise<Record<string, unknown>> {
@@ -37,33 +37,6 @@ async function cli(args: string[], stdin?: string): Promise<Record<string, unkno
     },
   );
   return JSON.parse(out) as Record<string, unknown>;
-}
-
-function get(url: string, ca: string, servername: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const target = new URL(url);
-    const req = https.request(
-      {
-        host: '127.0.0.1',
-        port: Number(target.port || 443),
-        path: target.pathname,
-        servername,
-        headers: { host: servername },
-        ca,
-        agent: false,
-        timeout: 5000,
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 function run(command: string, args: string[], input?: string): Promise<string> {
@@ -166,15 +139,10 @@ test('a private registry behind the edge: push through it, roll a service to its
     REGISTRY_STACK,
   ]);
 
-  const root = await waitFor('Pebble root', () =>
-    get('https://127.0.0.1:15000/roots/0', LAB_CA, 'localhost').then((r) =>
-      r.status === 200 ? r.body : undefined,
-    ),
-  );
+  const root = await pebbleRoot();
   await waitFor(
     'the registry over HTTPS through the edge (401 before login)',
-    async () =>
-      (await get(`https://${REGISTRY_HOST}/v2/`, root, REGISTRY_HOST)).status === 401 ? true : undefined,
+    async () => ((await httpsGet(443, '/v2/', REGISTRY_HOST, root)).status === 401 ? true : undefined),
     { timeoutMs: 120_000, intervalMs: 500 },
   );
 

@@ -1,17 +1,16 @@
 // TLS on a real Swarm with a real ACME CA (Pebble): certificates through any edge, HTTPS semantics, state that
 // survives the controller moving, and a CA outage that leaves HTTP routing alone.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import https from 'node:https';
-import path from 'node:path';
 import { test } from 'node:test';
 import tls from 'node:tls';
+import type { HttpsResult } from './support/lab.ts';
 import {
   controllerStatus,
+  httpsGet,
+  pebbleRoot,
   createService,
   docker,
   removeService,
-  REPO_ROOT,
   request,
   STACK,
   uniqueName,
@@ -19,60 +18,9 @@ import {
   waitForServiceRunning,
 } from './support/lab.ts';
 
-const LAB_CA = readFileSync(path.join(REPO_ROOT, '.lab', 'pebble', 'ca.pem'), 'utf8');
-
-/** Pebble makes a new root at every start: fetch the current one from its management port. */
-async function pebbleRoot(): Promise<string> {
-  return waitFor('Pebble root certificate', () =>
-    httpsGet('127.0.0.1', 15000, '/roots/0', 'localhost', LAB_CA).then((r) =>
-      r.status === 200 ? r.body : undefined,
-    ),
-  );
-}
-
-interface HttpsResult {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-  serial: string;
-}
-
-function httpsGet(
-  address: string,
-  port: number,
-  urlPath: string,
-  servername: string,
-  ca: string,
-): Promise<HttpsResult> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      {
-        host: address,
-        port,
-        path: urlPath,
-        servername,
-        headers: { host: servername },
-        ca,
-        agent: false,
-        timeout: 5000,
-      },
-      (res) => {
-        const serial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber ?? '';
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, serial }));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 /** HTTPS to the edge on 127.0.0.1:443, verified against Pebble's root. */
 function edgeHttps(host: string, root: string, urlPath = '/'): Promise<HttpsResult> {
-  return httpsGet('127.0.0.1', 443, urlPath, host, root);
+  return httpsGet(443, urlPath, host, root);
 }
 
 async function waitForHttps(host: string, service: string): Promise<HttpsResult> {

@@ -3,6 +3,8 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import type tls from 'node:tls';
 import path from 'node:path';
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
@@ -294,4 +296,55 @@ export async function controllerStatus(): Promise<ControllerStatus> {
   const id = container.split('\n')[0];
   if (!id) throw new Error('no running controller container');
   return JSON.parse(await docker(['exec', id, 'swarmgate', 'status', '--json'])) as ControllerStatus;
+}
+
+export interface HttpsResult {
+  readonly status: number;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly body: string;
+  /** Serial number of the certificate the server presented. */
+  readonly serial: string;
+}
+
+/** HTTPS GET to 127.0.0.1:port with the given SNI/Host, verified against `ca` only. */
+export function httpsGet(
+  port: number,
+  urlPath: string,
+  servername: string,
+  ca: string,
+): Promise<HttpsResult> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: urlPath,
+        servername,
+        headers: { host: servername },
+        ca,
+        agent: false,
+        timeout: 5000,
+      },
+      (res) => {
+        const serial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber ?? '';
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body, serial }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Pebble makes a new root at every start: the current one, from its management port (TLS by the lab's CA). */
+export async function pebbleRoot(): Promise<string> {
+  const labCa = readFileSync(path.join(REPO_ROOT, '.lab', 'pebble', 'ca.pem'), 'utf8');
+  return waitFor('Pebble root certificate', () =>
+    httpsGet(15000, '/roots/0', 'localhost', labCa).then((result) =>
+      result.status === 200 ? result.body : undefined,
+    ),
+  );
 }
