@@ -1,6 +1,9 @@
 // The only file importing acme-client. It turns "certificate for these names" into an ACME order with HTTP-01.
 import acme from 'acme-client';
+import { resolve4 } from 'node:dns';
+import type { LookupAddress, LookupOptions } from 'node:dns';
 import https from 'node:https';
+import { isIP } from 'node:net';
 import { SwarmgateError } from '../errors.ts';
 
 export interface ChallengeResponder {
@@ -38,7 +41,11 @@ export function createAcmeAdapter(caBundlePem: string | null): AcmePort {
   // certificate manager's own backoff, which is reported, handle longer outages.
   const defaults = acme.axios.defaults as unknown as { acmeSettings?: Record<string, number> };
   defaults.acmeSettings = { ...defaults.acmeSettings, retryMaxAttempts: 3, retryDefaultDelay: 2 };
-  if (caBundlePem) acme.axios.defaults.httpsAgent = new https.Agent({ ca: caBundlePem, keepAlive: true });
+  acme.axios.defaults.httpsAgent = new https.Agent({
+    keepAlive: true,
+    lookup: resolveWithoutThreadpool,
+    ...(caBundlePem ? { ca: caBundlePem } : {}),
+  });
   return {
     async createAccountKey() {
       return (await acme.crypto.createPrivateEcdsaKey('P-256')).toString();
@@ -85,4 +92,31 @@ export function createAcmeAdapter(caBundlePem: string | null): AcmePort {
       }
     },
   };
+}
+
+/**
+ * DNS for the ACME client through c-ares instead of getaddrinfo: getaddrinfo blocks a libuv threadpool thread for as
+ * long as the resolver waits, and a CA whose name does not resolve (an outage, a closed network) would then starve
+ * the file operations the reconcile loop needs. Routing must never wait on the CA.
+ */
+function resolveWithoutThreadpool(
+  hostname: string,
+  options: LookupOptions,
+  callback: (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+): void {
+  const answer = (addresses: string[]): void => {
+    if (options.all)
+      callback(
+        null,
+        addresses.map((address) => ({ address, family: 4 })),
+      );
+    else callback(null, addresses[0] ?? '', 4);
+  };
+  if (isIP(hostname)) return answer([hostname]);
+  if (hostname === 'localhost') return answer(['127.0.0.1']);
+  resolve4(hostname, (error, addresses) => {
+    if (error || addresses.length === 0)
+      callback(error ?? Object.assign(new Error(`${hostname} has no address`), { code: 'ENOTFOUND' }), '');
+    else answer(addresses);
+  });
 }

@@ -87,7 +87,7 @@ export function fingerprintBundle(files: BundleFiles): string {
 
 /** An upstream member line: an IP and a port the model validated, nothing nginx could reject. */
 const UPSTREAM_SERVER_LINE =
-  /^ {8}server \d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5} max_fails=1 fail_timeout=5s;\n/gm;
+  /^ {8}server \d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5} max_fails=1 fail_timeout=2s;\n/gm;
 
 /**
  * The fingerprint of a bundle without its upstream member lines. Two bundles with the same shape differ only in

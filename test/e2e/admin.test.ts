@@ -65,11 +65,17 @@ test('scale through the API with wait: every replica answers through the edge wh
   const wait = result.wait as { complete: boolean; routedTasks: number; edgesInSync: boolean };
   assert.equal(wait.complete, true, JSON.stringify(result));
   assert.equal(wait.routedTasks, 4);
+  // Routed is not the same as listening: a task that refused its first connection sits out nginx's fail_timeout.
   const seen = new Set<string>();
-  for (let i = 0; i < 16 && seen.size < 4; i++) {
-    const answer = await backendAnswer(host);
-    if (answer) seen.add(answer.task);
-  }
+  await waitFor(
+    'all four replicas to answer',
+    async () => {
+      const answer = await backendAnswer(host);
+      if (answer) seen.add(answer.task);
+      return seen.size === 4 ? true : undefined;
+    },
+    { timeoutMs: 15_000, intervalMs: 20 },
+  ).catch(() => undefined);
   assert.equal(seen.size, 4, `answers came from ${[...seen].join(', ')}`);
 
   const bad = await docker([
@@ -121,6 +127,13 @@ test('a private registry behind the edge: push through it, roll a service to its
     await docker(['image', 'rm', '-f', image]).catch(() => '');
   });
 
+  // This node's engine reaches the registry by name through the edge. Written first: dockerd's Go resolver reads
+  // /etc/hosts again only every few seconds.
+  writeFileSync(
+    '/etc/hosts',
+    `${readFileSync('/etc/hosts', 'utf8').trimEnd()}\n127.0.0.1 ${REGISTRY_HOST} ${HOSTS_MARKER}\n`,
+  );
+
   // The registry stack, with htpasswd from a Docker secret, TLS from swarmgate's ACME (Pebble here).
   const htpasswd = await run('htpasswd', ['-Bbn', user, password]);
   await docker(['secret', 'create', '--label', 'swarmgate.lab=1', 'registry_htpasswd', '-'], {
@@ -146,11 +159,7 @@ test('a private registry behind the edge: push through it, roll a service to its
     { timeoutMs: 120_000, intervalMs: 500 },
   );
 
-  // This node's engine reaches the registry by name through the edge and trusts the CA that issued its certificate.
-  writeFileSync(
-    '/etc/hosts',
-    `${readFileSync('/etc/hosts', 'utf8').trimEnd()}\n127.0.0.1 ${REGISTRY_HOST} ${HOSTS_MARKER}\n`,
-  );
+  // This node's engine trusts the CA that issued the registry's certificate.
   mkdirSync(certsDir, { recursive: true });
   writeFileSync(path.join(certsDir, 'ca.crt'), root);
 

@@ -66,7 +66,7 @@ test('convergence: running = replicas and nothing in transition', () => {
 
 test('bundle shape: the same except for upstream task addresses', () => {
   const config = (ip: string, host: string): Record<string, string> => ({
-    'nginx.conf': `upstream u {\n        server ${ip}:80 max_fails=1 fail_timeout=5s;\n}\nserver_name "${host}";\n`,
+    'nginx.conf': `upstream u {\n        server ${ip}:80 max_fails=1 fail_timeout=2s;\n}\nserver_name "${host}";\n`,
   });
   assert.equal(
     shapeFingerprint(config('10.0.0.1', 'a.test')),
