@@ -1,6 +1,6 @@
 // The only file importing acme-client. It turns "certificate for these names" into an ACME order with HTTP-01.
 import acme from 'acme-client';
-import { resolve4 } from 'node:dns';
+import { Resolver } from 'node:dns';
 import type { LookupAddress, LookupOptions } from 'node:dns';
 import https from 'node:https';
 import { isIP } from 'node:net';
@@ -99,6 +99,9 @@ export function createAcmeAdapter(caBundlePem: string | null): AcmePort {
  * long as the resolver waits, and a CA whose name does not resolve (an outage, a closed network) would then starve
  * the file operations the reconcile loop needs. Routing must never wait on the CA.
  */
+// Short DNS timeouts: a CA name that does not answer fails the attempt in seconds, and the order is retried later.
+const resolver = new Resolver({ timeout: 2000, tries: 2 });
+
 function resolveWithoutThreadpool(
   hostname: string,
   options: LookupOptions,
@@ -114,7 +117,7 @@ function resolveWithoutThreadpool(
   };
   if (isIP(hostname)) return answer([hostname]);
   if (hostname === 'localhost') return answer(['127.0.0.1']);
-  resolve4(hostname, (error, addresses) => {
+  resolver.resolve4(hostname, (error, addresses) => {
     if (error || addresses.length === 0)
       callback(error ?? Object.assign(new Error(`${hostname} has no address`), { code: 'ENOTFOUND' }), '');
     else answer(addresses);

@@ -164,7 +164,7 @@ test('with the CA down, HTTP routing is unaffected, retries are logged, and the 
       return entry && entry.attempts >= 1 ? entry : undefined;
     },
     // With the CA's name gone from DNS, one attempt can take a minute of resolver timeouts.
-    { timeoutMs: 240_000, intervalMs: 500 },
+    { timeoutMs: 360_000, intervalMs: 500 },
   );
   assert.equal(failed.state === 'failed' || failed.state === 'ordering', true);
   const logs = await docker(['service', 'logs', '--raw', `${STACK}_controller`]);
