@@ -1,5 +1,6 @@
 // The admin API: routed services, scaling, registry credentials, image rollout, registry browsing, metrics.
 // Every route here is behind the bearer token; bad input is a coded 4xx and changes nothing.
+import type { ServerResponse } from 'node:http';
 import type { CertificateManager } from '../acme/certificate-manager.ts';
 import type { DockerPort } from '../docker/docker-port.ts';
 import type { TaskInfo } from '../discovery/snapshot.ts';
@@ -92,6 +93,16 @@ interface WaitOutcome {
   readonly missing: string[];
 }
 
+/** A task runs `image` as given, or pinned to a digest (`image@sha256:…`). */
+function runsImage(task: TaskInfo, image: string): boolean {
+  return task.image === image || task.image.startsWith(`${image}@`);
+}
+
+/** A change the API made: 200 when done (or not waited for), 202 when the wait ran out first. */
+function sendChange(res: ServerResponse, result: object, outcome: WaitOutcome | null): void {
+  sendJson(res, outcome && !outcome.complete ? 202 : 200, { ...result, wait: outcome });
+}
+
 export function addAdminRoutes(
   router: Router,
   deps: AdminDeps,
@@ -152,11 +163,12 @@ export function addAdminRoutes(
    */
   async function waitUntilRouted(
     name: string,
-    seconds: number,
+    seconds: number | null,
     done: (running: TaskInfo[], routed: RoutedService | undefined) => boolean,
     describeMissing: (running: TaskInfo[], routed: RoutedService | undefined) => string[],
     signal: AbortSignal,
-  ): Promise<WaitOutcome> {
+  ): Promise<WaitOutcome | null> {
+    if (seconds === null) return null;
     const started = deps.clock.now();
     const deadline = started + seconds * 1000;
     for (;;) {
@@ -239,23 +251,20 @@ export function addAdminRoutes(
         const wait = waitSeconds(body.wait);
         const result = await scaleService(deps.docker, name, replicas, context.signal);
         deps.logger.info({ service: name, from: result.previousReplicas, to: replicas }, 'scaled service');
-        const outcome =
-          wait === null
-            ? null
-            : await waitUntilRouted(
-                name,
-                wait,
-                (running, routed) =>
-                  running.length === replicas && (routed === undefined || routed.servers.length === replicas),
-                (running, routed) => [
-                  ...(running.length !== replicas ? [`${running.length} of ${replicas} tasks running`] : []),
-                  ...(routed && routed.servers.length !== replicas
-                    ? [`${routed.servers.length} of ${replicas} tasks routed`]
-                    : []),
-                ],
-                context.signal,
-              );
-        sendJson(context.res, outcome && !outcome.complete ? 202 : 200, { ...result, wait: outcome });
+        const outcome = await waitUntilRouted(
+          name,
+          wait,
+          (running, routed) =>
+            running.length === replicas && (routed === undefined || routed.servers.length === replicas),
+          (running, routed) => [
+            ...(running.length !== replicas ? [`${running.length} of ${replicas} tasks running`] : []),
+            ...(routed && routed.servers.length !== replicas
+              ? [`${routed.servers.length} of ${replicas} tasks routed`]
+              : []),
+          ],
+          context.signal,
+        );
+        sendChange(context.res, result, outcome);
       },
     ],
     [
@@ -275,33 +284,28 @@ export function addAdminRoutes(
           { service: name, image, credentials: result.usedCredentialsFor },
           'rolling service to a new image',
         );
-        const outcome =
-          wait === null
-            ? null
-            : await waitUntilRouted(
-                name,
-                wait,
-                (running, routed) => {
-                  const replicas = reconciler.lastSnapshot?.services.find(
-                    (service) => service.name === name,
-                  )?.replicas;
-                  const onImage = running.filter(
-                    (task) => task.image === image || task.image.startsWith(`${image}@`),
-                  );
-                  const routedIps = new Set(routed?.servers.map((server) => server.ip) ?? []);
-                  const allOnImage = onImage.length === running.length && running.length > 0;
-                  const enough = replicas === null || replicas === undefined || running.length === replicas;
-                  const allRouted =
-                    routed === undefined ||
-                    onImage.every((task) => task.addresses.some((address) => routedIps.has(address.ip)));
-                  return allOnImage && enough && allRouted;
-                },
-                (running) => [
-                  `${running.filter((task) => task.image === image || task.image.startsWith(`${image}@`)).length} of ${running.length} running tasks on ${image}`,
-                ],
-                context.signal,
-              );
-        sendJson(context.res, outcome && !outcome.complete ? 202 : 200, { ...result, wait: outcome });
+        const outcome = await waitUntilRouted(
+          name,
+          wait,
+          (running, routed) => {
+            const replicas = reconciler.lastSnapshot?.services.find(
+              (service) => service.name === name,
+            )?.replicas;
+            const onImage = running.filter((task) => runsImage(task, image));
+            const routedIps = new Set(routed?.servers.map((server) => server.ip) ?? []);
+            const allOnImage = onImage.length === running.length && running.length > 0;
+            const enough = replicas === null || replicas === undefined || running.length === replicas;
+            const allRouted =
+              routed === undefined ||
+              onImage.every((task) => task.addresses.some((address) => routedIps.has(address.ip)));
+            return allOnImage && enough && allRouted;
+          },
+          (running) => [
+            `${running.filter((task) => runsImage(task, image)).length} of ${running.length} running tasks on ${image}`,
+          ],
+          context.signal,
+        );
+        sendChange(context.res, result, outcome);
       },
     ],
     ['GET', '/v1/registries', ({ res }) => sendJson(res, 200, { registries: deps.credentials.list() })],

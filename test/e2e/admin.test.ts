@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import {
   backendAnswer,
   createService,
+  deployStackFiles,
   docker,
   httpsGet,
   pebbleRoot,
@@ -142,15 +143,7 @@ test('a private registry behind the edge: push through it, roll a service to its
   process.env.REGISTRY_HOST = REGISTRY_HOST;
   process.env.REGISTRY_IMAGE = 'swarmgate-registry:dev';
   process.env.REGISTRY_PLACEMENT = 'node.role == manager';
-  await docker([
-    'stack',
-    'deploy',
-    '--resolve-image',
-    'never',
-    '-c',
-    path.join(REPO_ROOT, 'examples', 'registry-stack.yml'),
-    REGISTRY_STACK,
-  ]);
+  await deployStackFiles(REGISTRY_STACK, [path.join(REPO_ROOT, 'examples', 'registry-stack.yml')]);
 
   const root = await pebbleRoot();
   await waitFor(

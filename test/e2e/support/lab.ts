@@ -124,19 +124,24 @@ export async function edgeAddressForContainers(): Promise<string> {
   return docker(['network', 'inspect', 'docker_gwbridge', '--format', '{{(index .IPAM.Config 0).Gateway}}']);
 }
 
-/** The production stack file, with the e2e override (Pebble as the ACME CA) merged over it. */
-export async function deployStack(): Promise<void> {
-  process.env.SWARMGATE_E2E_EDGE_IP = await edgeAddressForContainers();
+/** `docker stack deploy` of the given compose files, with images used as tagged (the lab has no registry). */
+export async function deployStackFiles(stack: string, files: readonly string[]): Promise<void> {
   await docker([
     'stack',
     'deploy',
     '--resolve-image',
     'never',
-    '-c',
+    ...files.flatMap((file) => ['-c', file]),
+    stack,
+  ]);
+}
+
+/** The production stack file, with the e2e override (Pebble as the ACME CA) merged over it. */
+export async function deployStack(): Promise<void> {
+  process.env.SWARMGATE_E2E_EDGE_IP = await edgeAddressForContainers();
+  await deployStackFiles(STACK, [
     path.join(REPO_ROOT, 'docker-stack.yml'),
-    '-c',
     path.join(REPO_ROOT, 'test', 'e2e', 'stack.e2e.yml'),
-    STACK,
   ]);
   await waitForServiceRunning(`${STACK}_controller`, 1);
   await waitForServiceRunning(`${STACK}_edge`, 1);
