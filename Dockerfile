@@ -2,9 +2,10 @@
 # Node 24 runs the TypeScript sources directly (type stripping), so there is no build step.
 FROM node:24-trixie-slim
 
-# nginx from Debian trixie (1.26: http2, http3, realip, auth_request); tini reaps nginx and forwards signals.
+# nginx from Debian trixie (1.26: http2, http3, realip, auth_request) with its Lua module (the balancer that takes
+# new task addresses without a reload); tini reaps nginx and forwards signals.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nginx ca-certificates tini \
+ && apt-get install -y --no-install-recommends nginx libnginx-mod-http-lua ca-certificates tini \
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \
  && mkdir -p /var/lib/swarmgate /var/cache/swarmgate
 

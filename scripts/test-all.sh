@@ -15,12 +15,13 @@ phase() {
 }
 
 host_prerequisites() {
-  # nginx: every golden output must pass `nginx -t`. Debian's policy may start the service on install; the
-  # edge publishes port 80 on this machine, so it is stopped if it did.
-  if ! command -v nginx >/dev/null 2>&1; then
-    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || { echo "install nginx, then run this again" >&2; exit 1; }
+  # nginx with its Lua module: every golden output must pass `nginx -t`. Debian's policy may start the service on
+  # install; the edge publishes port 80 on this machine, so it is stopped if it did.
+  if ! command -v nginx >/dev/null 2>&1 || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 ||
+      { echo "install nginx and libnginx-mod-http-lua, then run this again" >&2; exit 1; }
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx libnginx-mod-http-lua >/dev/null
     if pgrep -x nginx >/dev/null 2>&1 && [ -z "$(docker ps -q 2>/dev/null)" ]; then
       nginx -s stop 2>/dev/null || true
     fi

@@ -20,7 +20,14 @@ export interface ProxySettings {
   /** Docker's embedded DNS, so nginx can re-resolve the controller when it moves. */
   readonly resolver: string;
   readonly workerConnections: number;
+  /** The edge nginx's local socket where the agent posts new task addresses (peers.txt) without a reload. */
+  readonly peersSocket: string;
+  /** Shared memory for the posted peers, and the most a post may carry. */
+  readonly peersMemory: string;
 }
+
+/** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
+export const EDGE_PEERS_SOCKET = '/run/swarmgate-nginx-peers.sock';
 
 export interface TlsConfig {
   readonly acme: {
@@ -281,6 +288,9 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     controllerAddress: reader.string('SWARMGATE_CONTROLLER_ADDRESS', 'swarmgate-controller:8080'),
     resolver: reader.string('SWARMGATE_RESOLVER', '127.0.0.11'),
     workerConnections: reader.integer('SWARMGATE_WORKER_CONNECTIONS', 10240, 64, 1_000_000),
+    peersSocket: EDGE_PEERS_SOCKET,
+    // 2,000 services with 10 tasks each make a peers.txt of about 0.5 MiB.
+    peersMemory: '16m',
   };
 }
 

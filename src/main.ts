@@ -8,7 +8,7 @@ import { deriveStateKey } from './acme/state-store.ts';
 import { readUserCertificates } from './acme/user-certificates.ts';
 import type { LoadedCertificate } from './acme/user-certificates.ts';
 import { runCli } from './cli/cli.ts';
-import { readControllerConfig, readEdgeConfig } from './config.ts';
+import { EDGE_PEERS_SOCKET, readControllerConfig, readEdgeConfig } from './config.ts';
 import { startController } from './controller/controller.ts';
 import { createDockerodeAdapter } from './docker/dockerode-adapter.ts';
 import { createHttpControllerChannel, startEdgeAgent } from './edge/edge-agent.ts';
@@ -106,7 +106,7 @@ async function runEdge(): Promise<void> {
   const config = readEdgeConfig(process.env, os.hostname());
   const logger = createLogger(config.logLevel).child({ role: 'edge', edge: config.edgeId });
   logger.info({ version: SWARMGATE_VERSION, controller: config.controllerUrl }, 'starting edge');
-  const nginx = createNginxProcess(config.nginxBinary);
+  const nginx = createNginxProcess(config.nginxBinary, EDGE_PEERS_SOCKET);
   nginx.onUnexpectedExit((code) => {
     logger.fatal({ code }, 'nginx exited; the edge stops so Swarm restarts it');
     process.exit(1);

@@ -123,7 +123,17 @@ function parseEdgeReport(body: unknown): EdgeReport {
     }
     rejected = { fingerprint, error: typeof error === 'string' ? error.slice(0, 2000) : '' };
   }
-  return { edge, node, applied, rejected };
+  // Counters an older edge does not send read as 0.
+  const count = (value: unknown): number =>
+    Number.isSafeInteger(value) && (value as number) >= 0 ? (value as number) : 0;
+  return {
+    edge,
+    node,
+    applied,
+    rejected,
+    reloads: count(body.reloads),
+    peerUpdates: count(body.peerUpdates),
+  };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -15,7 +15,7 @@ import type { ValidationResult } from '../nginx/nginx-validator.ts';
 import type { AppliedBundle, EdgeReport, PublishedBundle } from '../publish/bundle-store.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
-import { fingerprintBundle, renderConfig, shapeFingerprint } from '../render/render-config.ts';
+import { fingerprintBundle, PEERS_FILE, renderConfig, shapeFingerprint } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
 import type { NginxProcess } from './nginx-process.ts';
 
@@ -51,6 +51,8 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
   let rejected: EdgeReport['rejected'] = null;
   let lastContact: string | null = null;
   let appliedShape: string | null = null;
+  let reloads = 0;
+  let peerUpdates = 0;
 
   if (applied) {
     logger.info({ version: applied.version }, 'serving the last applied bundle until the controller answers');
@@ -75,6 +77,8 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       edge: config.edgeId,
       applied,
       lastContact,
+      reloads,
+      peerUpdates,
     });
   });
   await new Promise<void>((resolve) => health.listen(config.healthPort, '127.0.0.1', () => resolve()));
@@ -85,10 +89,11 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       throw new SwarmgateError('ERR_BUNDLE_INVALID', 'bundle content does not match its fingerprint');
     }
     const confPath = await cache.stage(bundle.fingerprint, bundle.files);
-    // Same shape as what nginx runs now (only task addresses differ): nginx accepted it, no new nginx -t needed.
+    // Same shape as what nginx runs now (only task addresses differ): nginx accepted it, no new nginx -t needed,
+    // and the addresses go to the running nginx without a reload.
     const shape = shapeFingerprint(bundle.files);
-    const test =
-      shape === appliedShape ? ({ ok: true } as const) : await deps.testConfig(confPath, shutdown.signal);
+    const sameShape = shape === appliedShape;
+    const test = sameShape ? ({ ok: true } as const) : await deps.testConfig(confPath, shutdown.signal);
     if (!test.ok) {
       rejected = { fingerprint: bundle.fingerprint, error: test.output.slice(0, 2000) };
       await cache.discard(bundle.fingerprint);
@@ -99,14 +104,25 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       return;
     }
     const previous = applied?.fingerprint;
+    // Activated first: if nginx restarts or the post fails, the reload reads these same files.
     await cache.activate(bundle.fingerprint, { version: bundle.version, fingerprint: bundle.fingerprint });
-    deps.nginx.reload();
+    const peers = bundle.files[PEERS_FILE];
+    const withoutReload =
+      sameShape && peers !== undefined && (await deps.nginx.updatePeers(peers, shutdown.signal));
+    if (withoutReload) peerUpdates++;
+    else {
+      deps.nginx.reload();
+      reloads++;
+    }
     applied = { version: bundle.version, fingerprint: bundle.fingerprint };
     appliedShape = shape;
     rejected = null;
     // Keep the previous bundle too, so a reload that is still finishing never loses files under it.
     await cache.prune([bundle.fingerprint, ...(previous ? [previous] : [])]);
-    logger.info({ version: bundle.version, fingerprint: bundle.fingerprint.slice(0, 12) }, 'applied bundle');
+    logger.info(
+      { version: bundle.version, fingerprint: bundle.fingerprint.slice(0, 12), reload: !withoutReload },
+      'applied bundle',
+    );
   }
 
   const loop = (async () => {
@@ -114,7 +130,14 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     let failures = 0;
     while (!shutdown.signal.aborted) {
       try {
-        const report: EdgeReport = { edge: config.edgeId, node: deps.nodeId, applied, rejected };
+        const report: EdgeReport = {
+          edge: config.edgeId,
+          node: deps.nodeId,
+          applied,
+          rejected,
+          reloads,
+          peerUpdates,
+        };
         const bundle = await deps.channel.poll(report, shutdown.signal);
         lastContact = new Date(clock.now()).toISOString();
         if (failures > 0) logger.info({ failures }, 'controller reachable again');

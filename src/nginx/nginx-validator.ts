@@ -13,6 +13,14 @@ export interface NginxValidator {
   validate(files: BundleFiles, signal: AbortSignal): Promise<ValidationResult>;
 }
 
+/**
+ * nginx runs a bundle with its directory as the prefix: certificate paths are relative to nginx.conf, and the Lua
+ * balancer finds peers.txt at ngx.config.prefix().
+ */
+export function bundleArguments(confPath: string): string[] {
+  return ['-p', `${path.dirname(confPath)}/`, '-c', confPath];
+}
+
 export function runNginxTest(
   nginxBinary: string,
   confPath: string,
@@ -22,7 +30,7 @@ export function runNginxTest(
   return new Promise((resolve, reject) => {
     // stdout goes to /dev/null rather than a pipe: libuv pipes are sockets, and nginx cannot open() a socket as
     // /dev/stdout for access_log. Diagnostics come on stderr.
-    const child = spawn(nginxBinary, ['-t', '-q', '-e', 'stderr', '-c', confPath], {
+    const child = spawn(nginxBinary, ['-t', '-q', '-e', 'stderr', ...bundleArguments(confPath)], {
       stdio: ['ignore', 'ignore', 'pipe'],
       signal,
       timeout: timeoutMs,

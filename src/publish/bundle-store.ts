@@ -21,6 +21,9 @@ export interface EdgeReport {
   readonly applied: AppliedBundle | null;
   /** A bundle the edge refused (nginx -t failed there); it is not offered again. */
   readonly rejected: { readonly fingerprint: string; readonly error: string } | null;
+  /** Since the agent started: bundles applied with an nginx reload, and with posted task addresses only. */
+  readonly reloads: number;
+  readonly peerUpdates: number;
 }
 
 export interface EdgeState extends EdgeReport {

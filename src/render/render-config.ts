@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import type { ProxySettings } from '../config.ts';
 import type { RoutingModel } from '../model/routing-model.ts';
 import type { TemplateRenderer } from './nunjucks-env.ts';
+import { SwarmgateError } from '../errors.ts';
 
 /** Bundle-relative path → file content. nginx.conf is the entry point; everything else is relative to it. */
 export type BundleFiles = Readonly<Record<string, string>>;
@@ -71,7 +72,34 @@ export function renderConfig(
     files[`certs/${name}.crt`] = material.certificatePem;
     files[`certs/${name}.key`] = material.privateKeyPem;
   }
+  // Last, because it names the shape of everything else: an edge running that shape takes it without a reload.
+  files[PEERS_FILE] = renderPeers(model, shapeFingerprint(files));
   return files;
+}
+
+/** The bundle file with the task addresses; the only one that may change without a reload (see balancer.lua.njk). */
+export const PEERS_FILE = 'peers.txt';
+
+const IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
+
+/** "generation <shape>", then "upstream <name> <ip:port> ..." per upstream, in the model's (sorted) order. */
+function renderPeers(model: RoutingModel, shape: string): string {
+  const lines = [`generation ${shape}`];
+  for (const upstream of model.upstreams) {
+    const members = upstream.servers.map((server) => {
+      // The edge's Lua reads dotted IPv4 only; overlay task addresses are IPv4.
+      if (!IPV4.test(server.ip) || !Number.isInteger(server.port)) {
+        throw new SwarmgateError(
+          'ERR_TEMPLATE',
+          `task address ${server.ip}:${server.port} of service ${upstream.service} is not IPv4`,
+          { service: upstream.service },
+        );
+      }
+      return ` ${server.ip}:${server.port}`;
+    });
+    lines.push(`upstream ${upstream.name}${members.join('')}`);
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 /** Content address of a bundle: the same files always give the same fingerprint. */
@@ -85,17 +113,13 @@ export function fingerprintBundle(files: BundleFiles): string {
   return hash.digest('hex');
 }
 
-/** An upstream member line: an IP and a port the model validated, nothing nginx could reject. */
-const UPSTREAM_SERVER_LINE =
-  /^ {8}server \d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5} max_fails=1 fail_timeout=2s;\n/gm;
-
 /**
- * The fingerprint of a bundle without its upstream member lines. Two bundles with the same shape differ only in
- * task addresses, so if nginx accepted one it accepts the other: scaling needs no new `nginx -t`.
+ * The fingerprint of a bundle without its task addresses. Two bundles with the same shape differ only in peers.txt:
+ * if nginx accepted one it accepts the other (no new `nginx -t`), and an edge running one takes the other without
+ * a reload.
  */
 export function shapeFingerprint(files: BundleFiles): string {
   const shape: Record<string, string> = {};
-  for (const [name, content] of Object.entries(files))
-    shape[name] = content.replace(UPSTREAM_SERVER_LINE, '');
+  for (const [name, content] of Object.entries(files)) if (name !== PEERS_FILE) shape[name] = content;
   return fingerprintBundle(shape);
 }

@@ -18,6 +18,7 @@ import {
   waitFor,
   waitForServiceRunning,
 } from './support/lab.ts';
+import type { ControllerStatus } from './support/lab.ts';
 
 /** Waits until `host` answers 200 from the named service. */
 async function waitForRoute(
@@ -68,6 +69,7 @@ test('scaling 1→3 routes every new task; scaling to 0 answers 503; removal ans
   t.after(() => removeService(name));
   await createService({ name, labels: { VIRTUAL_HOST: host } });
   await waitForRoute(host, name);
+  const reloadsBefore = edgeCounters(await edgesInSync());
 
   await docker(['service', 'scale', '--detach', `${name}=3`]);
   const firstSeen = new Map<string, number>();
@@ -89,6 +91,10 @@ test('scaling 1→3 routes every new task; scaling to 0 answers 503; removal ans
   t.diagnostic(
     `task running → first answer through the edge: ${convergence.scaleUpLagSeconds?.map((lag) => lag.toFixed(2)).join(', ')} s`,
   );
+  // New tasks of a routed service change only peers.txt: the edges take it without reloading nginx.
+  const reloadsAfter = edgeCounters(await edgesInSync());
+  assert.equal(reloadsAfter.reloads, reloadsBefore.reloads, 'no nginx reload for scaling');
+  assert.ok(reloadsAfter.peerUpdates > reloadsBefore.peerUpdates, 'the new tasks were posted to nginx');
 
   await docker(['service', 'scale', '--detach', `${name}=0`]);
   await waitForStatus(host, 503);
@@ -100,6 +106,23 @@ test('scaling 1→3 routes every new task; scaling to 0 answers 503; removal ans
   await docker(['service', 'rm', name]);
   await waitForStatus(host, 503);
 });
+
+/** The controller's status once every edge has reported the current bundle (with its counters). */
+function edgesInSync(): Promise<ControllerStatus> {
+  return waitFor('every edge to report the current bundle', async () => {
+    const status = await controllerStatus();
+    // Edges that polled lately (a live one polls at least every 30 s); restarted ones linger in the list.
+    const live = status.edges.filter((edge) => Date.now() - Date.parse(edge.lastContact) < 45_000);
+    return live.length > 0 && live.every((edge) => edge.inSync) ? { ...status, edges: live } : undefined;
+  });
+}
+
+function edgeCounters(status: ControllerStatus): { reloads: number; peerUpdates: number } {
+  return status.edges.reduce(
+    (sum, edge) => ({ reloads: sum.reloads + edge.reloads, peerUpdates: sum.peerUpdates + edge.peerUpdates }),
+    { reloads: 0, peerUpdates: 0 },
+  );
+}
 
 test('one service on two hosts', async (t) => {
   const name = uniqueName('sg-e2e-twohosts');

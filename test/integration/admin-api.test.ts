@@ -236,7 +236,7 @@ test('scale: updates with the inspected version, retries a conflict, and waits u
   const update = docker.updates.at(-1);
   assert.equal(update?.spec.Mode?.Replicated?.Replicas, 3);
   assert.equal(update?.auth, null, 'a scale sends no credentials (Swarm keeps the stored ones)');
-  assert.match(controller.store.current?.files['nginx.conf'] ?? '', /10\.0\.1\.3:80/);
+  assert.match(controller.store.current?.files['peers.txt'] ?? '', /10\.0\.1\.3:80/);
 });
 
 test('scale: warns that a stack deploy resets replicas; a wait that runs out answers 202 with what is missing', async () => {

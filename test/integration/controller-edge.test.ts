@@ -37,6 +37,13 @@ class FakeNginx implements NginxProcess {
   reload(): void {
     this.reloads++;
   }
+  peerUpdates: string[] = [];
+  /** False: behave like an nginx still switching configs, so the agent falls back to a reload. */
+  acceptPeers = true;
+  async updatePeers(peersText: string): Promise<boolean> {
+    if (this.acceptPeers) this.peerUpdates.push(peersText);
+    return this.acceptPeers;
+  }
   async stop(): Promise<void> {
     this.running = false;
   }
@@ -50,7 +57,7 @@ interface System {
   nginx: FakeNginx;
   stateDir: string;
   logs: Record<string, unknown>[];
-  /** nginx.conf the edge currently serves. */
+  /** nginx.conf and peers.txt the edge currently serves. */
   served(): Promise<string>;
   stop(): Promise<void>;
 }
@@ -124,7 +131,9 @@ async function startSystem(
     nginx,
     stateDir,
     logs: lines,
-    served: () => readFile(path.join(stateDir, 'current', 'nginx.conf'), 'utf8'),
+    served: async () =>
+      (await readFile(path.join(stateDir, 'current', 'nginx.conf'), 'utf8')) +
+      (await readFile(path.join(stateDir, 'current', 'peers.txt'), 'utf8')),
     async stop() {
       await edge.stop();
       await controller.stop();
@@ -143,7 +152,7 @@ test('startup: the controller resyncs, publishes, and the edge applies the bundl
   const system = await startSystem({ docker: dockerWithWeb() });
   t.after(() => system.stop());
   await waitUntil('the edge to apply a bundle', () => system.edge.applied() !== null);
-  assert.match(await system.served(), /server 10\.0\.0\.11:80 /);
+  assert.match(await system.served(), /upstream svc_web_\w+ 10\.0\.0\.11:80\n/);
   assert.equal(system.nginx.reloads, 1);
   await waitUntil('the controller to see the edge in sync', () =>
     system.controller.store.edges().some((edge) => edge.edge === 'edge-1' && edge.inSync),
@@ -275,7 +284,7 @@ test('an edge that rejects a bundle keeps its config, reports it, and is not off
   assert.equal(system.nginx.reloads, 1);
 });
 
-test('a change of task addresses only is applied without a new nginx -t, on the controller and the edge', async (t) => {
+test('a change of task addresses only: no new nginx -t, and the edge posts the peers instead of reloading', async (t) => {
   const docker = dockerWithWeb();
   let edgeTests = 0;
   const system = await startSystem({
@@ -297,7 +306,39 @@ test('a change of task addresses only is applied without a new nginx -t, on the 
     'the controller skipped nginx -t',
   );
   assert.equal(edgeTests, 1, 'the edge tested only its first bundle');
-  assert.equal(system.nginx.reloads, 2, 'the edge still reloads to route the new task');
+  assert.equal(system.nginx.reloads, 1, 'no reload for the new task');
+  assert.equal(system.nginx.peerUpdates.length, 1);
+  assert.match(
+    system.nginx.peerUpdates[0] ?? '',
+    /^generation [0-9a-f]{64}\nupstream svc_web_\w+ 10\.0\.0\.11:80 10\.0\.0\.12:80\n$/,
+  );
+  assert.match(
+    await system.served(),
+    /10\.0\.0\.12:80/,
+    'the files on disk say the same, for the next start',
+  );
+
+  // A new host changes the shape: that takes a reload (and nginx -t), never a post.
+  docker.services.push(rawService('api', { VIRTUAL_HOST: 'api.example.com' }));
+  docker.tasks.push(rawTask('t3', 'api', '10.0.0.13'));
+  docker.emit({ Type: 'service', Action: 'create', Actor: { ID: 'api' } });
+  await waitUntil('the edge to apply version 3', () => system.edge.applied()?.version === 3);
+  assert.equal(system.nginx.reloads, 2);
+  assert.equal(system.nginx.peerUpdates.length, 1);
+  assert.equal(edgeTests, 2);
+});
+
+test('when nginx does not take posted peers, the edge reloads instead', async (t) => {
+  const docker = dockerWithWeb();
+  const system = await startSystem({ docker });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  system.nginx.acceptPeers = false;
+  docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
+  docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
+  await waitUntil('the edge to apply version 2', () => system.edge.applied()?.version === 2);
+  assert.equal(system.nginx.reloads, 2);
+  assert.match(await system.served(), /10\.0\.0\.12:80/);
 });
 
 test('a restarted edge serves its saved bundle while the controller is away', async (t) => {
@@ -324,7 +365,10 @@ test('a restarted edge serves its saved bundle while the controller is away', as
   t.after(() => edge.stop());
   assert.equal(edge.applied()?.version, 1);
   assert.ok(nginx.confPath?.startsWith(stateDir));
-  assert.match(await readFile(nginx.confPath ?? '', 'utf8'), /10\.0\.0\.11:80/);
+  assert.match(
+    await readFile(path.join(path.dirname(nginx.confPath ?? ''), 'peers.txt'), 'utf8'),
+    /10\.0\.0\.11:80/,
+  );
 });
 
 test('the API refuses a missing or wrong token with a coded error', async (t) => {

@@ -14,6 +14,8 @@ const report = (applied: EdgeReport['applied'], rejected: EdgeReport['rejected']
   node: null,
   applied,
   rejected,
+  reloads: 0,
+  peerUpdates: 0,
 });
 
 test('bundle store: same bytes publish no new version', () => {

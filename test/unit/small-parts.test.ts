@@ -3,8 +3,17 @@ import { test } from 'node:test';
 import { splitJsonLines } from '../../src/docker/json-lines.ts';
 import type { TaskInfo } from '../../src/discovery/snapshot.ts';
 import { isConverged } from '../../src/reconcile/convergence.ts';
-import { nginxQuote } from '../../src/render/nunjucks-env.ts';
-import { fingerprintBundle, shapeFingerprint } from '../../src/render/render-config.ts';
+import { defaultProxySettings } from '../../src/config.ts';
+import type { Snapshot } from '../../src/discovery/snapshot.ts';
+import { buildRoutingModel } from '../../src/model/routing-model.ts';
+import { createTemplateRenderer, nginxQuote } from '../../src/render/nunjucks-env.ts';
+import {
+  fingerprintBundle,
+  PEERS_FILE,
+  renderConfig,
+  shapeFingerprint,
+} from '../../src/render/render-config.ts';
+import type { BundleFiles } from '../../src/render/render-config.ts';
 import { loadSnapshot } from '../support/golden.ts';
 import { fileURLToPath } from 'node:url';
 
@@ -64,20 +73,53 @@ test('convergence: running = replicas and nothing in transition', () => {
   assert.equal(isConverged({ ...service, updateState: 'updating' }, three), false);
 });
 
-test('bundle shape: the same except for upstream task addresses', () => {
-  const config = (ip: string, host: string): Record<string, string> => ({
-    'nginx.conf': `upstream u {\n        server ${ip}:80 max_fails=1 fail_timeout=2s;\n}\nserver_name "${host}";\n`,
-  });
-  assert.equal(
-    shapeFingerprint(config('10.0.0.1', 'a.test')),
-    shapeFingerprint(config('10.0.9.77', 'a.test')),
-  );
-  assert.notEqual(
-    shapeFingerprint(config('10.0.0.1', 'a.test')),
-    shapeFingerprint(config('10.0.0.1', 'b.test')),
-  );
-  assert.notEqual(
-    fingerprintBundle(config('10.0.0.1', 'a.test')),
-    fingerprintBundle(config('10.0.9.77', 'a.test')),
+test('bundle shape: everything but peers.txt, and peers.txt names the shape it belongs to', () => {
+  const templates = createTemplateRenderer();
+  const render = (ip: string, host: string): BundleFiles => {
+    const snapshot: Snapshot = {
+      services: [
+        {
+          id: 'web',
+          name: 'web',
+          createdAt: '2026-01-01T00:00:00Z',
+          labels: { VIRTUAL_HOST: host },
+          env: {},
+          mode: 'replicated',
+          replicas: 1,
+          networks: ['swarmgate'],
+          image: 'example/web:1',
+          updateState: null,
+        },
+      ],
+      tasks: [
+        {
+          id: 't1',
+          serviceId: 'web',
+          nodeId: 'n1',
+          slot: 1,
+          desiredState: 'running',
+          state: 'running',
+          stateSince: '2026-01-01T00:00:00Z',
+          error: null,
+          image: 'example/web:1',
+          addresses: [{ networkId: 'net-swarmgate', networkName: 'swarmgate', ip }],
+        },
+      ],
+      networks: [],
+      nodes: [],
+    };
+    const model = buildRoutingModel(snapshot, { networks: ['swarmgate'] });
+    return renderConfig(model, { proxy: defaultProxySettings(), generator: 'test' }, templates);
+  };
+  const a = render('10.0.0.1', 'a.test');
+  const moved = render('10.0.9.77', 'a.test');
+  const otherHost = render('10.0.0.1', 'b.test');
+  assert.equal(shapeFingerprint(a), shapeFingerprint(moved));
+  assert.notEqual(shapeFingerprint(a), shapeFingerprint(otherHost));
+  assert.notEqual(fingerprintBundle(a), fingerprintBundle(moved));
+  assert.equal(a['nginx.conf'], moved['nginx.conf'], 'addresses are never in nginx.conf');
+  assert.match(
+    moved[PEERS_FILE] ?? '',
+    new RegExp(`^generation ${shapeFingerprint(a)}\\nupstream svc_web_\\w+ 10\\.0\\.9\\.77:80\\n$`),
   );
 });

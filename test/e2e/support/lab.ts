@@ -283,7 +283,14 @@ export interface ControllerStatus {
     lastError: string | null;
     notAfter: string | null;
   }[];
-  edges: { edge: string; inSync: boolean; applied: { version: number } | null }[];
+  edges: {
+    edge: string;
+    inSync: boolean;
+    applied: { version: number } | null;
+    lastContact: string;
+    reloads: number;
+    peerUpdates: number;
+  }[];
   problems: { service: string; label: string; code: string; reason: string }[];
   services: { name: string; hosts: string[]; routedTasks: number }[];
 }
