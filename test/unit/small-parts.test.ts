@@ -4,7 +4,6 @@ import { splitJsonLines } from '../../src/docker/json-lines.ts';
 import type { TaskInfo } from '../../src/discovery/snapshot.ts';
 import { isConverged } from '../../src/reconcile/convergence.ts';
 import { defaultProxySettings } from '../../src/config.ts';
-import type { Snapshot } from '../../src/discovery/snapshot.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer, nginxQuote } from '../../src/render/nunjucks-env.ts';
 import {
@@ -15,6 +14,7 @@ import {
 } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
 import { loadSnapshot } from '../support/golden.ts';
+import { oneServiceSnapshot } from '../support/one-service.ts';
 import { fileURLToPath } from 'node:url';
 
 test('json lines: events split across chunks and several in one chunk', async () => {
@@ -75,42 +75,12 @@ test('convergence: running = replicas and nothing in transition', () => {
 
 test('bundle shape: everything but peers.txt, and peers.txt names the shape it belongs to', () => {
   const templates = createTemplateRenderer();
-  const render = (ip: string, host: string): BundleFiles => {
-    const snapshot: Snapshot = {
-      services: [
-        {
-          id: 'web',
-          name: 'web',
-          createdAt: '2026-01-01T00:00:00Z',
-          labels: { VIRTUAL_HOST: host },
-          env: {},
-          mode: 'replicated',
-          replicas: 1,
-          networks: ['swarmgate'],
-          image: 'example/web:1',
-          updateState: null,
-        },
-      ],
-      tasks: [
-        {
-          id: 't1',
-          serviceId: 'web',
-          nodeId: 'n1',
-          slot: 1,
-          desiredState: 'running',
-          state: 'running',
-          stateSince: '2026-01-01T00:00:00Z',
-          error: null,
-          image: 'example/web:1',
-          addresses: [{ networkId: 'net-swarmgate', networkName: 'swarmgate', ip }],
-        },
-      ],
-      networks: [],
-      nodes: [],
-    };
-    const model = buildRoutingModel(snapshot, { networks: ['swarmgate'] });
-    return renderConfig(model, { proxy: defaultProxySettings(), generator: 'test' }, templates);
-  };
+  const render = (ip: string, host: string): BundleFiles =>
+    renderConfig(
+      buildRoutingModel(oneServiceSnapshot(host, [ip]), { networks: ['swarmgate'] }),
+      { proxy: defaultProxySettings(), generator: 'test' },
+      templates,
+    );
   const a = render('10.0.0.1', 'a.test');
   const moved = render('10.0.9.77', 'a.test');
   const otherHost = render('10.0.0.1', 'b.test');
