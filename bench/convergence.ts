@@ -1,6 +1,6 @@
 // Convergence on the lab: scale a backend 1→N under a steady request rate and measure, for each new task, Swarm's
-// own "running" timestamp → the first request it serves through the edge; then scale N→1 and measure the scale
-// command (desired state leaves running) → the last request a removed task serves.
+// own "running" timestamp → the first request it serves through the edge; then scale N→1 and measure Swarm's
+// time of the change (the service's UpdatedAt) → the last request a removed task serves.
 import {
   createService,
   deployStack,
@@ -18,6 +18,21 @@ const ROUNDS = SMOKE ? 1 : 3;
 // Enough requests that each of N tasks is hit every few tens of ms, few enough to leave the 2 cores to Swarm.
 const RATE = SMOKE ? 100 : 200;
 const BACKEND = 'sg-bench-conv';
+/**
+ * With a health check, Swarm reports a task running once its app accepts connections (the backend is a Node
+ * process that needs a second or two to start on 2 busy cores); without one, "running" only means the process was
+ * started, and no proxy can serve a task before its app listens. One probe per second per task keeps the cost low.
+ */
+const HEALTH_CHECK = [
+  '--health-cmd',
+  'bash -c "exec 3<>/dev/tcp/127.0.0.1/80"',
+  '--health-interval',
+  '1s',
+  '--health-retries',
+  '1',
+  '--health-timeout',
+  '2s',
+];
 const HOST = 'conv.bench.test';
 
 await deployStack();
@@ -38,7 +53,7 @@ const downLags: number[] = [];
 let neverServed = 0;
 try {
   await removeService(BACKEND);
-  await createService({ name: BACKEND, labels: { VIRTUAL_HOST: HOST }, replicas: 1 });
+  await createService({ name: BACKEND, labels: { VIRTUAL_HOST: HOST }, replicas: 1, extra: HEALTH_CHECK });
   await waitFor(`${HOST} to answer`, async () => {
     const run = startLoad(HOST, 20, { maxSeconds: 1 });
     await sleep(300);
@@ -53,8 +68,11 @@ try {
     await docker(['service', 'scale', '--detach', `${BACKEND}=${N}`]);
     const running = await waitForServiceRunning(BACKEND, N, 180_000);
     await sleep(2000);
-    const scaleDownAt = Date.now();
     await docker(['service', 'scale', '--detach', `${BACKEND}=1`]);
+    // Swarm's own time of the desired-state change (the service spec update), not when our CLI call started.
+    const scaleDownAt = Date.parse(
+      JSON.parse(await docker(['service', 'inspect', '--format', '{{json .UpdatedAt}}', BACKEND])) as string,
+    );
     await waitForServiceRunning(BACKEND, 1, 180_000);
     await sleep(2000);
     const report = await load.stop();
