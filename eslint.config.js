@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', '.lab/', 'bench/results/', 'test/golden/**/*.txt'] },
+  { ignores: ['node_modules/', '.lab/', 'build/', 'bench/results/', 'test/golden/**/*.txt'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -4,7 +4,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-export const BENCH_DIR = import.meta.dirname;
+/** bench/ of the repository, also when a benchmark runs compiled from build/bench/. */
+export const BENCH_DIR = path.join(
+  import.meta.dirname,
+  path.basename(path.dirname(import.meta.dirname)) === 'build' ? '../../bench' : '.',
+);
 export const SMOKE = process.argv.includes('--smoke');
 
 export function machineFacts(): Record<string, unknown> {
@@ -27,6 +31,7 @@ export function machineFacts(): Record<string, unknown> {
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     kernel: os.release(),
     node: process.version,
+    nodeFlags: process.execArgv,
     docker: quiet('docker', ['version', '--format', '{{.Server.Version}}']),
     smoke: SMOKE,
   };

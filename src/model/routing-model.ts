@@ -584,15 +584,25 @@ function routableServers(tasks: readonly TaskInfo[], route: ServiceRoute): Upstr
   }
   return servers
     .map((server) => ({ server, sortKey: ipSortKey(server.ip) }))
-    .sort((a, b) => compareStrings(a.sortKey, b.sortKey))
+    .sort((a, b) => a.sortKey - b.sortKey || compareStrings(a.server.ip, b.server.ip))
     .map((entry) => entry.server);
 }
 
-/** "10.0.1.9" → "010.000.001.009": numeric order as a plain string compare (computed once per address). */
-function ipSortKey(ip: string): string {
-  const parts = ip.split('.');
-  if (parts.length !== 4) return `~${ip}`;
-  return parts.map((part) => part.padStart(3, '0')).join('.');
+/** "10.0.1.9" → its 32-bit number, so addresses sort numerically (computed once per address, no strings). */
+function ipSortKey(ip: string): number {
+  let value = 0;
+  let octet = 0;
+  let dots = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const code = ip.charCodeAt(i);
+    if (code === 46) {
+      value = value * 256 + octet;
+      octet = 0;
+      dots++;
+    } else if (code >= 48 && code <= 57) octet = octet * 10 + (code - 48);
+    else return Number.MAX_VALUE;
+  }
+  return dots === 3 ? value * 256 + octet : Number.MAX_VALUE;
 }
 
 function upstreamNameFor(serviceName: string): string {
