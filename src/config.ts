@@ -20,6 +20,10 @@ export interface ProxySettings {
   /** Docker's embedded DNS, so nginx can re-resolve the controller when it moves. */
   readonly resolver: string;
   readonly workerConnections: number;
+  /** nginx worker processes on each edge: "auto" (one per CPU) or a number. */
+  readonly workerProcesses: string;
+  /** Idle keep-alive connections each edge worker keeps per service. */
+  readonly upstreamKeepalive: number;
   /** The edge nginx's local socket where the agent posts new task addresses (peers.txt) without a reload. */
   readonly peersSocket: string;
   /** Shared memory for the posted peers, and the most a post may carry. */
@@ -288,10 +292,19 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     controllerAddress: reader.string('SWARMGATE_CONTROLLER_ADDRESS', 'swarmgate-controller:8080'),
     resolver: reader.string('SWARMGATE_RESOLVER', '127.0.0.11'),
     workerConnections: reader.integer('SWARMGATE_WORKER_CONNECTIONS', 10240, 64, 1_000_000),
+    workerProcesses: readWorkerProcesses(reader),
+    upstreamKeepalive: reader.integer('SWARMGATE_UPSTREAM_KEEPALIVE', 64, 1, 4096),
     peersSocket: EDGE_PEERS_SOCKET,
     // 2,000 services with 10 tasks each make a peers.txt of about 0.5 MiB.
     peersMemory: '16m',
   };
+}
+
+function readWorkerProcesses(reader: EnvReader): string {
+  const value = reader.string('SWARMGATE_WORKER_PROCESSES', 'auto');
+  if (value === 'auto' || /^[1-9][0-9]{0,2}$/.test(value)) return value;
+  reader.problems.push(`SWARMGATE_WORKER_PROCESSES must be "auto" or a number from 1 to 999, not "${value}"`);
+  return 'auto';
 }
 
 export function defaultProxySettings(): ProxySettings {

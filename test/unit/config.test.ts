@@ -20,8 +20,12 @@ test('config: values are read from the environment', () => {
     SWARMGATE_SLOW_POLL: '10s',
     SWARMGATE_TRUST_DOWNSTREAM_PROXY: 'yes',
     SWARMGATE_LOG_LEVEL: 'debug',
+    SWARMGATE_WORKER_PROCESSES: '1',
+    SWARMGATE_UPSTREAM_KEEPALIVE: '128',
   });
   assert.deepEqual(config.networks, ['public', 'swarmgate']);
+  assert.equal(config.proxy.workerProcesses, '1');
+  assert.equal(config.proxy.upstreamKeepalive, 128);
   assert.deepEqual(config.debounce, { minMs: 100, maxMs: 2000 });
   assert.equal(config.slowPollMs, 10_000);
   assert.equal(config.proxy.trustDownstreamProxy, true);
@@ -37,12 +41,20 @@ test('config: every bad key is listed at once', () => {
         SWARMGATE_TRUST_DOWNSTREAM_PROXY: 'maybe',
         SWARMGATE_NETWORKS: 'ok,bad name',
         SWARMGATE_LOG_LEVEL: 'loud',
+        SWARMGATE_WORKER_PROCESSES: 'many',
       }),
     (error: unknown) => {
       assert.ok(isSwarmgateError(error, 'ERR_CONFIG_INVALID'));
       const problems = error.details.problems as string[];
-      assert.equal(problems.length, 5, problems.join('\n'));
-      for (const key of ['LISTEN_PORT', 'DEBOUNCE', 'TRUST_DOWNSTREAM_PROXY', 'NETWORKS', 'LOG_LEVEL']) {
+      assert.equal(problems.length, 6, problems.join('\n'));
+      for (const key of [
+        'LISTEN_PORT',
+        'DEBOUNCE',
+        'TRUST_DOWNSTREAM_PROXY',
+        'NETWORKS',
+        'LOG_LEVEL',
+        'WORKER_PROCESSES',
+      ]) {
         assert.ok(
           problems.some((problem) => problem.includes(key)),
           key,
