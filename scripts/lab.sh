@@ -196,16 +196,16 @@ build_registry() {
 }
 
 # A secret whose content the lab keeps in a file; recreated when the file changed (only the lab's stacks use it).
+# The secret carries the file's sha256 as a label, so a lab of another clone on the same daemon is noticed too.
 ensure_file_secret() {
-  local name=$1 file=$2 stamp
-  stamp="$LAB_DIR/secret-$name.sha256"
-  if docker secret inspect "$name" >/dev/null 2>&1 && [ -f "$stamp" ] && sha256sum -c --status "$stamp" 2>/dev/null; then return; fi
+  local name=$1 file=$2 sum
+  sum=$(sha256sum "$file" | cut -d' ' -f1)
+  if [ "$(docker secret inspect --format '{{index .Spec.Labels "swarmgate.sha256"}}' "$name" 2>/dev/null)" = "$sum" ]; then return; fi
   if docker secret inspect "$name" >/dev/null 2>&1; then
     remove_stack swarmgate
     docker secret rm "$name" >/dev/null
   fi
-  docker secret create --label "$LAB_LABEL" "$name" "$file" >/dev/null
-  sha256sum "$file" >"$stamp"
+  docker secret create --label "$LAB_LABEL" --label "swarmgate.sha256=$sum" "$name" "$file" >/dev/null
   log "created secret $name"
 }
 
@@ -218,17 +218,12 @@ ensure_state_key_secret() {
 }
 
 ensure_token_secret() {
-  if docker secret inspect "$TOKEN_SECRET" >/dev/null 2>&1 && [ -s "$LAB_DIR/token" ]; then return; fi
-  if docker secret inspect "$TOKEN_SECRET" >/dev/null 2>&1; then
-    # The secret exists but its token is not ours to read (another checkout made it): the lab's own stack is the
-    # only user it may have, so remove that stack and start over with a fresh token.
-    remove_stack swarmgate
-    docker secret rm "$TOKEN_SECRET" >/dev/null
+  if [ ! -s "$LAB_DIR/token" ]; then
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LAB_DIR/token"
+    chmod 600 "$LAB_DIR/token"
   fi
-  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LAB_DIR/token"
-  chmod 600 "$LAB_DIR/token"
-  docker secret create --label "$LAB_LABEL" "$TOKEN_SECRET" "$LAB_DIR/token" >/dev/null
-  log "created secret $TOKEN_SECRET (token in .lab/token)"
+  # A token secret another checkout made has another sha256 label: its stack is removed and the secret replaced.
+  ensure_file_secret "$TOKEN_SECRET" "$LAB_DIR/token"
 }
 
 remove_stack() {
@@ -278,7 +273,7 @@ cmd_down() {
   [ -z "$ids" ] || docker config rm $ids >/dev/null 2>&1 || true
   ids=$(docker secret ls -q --filter label="$LAB_LABEL" 2>/dev/null || true)
   [ -z "$ids" ] || docker secret rm $ids >/dev/null 2>&1 || true
-  rm -f "$LAB_DIR/token" "$LAB_DIR"/secret-*.sha256
+  rm -f "$LAB_DIR/token"
   if [ "${1:-}" = --all ]; then
     if [ -f "$LAB_DIR/created-swarm" ]; then docker swarm leave --force >/dev/null && rm -f "$LAB_DIR/created-swarm"; fi
     if [ -f "$LAB_DIR/dockerd.pid" ]; then kill "$(cat "$LAB_DIR/dockerd.pid")" 2>/dev/null || true; rm -f "$LAB_DIR/dockerd.pid"; fi

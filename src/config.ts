@@ -323,7 +323,8 @@ export function readEdgeConfig(env: Env, hostname: string): Readonly<EdgeConfig>
     nginxBinary: reader.string('SWARMGATE_NGINX', 'nginx'),
     healthPort: reader.integer('SWARMGATE_EDGE_HEALTH_PORT', 8081, 0, 65535),
     pollTimeoutMs: reader.duration('SWARMGATE_EDGE_POLL_TIMEOUT', 40_000, 2000, 300_000),
-    retryMaxMs: reader.duration('SWARMGATE_EDGE_RETRY_MAX', 5000, 100, 300_000),
+    // A moved controller is back within seconds; a short cap finds it soon, and a poll costs an edge next to nothing.
+    retryMaxMs: reader.duration('SWARMGATE_EDGE_RETRY_MAX', 2000, 100, 300_000),
   };
   if (!/^https?:\/\/[^\s/]+(:\d+)?\/?$/.test(config.controllerUrl)) {
     reader.problems.push(`SWARMGATE_CONTROLLER_URL: "${config.controllerUrl}" is not http(s)://host[:port]`);

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import {
   backendAnswer,
   controllerStatus,
+  edgesInSync,
   createService,
   docker,
   removeService,
@@ -106,16 +107,6 @@ test('scaling 1→3 routes every new task; scaling to 0 answers 503; removal ans
   await docker(['service', 'rm', name]);
   await waitForStatus(host, 503);
 });
-
-/** The controller's status once every edge has reported the current bundle (with its counters). */
-function edgesInSync(): Promise<ControllerStatus> {
-  return waitFor('every edge to report the current bundle', async () => {
-    const status = await controllerStatus();
-    // Edges that polled lately (a live one polls at least every 30 s); restarted ones linger in the list.
-    const live = status.edges.filter((edge) => Date.now() - Date.parse(edge.lastContact) < 45_000);
-    return live.length > 0 && live.every((edge) => edge.inSync) ? { ...status, edges: live } : undefined;
-  });
-}
 
 function edgeCounters(status: ControllerStatus): { reloads: number; peerUpdates: number } {
   return status.edges.reduce(

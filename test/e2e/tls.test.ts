@@ -6,6 +6,7 @@ import tls from 'node:tls';
 import type { HttpsResult } from './support/lab.ts';
 import {
   controllerStatus,
+  edgesInSync,
   httpsGet,
   pebbleRoot,
   createService,
@@ -142,6 +143,9 @@ test('with the CA down, HTTP routing is unaffected, retries are logged, and the 
     await waitForServiceRunning(pebble, 1);
     await removeService(name);
   });
+  // The previous test moved the controller: start once the edges talk to the new one, so this test times the CA
+  // outage and not the edges' reconnection.
+  await edgesInSync();
   await docker(['service', 'scale', '--detach', `${pebble}=0`]);
   await waitFor('Pebble to stop', async () =>
     (await docker(['service', 'ps', '-q', '--filter', 'desired-state=running', pebble])) === ''

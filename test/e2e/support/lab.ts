@@ -360,3 +360,13 @@ export async function pebbleRoot(): Promise<string> {
     ),
   );
 }
+
+/** The controller's status once every edge has reported the current bundle (with its counters). */
+export function edgesInSync(): Promise<ControllerStatus> {
+  return waitFor('every edge to report the current bundle', async () => {
+    const status = await controllerStatus();
+    // Edges that polled lately (a live one polls at least every 30 s); restarted ones linger in the list.
+    const live = status.edges.filter((edge) => Date.now() - Date.parse(edge.lastContact) < 45_000);
+    return live.length > 0 && live.every((edge) => edge.inSync) ? { ...status, edges: live } : undefined;
+  });
+}
