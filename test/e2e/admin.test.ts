@@ -159,10 +159,16 @@ test('a private registry behind the edge: push through it, roll a service to its
   // A v2 of the test backend, pushed through the edge with docker login.
   const dockerfile = 'FROM swarmgate-test-backend:dev\nENV BACKEND_VERSION=v2\n';
   await run('docker', ['build', '-q', '-t', image, '-'], dockerfile);
-  await run(
-    'docker',
-    ['--config', dockerConfig, 'login', REGISTRY_HOST, '-u', user, '--password-stdin'],
-    password,
+  // dockerd may not have read the new /etc/hosts line yet ("no such host"): waitFor asks again until it has.
+  await waitFor(
+    'dockerd to resolve the registry and log in',
+    () =>
+      run(
+        'docker',
+        ['--config', dockerConfig, 'login', REGISTRY_HOST, '-u', user, '--password-stdin'],
+        password,
+      ).then(() => true),
+    { timeoutMs: 60_000, intervalMs: 1000 },
   );
   await run('docker', ['--config', dockerConfig, 'push', image]);
   // Drop the local copy: the node must pull it, which only works with the credentials swarmgate sends.
