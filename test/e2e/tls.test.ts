@@ -147,8 +147,10 @@ test('with the CA down, HTTP routing is unaffected, retries are logged, and the 
   // outage and not the edges' reconnection.
   await edgesInSync();
   await docker(['service', 'scale', '--detach', `${pebble}=0`]);
+  // Gone, not only told to stop: a stopping Pebble still answers, and would issue the certificate below.
   await waitFor('Pebble to stop', async () =>
-    (await docker(['service', 'ps', '-q', '--filter', 'desired-state=running', pebble])) === ''
+    (await docker(['service', 'ps', '-q', '--filter', 'desired-state=running', pebble])) === '' &&
+    (await docker(['ps', '-q', '--filter', `name=${pebble}.`])) === ''
       ? true
       : undefined,
   );
