@@ -9,6 +9,7 @@ export type ProblemCode =
   | 'AMBIGUOUS_NETWORK'
   | 'NGINX_REJECTED'
   | 'IGNORED_SETTING'
+  | 'UNSUPPORTED_ADDRESS'
   | 'CERTIFICATE';
 
 export interface Problem {

@@ -196,7 +196,7 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     { host: HostPattern; locations: RouteLocation[]; routes: ServiceRoute[] }
   >();
   for (const route of accepted) {
-    const servers = routableServers(tasksByService.get(route.service.id) ?? [], route);
+    const servers = routableServers(tasksByService.get(route.service.id) ?? [], route, problems);
     const upstreamName = servers.length > 0 ? upstreamNameFor(route.service.name) : null;
     if (upstreamName) upstreams.push({ name: upstreamName, service: route.service.name, servers });
     services.push({
@@ -572,13 +572,30 @@ export function isRoutable(task: TaskInfo): boolean {
   return task.desiredState === 'running' && task.state === 'running';
 }
 
-function routableServers(tasks: readonly TaskInfo[], route: ServiceRoute): UpstreamServer[] {
+const IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
+
+function routableServers(
+  tasks: readonly TaskInfo[],
+  route: ServiceRoute,
+  problems: Problem[],
+): UpstreamServer[] {
   const servers: UpstreamServer[] = [];
   const seen = new Set<string>();
   for (const task of tasks) {
     if (!isRoutable(task)) continue;
     const address = task.addresses.find((candidate) => candidate.networkName === route.network);
     if (!address || address.ip === '' || seen.has(address.ip)) continue;
+    // The edges' balancer takes dotted IPv4 (what Swarm overlays give tasks); any other task is left out alone.
+    if (!IPV4.test(address.ip)) {
+      problems.push({
+        service: route.service.name,
+        label: 'VIRTUAL_HOST',
+        code: 'UNSUPPORTED_ADDRESS',
+        reason: `task ${task.id} has address ${address.ip} on ${route.network}; only IPv4 task addresses are routed`,
+        severity: 'warning',
+      });
+      continue;
+    }
     seen.add(address.ip);
     servers.push({ ip: address.ip, port: route.port, taskId: task.id, nodeId: task.nodeId });
   }

@@ -87,7 +87,7 @@ function renderPeers(model: RoutingModel, shape: string): string {
   const lines = [`generation ${shape}`];
   for (const upstream of model.upstreams) {
     const members = upstream.servers.map((server) => {
-      // The edge's Lua reads dotted IPv4 only; overlay task addresses are IPv4.
+      // The model routes IPv4 task addresses only (the edge's Lua reads nothing else); this guards that promise.
       if (!IPV4.test(server.ip) || !Number.isInteger(server.port)) {
         throw new SwarmgateError(
           'ERR_TEMPLATE',
@@ -122,4 +122,9 @@ export function shapeFingerprint(files: BundleFiles): string {
   const shape: Record<string, string> = {};
   for (const [name, content] of Object.entries(files)) if (name !== PEERS_FILE) shape[name] = content;
   return fingerprintBundle(shape);
+}
+
+/** The shape renderConfig wrote into peers.txt, so the controller does not hash a large config twice. */
+export function renderedShape(files: BundleFiles): string {
+  return /^generation ([0-9a-f]{64})\n/.exec(files[PEERS_FILE] ?? '')?.[1] ?? shapeFingerprint(files);
 }

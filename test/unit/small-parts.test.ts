@@ -10,6 +10,7 @@ import {
   fingerprintBundle,
   PEERS_FILE,
   renderConfig,
+  renderedShape,
   shapeFingerprint,
 } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
@@ -85,11 +86,28 @@ test('bundle shape: everything but peers.txt, and peers.txt names the shape it b
   const moved = render('10.0.9.77', 'a.test');
   const otherHost = render('10.0.0.1', 'b.test');
   assert.equal(shapeFingerprint(a), shapeFingerprint(moved));
+  assert.equal(renderedShape(moved), shapeFingerprint(moved), 'the shape peers.txt names is the real one');
   assert.notEqual(shapeFingerprint(a), shapeFingerprint(otherHost));
   assert.notEqual(fingerprintBundle(a), fingerprintBundle(moved));
   assert.equal(a['nginx.conf'], moved['nginx.conf'], 'addresses are never in nginx.conf');
   assert.match(
     moved[PEERS_FILE] ?? '',
     new RegExp(`^generation ${shapeFingerprint(a)}\\nupstream svc_web_\\w+ 10\\.0\\.9\\.77:80\\n$`),
+  );
+});
+
+test('a task address that is not IPv4 is left out with a Problem; the service keeps its other tasks', () => {
+  const model = buildRoutingModel(oneServiceSnapshot('a.test', ['10.0.0.1', 'fd00::5']), {
+    networks: ['swarmgate'],
+  });
+  assert.deepEqual(
+    model.upstreams[0]?.servers.map((server) => server.ip),
+    ['10.0.0.1'],
+  );
+  const problem = model.problems.find((candidate) => candidate.code === 'UNSUPPORTED_ADDRESS');
+  assert.equal(problem?.service, 'web');
+  assert.match(problem?.reason ?? '', /fd00::5/);
+  assert.doesNotThrow(() =>
+    renderConfig(model, { proxy: defaultProxySettings(), generator: 'test' }, createTemplateRenderer()),
   );
 });
