@@ -14,7 +14,7 @@ import { compareProblems } from '../model/problems.ts';
 import type { Problem } from '../model/problems.ts';
 import type { NginxValidator } from '../nginx/nginx-validator.ts';
 import type { BundleStore } from '../publish/bundle-store.ts';
-import { fingerprintBundle, renderConfig, shapeFingerprint } from '../render/render-config.ts';
+import { fingerprintBundle, renderConfig, renderedShape } from '../render/render-config.ts';
 import type { BundleFiles } from '../render/render-config.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import type { Clock, TimerHandle } from './clock.ts';
@@ -263,7 +263,7 @@ export class Reconciler {
   ): Promise<Verdict> {
     // Only task addresses changed since nginx last accepted this shape (scaling, rolling updates): no nginx -t,
     // which under load is the slowest step between a task running and it being routed.
-    const shape = shapeFingerprint(files);
+    const shape = renderedShape(files);
     if (shape === this.lastAcceptedShape) {
       return { ok: true, files, fingerprint: fingerprintBundle(files), quarantined: [] };
     }
