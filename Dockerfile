@@ -13,9 +13,9 @@ RUN npx tsc -p tsconfig.build.json
 FROM node:24-trixie-slim
 
 # nginx from Debian trixie (1.26: http2, http3, realip, auth_request) with its Lua module (the balancer that takes
-# new task addresses without a reload); tini reaps nginx and forwards signals.
+# new task addresses without a reload); tini reaps nginx and forwards signals; curl is the stack's health probe.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nginx libnginx-mod-http-lua ca-certificates tini \
+ && apt-get install -y --no-install-recommends nginx libnginx-mod-http-lua ca-certificates tini curl \
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \
  && mkdir -p /var/lib/swarmgate /var/cache/swarmgate
 
