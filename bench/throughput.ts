@@ -25,6 +25,8 @@ const ROUNDS = SMOKE ? 1 : 6;
 const SECONDS = SMOKE ? 2 : 6;
 const CONNECTIONS = 64;
 const BACKEND_CPUS = process.env.BENCH_BACKEND_CPUS ?? '0.5';
+if (!(Number(BACKEND_CPUS) > 0))
+  throw new Error(`BENCH_BACKEND_CPUS must be a number of CPUs above 0 (like 0.5), not "${BACKEND_CPUS}"`);
 const BACKEND = 'sg-bench-tp';
 const CADDY = 'sg-bench-caddy';
 const HAPROXY = 'sg-bench-haproxy';
