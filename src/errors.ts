@@ -20,6 +20,9 @@ export const ERROR_CODES = {
   ERR_DOCKER_CONFLICT: 'the Swarm object changed since it was read',
   ERR_CONFLICT: 'the request conflicts with the current state',
   ERR_REGISTRY: 'the registry refused or failed a request',
+  ERR_REQUEST_TARGET: 'the request target is not a plain path (backslash, dot segment or encoded separator)',
+  ERR_REGISTRY_REALM: 'the registry sent a token realm that is not allowed for its credentials',
+  ERR_SERVICE_NOT_MANAGED: 'the admin API does not change this service',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

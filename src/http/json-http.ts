@@ -14,6 +14,9 @@ const STATUS_FOR_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_DOCKER_CONFLICT: 409,
   ERR_CONFLICT: 409,
   ERR_REGISTRY: 502,
+  ERR_REQUEST_TARGET: 400,
+  ERR_REGISTRY_REALM: 502,
+  ERR_SERVICE_NOT_MANAGED: 403,
 };
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -43,10 +43,10 @@ export class Router {
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://controller');
     const abort = new AbortController();
     res.on('close', () => abort.abort());
     try {
+      const url = plainTarget(req.url ?? '');
       let pathMatched = false;
       for (const route of this.routes) {
         const match = route.pattern.exec(url.pathname);
@@ -71,4 +71,28 @@ export class Router {
       else res.destroy();
     }
   }
+}
+
+/**
+ * The request target as a URL, only when it is a plain origin-form path that the WHATWG parser keeps as sent.
+ * That parser treats a backslash as `/`, resolves `.`/`..` segments (also as %2e) and reads `//host/...` as a host, so an
+ * odd target could name another route than the one a proxy in front matched (review F6). Such targets are refused
+ * rather than normalised, and so are encoded separators (%2f, %5c), which no route needs.
+ */
+export function plainTarget(target: string): URL {
+  const refuse = (why: string): never => {
+    throw new SwarmgateError('ERR_REQUEST_TARGET', `request target refused: ${why}`);
+  };
+  const query = target.indexOf('?');
+  const path = query < 0 ? target : target.slice(0, query);
+  if (!path.startsWith('/')) refuse('not a path');
+  if (path.includes('\\')) refuse('backslash');
+  if (/%(?:2f|5c)/i.test(path)) refuse('encoded slash or backslash');
+  if (path.includes('//')) refuse('empty segment');
+  const segments = path.split('/').map((segment) => segment.replace(/%2e/gi, '.'));
+  if (segments.some((segment) => segment === '.' || segment === '..')) refuse('dot segment');
+  const url = new URL(target, 'http://controller');
+  // Anything else the parser would rewrite is refused too: the route is matched on exactly what was sent.
+  if (url.pathname !== path) refuse('not in canonical form');
+  return url;
 }

@@ -1,6 +1,7 @@
 // The admin API in-process against a fake Docker port and a fake registry: every route, auth, bad input, and
 // secrets never in a response or a log line.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import type { AcmePort } from '../../src/acme/acme-adapter.ts';
 import { deriveStateKey } from '../../src/acme/state-store.ts';
@@ -169,6 +170,37 @@ test('every admin route needs the bearer token; health and readiness do not', as
   assert.equal((await api('GET', '/readyz', undefined, null)).status, 200);
   assert.equal((await api('GET', '/v1/nothing-here')).status, 404);
   assert.equal(docker.updates.length, 0, 'nothing changed');
+});
+
+/** A raw request, byte for byte (fetch would normalise the target first). */
+function rawGet(target: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(controller.port, '127.0.0.1');
+    let answer = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => (answer += chunk));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(answer));
+    socket.write(
+      `GET ${target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nConnection: close\r\n\r\n`,
+    );
+  });
+}
+
+test('targets that the URL parser would turn into another route get a coded 400, even with the token', async () => {
+  for (const target of [
+    '/.well-known/acme-challenge/..\\..\\..\\v1/status',
+    '/.well-known/acme-challenge/..\\..\\..\\healthz',
+    '/.well-known/acme-challenge/%2e%2e/%2e%2e/v1/status',
+    '/.well-known/acme-challenge/x%2f..%2f..%2fv1%2fstatus',
+    '/.well-known/acme-challenge/..%5c..%5c..%5cv1/status',
+    '//x/v1/status',
+  ]) {
+    const answer = await rawGet(target);
+    assert.match(answer, /^HTTP\/1\.1 400 /, target);
+    assert.match(answer, /"code":"ERR_REQUEST_TARGET"/, target);
+  }
+  assert.match(await rawGet('/v1/status'), /^HTTP\/1\.1 200 /);
 });
 
 test('services: routed services with hosts, replicas and tasks', async () => {
