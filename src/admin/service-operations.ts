@@ -1,6 +1,6 @@
 // Changes to Swarm services the admin API makes, done the way `docker service scale` and `docker service update`
 // do them: inspect, change the full spec, update with the inspected version, and retry when another writer won.
-import type { DockerPort, RawService, RegistryAuth } from '../docker/docker-port.ts';
+import type { DockerPort, RawService, RegistryAuth, UpdateAuth } from '../docker/docker-port.ts';
 import { isSwarmgateError, SwarmgateError } from '../errors.ts';
 
 const MAX_ATTEMPTS = 5;
@@ -11,7 +11,7 @@ async function updateWithRetry(
   docker: DockerPort,
   name: string,
   change: (spec: ServiceSpec, service: RawService) => ServiceSpec,
-  auth: RegistryAuth | null,
+  auth: UpdateAuth,
   signal: AbortSignal,
 ): Promise<{ service: RawService; warnings: string[] }> {
   for (let attempt = 1; ; attempt++) {
@@ -63,7 +63,8 @@ export async function scaleService(
       replicated.Replicas = replicas;
       return spec;
     },
-    null,
+    // Same image: the pull credentials stored with the service stay right for it.
+    'keep',
     signal,
   );
   const stackWarning = stackNamespace(service)
@@ -87,7 +88,11 @@ export interface ImageRollResult {
   readonly warnings: string[];
 }
 
-/** A rolling update to a new image; the matching credentials go along as X-Registry-Auth so every node can pull. */
+/**
+ * A rolling update to a new image; the matching credentials go along as X-Registry-Auth so every node can pull.
+ * With none, an explicit empty auth: dockerd would otherwise reuse the service's previous credentials, for
+ * another registry perhaps, against the new image's registry (see UpdateAuth).
+ */
 export async function rollServiceImage(
   docker: DockerPort,
   name: string,
@@ -110,7 +115,7 @@ export async function rollServiceImage(
       template.ForceUpdate = (template.ForceUpdate ?? 0) + 1;
       return spec;
     },
-    auth,
+    auth ?? 'anonymous',
     signal,
   );
   return {

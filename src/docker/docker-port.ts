@@ -72,6 +72,17 @@ export interface RegistryAuth {
   readonly serveraddress: string;
 }
 
+/**
+ * What a service update says about registry credentials:
+ * - credentials: these replace the service's stored pull credentials;
+ * - 'anonymous': an explicit empty auth (`{}`) replaces them, so nodes pull without credentials;
+ * - 'keep': no X-Registry-Auth at all, so dockerd keeps the stored ones (right when the image does not change).
+ * A new image must never use 'keep': dockerd would send the old image's credentials to the new image's registry
+ * (moby daemon/cluster/services.go, Cluster.UpdateService: with no encoded auth it copies the current spec's
+ * PullOptions and uses them to pin and pull the new image; review F7).
+ */
+export type UpdateAuth = RegistryAuth | 'anonymous' | 'keep';
+
 export interface DockerPort {
   listServices(signal: AbortSignal): Promise<RawService[]>;
   listTasks(signal: AbortSignal): Promise<RawTask[]>;
@@ -101,7 +112,7 @@ export interface DockerPort {
     id: string,
     version: number,
     spec: NonNullable<RawService['Spec']>,
-    auth: RegistryAuth | null,
+    auth: UpdateAuth,
     signal: AbortSignal,
   ): Promise<{ warnings: string[] }>;
 }

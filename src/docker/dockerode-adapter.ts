@@ -10,6 +10,7 @@ import type {
   RawNode,
   RawService,
   RawTask,
+  UpdateAuth,
 } from './docker-port.ts';
 import { splitJsonLines } from './json-lines.ts';
 
@@ -89,7 +90,7 @@ export function createDockerodeAdapter(socketPath: string): DockerPort {
           _query: { version },
           _body: spec,
           abortSignal: signal,
-          ...(auth ? { authconfig: auth } : {}),
+          ...authOption(auth),
         })) as { Warnings?: string[] | null } | null;
         return { warnings: result?.Warnings ?? [] };
       } catch (error) {
@@ -116,6 +117,18 @@ export function createDockerodeAdapter(socketPath: string): DockerPort {
       return readEvents(stream, signal);
     },
   };
+}
+
+/** `{}` in padded base64url, the encoding moby decodes X-Registry-Auth with (base64.URLEncoding). */
+export const EMPTY_REGISTRY_AUTH = 'e30=';
+
+function authOption(auth: UpdateAuth): { authconfig?: object } {
+  if (auth === 'keep') return {};
+  // docker-modem sends `base64` as is. moby's Cluster.UpdateService (daemon/cluster/services.go) stores any non-empty X-Registry-Auth as the new
+  // PullOptions.RegistryAuth; "e30=" decodes to an empty AuthConfig, so nodes then pull anonymously. An absent
+  // header would instead keep the previous PullOptions (review F7).
+  if (auth === 'anonymous') return { authconfig: { base64: EMPTY_REGISTRY_AUTH } };
+  return { authconfig: auth };
 }
 
 async function* readEvents(stream: Readable, signal: AbortSignal): AsyncIterable<DockerEvent> {

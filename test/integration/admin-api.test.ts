@@ -267,7 +267,7 @@ test('scale: updates with the inspected version, retries a conflict, and waits u
   assert.equal(wait.routedTasks, 3);
   const update = docker.updates.at(-1);
   assert.equal(update?.spec.Mode?.Replicated?.Replicas, 3);
-  assert.equal(update?.auth, null, 'a scale sends no credentials (Swarm keeps the stored ones)');
+  assert.equal(update?.auth, 'keep', 'a scale sends no credentials (Swarm keeps the stored ones)');
   assert.match(controller.store.current?.files['peers.txt'] ?? '', /10\.0\.1\.3:80/);
 });
 
@@ -351,9 +351,11 @@ test('image rollout sends the matching credentials as X-Registry-Auth, and only 
 
   const outsidePrefix = await api('POST', '/v1/services/web/image', { image: 'registry.test/other/web:2' });
   assert.equal(outsidePrefix.json.usedCredentialsFor, null);
-  assert.equal(docker.updates.at(-1)?.auth, null);
+  // No match: an explicit empty auth, so dockerd cannot reuse registry.test's credentials for this image.
+  assert.equal(docker.updates.at(-1)?.auth, 'anonymous');
   const otherHost = await api('POST', '/v1/services/web/image', { image: 'elsewhere.test/apps/web:2' });
   assert.equal(otherHost.json.usedCredentialsFor, null);
+  assert.equal(docker.updates.at(-1)?.auth, 'anonymous');
 
   for (const image of ['', 'UPPER/case', 'a b', 42]) {
     assert.equal((await api('POST', '/v1/services/web/image', { image })).status, 400, String(image));

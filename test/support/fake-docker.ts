@@ -5,7 +5,7 @@ import type {
   DockerPort,
   RawConfig,
   RawNetwork,
-  RegistryAuth,
+  UpdateAuth,
   RawNode,
   RawService,
   RawTask,
@@ -125,7 +125,7 @@ export class FakeDocker implements DockerPort {
     id: string;
     version: number;
     spec: NonNullable<RawService['Spec']>;
-    auth: RegistryAuth | null;
+    auth: UpdateAuth;
   }[] = [];
   /** The next N updates fail as stale (another writer won), to exercise the retry. */
   staleUpdates = 0;
@@ -145,7 +145,7 @@ export class FakeDocker implements DockerPort {
     id: string,
     version: number,
     spec: NonNullable<RawService['Spec']>,
-    auth: RegistryAuth | null,
+    auth: UpdateAuth,
   ): Promise<{ warnings: string[] }> {
     this.check();
     const service = this.services.find((candidate) => candidate.ID === id);
