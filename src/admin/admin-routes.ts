@@ -324,7 +324,7 @@ export function addAdminRoutes(
       '/v1/registries/:host',
       async (context) => {
         const host = registryHost(context.params);
-        const body = await readObject(context, ['username', 'password', 'imagePrefix', 'ca']);
+        const body = await readObject(context, ['username', 'password', 'imagePrefix', 'ca', 'realmHosts']);
         const { username, password } = body;
         if (typeof username !== 'string' || !/^[^\s:]{1,256}$/.test(username)) {
           bad('"username" must be 1..256 characters without spaces or colons');
@@ -346,8 +346,25 @@ export function addAdminRoutes(
         ) {
           bad('"ca" must be PEM certificates');
         }
+        const realmHosts = body.realmHosts ?? [];
+        if (
+          !Array.isArray(realmHosts) ||
+          realmHosts.length > 8 ||
+          !realmHosts.every((entry) => typeof entry === 'string' && REGISTRY_HOST.test(entry))
+        ) {
+          bad(
+            '"realmHosts" must be up to 8 token service hosts (name[:port], lower case) such as "auth.example.com"',
+          );
+        }
         const view = await deps.credentials.put(
-          { host, username, password, imagePrefix, caPem: ca },
+          {
+            host,
+            username,
+            password,
+            imagePrefix,
+            caPem: ca,
+            realmHosts: [...new Set(realmHosts as string[])].sort(),
+          },
           context.signal,
         );
         deps.logger.info({ registry: host, username }, 'stored registry credentials');

@@ -14,6 +14,11 @@ export interface StoredCredential {
   readonly imagePrefix: string | null;
   /** Extra CA (PEM) to trust for this registry's TLS, for private CAs. */
   readonly caPem: string | null;
+  /**
+   * Hosts (name[:port]) besides the registry's own that may receive these credentials as a Bearer token realm
+   * (a separate token service). Empty: the registry's own host only.
+   */
+  readonly realmHosts: readonly string[];
   readonly updatedAt: string;
 }
 
@@ -23,6 +28,7 @@ export interface CredentialView {
   readonly username: string;
   readonly imagePrefix: string | null;
   readonly hasCustomCa: boolean;
+  readonly realmHosts: readonly string[];
   readonly updatedAt: string;
 }
 
@@ -32,6 +38,7 @@ export function viewOf(credential: StoredCredential): CredentialView {
     username: credential.username,
     imagePrefix: credential.imagePrefix,
     hasCustomCa: credential.caPem !== null,
+    realmHosts: credential.realmHosts,
     updatedAt: credential.updatedAt,
   };
 }
@@ -54,7 +61,9 @@ export class CredentialStore {
   adopt(values: ReadonlyMap<string, unknown>): void {
     for (const [name, value] of values) {
       if (name.startsWith('registry.')) {
-        const credential = value as StoredCredential;
+        const stored = value as Omit<StoredCredential, 'realmHosts'> & { realmHosts?: string[] };
+        // Records saved before realm hosts existed allow the registry's own host only.
+        const credential: StoredCredential = { ...stored, realmHosts: stored.realmHosts ?? [] };
         this.credentials.set(credential.host, credential);
       }
     }
@@ -80,6 +89,7 @@ export class CredentialStore {
       password: string;
       imagePrefix: string | null;
       caPem: string | null;
+      realmHosts: readonly string[];
     },
     signal: AbortSignal,
   ): Promise<CredentialView> {

@@ -180,7 +180,7 @@ export class RegistryClient {
     scope: string,
     signal: AbortSignal,
   ): Promise<string> {
-    const realm = new URL(params.realm ?? '');
+    const realm = allowedRealm(credential, params.realm ?? '');
     if (params.service) realm.searchParams.set('service', params.service);
     realm.searchParams.set('scope', scope);
     const basic = `Basic ${Buffer.from(`${credential.username}:${credential.password}`).toString('base64')}`;
@@ -203,6 +203,56 @@ export class RegistryClient {
     });
     return token;
   }
+}
+
+/** `host[:port]` as the origin it names over https, so `registry.test` and `registry.test:443` compare equal. */
+function httpsOrigin(hostAndPort: string): string | null {
+  try {
+    const url = new URL(`https://${hostAndPort}`);
+    return `${url.hostname}:${url.port || '443'}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The realm of a Bearer challenge, if the stored password may go there: https only, and the registry's own host
+ * or a realm host the operator stored with the credential. The registry chooses the realm, so without this check
+ * it could have the password sent in clear, or to any address the controller reaches (review F13).
+ */
+export function allowedRealm(credential: StoredCredential, realm: string): URL {
+  let url: URL;
+  try {
+    url = new URL(realm);
+  } catch {
+    throw new SwarmgateError(
+      'ERR_REGISTRY_REALM',
+      `registry ${credential.host} sent a token realm that is not a URL`,
+    );
+  }
+  if (url.protocol !== 'https:') {
+    throw new SwarmgateError(
+      'ERR_REGISTRY_REALM',
+      `registry ${credential.host} sent a token realm over ${url.protocol.replace(':', '')}; only https realms get the credentials`,
+      { registry: credential.host },
+    );
+  }
+  if (url.username || url.password) {
+    throw new SwarmgateError(
+      'ERR_REGISTRY_REALM',
+      `registry ${credential.host} sent a token realm with user info`,
+    );
+  }
+  const origin = `${url.hostname}:${url.port || '443'}`;
+  const allowed = [credential.host, ...credential.realmHosts].map(httpsOrigin);
+  if (!allowed.includes(origin)) {
+    throw new SwarmgateError(
+      'ERR_REGISTRY_REALM',
+      `registry ${credential.host} sent the token realm host ${url.host}, which is not the registry's own host nor one of the credential's realm hosts (realmHosts)`,
+      { registry: credential.host, realmHost: url.host },
+    );
+  }
+  return url;
 }
 
 function header(value: string | string[] | undefined): string | undefined {

@@ -293,9 +293,11 @@ test('registry credentials: stored sealed, listed without the password, validate
     'hasCustomCa',
     'host',
     'imagePrefix',
+    'realmHosts',
     'updatedAt',
     'username',
   ]);
+  assert.deepEqual(put.json.realmHosts, []);
   const list = await api('GET', '/v1/registries');
   assert.deepEqual(
     (list.json.registries as { host: string }[]).map((entry) => entry.host),
@@ -318,6 +320,9 @@ test('registry credentials: stored sealed, listed without the password, validate
     [{ username: 'robot' }, /password/],
     [{ username: 'robot', password: 'x', imagePrefix: '../etc' }, /imagePrefix/],
     [{ username: 'robot', password: 'x', ca: 'not a pem' }, /PEM/],
+    [{ username: 'robot', password: 'x', realmHosts: 'auth.test' }, /realmHosts/],
+    [{ username: 'robot', password: 'x', realmHosts: ['http://auth.test/token'] }, /realmHosts/],
+    [{ username: 'robot', password: 'x', realmHosts: ['Auth.test'] }, /realmHosts/],
   ] as const) {
     const result = await api('PUT', '/v1/registries/other.test', body);
     assert.equal(result.status, 400);
@@ -325,7 +330,12 @@ test('registry credentials: stored sealed, listed without the password, validate
   }
   assert.equal((await api('PUT', '/v1/registries/bad_host!', { username: 'a', password: 'b' })).status, 400);
 
-  await api('PUT', '/v1/registries/old.test', { username: 'someone', password: 'temporary-password' });
+  const withRealm = await api('PUT', '/v1/registries/old.test', {
+    username: 'someone',
+    password: 'temporary-password',
+    realmHosts: ['auth.old.test', 'auth.old.test:8443', 'auth.old.test'],
+  });
+  assert.deepEqual(withRealm.json.realmHosts, ['auth.old.test', 'auth.old.test:8443']);
   assert.equal((await api('DELETE', '/v1/registries/old.test')).status, 200);
   assert.equal((await api('DELETE', '/v1/registries/old.test')).status, 404);
   assert.equal((await api('GET', '/v1/registries/old.test')).status, 404);
