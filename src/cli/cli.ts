@@ -150,18 +150,20 @@ export async function runCli(args: readonly string[], io: CliIo): Promise<void> 
         return io.out(JSON.stringify(await api.get(`${path}/tags/${more[0] ?? ''}`), null, 2));
       if (action === 'set') {
         const username = more[0];
-        // The password comes from the environment, never from the command line (it would show in ps and history).
-        const password = io.env.SWARMGATE_REGISTRY_PASSWORD;
-        if (!username || !password) {
-          throw new SwarmgateError(
-            'ERR_BAD_REQUEST',
-            'usage: SWARMGATE_REGISTRY_PASSWORD=... swarmgate registry set <host> <username> [--prefix=team/]',
-          );
-        }
-        const prefix = rest.find((arg) => arg.startsWith('--prefix='))?.slice('--prefix='.length);
+        if (!username) throw new SwarmgateError('ERR_BAD_REQUEST', `usage: swarmgate ${REGISTRY_SET_USAGE}`);
+        const password = await readPassword(rest, io);
+        const prefix = option(rest, '--prefix');
+        const realmHosts = rest
+          .filter((arg) => arg.startsWith('--realm-host='))
+          .map((arg) => arg.slice('--realm-host='.length));
         return io.out(
           JSON.stringify(
-            await api.send('PUT', path, { username, password, ...(prefix ? { imagePrefix: prefix } : {}) }),
+            await api.send('PUT', path, {
+              username,
+              password,
+              ...(prefix ? { imagePrefix: prefix } : {}),
+              ...(realmHosts.length > 0 ? { realmHosts } : {}),
+            }),
             null,
             2,
           ),
@@ -175,6 +177,63 @@ export async function runCli(args: readonly string[], io: CliIo): Promise<void> 
         `unknown CLI command "${command ?? ''}" (try: status, services, scale, image, registry)`,
       );
   }
+}
+
+const REGISTRY_SET_USAGE =
+  'registry set <host> <username> --password-stdin|--password-file=PATH [--prefix=team/] [--realm-host=auth.example.com ...]';
+
+function option(args: readonly string[], name: string): string | undefined {
+  return args.find((arg) => arg.startsWith(`${name}=`))?.slice(name.length + 1);
+}
+
+/**
+ * The registry password from stdin or a file, never from the command line or the environment: both show up in the
+ * process list of the host that runs `docker exec` (review F16). One trailing line break is dropped, as
+ * `docker login --password-stdin` does.
+ */
+async function readPassword(args: readonly string[], io: CliIo): Promise<string> {
+  if (args.some((arg) => arg === '--password' || arg.startsWith('--password=') || arg === '-p')) {
+    throw new SwarmgateError(
+      'ERR_BAD_REQUEST',
+      'a password is never taken from the command line (it shows in ps); use --password-stdin or --password-file=PATH',
+    );
+  }
+  if (io.env.SWARMGATE_REGISTRY_PASSWORD !== undefined) {
+    throw new SwarmgateError(
+      'ERR_BAD_REQUEST',
+      'SWARMGATE_REGISTRY_PASSWORD is not read (docker exec -e NAME=value shows in ps); use --password-stdin or --password-file=PATH',
+    );
+  }
+  const file = option(args, '--password-file');
+  const fromStdin = args.includes('--password-stdin');
+  if (fromStdin === (file !== undefined)) {
+    throw new SwarmgateError(
+      'ERR_BAD_REQUEST',
+      `usage: swarmgate ${REGISTRY_SET_USAGE} (exactly one of the two)`,
+    );
+  }
+  let text: string;
+  if (file !== undefined) {
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      throw new SwarmgateError(
+        'ERR_BAD_REQUEST',
+        `cannot read the password file ${file}: ${describeError(error)}`,
+      );
+    }
+  } else {
+    if (!io.readStdin) throw new SwarmgateError('ERR_BAD_REQUEST', 'no stdin to read the password from');
+    text = await io.readStdin();
+  }
+  const password = text.replace(/\r?\n$/, '');
+  if (password === '' || /[\r\n]/.test(password)) {
+    throw new SwarmgateError(
+      'ERR_BAD_REQUEST',
+      `the password ${file === undefined ? 'on stdin' : `in ${file}`} must be one non-empty line`,
+    );
+  }
+  return password;
 }
 
 function positional(args: readonly string[], count: number, usage: string): string[] {
