@@ -1,9 +1,47 @@
 // Changes to Swarm services the admin API makes, done the way `docker service scale` and `docker service update`
 // do them: inspect, change the full spec, update with the inspected version, and retry when another writer won.
-import type { DockerPort, RawService, RegistryAuth, UpdateAuth } from '../docker/docker-port.ts';
+import type { DockerPort, RawMount, RawService, RegistryAuth, UpdateAuth } from '../docker/docker-port.ts';
 import { isSwarmgateError, SwarmgateError } from '../errors.ts';
 
 const MAX_ATTEMPTS = 5;
+
+/** The label docker-stack.yml puts on swarmgate's own services (controller, edge). */
+export const COMPONENT_LABEL = 'swarmgate.component';
+
+/** Host paths through which a bind mount reaches the Docker socket: the socket itself or a directory above it. */
+const SOCKET_PATHS = new Set(['/', '/var', '/var/run', '/run', '/var/run/docker.sock', '/run/docker.sock']);
+
+function reachesDockerSocket(mount: RawMount): boolean {
+  const source = mount.Type === 'volume' ? mount.VolumeOptions?.DriverConfig?.Options?.device : mount.Source;
+  if (!source) return false;
+  if (mount.Type === 'npipe') return /docker_engine/i.test(source);
+  const path = `/${source.split('/').filter(Boolean).join('/')}`;
+  return SOCKET_PATHS.has(path) || path.endsWith('/docker.sock');
+}
+
+/**
+ * Why the admin API must not change this service, or null when it may. The API scales and rolls only services the
+ * routing model routes (VIRTUAL_HOST as a label or env, as the model reads it), never swarmgate's own services and
+ * never a service that can reach the Docker socket: rolling one of those to an image of the caller's choice
+ * would hand out the Docker daemon (review F2).
+ */
+export function whyNotManaged(service: RawService): string | null {
+  const spec = service.Spec;
+  const name = spec?.Name ?? service.ID ?? '';
+  const component = spec?.Labels?.[COMPONENT_LABEL];
+  if (component !== undefined) {
+    return `service "${name}" is swarmgate's own ${component} (label ${COMPONENT_LABEL}); change it with docker service update`;
+  }
+  const container = spec?.TaskTemplate?.ContainerSpec;
+  if ((container?.Mounts ?? []).some(reachesDockerSocket)) {
+    return `service "${name}" mounts the Docker socket; the API never changes such a service`;
+  }
+  const env = container?.Env ?? [];
+  const routed =
+    spec?.Labels?.VIRTUAL_HOST !== undefined || env.some((entry) => entry.startsWith('VIRTUAL_HOST='));
+  if (!routed) return `service "${name}" has no VIRTUAL_HOST: the API changes only services swarmgate routes`;
+  return null;
+}
 
 type ServiceSpec = NonNullable<RawService['Spec']>;
 
@@ -18,6 +56,9 @@ async function updateWithRetry(
     const service = await docker.inspectService(name, signal);
     if (!service?.ID || !service.Spec)
       throw new SwarmgateError('ERR_NOT_FOUND', `no service named "${name}"`);
+    // Checked on every attempt: the spec that is updated is the one that was checked.
+    const refusal = whyNotManaged(service);
+    if (refusal) throw new SwarmgateError('ERR_SERVICE_NOT_MANAGED', refusal, { service: name });
     const spec = change(structuredClone(service.Spec), service);
     try {
       const { warnings } = await docker.updateService(

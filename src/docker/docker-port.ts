@@ -15,11 +15,18 @@ export interface RawService {
       GlobalJob?: object;
     };
     TaskTemplate?: {
-      ContainerSpec?: { Image?: string; Env?: string[] | null };
+      ContainerSpec?: { Image?: string; Env?: string[] | null; Mounts?: RawMount[] | null };
       Networks?: { Target?: string; Aliases?: string[] }[] | null;
     };
   };
   UpdateStatus?: { State?: string } | null;
+}
+
+export interface RawMount {
+  Type?: string;
+  Source?: string;
+  Target?: string;
+  VolumeOptions?: { DriverConfig?: { Options?: Record<string, string> | null } | null } | null;
 }
 
 export interface RawTask {

@@ -12,6 +12,7 @@ import { createCapturingLogger } from '../../src/logger.ts';
 import { systemClock } from '../../src/reconcile/clock.ts';
 import type { RegistryTransport } from '../../src/registry/registry-client.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import type { RawMount, RawService } from '../../src/docker/docker-port.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
 import { waitUntil } from '../support/wait.ts';
 
@@ -95,8 +96,8 @@ before(async () => {
       ...rawService('stacked', { VIRTUAL_HOST: 'stacked.example.com', 'com.docker.stack.namespace': 'shop' }),
     },
     {
-      ...rawService('agent', {}),
-      Spec: { ...rawService('agent', {}).Spec, Mode: { Global: {} } },
+      ...rawService('agent', { VIRTUAL_HOST: 'agent.example.com' }),
+      Spec: { ...rawService('agent', { VIRTUAL_HOST: 'agent.example.com' }).Spec, Mode: { Global: {} } },
     },
   ];
   docker.tasks = [rawTask('t1', 'web', '10.0.0.11'), rawTask('s1', 'stacked', '10.0.0.21')];
@@ -209,7 +210,7 @@ test('services: routed services with hosts, replicas and tasks', async () => {
   const services = json.services as { name: string }[];
   assert.deepEqual(
     services.map((service) => service.name),
-    ['stacked', 'web'],
+    ['agent', 'stacked', 'web'],
   );
   const web = await api('GET', '/v1/services/web');
   assert.equal(web.status, 200);
@@ -371,6 +372,68 @@ test('image rollout sends the matching credentials as X-Registry-Auth, and only 
     assert.equal((await api('POST', '/v1/services/web/image', { image })).status, 400, String(image));
   }
   assert.equal((await api('POST', '/v1/services/nope/image', { image: 'x:1' })).status, 404);
+});
+
+test("scale and image refuse swarmgate's own services, services that reach the Docker socket, and unrouted ones", async () => {
+  const routed = { VIRTUAL_HOST: 'x.example.com' };
+  const withMounts = (name: string, mounts: RawMount[]): RawService => {
+    const service = rawService(name, routed);
+    const container = service.Spec?.TaskTemplate?.ContainerSpec;
+    if (container) container.Mounts = mounts;
+    return service;
+  };
+  const refused: RawService[] = [
+    rawService('swarmgate_controller', { ...routed, 'swarmgate.component': 'controller' }),
+    rawService('swarmgate_edge', { ...routed, 'swarmgate.component': 'edge' }),
+    withMounts('socket', [{ Type: 'bind', Source: '/var/run/docker.sock', Target: '/var/run/docker.sock' }]),
+    withMounts('run-socket', [{ Type: 'bind', Source: '/run/docker.sock', Target: '/docker.sock' }]),
+    withMounts('var-run', [{ Type: 'bind', Source: '/var/run/', Target: '/host-run' }]),
+    withMounts('root', [{ Type: 'bind', Source: '/', Target: '/host' }]),
+    withMounts('odd-path', [{ Type: 'bind', Source: '//var//run/./docker.sock', Target: '/s' }]),
+    withMounts('volume-bind', [
+      {
+        Type: 'volume',
+        Target: '/r',
+        VolumeOptions: { DriverConfig: { Options: { device: '/var/run', o: 'bind' } } },
+      },
+    ]),
+    rawService('unrouted', {}),
+  ];
+  const before = docker.services;
+  docker.services = [...before, ...refused];
+  const updates = docker.updates.length;
+  try {
+    for (const service of refused) {
+      const name = service.Spec?.Name ?? '';
+      for (const [path, body] of [
+        [`/v1/services/${name}/scale`, { replicas: 0 }],
+        [`/v1/services/${name}/image`, { image: 'elsewhere.test/evil:1' }],
+      ] as const) {
+        const result = await api('POST', path, body);
+        assert.equal(result.status, 403, `${path}: ${JSON.stringify(result.json)}`);
+        assert.equal(errorCode(result.json), 'ERR_SERVICE_NOT_MANAGED', path);
+      }
+    }
+    const messages = await Promise.all(
+      ['swarmgate_controller', 'socket', 'unrouted'].map(
+        async (name) =>
+          (
+            (await api('POST', `/v1/services/${name}/scale`, { replicas: 1 })).json.error as {
+              message: string;
+            }
+          ).message,
+      ),
+    );
+    assert.match(messages[0] ?? '', /swarmgate's own controller/);
+    assert.match(messages[1] ?? '', /Docker socket/);
+    assert.match(messages[2] ?? '', /no VIRTUAL_HOST/);
+    // A routed service with an unrelated bind mount is still managed.
+    docker.services.push(withMounts('data', [{ Type: 'bind', Source: '/srv/data', Target: '/data' }]));
+    assert.equal((await api('POST', '/v1/services/data/scale', { replicas: 2 })).status, 200);
+  } finally {
+    docker.services = before;
+  }
+  assert.equal(docker.updates.length, updates + 1, 'only the managed service was updated');
 });
 
 test('registry browsing: catalog with paging and tags, over the Bearer token flow', async () => {
