@@ -20,6 +20,9 @@ export const ERROR_CODES = {
   ERR_DOCKER_CONFLICT: 'the Swarm object changed since it was read',
   ERR_CONFLICT: 'the request conflicts with the current state',
   ERR_REGISTRY: 'the registry refused or failed a request',
+  ERR_STATE_LEASE: 'another controller holds the state lease',
+  ERR_STATE_OTHER_KEY: 'stored state was sealed with another state key',
+  ERR_ACME_BUDGET: 'the order budget of a certificate is spent',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

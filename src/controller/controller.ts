@@ -49,7 +49,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const { config, logger, clock } = deps;
   const shutdown = new AbortController();
   const store = new BundleStore(clock);
-  const stateStore = new StateStore(deps.docker, deps.stateKey);
+  const stateStore = new StateStore(deps.docker, deps.stateKey, { instance: config.instance });
   const credentials = new CredentialStore(stateStore, clock);
   const certificates = new CertificateManager({
     acme: deps.acme,

@@ -259,7 +259,7 @@ test('state that does not open (wrong key or tampered) blocks orders instead of 
   assert.equal(acme.orders.length, 1, 'no new order');
   const status = wrongKey.certificates.status()[0];
   assert.equal(status?.state, 'blocked');
-  assert.match(status?.lastError ?? '', /wrong state key or tampered/);
+  assert.match(status?.lastError ?? '', /sealed with another state key/);
   assert.ok(wrongKey.logs.some((line) => String(line.msg).startsWith('stored state cannot be opened')));
   assert.deepEqual(wrongKey.certificates.available(), []);
 
