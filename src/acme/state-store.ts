@@ -309,3 +309,18 @@ export class StateStore {
     return token;
   }
 }
+
+/** The highest fence token in an instance's state records: a new lease holder's token must be above it. */
+export async function maxStateFence(
+  docker: DockerPort,
+  instance: string,
+  signal: AbortSignal,
+): Promise<number> {
+  let max = 0;
+  for (const config of await docker.listConfigs(LABEL_STATE, signal)) {
+    const labels = config.Spec?.Labels ?? {};
+    const fence = Number(labels[LABEL_FENCE] ?? 0);
+    if (instanceOf(labels) === instance && Number.isSafeInteger(fence)) max = Math.max(max, fence);
+  }
+  return max;
+}

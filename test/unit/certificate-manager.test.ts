@@ -29,6 +29,12 @@ const shop: CertificateRequest = {
   email: 'ops@shop.test',
   service: 'shop',
 };
+const other: CertificateRequest = {
+  name: 'other.test',
+  domains: ['other.test'],
+  email: null,
+  service: 'other',
+};
 const signal = new AbortController().signal;
 
 function manager(docker: FakeDocker, acme: FakeAcme, clock: FakeClock, key = 'state key for the unit tests') {
@@ -156,7 +162,11 @@ test('orders a requested certificate once, persists it, and serves it', async ()
   ]);
   assert.match(certificates.material('shop.test')?.privateKeyPem ?? '', /PRIVATE KEY/);
   assert.equal(certificates.status()[0]?.state, 'valid');
-  assert.equal(docker.configs.length, 2, 'account and certificate are stored in Swarm');
+  assert.deepEqual(
+    docker.configs.map((config) => config.Spec?.Labels?.['swarmgate.state']).sort(),
+    ['account.3f0f069f145c', 'cert.shop.test', 'orders.shop.test'],
+    'account, certificate and order log are stored in Swarm',
+  );
   for (const config of docker.configs)
     assert.ok(
       !Buffer.from(config.Spec?.Data ?? '', 'base64')
@@ -242,7 +252,7 @@ test('renews when a third of the lifetime remains', async () => {
   assert.equal(acme.orders.length, 2);
 });
 
-test('state that does not open (wrong key or tampered) blocks orders instead of replacing them', async () => {
+test('records sealed with another key: no order, status sealed-with-another-key, publishing held (F8)', async () => {
   const docker = new FakeDocker();
   const acme = new FakeAcme();
   const clock = new FakeClock(Date.now());
@@ -250,30 +260,62 @@ test('state that does not open (wrong key or tampered) blocks orders instead of 
   await first.certificates.loadState(signal);
   first.certificates.sync([shop]);
   await first.certificates.idle();
+  assert.equal(first.certificates.publishBlocked(), null);
 
   const wrongKey = manager(docker, acme, clock, 'a different state key, wrongly set');
+  assert.match(
+    wrongKey.certificates.publishBlocked() ?? '',
+    /not been read/,
+    'nothing is published before loading',
+  );
   await wrongKey.certificates.loadState(signal);
   for (let i = 0; i < 5; i++) wrongKey.certificates.sync([shop]);
   clock.advance(10 * DAY);
   await wrongKey.certificates.idle();
   assert.equal(acme.orders.length, 1, 'no new order');
   const status = wrongKey.certificates.status()[0];
-  assert.equal(status?.state, 'blocked');
+  assert.equal(status?.state, 'sealed-with-another-key');
   assert.match(status?.lastError ?? '', /sealed with another state key/);
-  assert.ok(wrongKey.logs.some((line) => String(line.msg).startsWith('stored state cannot be opened')));
-  assert.deepEqual(wrongKey.certificates.available(), []);
+  assert.match(wrongKey.certificates.publishBlocked() ?? '', /cert\.shop\.test.*another swarmgate_state_key/);
+  assert.ok(
+    wrongKey.logs.some((line) =>
+      String(line.msg).startsWith('stored state was sealed with another state key'),
+    ),
+  );
+});
 
-  const tampered = docker.configs.find(
+test('one damaged record under the right key is reported and ordered again within the budget (F8)', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const first = manager(docker, acme, clock);
+  await first.certificates.loadState(signal);
+  first.certificates.sync([shop, other]);
+  await first.certificates.idle();
+  await first.certificates.stop();
+  assert.equal(acme.orders.length, 2);
+
+  const damaged = docker.configs.find(
     (config) => config.Spec?.Labels?.['swarmgate.state'] === 'cert.shop.test',
   );
-  assert.ok(tampered?.Spec);
-  tampered.Spec.Data = Buffer.from('{"v":1,"iv":"AAAA","tag":"AAAA","data":"AAAA"}').toString('base64');
-  const afterTamper = manager(docker, acme, clock);
-  await afterTamper.certificates.loadState(signal);
-  afterTamper.certificates.sync([shop]);
-  await afterTamper.certificates.idle();
-  assert.equal(acme.orders.length, 1);
-  assert.equal(afterTamper.certificates.status()[0]?.state, 'blocked');
+  assert.ok(damaged?.Spec);
+  damaged.Spec.Data = Buffer.from('{"v":1,"iv":"AAAA","tag":"AAAA","data":"AAAA"}').toString('base64');
+  const second = manager(docker, acme, clock);
+  await second.certificates.loadState(signal);
+  assert.equal(second.certificates.publishBlocked(), null, 'damage is not a key change: publishing goes on');
+  assert.ok(second.logs.some((line) => String(line.msg).startsWith('stored state is damaged')));
+  second.certificates.sync([shop, other]);
+  await second.certificates.idle();
+  assert.equal(acme.orders.length, 3, 'only the damaged certificate is ordered again');
+  assert.deepEqual(
+    second.certificates.status().map((row) => [row.name, row.state]),
+    [
+      ['other.test', 'valid'],
+      ['shop.test', 'valid'],
+    ],
+  );
+  const reloaded = await new StateStore(docker, deriveStateKey('state key for the unit tests')).load(signal);
+  assert.equal(reloaded.unreadable.size, 0, 'the damaged record was replaced');
 });
 
 test('the HTTP-01 answer is available while the order runs', async () => {
