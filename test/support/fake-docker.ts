@@ -35,6 +35,8 @@ export class FakeDocker implements DockerPort {
   configs: RawConfig[] = [];
   /** The next N createConfig calls fail as if the daemon dropped them (after the name check). */
   createConfigFailures = 0;
+  /** createConfig fails for every config this picks (by name and labels), until it is unset. */
+  refuseConfig: ((name: string, labels: Record<string, string>) => boolean) | null = null;
   readonly calls = { listServices: 0, listTasks: 0, subscribe: 0, createConfig: 0 };
   private nextConfigId = 1;
   /** While true, every call fails as if the daemon were down. */
@@ -120,8 +122,8 @@ export class FakeDocker implements DockerPort {
         { statusCode: 400 },
       );
     }
-    if (this.createConfigFailures > 0) {
-      this.createConfigFailures--;
+    if (this.createConfigFailures > 0 || this.refuseConfig?.(name, labels)) {
+      if (this.createConfigFailures > 0) this.createConfigFailures--;
       throw new SwarmgateError('ERR_DOCKER_UNAVAILABLE', 'fake daemon refused to create a config');
     }
     if (this.configs.some((config) => config.Spec?.Name === name)) {

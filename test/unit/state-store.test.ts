@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { deriveStateKey, seal, stateConfigName, StateStore, unseal } from '../../src/acme/state-store.ts';
+import { StateLease } from '../../src/acme/state-lease.ts';
 import { isSwarmgateError } from '../../src/errors.ts';
+import { createCapturingLogger } from '../../src/logger.ts';
+import { FakeClock } from '../support/fake-clock.ts';
 import { FakeDocker } from '../support/fake-docker.ts';
 
 const key = deriveStateKey('a state key that is long enough');
@@ -217,4 +220,40 @@ test('state store: concurrent saves of one record that collide on a generation b
     1,
     'older generations are removed',
   );
+});
+
+test('state lease: one holder at a time; a holder whose lease lapsed cannot write, a late write never wins (F9)', async () => {
+  const docker = new FakeDocker();
+  const clock = new FakeClock();
+  const logger = createCapturingLogger().logger;
+  const leaseA = new StateLease({ docker, clock, logger, instance: 'swarmgate', holder: 'a', ttlMs: 30_000 });
+  const leaseB = new StateLease({ docker, clock, logger, instance: 'swarmgate', holder: 'b', ttlMs: 30_000 });
+  const a = new StateStore(docker, key, { fence: leaseA });
+  const b = new StateStore(docker, key, { fence: leaseB });
+  const [gotA, gotB] = await Promise.all([leaseA.tick(signal), leaseB.tick(signal)]);
+  assert.deepEqual([gotA, gotB], [true, false], 'the create-by-name lets exactly one win');
+  await a.save('cert.shop', { by: 'a' }, signal);
+  await assert.rejects(b.save('cert.shop', { by: 'b' }, signal), (error: unknown) =>
+    isSwarmgateError(error, 'ERR_STATE_LEASE'),
+  );
+  assert.equal(await leaseB.tick(signal), false, 'not while A holds it');
+
+  clock.advance(30_001); // A is paused past its lease
+  assert.equal(await leaseB.tick(signal), true);
+  assert.ok((leaseB.token() ?? 0) > 1, 'the new holder has a higher fence token');
+  await assert.rejects(a.save('cert.shop', { by: 'a, late' }, signal), (error: unknown) =>
+    isSwarmgateError(error, 'ERR_STATE_LEASE'),
+  );
+  await b.save('cert.shop', { by: 'b' }, signal);
+
+  // A write that was already in flight when the lease moved: the store takes it back after reading the lease.
+  const inFlight = new StateStore(docker, key, { fence: { token: () => 1, confirm: async () => false } });
+  await assert.rejects(inFlight.save('cert.shop', { by: 'a, in flight' }, signal), (error: unknown) =>
+    isSwarmgateError(error, 'ERR_STATE_LEASE'),
+  );
+  // And if that writer crashed before taking it back: readers rank the fence above the generation.
+  const crashed = new StateStore(docker, key, { fence: { token: () => 1, confirm: async () => true } });
+  await crashed.save('cert.shop', { by: 'a, crashed' }, signal);
+  const loaded = await new StateStore(docker, key).load(signal);
+  assert.deepEqual(loaded.values.get('cert.shop'), { by: 'b' });
 });
