@@ -21,7 +21,7 @@ export const ERROR_CODES = {
   ERR_CONFLICT: 'the request conflicts with the current state',
   ERR_REGISTRY: 'the registry refused or failed a request',
   ERR_STATE_LEASE: 'another controller holds the state lease',
-  ERR_STATE_OTHER_KEY: 'stored state was sealed with another state key',
+  ERR_PUBLISH_HELD: 'publishing is held: the bundle would drop certificates the edges serve',
   ERR_ACME_BUDGET: 'the order budget of a certificate is spent',
 } as const;
 

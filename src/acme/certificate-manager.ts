@@ -455,6 +455,23 @@ export class CertificateManager implements CertificateSource {
         lastError: otherKey ?? unsaved?.lastError ?? budgetError ?? tracker?.lastError ?? damaged ?? null,
       });
     }
+    // Records sealed with another key show even before the model asks for them: publishing waits on them.
+    for (const [record, reason] of this.otherKey) {
+      const name = record.slice('cert.'.length);
+      if (!record.startsWith('cert.') || rows.some((row) => row.name === name)) continue;
+      rows.push({
+        name,
+        domains: [],
+        source: 'acme',
+        state: 'sealed-with-another-key',
+        notAfter: null,
+        renewAt: null,
+        attempts: 0,
+        recentOrders: 0,
+        nextAttemptAt: null,
+        lastError: reason,
+      });
+    }
     return rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
