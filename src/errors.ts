@@ -22,7 +22,6 @@ export const ERROR_CODES = {
   ERR_REGISTRY: 'the registry refused or failed a request',
   ERR_STATE_LEASE: 'another controller holds the state lease',
   ERR_PUBLISH_HELD: 'publishing is held: the bundle would drop certificates the edges serve',
-  ERR_ACME_BUDGET: 'the order budget of a certificate is spent',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
