@@ -71,6 +71,8 @@ export interface ControllerConfig {
   readonly tls: TlsConfig;
   /** The most replicas the admin API will scale a service to. */
   readonly maxReplicas: number;
+  /** Which deployment's sealed state this controller owns: two deployments on one Swarm never share state. */
+  readonly instance: string;
 }
 
 export interface EdgeConfig {
@@ -213,7 +215,14 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
     proxy: readProxySettings(reader),
     tls: readTlsConfig(reader),
     maxReplicas: reader.integer('SWARMGATE_MAX_REPLICAS', 100, 1, 10_000),
+    instance: reader.string('SWARMGATE_INSTANCE', 'swarmgate'),
   };
+  // Labels and (hashed) config names carry it; the same rule as the state store's INSTANCE_NAME.
+  if (!/^[a-z0-9][a-z0-9_.-]{0,62}$/.test(config.instance)) {
+    reader.problems.push(
+      `SWARMGATE_INSTANCE: "${config.instance}" must be 1-63 of a-z 0-9 _ . - starting with a letter or digit`,
+    );
+  }
   return reader.finish(config);
 }
 

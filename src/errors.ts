@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   ERR_REQUEST_TARGET: 'the request target is not a plain path (backslash, dot segment or encoded separator)',
   ERR_REGISTRY_REALM: 'the registry sent a token realm that is not allowed for its credentials',
   ERR_SERVICE_NOT_MANAGED: 'the admin API does not change this service',
+  ERR_STATE_LEASE: 'another controller holds the state lease',
+  ERR_PUBLISH_HELD: 'publishing is held: the bundle would drop certificates the edges serve',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,8 +1,11 @@
 // The controller role: discovery triggers, the reconcile loop, and the HTTP API, wired together.
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
+import os from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { AcmePort } from '../acme/acme-adapter.ts';
 import { CertificateManager } from '../acme/certificate-manager.ts';
+import { StateLease } from '../acme/state-lease.ts';
 import { StateStore } from '../acme/state-store.ts';
 import type { LoadedCertificate } from '../acme/user-certificates.ts';
 import type { ControllerConfig } from '../config.ts';
@@ -49,7 +52,15 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const { config, logger, clock } = deps;
   const shutdown = new AbortController();
   const store = new BundleStore(clock);
-  const stateStore = new StateStore(deps.docker, deps.stateKey);
+  // Only the lease holder orders and writes state; each process is a new holder (a new fence token).
+  const lease = new StateLease({
+    docker: deps.docker,
+    clock,
+    logger: logger.child({ component: 'state-lease' }),
+    instance: config.instance,
+    holder: `${os.hostname()}-${randomUUID().slice(0, 8)}`,
+  });
+  const stateStore = new StateStore(deps.docker, deps.stateKey, { instance: config.instance, fence: lease });
   const credentials = new CredentialStore(stateStore, clock);
   const certificates = new CertificateManager({
     acme: deps.acme,
@@ -59,6 +70,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     settings: config.tls.acme,
     userCertificates: deps.userCertificates,
     onChange: () => reconciler.trigger('certificate'),
+    lease,
   });
   const reconciler: Reconciler = new Reconciler(
     {
@@ -122,6 +134,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const discovery = (async () => {
     for (let delay = 500; !shutdown.signal.aborted; delay = Math.min(delay * 2, 30_000)) {
       try {
+        // The first lease round before the state is read: a single controller can write (credentials) at once.
+        await lease.tick(shutdown.signal);
         const state = await stateStore.load(shutdown.signal);
         for (const [name, reason] of state.unreadable) {
           if (name.startsWith('registry.'))

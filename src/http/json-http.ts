@@ -17,6 +17,8 @@ const STATUS_FOR_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_REQUEST_TARGET: 400,
   ERR_REGISTRY_REALM: 502,
   ERR_SERVICE_NOT_MANAGED: 403,
+  // Only the lease holder writes state; the operator retries, or calls the controller that holds it.
+  ERR_STATE_LEASE: 503,
 };
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -183,6 +183,9 @@ export class Reconciler {
 
   /** Returns whether a new bundle was published. */
   private async applySnapshot(snapshot: Snapshot, signal: AbortSignal): Promise<boolean> {
+    // Certificate state unread or sealed with another key: a bundle now would strip HTTPS from every edge (F8).
+    const held = this.certificates.publishBlocked?.() ?? null;
+    if (held) throw new SwarmgateError('ERR_PUBLISH_HELD', `publishing held: ${held}`);
     const model = buildRoutingModel(snapshot, {
       networks: this.settings.networks,
       certificates: this.certificates.available(),

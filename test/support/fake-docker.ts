@@ -12,6 +12,9 @@ import type {
 } from '../../src/docker/docker-port.ts';
 import { SwarmgateError } from '../../src/errors.ts';
 
+/** swarmkit's isValidConfigOrSecretName; the length limit (64) is checked beside it. */
+export const CONFIG_NAME = /^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$/;
+
 interface Subscriber {
   push(event: DockerEvent): void;
   fail(error: Error): void;
@@ -30,6 +33,10 @@ export class FakeDocker implements DockerPort {
     },
   ];
   configs: RawConfig[] = [];
+  /** The next N createConfig calls fail as if the daemon dropped them (after the name check). */
+  createConfigFailures = 0;
+  /** createConfig fails for every config this picks (by name and labels), until it is unset. */
+  refuseConfig: ((name: string, labels: Record<string, string>) => boolean) | null = null;
   readonly calls = { listServices: 0, listTasks: 0, subscribe: 0, createConfig: 0 };
   private nextConfigId = 1;
   /** While true, every call fails as if the daemon were down. */
@@ -106,6 +113,19 @@ export class FakeDocker implements DockerPort {
 
   async createConfig(name: string, labels: Record<string, string>, data: Buffer): Promise<string> {
     this.check();
+    // swarmkit's validateConfigOrSecretAnnotations (manager/controlapi/common.go): a fake that accepted any name
+    // hid that long host names could never be stored.
+    if (name.length > 64 || !CONFIG_NAME.test(name)) {
+      throw new SwarmgateError(
+        'ERR_DOCKER_REQUEST',
+        `create config failed: invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9] (${name})`,
+        { statusCode: 400 },
+      );
+    }
+    if (this.createConfigFailures > 0 || this.refuseConfig?.(name, labels)) {
+      if (this.createConfigFailures > 0) this.createConfigFailures--;
+      throw new SwarmgateError('ERR_DOCKER_UNAVAILABLE', 'fake daemon refused to create a config');
+    }
     if (this.configs.some((config) => config.Spec?.Name === name)) {
       throw new SwarmgateError('ERR_DOCKER_REQUEST', `config ${name} already exists`, { statusCode: 409 });
     }

@@ -7,6 +7,7 @@ import {
   retryDelay,
 } from '../../src/acme/certificate-manager.ts';
 import type { AcmeSettings } from '../../src/acme/certificate-manager.ts';
+import { StateLease } from '../../src/acme/state-lease.ts';
 import { deriveStateKey, StateStore } from '../../src/acme/state-store.ts';
 import { createCapturingLogger } from '../../src/logger.ts';
 import type { CertificateRequest } from '../../src/model/routing-model.ts';
@@ -29,19 +30,32 @@ const shop: CertificateRequest = {
   email: 'ops@shop.test',
   service: 'shop',
 };
+const other: CertificateRequest = {
+  name: 'other.test',
+  domains: ['other.test'],
+  email: null,
+  service: 'other',
+};
 const signal = new AbortController().signal;
 
-function manager(docker: FakeDocker, acme: FakeAcme, clock: FakeClock, key = 'state key for the unit tests') {
+function manager(
+  docker: FakeDocker,
+  acme: FakeAcme,
+  clock: FakeClock,
+  key = 'state key for the unit tests',
+  options: { settings?: Partial<AcmeSettings>; lease?: StateLease } = {},
+) {
   const capture = createCapturingLogger();
   let changes = 0;
   const certificates = new CertificateManager({
     acme,
-    store: new StateStore(docker, deriveStateKey(key)),
+    store: new StateStore(docker, deriveStateKey(key), options.lease ? { fence: options.lease } : {}),
     clock,
     logger: capture.logger,
-    settings,
+    settings: { ...settings, ...options.settings },
     userCertificates: [],
     onChange: () => changes++,
+    ...(options.lease ? { lease: options.lease } : {}),
   });
   return { certificates, logs: capture.lines, changes: () => changes };
 }
@@ -156,7 +170,11 @@ test('orders a requested certificate once, persists it, and serves it', async ()
   ]);
   assert.match(certificates.material('shop.test')?.privateKeyPem ?? '', /PRIVATE KEY/);
   assert.equal(certificates.status()[0]?.state, 'valid');
-  assert.equal(docker.configs.length, 2, 'account and certificate are stored in Swarm');
+  assert.deepEqual(
+    docker.configs.map((config) => config.Spec?.Labels?.['swarmgate.state']).sort(),
+    ['account.3f0f069f145c', 'cert.shop.test', 'orders.shop.test'],
+    'account, certificate and order log are stored in Swarm',
+  );
   for (const config of docker.configs)
     assert.ok(
       !Buffer.from(config.Spec?.Data ?? '', 'base64')
@@ -242,7 +260,7 @@ test('renews when a third of the lifetime remains', async () => {
   assert.equal(acme.orders.length, 2);
 });
 
-test('state that does not open (wrong key or tampered) blocks orders instead of replacing them', async () => {
+test('records sealed with another key: no order, status sealed-with-another-key, publishing held (F8)', async () => {
   const docker = new FakeDocker();
   const acme = new FakeAcme();
   const clock = new FakeClock(Date.now());
@@ -250,30 +268,62 @@ test('state that does not open (wrong key or tampered) blocks orders instead of 
   await first.certificates.loadState(signal);
   first.certificates.sync([shop]);
   await first.certificates.idle();
+  assert.equal(first.certificates.publishBlocked(), null);
 
   const wrongKey = manager(docker, acme, clock, 'a different state key, wrongly set');
+  assert.match(
+    wrongKey.certificates.publishBlocked() ?? '',
+    /not been read/,
+    'nothing is published before loading',
+  );
   await wrongKey.certificates.loadState(signal);
   for (let i = 0; i < 5; i++) wrongKey.certificates.sync([shop]);
   clock.advance(10 * DAY);
   await wrongKey.certificates.idle();
   assert.equal(acme.orders.length, 1, 'no new order');
   const status = wrongKey.certificates.status()[0];
-  assert.equal(status?.state, 'blocked');
-  assert.match(status?.lastError ?? '', /wrong state key or tampered/);
-  assert.ok(wrongKey.logs.some((line) => String(line.msg).startsWith('stored state cannot be opened')));
-  assert.deepEqual(wrongKey.certificates.available(), []);
+  assert.equal(status?.state, 'sealed-with-another-key');
+  assert.match(status?.lastError ?? '', /sealed with another state key/);
+  assert.match(wrongKey.certificates.publishBlocked() ?? '', /cert\.shop\.test.*another swarmgate_state_key/);
+  assert.ok(
+    wrongKey.logs.some((line) =>
+      String(line.msg).startsWith('stored state was sealed with another state key'),
+    ),
+  );
+});
 
-  const tampered = docker.configs.find(
+test('one damaged record under the right key is reported and ordered again within the budget (F8)', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const first = manager(docker, acme, clock);
+  await first.certificates.loadState(signal);
+  first.certificates.sync([shop, other]);
+  await first.certificates.idle();
+  await first.certificates.stop();
+  assert.equal(acme.orders.length, 2);
+
+  const damaged = docker.configs.find(
     (config) => config.Spec?.Labels?.['swarmgate.state'] === 'cert.shop.test',
   );
-  assert.ok(tampered?.Spec);
-  tampered.Spec.Data = Buffer.from('{"v":1,"iv":"AAAA","tag":"AAAA","data":"AAAA"}').toString('base64');
-  const afterTamper = manager(docker, acme, clock);
-  await afterTamper.certificates.loadState(signal);
-  afterTamper.certificates.sync([shop]);
-  await afterTamper.certificates.idle();
-  assert.equal(acme.orders.length, 1);
-  assert.equal(afterTamper.certificates.status()[0]?.state, 'blocked');
+  assert.ok(damaged?.Spec);
+  damaged.Spec.Data = Buffer.from('{"v":1,"iv":"AAAA","tag":"AAAA","data":"AAAA"}').toString('base64');
+  const second = manager(docker, acme, clock);
+  await second.certificates.loadState(signal);
+  assert.equal(second.certificates.publishBlocked(), null, 'damage is not a key change: publishing goes on');
+  assert.ok(second.logs.some((line) => String(line.msg).startsWith('stored state is damaged')));
+  second.certificates.sync([shop, other]);
+  await second.certificates.idle();
+  assert.equal(acme.orders.length, 3, 'only the damaged certificate is ordered again');
+  assert.deepEqual(
+    second.certificates.status().map((row) => [row.name, row.state]),
+    [
+      ['other.test', 'valid'],
+      ['shop.test', 'valid'],
+    ],
+  );
+  const reloaded = await new StateStore(docker, deriveStateKey('state key for the unit tests')).load(signal);
+  assert.equal(reloaded.unreadable.size, 0, 'the damaged record was replaced');
 });
 
 test('the HTTP-01 answer is available while the order runs', async () => {
@@ -293,4 +343,216 @@ test('the HTTP-01 answer is available while the order runs', async () => {
   await certificates.idle();
   assert.equal(seen, 'token-1.thumbprint');
   assert.equal(certificates.challengeResponse('token-1'), undefined);
+});
+
+test('a long host name (35 characters) is issued once, stored and served, and found again after a restart (F3)', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const host = 'grafana.monitoring.prod.example.com';
+  const long: CertificateRequest = { name: host, domains: [host], email: null, service: 'grafana' };
+  const first = manager(docker, acme, clock);
+  await first.certificates.loadState(signal);
+  first.certificates.sync([long]);
+  await first.certificates.idle();
+  clock.advance(DAY);
+  await first.certificates.idle();
+  assert.equal(acme.orders.length, 1);
+  assert.equal(first.certificates.status()[0]?.state, 'valid');
+  assert.ok(docker.configs.some((config) => config.Spec?.Labels?.['swarmgate.state'] === `cert.${host}`));
+  await first.certificates.stop();
+
+  const second = manager(docker, acme, clock);
+  await second.certificates.loadState(signal);
+  second.certificates.sync([long]);
+  await second.certificates.idle();
+  assert.equal(acme.orders.length, 1, 'the stored certificate is used');
+  assert.deepEqual(second.certificates.available(), [{ name: host, domains: [host], source: 'acme' }]);
+});
+
+test('a save that fails after issuance keeps the certificate served and retries only the save (F3)', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const { certificates, logs, changes } = manager(docker, acme, clock);
+  await certificates.loadState(signal);
+  docker.refuseConfig = (_name, labels) => labels['swarmgate.state'] === 'cert.shop.test';
+  certificates.sync([shop]);
+  await certificates.idle();
+  assert.equal(acme.orders.length, 1);
+  assert.equal(changes(), 1, 'served at once');
+  assert.deepEqual(certificates.available(), [
+    { name: 'shop.test', domains: ['shop.test', 'www.shop.test'], source: 'acme' },
+  ]);
+  assert.equal(certificates.status()[0]?.state, 'unsaved');
+  assert.match(certificates.status()[0]?.lastError ?? '', /not saved yet \(served from memory\)/);
+  // An hour of failing saves: the backoff (10 s doubling to 80 s) retries the save, never the order.
+  for (let i = 0; i < 60; i++) {
+    clock.advance(60_000);
+    await certificates.idle();
+  }
+  assert.equal(acme.orders.length, 1, 'never ordered again');
+  const failures = logs.filter(
+    (line) => line.msg === 'state not saved; it is served from memory and only the save is retried',
+  );
+  assert.ok(failures.length >= 20, `the save was retried (${failures.length} times)`);
+  docker.refuseConfig = null;
+  clock.advance(80_000);
+  await certificates.idle();
+  assert.equal(certificates.status()[0]?.state, 'valid');
+  const stored = await new StateStore(docker, deriveStateKey('state key for the unit tests')).load(signal);
+  assert.equal(
+    (stored.values.get('cert.shop.test') as { certificatePem: string } | undefined)?.certificatePem,
+    certificates.material('shop.test')?.certificatePem,
+    'the certificate that was served is the one stored',
+  );
+  assert.equal(acme.orders.length, 1);
+});
+
+test('the order budget stops a loop: 3 orders per name per 24 h, across restarts', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  acme.lifetimeDays = 1;
+  const clock = new FakeClock(Date.now());
+  // A bug-like loop: every certificate is due for renewal 86 s after it is issued.
+  const looping = { renewFraction: 0.999 };
+  const { certificates } = manager(docker, acme, clock, undefined, { settings: looping });
+  await certificates.loadState(signal);
+  certificates.sync([shop]);
+  for (let i = 0; i < 60; i++) {
+    clock.advance(60_000);
+    await certificates.idle();
+  }
+  assert.equal(acme.orders.length, 3, 'the budget allows 3 orders in the window');
+  const status = certificates.status()[0];
+  assert.equal(status?.state, 'budget-spent');
+  assert.equal(status.recentOrders, 3);
+  assert.match(status.lastError ?? '', /the order budget is spent; the next order is allowed at/);
+  await certificates.stop();
+
+  // A restart loop where every save of the certificate fails: each new controller finds no certificate.
+  docker.refuseConfig = (_name, labels) => labels['swarmgate.state'] === 'cert.shop.test';
+  for (let restart = 0; restart < 5; restart++) {
+    const again = manager(docker, acme, clock, undefined, { settings: looping });
+    await again.certificates.loadState(signal);
+    again.certificates.sync([shop]);
+    await again.certificates.idle();
+    await again.certificates.stop();
+    clock.advance(60_000);
+  }
+  assert.equal(acme.orders.length, 3, 'no restart buys an order');
+
+  clock.advance(DAY);
+  const later = manager(docker, acme, clock, undefined, { settings: looping });
+  await later.certificates.loadState(signal);
+  later.certificates.sync([shop]);
+  await later.certificates.idle();
+  assert.equal(acme.orders.length, 4, 'once the window has passed, one more order is allowed');
+});
+
+test('orders the CA refused leave the budget: a CA outage is paced by the backoff, not stopped for a day', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  acme.failNext = 5;
+  const clock = new FakeClock(Date.now());
+  const { certificates } = manager(docker, acme, clock);
+  await certificates.loadState(signal);
+  certificates.sync([shop]);
+  for (let i = 0; i < 10; i++) {
+    clock.advance(80_000);
+    await certificates.idle();
+  }
+  assert.equal(acme.orders.length, 6);
+  assert.equal(certificates.status()[0]?.state, 'valid');
+  assert.equal(certificates.status()[0]?.recentOrders, 1);
+});
+
+test('a local clock far ahead of the CA neither drops the certificate from bundles nor re-orders in a loop (F15)', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const realNow = Date.now();
+  const first = manager(docker, acme, new FakeClock(realNow));
+  await first.certificates.loadState(signal);
+  first.certificates.sync([shop]);
+  await first.certificates.idle();
+  await first.certificates.stop();
+
+  // The same Swarm, a controller whose clock is 100 days ahead (past the 90-day certificate's notAfter).
+  const clock = new FakeClock(realNow + 100 * DAY);
+  const skewed = manager(docker, acme, clock);
+  await skewed.certificates.loadState(signal);
+  assert.deepEqual(
+    skewed.certificates.available().map((certificate) => certificate.name),
+    ['shop.test'],
+    'still in the bundles',
+  );
+  skewed.certificates.sync([shop]);
+  for (let i = 0; i < 24 * 6; i++) {
+    clock.advance(10 * 60_000);
+    await skewed.certificates.idle();
+  }
+  assert.equal(acme.orders.length, 2, 'one order, then the new certificate shows the clock is ahead');
+  assert.ok(
+    skewed.logs.some(
+      (line) =>
+        line.msg === 'the local clock is ahead of the CA; certificate dates are judged by the CA’s time',
+    ),
+  );
+  assert.equal(skewed.certificates.status()[0]?.state, 'valid');
+  assert.deepEqual(
+    skewed.certificates.available().map((certificate) => certificate.name),
+    ['shop.test'],
+  );
+});
+
+test('two controllers on one Swarm: only the lease holder orders and writes; the other follows and takes over (F9)', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const lease = (holder: string): StateLease =>
+    new StateLease({
+      docker,
+      clock,
+      logger: createCapturingLogger().logger,
+      instance: 'swarmgate',
+      holder,
+      ttlMs: 30_000,
+    });
+  const leaseA = lease('a');
+  const leaseB = lease('b');
+  const a = manager(docker, acme, clock, undefined, { lease: leaseA });
+  const b = manager(docker, acme, clock, undefined, { lease: leaseB });
+  await Promise.all([a.certificates.loadState(signal), b.certificates.loadState(signal)]);
+  a.certificates.sync([shop]);
+  b.certificates.sync([shop]);
+  await Promise.all([a.certificates.idle(), b.certificates.idle()]);
+  for (let i = 0; i < 3; i++) {
+    clock.advance(10_000);
+    await Promise.all([a.certificates.idle(), b.certificates.idle()]);
+  }
+  assert.equal(acme.orders.length, 1, 'one order between the two');
+  assert.ok((leaseA.token() === null) !== (leaseB.token() === null), 'exactly one holds the lease');
+  assert.equal(
+    a.certificates.material('shop.test')?.certificatePem,
+    b.certificates.material('shop.test')?.certificatePem,
+    'the standby serves what the holder stored: both publish the same bundle',
+  );
+
+  // The holder crashes (no release); once its lease has expired the other takes over, and orders nothing new.
+  const [dead, deadLease, alive] = leaseA.token() !== null ? [a, leaseA, b] : [b, leaseB, a];
+  deadLease.release = async () => undefined;
+  await dead.certificates.stop();
+  for (let i = 0; i < 6; i++) {
+    clock.advance(10_000);
+    await alive.certificates.idle();
+  }
+  assert.ok(alive.logs.some((line) => line.msg === 'state lease changed' && line.holds === true));
+  assert.equal(acme.orders.length, 1, 'the new holder found the certificate');
+  clock.advance(61 * DAY);
+  for (let i = 0; i < 3; i++) {
+    clock.advance(10_000);
+    await alive.certificates.idle();
+  }
+  assert.equal(acme.orders.length, 2, 'the new holder renews');
+  await alive.certificates.stop();
 });

@@ -80,3 +80,15 @@ test('parseDuration', () => {
   assert.equal(parseDuration('soon'), null);
   assert.equal(parseDuration('-1s'), null);
 });
+
+test('config: SWARMGATE_INSTANCE scopes the sealed state; default "swarmgate", a bad name is refused', () => {
+  assert.equal(readControllerConfig({}).instance, 'swarmgate');
+  assert.equal(readControllerConfig({ SWARMGATE_INSTANCE: 'sg-e2e' }).instance, 'sg-e2e');
+  for (const bad of ['Upper', '-dash', 'a b', 'x'.repeat(64)])
+    assert.throws(
+      () => readControllerConfig({ SWARMGATE_INSTANCE: bad }),
+      (error: unknown) =>
+        isSwarmgateError(error, 'ERR_CONFIG_INVALID') && /SWARMGATE_INSTANCE/.test(error.message),
+      bad,
+    );
+});
