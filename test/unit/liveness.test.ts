@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { livenessOf, trackDockerCalls } from '../../src/controller/liveness.ts';
+import type { DockerEvent } from '../../src/docker/docker-port.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 import { FakeDocker } from '../support/fake-docker.ts';
 
@@ -48,10 +49,11 @@ test('liveness: tracked Docker calls note the fake clock time of every success, 
   const stream = await tracked.docker.openEventStream(abort.signal);
   assert.equal(tracked.lastSuccessAt(), 6_000, 'subscribing counts');
   clock.advance(1_000);
-  const iterator = stream[Symbol.asyncIterator]();
+  const iterator: AsyncIterator<DockerEvent> = stream[Symbol.asyncIterator]();
   const next = iterator.next();
   docker.emit({ Type: 'service', Action: 'update' });
-  assert.equal((await next).value?.Action, 'update');
+  const first = await next;
+  assert.equal(first.done ? null : first.value.Action, 'update');
   assert.equal(tracked.lastSuccessAt(), 7_000, 'an arriving event counts');
   abort.abort();
   await iterator.return?.();
