@@ -36,6 +36,7 @@ RUN printf '#!/bin/sh\nexec node /app/src/main.js "$@"\n' > /usr/local/bin/swarm
 # the default lets the heap grow by ~150 MB at 2,000 services for a few ms of reconcile time
 # (bench/controller-scale runs with the same flag).
 ENV NODE_ENV=production UV_THREADPOOL_SIZE=16 NODE_OPTIONS=--max-semi-space-size=2
-EXPOSE 80 443 8080
+# 8443: the controller's HTTPS API; 8402: its ACME challenge listener (plain HTTP, tokens only).
+EXPOSE 80 443 8443 8402
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/src/main.js"]
 CMD ["edge"]

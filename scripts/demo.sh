@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 [ -x node_modules/.bin/node ] || npm ci --no-audit --no-fund
+# The lab creates the secrets the stack needs (admin and edge tokens, channel key pair, state key).
 bash scripts/lab.sh up
 docker stack deploy --resolve-image never -c docker-stack.yml swarmgate >/dev/null
 docker stack deploy --resolve-image never -c examples/whoami-stack.yml sg-demo >/dev/null

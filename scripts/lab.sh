@@ -2,7 +2,8 @@
 # The swarmgate lab: a real single-node Docker Swarm with the swarmgate and test-backend images built.
 #
 #   scripts/lab.sh up      idempotent: engine, swarm, base images (offline stand-ins if they cannot be
-#                          pulled), images, token secret. A second run on a warm machine takes seconds.
+#                          pulled), images, secrets (admin and edge tokens, channel key pair, state key).
+#                          A second run on a warm machine takes seconds.
 #   scripts/lab.sh down    removes the stacks, services, networks and secrets the lab and tests created.
 #                          `down --all` also leaves the swarm and stops the daemon, if the lab started them.
 #   scripts/lab.sh status  what is there.
@@ -217,13 +218,34 @@ ensure_state_key_secret() {
   ensure_file_secret swarmgate_state_key "$LAB_DIR/state-key"
 }
 
-ensure_token_secret() {
-  if [ ! -s "$LAB_DIR/token" ]; then
-    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LAB_DIR/token"
-    chmod 600 "$LAB_DIR/token"
+random_file() {
+  local file=$1
+  if [ ! -s "$file" ]; then
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file"
+    chmod 600 "$file"
   fi
+}
+
+ensure_token_secret() {
+  random_file "$LAB_DIR/token"
+  random_file "$LAB_DIR/edge-token"
   # A token secret another checkout made has another sha256 label: its stack is removed and the secret replaced.
   ensure_file_secret "$TOKEN_SECRET" "$LAB_DIR/token"
+  ensure_file_secret swarmgate_edge_token "$LAB_DIR/edge-token"
+}
+
+# The edge⇄controller channel's key pair: a self-signed ECDSA P-256 certificate for swarmgate-controller, which
+# the controller serves its API with and the edges pin (the same command scripts/create-secrets.sh runs).
+ensure_channel_secrets() {
+  local dir="$LAB_DIR/channel"
+  mkdir -p "$dir" && chmod 700 "$dir"
+  if [ ! -s "$dir/key.pem" ] || [ ! -s "$dir/cert.pem" ]; then
+    (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj /CN=swarmgate-controller -addext subjectAltName=DNS:swarmgate-controller \
+      -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null) || die "openssl could not make the channel key pair"
+  fi
+  ensure_file_secret swarmgate_channel_key "$dir/key.pem"
+  ensure_file_secret swarmgate_channel_cert "$dir/cert.pem"
 }
 
 remove_stack() {
@@ -251,6 +273,7 @@ cmd_up() {
   build_pebble
   build_registry
   ensure_token_secret
+  ensure_channel_secrets
   ensure_state_key_secret
   log "lab is up ($((SECONDS - start)) s)"
 }
@@ -273,7 +296,7 @@ cmd_down() {
   [ -z "$ids" ] || docker config rm $ids >/dev/null 2>&1 || true
   ids=$(docker secret ls -q --filter label="$LAB_LABEL" 2>/dev/null || true)
   [ -z "$ids" ] || docker secret rm $ids >/dev/null 2>&1 || true
-  rm -f "$LAB_DIR/token"
+  rm -f "$LAB_DIR/token" "$LAB_DIR/edge-token"
   if [ "${1:-}" = --all ]; then
     if [ -f "$LAB_DIR/created-swarm" ]; then docker swarm leave --force >/dev/null && rm -f "$LAB_DIR/created-swarm"; fi
     if [ -f "$LAB_DIR/dockerd.pid" ]; then kill "$(cat "$LAB_DIR/dockerd.pid")" 2>/dev/null || true; rm -f "$LAB_DIR/dockerd.pid"; fi

@@ -56,8 +56,21 @@ export interface TlsConfig {
 export interface ControllerConfig {
   readonly role: 'controller';
   readonly logLevel: string;
+  /** The HTTPS API: the edge channel and the admin routes. */
   readonly listenPort: number;
+  /** Plain HTTP, only GET /.well-known/acme-challenge/<token>: what the edges proxy HTTP-01 challenges to. */
+  readonly challengePort: number;
+  /** Plain HTTP on 127.0.0.1 only: /healthz and /readyz for the container health check. */
+  readonly healthPort: number;
+  /** The admin token (operators); never mounted in edges. */
   readonly tokenFile: string;
+  /** The edges' token: it can only poll for the bundle. */
+  readonly edgeTokenFile: string;
+  /** The API's TLS key and certificate; edges pin the certificate. */
+  readonly channelKeyFile: string;
+  readonly channelCertFile: string;
+  /** /healthz fails when no Docker call has succeeded for this long (Swarm then restarts the controller). */
+  readonly livenessDockerMs: number;
   readonly dockerSocket: string;
   /** Overlay networks the edges are attached to, in order of preference. */
   readonly networks: readonly string[];
@@ -79,7 +92,11 @@ export interface EdgeConfig {
   readonly role: 'edge';
   readonly logLevel: string;
   readonly edgeId: string;
+  /** https://host:port of the controller's API; the host name is checked against the pinned certificate. */
   readonly controllerUrl: string;
+  /** The controller's certificate (a Docker secret): the only one the edge trusts for the channel. */
+  readonly controllerCertFile: string;
+  /** The edge token (poll only). */
   readonly tokenFile: string;
   readonly stateDir: string;
   readonly nginxBinary: string;
@@ -202,8 +219,16 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
   const config: ControllerConfig = {
     role: 'controller',
     logLevel: reader.logLevel(),
-    listenPort: reader.integer('SWARMGATE_LISTEN_PORT', 8080, 0, 65535),
+    listenPort: reader.integer('SWARMGATE_LISTEN_PORT', 8443, 0, 65535),
+    challengePort: reader.integer('SWARMGATE_CHALLENGE_PORT', 8402, 0, 65535),
+    healthPort: reader.integer('SWARMGATE_HEALTH_PORT', 8081, 0, 65535),
     tokenFile: reader.string('SWARMGATE_TOKEN_FILE', '/run/secrets/swarmgate_token'),
+    edgeTokenFile: reader.string('SWARMGATE_EDGE_TOKEN_FILE', '/run/secrets/swarmgate_edge_token'),
+    channelKeyFile: reader.string('SWARMGATE_CHANNEL_KEY_FILE', '/run/secrets/swarmgate_channel_key'),
+    channelCertFile: reader.string('SWARMGATE_CHANNEL_CERT_FILE', '/run/secrets/swarmgate_channel_cert'),
+    // A minute without Docker, then three failed probes 10 s apart: at most one restart every ~1.5 min during a
+    // Docker outage, never a storm.
+    livenessDockerMs: reader.duration('SWARMGATE_LIVENESS_DOCKER', 60_000, 10_000, 3_600_000),
     dockerSocket: reader.string('SWARMGATE_DOCKER_SOCKET', '/var/run/docker.sock'),
     networks: reader.list('SWARMGATE_NETWORKS', ['swarmgate'], NETWORK_NAME),
     debounce: debounceWindow(reader, 'SWARMGATE_DEBOUNCE', { minMs: 100, maxMs: 500 }),
@@ -221,6 +246,12 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
   if (!/^[a-z0-9][a-z0-9_.-]{0,62}$/.test(config.instance)) {
     reader.problems.push(
       `SWARMGATE_INSTANCE: "${config.instance}" must be 1-63 of a-z 0-9 _ . - starting with a letter or digit`,
+    );
+  }
+  const ports = [config.listenPort, config.challengePort, config.healthPort].filter((port) => port !== 0);
+  if (new Set(ports).size !== ports.length) {
+    reader.problems.push(
+      'SWARMGATE_LISTEN_PORT, SWARMGATE_CHALLENGE_PORT and SWARMGATE_HEALTH_PORT must be three different ports',
     );
   }
   return reader.finish(config);
@@ -298,7 +329,8 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     readTimeoutSeconds: Math.round(
       reader.duration('SWARMGATE_PROXY_READ_TIMEOUT', 60_000, 1000, 3_600_000) / 1000,
     ),
-    controllerAddress: reader.string('SWARMGATE_CONTROLLER_ADDRESS', 'swarmgate-controller:8080'),
+    // The controller's challenge listener (plain HTTP, serves nothing but HTTP-01 tokens), not its API.
+    controllerAddress: reader.string('SWARMGATE_CONTROLLER_ADDRESS', 'swarmgate-controller:8402'),
     resolver: reader.string('SWARMGATE_RESOLVER', '127.0.0.11'),
     workerConnections: reader.integer('SWARMGATE_WORKER_CONNECTIONS', 10240, 64, 1_000_000),
     workerProcesses: readWorkerProcesses(reader),
@@ -326,8 +358,12 @@ export function readEdgeConfig(env: Env, hostname: string): Readonly<EdgeConfig>
     role: 'edge',
     logLevel: reader.logLevel(),
     edgeId: reader.string('SWARMGATE_EDGE_ID', hostname),
-    controllerUrl: reader.string('SWARMGATE_CONTROLLER_URL', 'http://swarmgate-controller:8080'),
-    tokenFile: reader.string('SWARMGATE_TOKEN_FILE', '/run/secrets/swarmgate_token'),
+    controllerUrl: reader.string('SWARMGATE_CONTROLLER_URL', 'https://swarmgate-controller:8443'),
+    controllerCertFile: reader.string(
+      'SWARMGATE_CONTROLLER_CERT_FILE',
+      '/run/secrets/swarmgate_channel_cert',
+    ),
+    tokenFile: reader.string('SWARMGATE_EDGE_TOKEN_FILE', '/run/secrets/swarmgate_edge_token'),
     stateDir: reader.string('SWARMGATE_STATE_DIR', '/var/lib/swarmgate'),
     nginxBinary: reader.string('SWARMGATE_NGINX', 'nginx'),
     healthPort: reader.integer('SWARMGATE_EDGE_HEALTH_PORT', 8081, 0, 65535),
@@ -335,8 +371,11 @@ export function readEdgeConfig(env: Env, hostname: string): Readonly<EdgeConfig>
     // A moved controller is back within seconds; a short cap finds it soon, and a poll costs an edge next to nothing.
     retryMaxMs: reader.duration('SWARMGATE_EDGE_RETRY_MAX', 2000, 100, 300_000),
   };
-  if (!/^https?:\/\/[^\s/]+(:\d+)?\/?$/.test(config.controllerUrl)) {
-    reader.problems.push(`SWARMGATE_CONTROLLER_URL: "${config.controllerUrl}" is not http(s)://host[:port]`);
+  // https only: the edge sends its token only to a controller that proved it holds the pinned certificate's key.
+  if (!/^https:\/\/[^\s/:]+(:\d+)?\/?$/.test(config.controllerUrl)) {
+    reader.problems.push(
+      `SWARMGATE_CONTROLLER_URL: "${config.controllerUrl}" is not https://host[:port] (plain http is refused: the edge's token and the bundle's private keys would cross the network in clear)`,
+    );
   }
   return reader.finish(config);
 }

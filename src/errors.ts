@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   ERR_BUNDLE_INVALID: 'a config bundle is malformed',
   ERR_CONTROLLER_UNREACHABLE: 'the controller did not answer',
   ERR_UNAUTHORIZED: 'missing or wrong bearer token',
+  ERR_FORBIDDEN: 'the credential is valid but not for this route',
   ERR_NOT_FOUND: 'no such resource',
   ERR_BAD_REQUEST: 'the request is malformed',
   ERR_PAYLOAD_TOO_LARGE: 'the request body is too large',

@@ -3,6 +3,7 @@
 // The only place that calls process.exit.
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
+import tls from 'node:tls';
 import { createAcmeAdapter } from './acme/acme-adapter.ts';
 import { deriveStateKey } from './acme/state-store.ts';
 import { readUserCertificates } from './acme/user-certificates.ts';
@@ -11,7 +12,8 @@ import { runCli } from './cli/cli.ts';
 import { EDGE_PEERS_SOCKET, readControllerConfig, readEdgeConfig } from './config.ts';
 import { startController } from './controller/controller.ts';
 import { createDockerodeAdapter } from './docker/dockerode-adapter.ts';
-import { createHttpControllerChannel, startEdgeAgent } from './edge/edge-agent.ts';
+import { createHttpsControllerChannel } from './edge/controller-channel.ts';
+import { startEdgeAgent } from './edge/edge-agent.ts';
 import { createNginxProcess } from './edge/nginx-process.ts';
 import { describeError, isSwarmgateError, SwarmgateError } from './errors.ts';
 import { createLogger } from './logger.ts';
@@ -52,6 +54,38 @@ async function readSecret(file: string, what: string): Promise<string> {
 
 const readToken = (file: string): Promise<string> => readSecret(file, 'token');
 
+/** A PEM file from a Docker secret; the error names the file. */
+async function readPem(file: string, what: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new SwarmgateError(
+      'ERR_CONFIG_INVALID',
+      `cannot read the ${what} from ${file} (a Docker secret): ${describeError(error)}`,
+    );
+  }
+  if (!text.includes('-----BEGIN ')) {
+    throw new SwarmgateError('ERR_CONFIG_INVALID', `the ${what} in ${file} is not PEM`);
+  }
+  return text;
+}
+
+/** The API's key pair: both files must exist and belong together, or the controller does not start. */
+async function readChannelTls(keyFile: string, certFile: string): Promise<{ key: string; cert: string }> {
+  const key = await readPem(keyFile, 'channel TLS key');
+  const cert = await readPem(certFile, 'channel TLS certificate');
+  try {
+    tls.createSecureContext({ key, cert });
+  } catch (error) {
+    throw new SwarmgateError(
+      'ERR_CONFIG_INVALID',
+      `the channel key ${keyFile} and certificate ${certFile} do not form a key pair: ${describeError(error)}`,
+    );
+  }
+  return { key, cert };
+}
+
 async function loadUserCertificates(dir: string, logger: Logger): Promise<LoadedCertificate[]> {
   const { certificates, problems } = await readUserCertificates(dir);
   for (const problem of problems) logger.error(problem, 'operator certificate not usable');
@@ -88,7 +122,9 @@ async function runController(): Promise<void> {
   logger.info({ version: SWARMGATE_VERSION }, 'starting controller');
   const controller = await startController({
     config,
-    token: await readToken(config.tokenFile),
+    adminToken: await readToken(config.tokenFile),
+    edgeToken: await readSecret(config.edgeTokenFile, 'edge token'),
+    channelTls: await readChannelTls(config.channelKeyFile, config.channelCertFile),
     docker: createDockerodeAdapter(config.dockerSocket),
     validator: createNginxValidator(config.nginxBinary),
     templates: createTemplateRenderer(),
@@ -114,11 +150,12 @@ async function runEdge(): Promise<void> {
   const edge = await startEdgeAgent({
     config,
     nodeId: process.env.SWARMGATE_NODE_ID ?? null,
-    channel: createHttpControllerChannel(
-      config.controllerUrl,
-      await readToken(config.tokenFile),
-      config.pollTimeoutMs,
-    ),
+    channel: createHttpsControllerChannel({
+      url: config.controllerUrl,
+      token: await readSecret(config.tokenFile, 'edge token'),
+      ca: await readPem(config.controllerCertFile, "controller's channel certificate"),
+      timeoutMs: config.pollTimeoutMs,
+    }),
     nginx,
     testConfig: (confPath, signal) => runNginxTest(config.nginxBinary, confPath, signal),
     templates: createTemplateRenderer(),
@@ -132,7 +169,7 @@ async function runEdge(): Promise<void> {
 async function healthcheck(role: string | undefined): Promise<void> {
   const port =
     role === 'controller'
-      ? readControllerConfig(process.env).listenPort
+      ? readControllerConfig(process.env).healthPort
       : role === 'edge'
         ? readEdgeConfig(process.env, os.hostname()).healthPort
         : null;

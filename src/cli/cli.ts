@@ -1,5 +1,8 @@
 // The operator's CLI in the image (`docker exec <controller> swarmgate status`): a thin client of the admin API.
 import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import { isIP } from 'node:net';
 import { describeError, SwarmgateError } from '../errors.ts';
 
 export interface CliIo {
@@ -13,28 +16,72 @@ interface ApiClient {
   send(method: string, path: string, body?: unknown): Promise<unknown>;
 }
 
-async function createApiClient(env: CliIo['env']): Promise<ApiClient> {
-  const base = (env.SWARMGATE_API_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
-  const tokenFile = env.SWARMGATE_TOKEN_FILE ?? '/run/secrets/swarmgate_token';
-  let token: string;
+/** The name in the controller's channel certificate (its SAN): checked even when the URL is an address. */
+const CONTROLLER_NAME = 'swarmgate-controller';
+
+async function readFileOrFail(file: string, what: string): Promise<string> {
   try {
-    token = (await readFile(tokenFile, 'utf8')).trim();
+    return await readFile(file, 'utf8');
   } catch (error) {
     throw new SwarmgateError(
       'ERR_CONFIG_INVALID',
-      `cannot read the API token from ${tokenFile}: ${describeError(error)}`,
+      `cannot read the ${what} from ${file}: ${describeError(error)}`,
     );
   }
+}
+
+async function createApiClient(env: CliIo['env']): Promise<ApiClient> {
+  // The API is HTTPS with the controller's own certificate: trust that one only, for its name.
+  const base = new URL((env.SWARMGATE_API_URL ?? 'https://127.0.0.1:8443').replace(/\/$/, ''));
+  const tokenFile = env.SWARMGATE_TOKEN_FILE ?? '/run/secrets/swarmgate_token';
+  const token = (await readFileOrFail(tokenFile, 'API token')).trim();
+  const certFile = env.SWARMGATE_CHANNEL_CERT_FILE ?? '/run/secrets/swarmgate_channel_cert';
+  const tlsOptions: https.RequestOptions =
+    base.protocol === 'https:'
+      ? {
+          ca: await readFileOrFail(certFile, "controller's channel certificate"),
+          servername: isIP(base.hostname) || base.hostname === 'localhost' ? CONTROLLER_NAME : base.hostname,
+        }
+      : {};
   async function send(method: string, path: string, body?: unknown): Promise<unknown> {
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      // Scaling with --wait may take up to its deadline.
-      signal: AbortSignal.timeout(660_000),
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const response = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = (base.protocol === 'https:' ? https : http).request(
+        {
+          ...tlsOptions,
+          host: base.hostname,
+          port: base.port || (base.protocol === 'https:' ? 443 : 80),
+          path: `${base.pathname.replace(/\/$/, '')}${path}`,
+          method,
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          // Scaling with --wait may take up to its deadline.
+          signal: AbortSignal.timeout(660_000),
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (text += chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', (error) =>
+        reject(
+          new SwarmgateError(
+            'ERR_CONTROLLER_UNREACHABLE',
+            `cannot reach the API at ${base.origin}: ${describeError(error)}`,
+          ),
+        ),
+      );
+      req.end(payload);
     });
-    const answer = (await response.json()) as { error?: { code: string; message: string } };
-    if (!response.ok && response.status !== 202) {
+    let answer: { error?: { code: string; message: string } };
+    try {
+      answer = JSON.parse(response.text) as typeof answer;
+    } catch {
+      throw new SwarmgateError('ERR_BAD_REQUEST', `HTTP ${response.status}: the API answered no JSON`);
+    }
+    if ((response.status < 200 || response.status > 299) && response.status !== 202) {
       throw new SwarmgateError(
         'ERR_BAD_REQUEST',
         `${answer.error?.code ?? response.status}: ${answer.error?.message ?? ''}`,

@@ -1,6 +1,8 @@
-// The controller's HTTP API: health (open), the edge bundle channel and status (bearer token).
+// The controller's listeners: the HTTPS API (edge channel with the edge token, admin routes with the admin
+// token), the plain-HTTP challenge listener (HTTP-01 tokens and nothing else), and the loopback health listener.
+import type { RequestListener } from 'node:http';
 import { SwarmgateError } from '../errors.ts';
-import { hasBearerToken, readJsonBody, sendJson } from '../http/json-http.ts';
+import { hasBearerToken, readJsonBody, sendError, sendJson } from '../http/json-http.ts';
 import type { RouteContext, RouteHandler } from '../http/router.ts';
 import { Router } from '../http/router.ts';
 import type { BundleStore, EdgeReport } from '../publish/bundle-store.ts';
@@ -8,9 +10,13 @@ import type { Reconciler } from '../reconcile/reconciler.ts';
 import type { CertificateManager } from '../acme/certificate-manager.ts';
 import { addAdminRoutes } from '../admin/admin-routes.ts';
 import type { AdminDeps } from '../admin/admin-routes.ts';
+import type { Liveness } from './liveness.ts';
 
 export interface ControllerApiDeps {
-  readonly token: string;
+  /** Operators' token: every route but the edge poll. */
+  readonly adminToken: string;
+  /** Edges' token: the edge poll only. */
+  readonly edgeToken: string;
   readonly store: BundleStore;
   readonly reconciler: Reconciler;
   readonly certificates: CertificateManager;
@@ -21,37 +27,41 @@ export interface ControllerApiDeps {
 
 const EDGE_REPORT_LIMIT_BYTES = 64 * 1024;
 
+type Credential = 'admin' | 'edge';
+
+/** The HTTPS API. Every route needs a token, and each token opens only its own routes. */
 export function createControllerRouter(deps: ControllerApiDeps): Router {
-  const authenticated =
+  const requires =
+    (needed: Credential) =>
     (handler: RouteHandler): RouteHandler =>
     (context) => {
-      if (!hasBearerToken(context.req, deps.token)) {
+      const presented: Credential | null = hasBearerToken(context.req, deps.adminToken)
+        ? 'admin'
+        : hasBearerToken(context.req, deps.edgeToken)
+          ? 'edge'
+          : null;
+      if (presented === null) {
         throw new SwarmgateError('ERR_UNAUTHORIZED', 'a valid bearer token is required');
+      }
+      if (presented !== needed) {
+        // Least privilege: an edge (internet-facing) cannot act as an operator, and the admin token is not for
+        // pulling bundles full of private keys.
+        throw new SwarmgateError(
+          'ERR_FORBIDDEN',
+          `the ${presented} token is not accepted here; this route needs the ${needed} token`,
+        );
       }
       return handler(context);
     };
 
   return addAdminRoutes(
-    new Router()
-      .add('GET', '/healthz', ({ res }) => sendJson(res, 200, { status: 'ok' }))
-      .add('GET', '/readyz', ({ res }) => {
-        const ready = deps.store.current !== null;
-        sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'starting' });
-      })
-      // HTTP-01: the edges proxy these to the controller; open, like the challenge itself.
-      .add('GET', '/.well-known/acme-challenge/:token', ({ res, params }) => {
-        const answer = deps.certificates.challengeResponse(params.token ?? '');
-        if (answer === undefined) throw new SwarmgateError('ERR_NOT_FOUND', 'no such challenge');
-        res.writeHead(200, { 'content-type': 'text/plain' }).end(answer);
-      })
-      .add('POST', '/v1/edge/poll', authenticated(pollForBundle))
-      .add(
-        'GET',
-        '/v1/status',
-        authenticated(({ res }) => sendJson(res, 200, statusOf(deps))),
-      ),
+    new Router().add('POST', '/v1/edge/poll', requires('edge')(pollForBundle)).add(
+      'GET',
+      '/v1/status',
+      requires('admin')(({ res }) => sendJson(res, 200, statusOf(deps))),
+    ),
     deps.admin,
-    authenticated,
+    requires('admin'),
   );
 
   async function pollForBundle({ req, res, query, signal }: RouteContext): Promise<void> {
@@ -66,6 +76,48 @@ export function createControllerRouter(deps: ControllerApiDeps): Router {
     }
     sendJson(res, 200, bundle);
   }
+}
+
+/** Exactly /.well-known/acme-challenge/<token>, matched on the raw request target: nothing is decoded or resolved. */
+const CHALLENGE_TARGET = /^\/\.well-known\/acme-challenge\/([A-Za-z0-9_-]+)$/;
+
+/**
+ * The challenge listener: plain HTTP (the CA's HTTP-01 request reaches it through any edge), and it serves the
+ * current challenge tokens and nothing else, so the public port 80 of every edge leads to no other route.
+ */
+export function createChallengeListener(
+  certificates: Pick<CertificateManager, 'challengeResponse'>,
+): RequestListener {
+  return (req, res) => {
+    const match = req.method === 'GET' ? CHALLENGE_TARGET.exec(req.url ?? '') : null;
+    const answer = match?.[1] === undefined ? undefined : certificates.challengeResponse(match[1]);
+    if (answer === undefined) {
+      sendError(res, new SwarmgateError('ERR_NOT_FOUND', 'no such challenge'));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(answer);
+  };
+}
+
+/** The loopback health listener for the container health check: liveness and readiness, no token. */
+export function createHealthRouter(deps: {
+  readonly store: Pick<BundleStore, 'current'>;
+  readonly liveness: () => Liveness;
+}): Router {
+  return new Router()
+    .add('GET', '/healthz', ({ res }) => {
+      const liveness = deps.liveness();
+      if (liveness.ok) sendJson(res, 200, { status: 'ok' });
+      else sendJson(res, 503, { status: 'unhealthy', reason: liveness.reason });
+    })
+    .add('GET', '/readyz', ({ res }) => {
+      const liveness = deps.liveness();
+      const ready = liveness.ok && deps.store.current !== null;
+      sendJson(res, ready ? 200 : 503, {
+        status: ready ? 'ready' : liveness.ok ? 'starting' : 'unhealthy',
+        ...(liveness.ok ? {} : { reason: liveness.reason }),
+      });
+    });
 }
 
 function statusOf(deps: ControllerApiDeps): object {

@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import os from 'node:os';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { AcmePort } from '../acme/acme-adapter.ts';
 import { CertificateManager } from '../acme/certificate-manager.ts';
@@ -9,7 +10,7 @@ import { StateLease } from '../acme/state-lease.ts';
 import { StateStore } from '../acme/state-store.ts';
 import type { LoadedCertificate } from '../acme/user-certificates.ts';
 import type { ControllerConfig } from '../config.ts';
-import { describeError } from '../errors.ts';
+import { describeError, SwarmgateError } from '../errors.ts';
 import { CredentialStore } from '../registry/credential-store.ts';
 import { httpsTransport, RegistryClient } from '../registry/registry-client.ts';
 import type { RegistryTransport } from '../registry/registry-client.ts';
@@ -21,11 +22,18 @@ import { BundleStore } from '../publish/bundle-store.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import { Reconciler } from '../reconcile/reconciler.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
-import { createControllerRouter } from './controller-api.ts';
+import { createChallengeListener, createControllerRouter, createHealthRouter } from './controller-api.ts';
+import { livenessOf, trackDockerCalls } from './liveness.ts';
+import type { Liveness } from './liveness.ts';
 
 export interface ControllerDeps {
   readonly config: ControllerConfig;
-  readonly token: string;
+  /** Operators' token (swarmgate_token). */
+  readonly adminToken: string;
+  /** Edges' token (swarmgate_edge_token): the edge poll only. */
+  readonly edgeToken: string;
+  /** The API's TLS key pair (PEM); edges pin the certificate. */
+  readonly channelTls: { readonly key: string; readonly cert: string };
   readonly docker: DockerPort;
   readonly validator: NginxValidator;
   readonly templates: TemplateRenderer;
@@ -41,7 +49,15 @@ export interface ControllerDeps {
 }
 
 export interface RunningController {
+  /** The HTTPS API. */
   readonly port: number;
+  /** Plain HTTP: ACME challenge tokens only. */
+  readonly challengePort: number;
+  /** Plain HTTP on 127.0.0.1: /healthz and /readyz. */
+  readonly healthPort: number;
+  liveness(): Liveness;
+  /** Every route of the HTTPS API (method and path pattern). */
+  readonly routes: readonly { readonly method: string; readonly path: string }[];
   readonly store: BundleStore;
   readonly reconciler: Reconciler;
   readonly certificates: CertificateManager;
@@ -50,17 +66,27 @@ export interface RunningController {
 
 export async function startController(deps: ControllerDeps): Promise<RunningController> {
   const { config, logger, clock } = deps;
+  if (deps.adminToken === deps.edgeToken) {
+    // One value for both would give every edge the admin power the split exists to withhold.
+    throw new SwarmgateError(
+      'ERR_CONFIG_INVALID',
+      `the edge token (${config.edgeTokenFile}) must differ from the admin token (${config.tokenFile})`,
+    );
+  }
+  const startedAt = clock.now();
   const shutdown = new AbortController();
+  const tracked = trackDockerCalls(deps.docker, clock);
+  const docker = tracked.docker;
   const store = new BundleStore(clock);
   // Only the lease holder orders and writes state; each process is a new holder (a new fence token).
   const lease = new StateLease({
-    docker: deps.docker,
+    docker,
     clock,
     logger: logger.child({ component: 'state-lease' }),
     instance: config.instance,
     holder: `${os.hostname()}-${randomUUID().slice(0, 8)}`,
   });
-  const stateStore = new StateStore(deps.docker, deps.stateKey, { instance: config.instance, fence: lease });
+  const stateStore = new StateStore(docker, deps.stateKey, { instance: config.instance, fence: lease });
   const credentials = new CredentialStore(stateStore, clock);
   const certificates = new CertificateManager({
     acme: deps.acme,
@@ -74,7 +100,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   });
   const reconciler: Reconciler = new Reconciler(
     {
-      docker: deps.docker,
+      docker,
       validator: deps.validator,
       templates: deps.templates,
       store,
@@ -101,14 +127,15 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   );
 
   const router = createControllerRouter({
-    token: deps.token,
+    adminToken: deps.adminToken,
+    edgeToken: deps.edgeToken,
     store,
     reconciler,
     certificates,
     version: deps.version,
     edgeLongPollMs: config.edgeLongPollMs,
     admin: {
-      docker: deps.docker,
+      docker,
       reconciler,
       store,
       certificates,
@@ -120,14 +147,39 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       requestCounts: new Map(),
     },
   });
-  const server = http.createServer((req, res) => void router.handle(req, res));
-  server.keepAliveTimeout = 75_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.listenPort, () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
-  logger.info({ port, networks: config.networks }, 'controller listening');
+  // A slow poll makes a Docker call every slowPollMs: the bound is never shorter than a few of them.
+  const liveness = (): Liveness =>
+    livenessOf({
+      now: clock.now(),
+      startedAt,
+      lastDockerSuccessAt: tracked.lastSuccessAt(),
+      reconcileRunningSince: reconciler.runningSince,
+      dockerBoundMs: Math.max(config.livenessDockerMs, 3 * config.slowPollMs),
+      reconcileTimeoutMs: reconciler.timeoutMs,
+    });
+  const healthRouter = createHealthRouter({ store, liveness });
+
+  const api = https.createServer(
+    { key: deps.channelTls.key, cert: deps.channelTls.cert, minVersion: 'TLSv1.3' },
+    (req, res) => void router.handle(req, res),
+  );
+  api.keepAliveTimeout = 75_000;
+  const challenge = http.createServer(createChallengeListener(certificates));
+  // Reachable from the internet through every edge: no slow clients holding sockets, a cap on open ones.
+  challenge.headersTimeout = 10_000;
+  challenge.requestTimeout = 15_000;
+  challenge.maxConnections = 512;
+  const health = http.createServer((req, res) => void healthRouter.handle(req, res));
+  const servers = [api, challenge, health];
+  const listen = (server: http.Server, port: number, host?: string): Promise<number> =>
+    new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+    });
+  const port = await listen(api, config.listenPort);
+  const challengePort = await listen(challenge, config.challengePort);
+  const healthPort = await listen(health, config.healthPort, '127.0.0.1');
+  logger.info({ port, challengePort, healthPort, networks: config.networks }, 'controller listening');
 
   // Certificates first: a first bundle rendered without them would drop HTTPS on every edge, and an order placed
   // before the stored certificates are known could duplicate one.
@@ -153,7 +205,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       }
     }
     const watcher = watchSwarmEvents({
-      docker: deps.docker,
+      docker,
       clock,
       logger: logger.child({ component: 'events' }),
       signal: shutdown.signal,
@@ -170,6 +222,10 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
 
   return {
     port,
+    challengePort,
+    healthPort,
+    liveness,
+    routes: router.list(),
     store,
     reconciler,
     certificates,
@@ -177,10 +233,15 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       shutdown.abort();
       reconciler.stop();
       await certificates.stop();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+      await Promise.all(
+        servers.map(
+          (server) =>
+            new Promise<void>((resolve) => {
+              server.close(() => resolve());
+              server.closeAllConnections();
+            }),
+        ),
+      );
       await Promise.allSettled([discovery, reconciler.idle()]);
       logger.info('controller stopped');
     },

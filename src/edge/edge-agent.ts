@@ -1,8 +1,6 @@
 // The edge agent: no Docker socket. It long-polls the controller for the bundle, checks it (fingerprint, then
 // nginx -t), swaps it in atomically, reloads nginx, and says on its next poll what it applied or refused.
-import { lookup } from 'node:dns/promises';
 import http from 'node:http';
-import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { defaultProxySettings } from '../config.ts';
 import type { EdgeConfig } from '../config.ts';
@@ -17,13 +15,10 @@ import type { Clock } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { fingerprintBundle, PEERS_FILE, renderConfig, shapeFingerprint } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
+import type { ControllerChannel } from './controller-channel.ts';
 import type { NginxProcess } from './nginx-process.ts';
 
-/** How the agent reaches the controller; a fake in tests. */
-export interface ControllerChannel {
-  /** The new bundle, or null when the long poll ended with nothing new. Throws when the controller is away. */
-  poll(report: EdgeReport, signal: AbortSignal): Promise<PublishedBundle | null>;
-}
+export type { ControllerChannel } from './controller-channel.ts';
 
 export interface EdgeAgentDeps {
   readonly config: EdgeConfig;
@@ -143,7 +138,17 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
         if (failures > 0) logger.info({ failures }, 'controller reachable again');
         failures = 0;
         backoff = 250;
-        if (bundle) await apply(bundle);
+        // Versions only move forward: an older or equal one is a replay, never applied.
+        if (bundle && applied && bundle.version <= applied.version) {
+          rejected = {
+            fingerprint: bundle.fingerprint,
+            error: `version ${bundle.version} is not above the applied version ${applied.version}`,
+          };
+          logger.error(
+            { version: bundle.version, applied: applied.version },
+            'refused a bundle that does not move the version forward',
+          );
+        } else if (bundle) await apply(bundle);
       } catch (error) {
         if (shutdown.signal.aborted) break;
         failures++;
@@ -171,92 +176,4 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       logger.info('edge stopped');
     },
   };
-}
-
-/** The real channel: HTTP long poll over the overlay network with the shared bearer token. */
-export function createHttpControllerChannel(
-  controllerUrl: string,
-  token: string,
-  timeoutMs: number,
-): ControllerChannel {
-  const base = new URL(controllerUrl);
-  // The controller holds a poll open for less than the client timeout, so a timeout means trouble.
-  const waitMs = Math.max(1000, timeoutMs - 10_000);
-  return {
-    async poll(report, signal) {
-      const abort = new AbortController();
-      const stopWatching = await watchControllerAddress(base.hostname, abort);
-      let response: Response;
-      try {
-        const target = new URL(`/v1/edge/poll?waitMs=${waitMs}`, base);
-        target.hostname = stopWatching.address;
-        response = await fetch(target, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-          body: JSON.stringify(report),
-          signal: AbortSignal.any([signal, abort.signal, AbortSignal.timeout(timeoutMs)]),
-        });
-        if (response.status === 204) return null;
-        if (!response.ok) {
-          const text = await response.text().catch(() => '');
-          throw new SwarmgateError(
-            'ERR_CONTROLLER_UNREACHABLE',
-            `controller answered ${response.status}: ${text.slice(0, 200)}`,
-          );
-        }
-        const body = (await response.json()) as PublishedBundle;
-        if (
-          !body ||
-          typeof body.fingerprint !== 'string' ||
-          typeof body.files !== 'object' ||
-          body.files === null
-        ) {
-          throw new SwarmgateError('ERR_BUNDLE_INVALID', 'the controller sent a malformed bundle');
-        }
-        return body;
-      } catch (error) {
-        if (error instanceof SwarmgateError) throw error;
-        throw new SwarmgateError(
-          'ERR_CONTROLLER_UNREACHABLE',
-          `controller ${base.host} unreachable: ${describeError(abort.signal.aborted ? abort.signal.reason : error)}`,
-          {},
-          error,
-        );
-      } finally {
-        stopWatching.stop();
-      }
-    },
-  };
-}
-
-/**
- * Resolves the controller's name and keeps checking it while a poll is open. When the controller moves (a new
- * task on another manager), its old address leaves Docker's DNS at once, but a connection to it can hang until the
- * poll times out; aborting then lets the edge reach the new controller within about a second.
- */
-async function watchControllerAddress(
-  hostname: string,
-  abort: AbortController,
-): Promise<{ address: string; stop: () => void }> {
-  if (isIP(hostname)) return { address: hostname, stop: () => undefined };
-  let address: string;
-  try {
-    address = (await lookup(hostname)).address;
-  } catch (error) {
-    throw new SwarmgateError(
-      'ERR_CONTROLLER_UNREACHABLE',
-      `cannot resolve ${hostname}: ${describeError(error)}`,
-    );
-  }
-  const timer = setInterval(() => {
-    lookup(hostname, { all: true }).then(
-      (addresses) => {
-        if (!addresses.some((candidate) => candidate.address === address)) {
-          abort.abort(new Error(`controller address ${address} is no longer in DNS`));
-        }
-      },
-      () => abort.abort(new Error(`${hostname} no longer resolves`)),
-    );
-  }, 1000);
-  return { address, stop: () => clearInterval(timer) };
 }

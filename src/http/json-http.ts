@@ -6,6 +6,7 @@ import type { ErrorCode } from '../errors.ts';
 
 const STATUS_FOR_CODE: Partial<Record<ErrorCode, number>> = {
   ERR_UNAUTHORIZED: 401,
+  ERR_FORBIDDEN: 403,
   ERR_NOT_FOUND: 404,
   ERR_BAD_REQUEST: 400,
   ERR_PAYLOAD_TOO_LARGE: 413,

@@ -16,6 +16,7 @@ export type RouteHandler = (context: RouteContext) => Promise<void> | void;
 
 interface Route {
   readonly method: string;
+  readonly path: string;
   readonly pattern: RegExp;
   readonly names: readonly string[];
   readonly handler: RouteHandler;
@@ -38,8 +39,13 @@ export class Router {
         return '([^/]+)';
       })
       .join('/');
-    this.routes.push({ method, pattern: new RegExp(`^${source}$`), names, handler });
+    this.routes.push({ method, path, pattern: new RegExp(`^${source}$`), names, handler });
     return this;
+  }
+
+  /** Every registered method and path pattern, in registration order (tests walk them). */
+  list(): { readonly method: string; readonly path: string }[] {
+    return this.routes.map(({ method, path }) => ({ method, path }));
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -1,6 +1,17 @@
 // The published bundle and what each edge has applied. Edges long-poll here; a publish wakes them all.
+import { SwarmgateError } from '../errors.ts';
 import type { BundleFiles } from '../render/render-config.ts';
 import type { Clock } from '../reconcile/clock.ts';
+
+/** Edges kept in the status; beyond it the one heard of longest ago is forgotten (edge ids are self-asserted). */
+export const MAX_EDGES = 1024;
+/** An edge not heard of for this long is forgotten: a live edge polls at least every long-poll window. */
+export const EDGE_FORGET_MS = 10 * 60_000;
+/**
+ * An applied version above this, and above anything this controller published, is refused: a report of 2^53-1
+ * would stop versions from rising. At one publish a second this ceiling lasts 35,000 years.
+ */
+export const MAX_ADOPTED_VERSION = 2 ** 40;
 
 export interface PublishedBundle {
   readonly version: number;
@@ -66,19 +77,38 @@ export class BundleStore {
     return this.bundle;
   }
 
+  /** Notes an edge's report; an absurd applied version is refused (ERR_BAD_REQUEST) before anything changes. */
   recordEdge(report: EdgeReport): void {
-    this.edgeStates.set(report.edge, { ...report, lastContact: new Date(this.clock.now()).toISOString() });
     const applied = report.applied;
+    if (applied && applied.version > MAX_ADOPTED_VERSION && applied.version > this.highestVersionSeen) {
+      throw new SwarmgateError(
+        'ERR_BAD_REQUEST',
+        `edge report: applied version ${applied.version} is beyond any version this controller published`,
+      );
+    }
+    const now = this.clock.now();
+    // Delete first: the map's order is then the order edges were last heard of, oldest first.
+    this.edgeStates.delete(report.edge);
+    this.forgetEdges(now);
+    this.edgeStates.set(report.edge, { ...report, lastContact: new Date(now).toISOString() });
     if (!applied) return;
     if (applied.version > this.highestVersionSeen) this.highestVersionSeen = applied.version;
-    // A restarted controller renders the same bytes an edge already runs: take over that edge's version number
-    // instead of counting from 1 again.
-    if (
-      this.bundle &&
-      applied.fingerprint === this.bundle.fingerprint &&
-      applied.version > this.bundle.version
-    ) {
-      this.bundle = { ...this.bundle, version: applied.version };
+    if (!this.bundle || applied.version < this.bundle.version) return;
+    // The edge runs a version this controller has not reached: a restarted or moved controller counts from 1
+    // again, and edges refuse a version that does not move forward. Same bytes: take over the edge's number;
+    // other bytes: renumber the current bundle past it, so the edge takes it.
+    const version = applied.fingerprint === this.bundle.fingerprint ? applied.version : applied.version + 1;
+    if (version > this.bundle.version) {
+      this.bundle = { ...this.bundle, version };
+      if (version > this.highestVersionSeen) this.highestVersionSeen = version;
+    }
+  }
+
+  private forgetEdges(now: number): void {
+    for (const [edge, state] of this.edgeStates) {
+      const stale = now - Date.parse(state.lastContact) > EDGE_FORGET_MS;
+      if (!stale && this.edgeStates.size < MAX_EDGES) break;
+      this.edgeStates.delete(edge);
     }
   }
 

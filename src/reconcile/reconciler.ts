@@ -89,6 +89,7 @@ export class Reconciler {
   private model: RoutingModel = EMPTY_MODEL;
   private snapshot: Snapshot | null = null;
   private outcome: ReconcileOutcome | null = null;
+  private running: number | null = null;
   private fastPollTimer: TimerHandle | null = null;
   private readonly unconvergedSince = new Map<string, number>();
   private routedTasks = new Set<string>();
@@ -150,13 +151,29 @@ export class Reconciler {
     return this.flight.onIdle();
   }
 
+  /** Start of the reconcile running now, or null: liveness tells a stuck loop from a busy one. */
+  get runningSince(): number | null {
+    return this.running;
+  }
+
+  /** The most a reconcile may take before it is aborted. */
+  get timeoutMs(): number {
+    return this.settings.reconcileTimeoutMs ?? 60_000;
+  }
+
   private async reconcileOnce(): Promise<void> {
     if (this.shutdown.signal.aborted) return;
     const started = this.deps.clock.now();
-    const signal = AbortSignal.any([
-      this.shutdown.signal,
-      AbortSignal.timeout(this.settings.reconcileTimeoutMs ?? 60_000),
-    ]);
+    this.running = started;
+    try {
+      await this.reconcileWithin(started);
+    } finally {
+      this.running = null;
+    }
+  }
+
+  private async reconcileWithin(started: number): Promise<void> {
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.timeoutMs)]);
     try {
       const snapshot = await fetchSnapshot(this.deps.docker, signal);
       this.snapshot = snapshot;

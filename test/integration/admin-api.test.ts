@@ -1,7 +1,7 @@
 // The admin API in-process against a fake Docker port and a fake registry: every route, auth, bad input, and
 // secrets never in a response or a log line.
 import assert from 'node:assert/strict';
-import net from 'node:net';
+import tls from 'node:tls';
 import { after, before, test } from 'node:test';
 import type { AcmePort } from '../../src/acme/acme-adapter.ts';
 import { deriveStateKey } from '../../src/acme/state-store.ts';
@@ -13,10 +13,13 @@ import { systemClock } from '../../src/reconcile/clock.ts';
 import type { RegistryTransport } from '../../src/registry/registry-client.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import type { RawMount, RawService } from '../../src/docker/docker-port.ts';
+import { apiRequest, makeChannelKeyPair } from '../support/channel-tls.ts';
+import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const TOKEN = 'admin-api-test-token-0123456789';
+const EDGE_TOKEN = 'admin-api-edge-token-0123456789';
 const PASSWORD = 'hunter2-very-secret-registry-password';
 const noAcme: AcmePort = {
   createAccountKey: () => Promise.reject(new Error('unused')),
@@ -61,7 +64,7 @@ const fakeRegistry: RegistryTransport = async (url, headers) => {
 
 let docker: FakeDocker;
 let controller: RunningController;
-let base: string;
+let channelTls: ChannelKeyPair & { remove: () => Promise<void> };
 let logs: Record<string, unknown>[];
 const bodies: string[] = [];
 
@@ -71,17 +74,9 @@ async function api(
   body?: unknown,
   token: string | null = TOKEN,
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  const response = await fetch(`${base}${path}`, {
-    method,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  bodies.push(text);
-  return {
-    status: response.status,
-    json: text.startsWith('{') ? (JSON.parse(text) as Record<string, unknown>) : { text },
-  };
+  const answer = await apiRequest(controller.port, channelTls.cert, method, path, { token, body });
+  bodies.push(answer.text);
+  return { status: answer.status, json: answer.json };
 }
 
 function errorCode(json: Record<string, unknown>): string | undefined {
@@ -113,16 +108,21 @@ before(async () => {
       docker.tasks.push(task);
     }
   };
+  channelTls = await makeChannelKeyPair();
   const capture = createCapturingLogger('debug');
   logs = capture.lines;
   controller = await startController({
     config: readControllerConfig({
       SWARMGATE_LISTEN_PORT: '0',
+      SWARMGATE_CHALLENGE_PORT: '0',
+      SWARMGATE_HEALTH_PORT: '0',
       SWARMGATE_DEBOUNCE: '5ms:20ms',
       SWARMGATE_SLOW_POLL: '1h',
       SWARMGATE_MAX_REPLICAS: '20',
     }),
-    token: TOKEN,
+    adminToken: TOKEN,
+    edgeToken: EDGE_TOKEN,
+    channelTls,
     docker,
     validator: { validate: async () => ({ ok: true }) },
     templates: createTemplateRenderer(),
@@ -134,49 +134,52 @@ before(async () => {
     userCertificates: [],
     registryTransport: fakeRegistry,
   });
-  base = `http://127.0.0.1:${controller.port}`;
   await waitUntil('first publish', () => controller.store.current !== null);
 });
 
-after(() => controller.stop());
+after(async () => {
+  await controller.stop();
+  await channelTls.remove();
+});
 
-test('every admin route needs the bearer token; health and readiness do not', async () => {
-  const routes: [string, string][] = [
-    ['GET', '/v1/status'],
-    ['GET', '/v1/services'],
-    ['GET', '/v1/services/web'],
-    ['POST', '/v1/services/web/scale'],
-    ['POST', '/v1/services/web/image'],
-    ['GET', '/v1/registries'],
-    ['GET', '/v1/registries/registry.test'],
-    ['PUT', '/v1/registries/registry.test'],
-    ['DELETE', '/v1/registries/registry.test'],
-    ['GET', '/v1/registries/registry.test/repositories'],
-    ['GET', '/v1/registries/registry.test/tags/apps/web'],
-    ['GET', '/metrics'],
-  ];
-  for (const [method, path] of routes) {
-    for (const token of [null, 'wrong-token-of-some-length']) {
-      const { status, json } = await api(
-        method,
-        path,
-        method === 'GET' || method === 'DELETE' ? undefined : {},
-        token,
-      );
-      assert.equal(status, 401, `${method} ${path} with ${token ?? 'no'} token`);
-      assert.equal(errorCode(json), 'ERR_UNAUTHORIZED');
+/** A concrete path for a route pattern ("/v1/services/:name" → "/v1/services/web"). */
+function concretePath(pattern: string): string {
+  const values: Record<string, string> = { ':name': 'web', ':host': 'registry.test', '*': 'apps/web' };
+  return pattern
+    .split('/')
+    .map((part) => values[part] ?? part)
+    .join('/');
+}
+
+test('every admin route needs the admin token: none or a wrong one is 401, the edge token is 403', async () => {
+  const adminRoutes = controller.routes.filter((route) => route.path !== '/v1/edge/poll');
+  assert.ok(adminRoutes.length >= 12, `the router lists its routes (${adminRoutes.length})`);
+  for (const { method, path: pattern } of adminRoutes) {
+    const path = concretePath(pattern);
+    const body = method === 'GET' || method === 'DELETE' ? undefined : { replicas: 0, image: 'evil:1' };
+    for (const [token, status, code] of [
+      [null, 401, 'ERR_UNAUTHORIZED'],
+      ['wrong-token-of-some-length', 401, 'ERR_UNAUTHORIZED'],
+      [EDGE_TOKEN, 403, 'ERR_FORBIDDEN'],
+    ] as const) {
+      const answer = await api(method, path, body, token);
+      assert.equal(answer.status, status, `${method} ${path} with ${token ?? 'no'} token`);
+      assert.equal(errorCode(answer.json), code, `${method} ${path}`);
     }
   }
-  assert.equal((await api('GET', '/healthz', undefined, null)).status, 200);
-  assert.equal((await api('GET', '/readyz', undefined, null)).status, 200);
   assert.equal((await api('GET', '/v1/nothing-here')).status, 404);
   assert.equal(docker.updates.length, 0, 'nothing changed');
 });
 
-/** A raw request, byte for byte (fetch would normalise the target first). */
+/** A raw request over the API's TLS, byte for byte (fetch would normalise the target first). */
 function rawGet(target: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(controller.port, '127.0.0.1');
+    const socket = tls.connect({
+      port: controller.port,
+      host: '127.0.0.1',
+      servername: 'swarmgate-controller',
+      ca: channelTls.cert,
+    });
     let answer = '';
     socket.setEncoding('latin1');
     socket.on('data', (chunk: string) => (answer += chunk));
@@ -202,6 +205,14 @@ test('targets that the URL parser would turn into another route get a coded 400,
     assert.match(answer, /"code":"ERR_REQUEST_TARGET"/, target);
   }
   assert.match(await rawGet('/v1/status'), /^HTTP\/1\.1 200 /);
+});
+
+test('health and readiness are on the loopback health listener only, without a token', async () => {
+  const health = `http://127.0.0.1:${controller.healthPort}`;
+  assert.equal((await fetch(`${health}/healthz`)).status, 200);
+  assert.equal((await fetch(`${health}/readyz`)).status, 200);
+  assert.equal((await fetch(`${health}/v1/status`)).status, 404, 'no API route on the health listener');
+  assert.equal((await api('GET', '/healthz', undefined, null)).status, 404, 'no health route on the API');
 });
 
 test('services: routed services with hosts, replicas and tasks', async () => {
@@ -465,9 +476,21 @@ test('registry browsing: catalog with paging and tags, over the Bearer token flo
   assert.equal((await api('GET', '/v1/registries/registry.test/tags/apps/missing')).status, 404);
 });
 
+// Last but one: the edge it reports would count in later rollout waits.
+test('the edge poll takes the edge token only: the admin token cannot pull the bundle', async () => {
+  const report = { edge: 'edge-1', node: null, applied: null, rejected: null };
+  const asAdmin = await api('POST', '/v1/edge/poll?waitMs=0', report, TOKEN);
+  assert.equal(asAdmin.status, 403);
+  assert.equal(errorCode(asAdmin.json), 'ERR_FORBIDDEN');
+  assert.equal((await api('POST', '/v1/edge/poll?waitMs=0', report, null)).status, 401);
+  const asEdge = await api('POST', '/v1/edge/poll?waitMs=0', report, EDGE_TOKEN);
+  assert.equal(asEdge.status, 200);
+  assert.equal(asEdge.json.fingerprint, controller.store.current?.fingerprint);
+});
+
 test('metrics in Prometheus format', async () => {
-  const response = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
-  const text = await response.text();
+  const response = await api('GET', '/metrics');
+  const text = response.json.text as string;
   assert.equal(response.status, 200);
   for (const name of [
     'swarmgate_reconciles_total',
@@ -487,10 +510,12 @@ test('secrets never appear in any response or log line', () => {
   for (const body of bodies) {
     assert.ok(!body.includes(PASSWORD), 'password in a response');
     assert.ok(!body.includes(TOKEN), 'token in a response');
+    assert.ok(!body.includes(EDGE_TOKEN), 'edge token in a response');
   }
   const logText = JSON.stringify(logs);
   assert.ok(!logText.includes(PASSWORD), 'password in the log');
   assert.ok(!logText.includes(TOKEN), 'token in the log');
+  assert.ok(!logText.includes(EDGE_TOKEN), 'edge token in the log');
   assert.ok(
     logs.some((line) => line.msg === 'stored registry credentials'),
     'the logs were captured',

@@ -1,25 +1,46 @@
-// The controller against a fake Docker port, with a real edge agent (fake nginx) talking to it over HTTP.
+// The controller against a fake Docker port, with a real edge agent (fake nginx) talking to it over the real
+// HTTPS channel (a pinned test certificate).
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import type { AcmePort } from '../../src/acme/acme-adapter.ts';
 import { deriveStateKey } from '../../src/acme/state-store.ts';
 import { readControllerConfig, readEdgeConfig } from '../../src/config.ts';
 import { startController } from '../../src/controller/controller.ts';
 import type { RunningController } from '../../src/controller/controller.ts';
-import { createHttpControllerChannel, startEdgeAgent } from '../../src/edge/edge-agent.ts';
+import { createHttpsControllerChannel } from '../../src/edge/controller-channel.ts';
+import { startEdgeAgent } from '../../src/edge/edge-agent.ts';
 import type { RunningEdge } from '../../src/edge/edge-agent.ts';
 import type { NginxProcess } from '../../src/edge/nginx-process.ts';
 import { createCapturingLogger } from '../../src/logger.ts';
 import type { NginxValidator, ValidationResult } from '../../src/nginx/nginx-validator.ts';
 import { systemClock } from '../../src/reconcile/clock.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { apiRequest, loopbackResolver, makeChannelKeyPair } from '../support/channel-tls.ts';
+import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const TOKEN = 'integration-test-token-0123456789';
+const EDGE_TOKEN = 'integration-edge-token-0123456789';
+
+let channelTls: ChannelKeyPair & { remove: () => Promise<void> };
+before(async () => {
+  channelTls = await makeChannelKeyPair();
+});
+after(() => channelTls.remove());
+
+function edgeChannel(port: number, timeoutMs = 12_000): ReturnType<typeof createHttpsControllerChannel> {
+  return createHttpsControllerChannel({
+    url: `https://swarmgate-controller:${port}`,
+    token: EDGE_TOKEN,
+    ca: channelTls.cert,
+    timeoutMs,
+    resolve: loopbackResolver(),
+  });
+}
 
 const unusedAcme: AcmePort = {
   createAccountKey: () => Promise.reject(new Error('no ACME in this test')),
@@ -84,12 +105,16 @@ async function startSystem(
   const controller = await startController({
     config: readControllerConfig({
       SWARMGATE_LISTEN_PORT: '0',
+      SWARMGATE_CHALLENGE_PORT: '0',
+      SWARMGATE_HEALTH_PORT: '0',
       SWARMGATE_DEBOUNCE: '5ms:20ms',
       SWARMGATE_FAST_POLL: '50ms',
       SWARMGATE_SLOW_POLL: '1h',
       SWARMGATE_EDGE_LONG_POLL: '2s',
     }),
-    token: TOKEN,
+    adminToken: TOKEN,
+    edgeToken: EDGE_TOKEN,
+    channelTls,
     docker,
     validator,
     templates: createTemplateRenderer(),
@@ -108,12 +133,12 @@ async function startSystem(
         SWARMGATE_STATE_DIR: stateDir,
         SWARMGATE_EDGE_HEALTH_PORT: '0',
         SWARMGATE_EDGE_RETRY_MAX: '200ms',
-        SWARMGATE_CONTROLLER_URL: `http://127.0.0.1:${controller.port}`,
+        SWARMGATE_CONTROLLER_URL: `https://swarmgate-controller:${controller.port}`,
       },
       'edge-1',
     ),
     nodeId: 'node-1',
-    channel: createHttpControllerChannel(`http://127.0.0.1:${controller.port}`, TOKEN, 12_000),
+    channel: edgeChannel(controller.port),
     nginx,
     testConfig: async (confPath) => {
       const config = await readFile(confPath, 'utf8');
@@ -165,10 +190,8 @@ test('a service event triggers a reconcile, and a new task is routed', async (t)
   await waitUntil('first bundle', () => system.edge.applied() !== null);
   system.docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
   system.docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
-  await waitUntil('the new task in the served config', async () =>
-    (await system.served()).includes('10.0.0.12:80'),
-  );
-  assert.equal(system.edge.applied()?.version, 2);
+  await waitUntil('the edge to apply version 2', () => system.edge.applied()?.version === 2);
+  assert.match(await system.served(), /10\.0\.0\.12:80/);
 });
 
 test('while a service converges the controller polls fast, and stops once it has converged', async (t) => {
@@ -354,7 +377,7 @@ test('a restarted edge serves its saved bundle while the controller is away', as
   const edge = await startEdgeAgent({
     config: readEdgeConfig({ SWARMGATE_STATE_DIR: stateDir, SWARMGATE_EDGE_HEALTH_PORT: '0' }, 'edge-1'),
     nodeId: null,
-    channel: createHttpControllerChannel('http://127.0.0.1:9', TOKEN, 3000),
+    channel: edgeChannel(9, 3000),
     nginx,
     testConfig: async () => ({ ok: true }),
     templates: createTemplateRenderer(),
@@ -374,27 +397,23 @@ test('a restarted edge serves its saved bundle while the controller is away', as
 test('the API refuses a missing or wrong token with a coded error', async (t) => {
   const system = await startSystem({ docker: dockerWithWeb() });
   t.after(() => system.stop());
-  const base = `http://127.0.0.1:${system.controller.port}`;
-  for (const headers of [{}, { authorization: 'Bearer wrong-token-wrong-token' }, { authorization: TOKEN }]) {
-    const response = await fetch(`${base}/v1/status`, { headers });
+  const call = (method: string, urlPath: string, token: string | null, body?: unknown) =>
+    apiRequest(system.controller.port, channelTls.cert, method, urlPath, { token, body });
+  for (const token of [null, 'wrong-token-wrong-token']) {
+    const response = await call('GET', '/v1/status', token);
     assert.equal(response.status, 401);
-    assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'ERR_UNAUTHORIZED');
+    assert.equal((response.json.error as { code: string }).code, 'ERR_UNAUTHORIZED');
   }
-  const health = await fetch(`${base}/healthz`);
-  assert.equal(health.status, 200);
-  const bad = await fetch(`${base}/v1/edge/poll`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${TOKEN}` },
-    body: '{"edge": "bad name!"}',
-  });
+  const bad = await call('POST', '/v1/edge/poll', EDGE_TOKEN, '{"edge": "bad name!"}');
   assert.equal(bad.status, 400);
-  assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'ERR_BAD_REQUEST');
-  const status = await fetch(`${base}/v1/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal((bad.json.error as { code: string }).code, 'ERR_BAD_REQUEST');
+  const status = await call('GET', '/v1/status', TOKEN);
   assert.equal(status.status, 200);
-  const body = (await status.json()) as { services: { name: string }[] };
+  const body = status.json as { services: { name: string }[] };
   assert.deepEqual(
     body.services.map((service) => service.name),
     ['web'],
   );
-  assert.ok(!JSON.stringify(system.logs).includes(TOKEN), 'the token never reaches a log line');
+  const logs = JSON.stringify(system.logs);
+  assert.ok(!logs.includes(TOKEN) && !logs.includes(EDGE_TOKEN), 'no token reaches a log line');
 });

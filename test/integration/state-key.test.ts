@@ -1,7 +1,7 @@
 // F8: a controller started with another swarmgate_state_key must not publish a bundle that drops the certificates
 // every edge serves. The reconcile loop holds publishing while certificate records are sealed with another key.
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import type { AcmePort } from '../../src/acme/acme-adapter.ts';
 import { describeCertificate } from '../../src/acme/user-certificates.ts';
 import { deriveStateKey, StateStore } from '../../src/acme/state-store.ts';
@@ -10,11 +10,18 @@ import { startController } from '../../src/controller/controller.ts';
 import { createCapturingLogger } from '../../src/logger.ts';
 import { systemClock } from '../../src/reconcile/clock.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { makeChannelKeyPair } from '../support/channel-tls.ts';
+import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { selfSigned } from '../support/fake-acme.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const HOST = 'shop.test';
+let channelTls: ChannelKeyPair & { remove: () => Promise<void> };
+before(async () => {
+  channelTls = await makeChannelKeyPair();
+});
+after(() => channelTls.remove());
 const acme: AcmePort = {
   createAccountKey: () => Promise.reject(new Error('no ACME in this test')),
   order: () => Promise.reject(new Error('no ACME in this test')),
@@ -38,11 +45,15 @@ async function firstOutcome(docker: FakeDocker, key: string) {
   const controller = await startController({
     config: readControllerConfig({
       SWARMGATE_LISTEN_PORT: '0',
+      SWARMGATE_CHALLENGE_PORT: '0',
+      SWARMGATE_HEALTH_PORT: '0',
       SWARMGATE_DEBOUNCE: '5ms:20ms',
       SWARMGATE_SLOW_POLL: '1h',
       SWARMGATE_ACME_DIRECTORY: 'https://ca.test/dir',
     }),
-    token: 'state-key-test-token-0123456789',
+    adminToken: 'state-key-test-token-0123456789',
+    edgeToken: 'state-key-test-edge-token-01234567',
+    channelTls,
     docker,
     validator: { validate: async () => ({ ok: true }) },
     templates: createTemplateRenderer(),

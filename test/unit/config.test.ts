@@ -5,7 +5,14 @@ import { isSwarmgateError } from '../../src/errors.ts';
 
 test('config: defaults are complete and frozen', () => {
   const config = readControllerConfig({});
-  assert.equal(config.listenPort, 8080);
+  assert.equal(config.listenPort, 8443);
+  assert.equal(config.challengePort, 8402);
+  assert.equal(config.healthPort, 8081);
+  assert.equal(config.proxy.controllerAddress, 'swarmgate-controller:8402', 'edges proxy challenges only');
+  assert.equal(config.edgeTokenFile, '/run/secrets/swarmgate_edge_token');
+  assert.equal(config.channelKeyFile, '/run/secrets/swarmgate_channel_key');
+  assert.equal(config.channelCertFile, '/run/secrets/swarmgate_channel_cert');
+  assert.equal(config.livenessDockerMs, 60_000);
   assert.deepEqual(config.networks, ['swarmgate']);
   assert.deepEqual(config.debounce, { minMs: 100, maxMs: 500 });
   assert.equal(config.fastPollMs, 200);
@@ -68,8 +75,28 @@ test('config: every bad key is listed at once', () => {
 test('config: edge settings and the controller URL check', () => {
   const config = readEdgeConfig({}, 'node-7');
   assert.equal(config.edgeId, 'node-7');
-  assert.equal(config.controllerUrl, 'http://swarmgate-controller:8080');
+  assert.equal(config.controllerUrl, 'https://swarmgate-controller:8443');
+  assert.equal(config.controllerCertFile, '/run/secrets/swarmgate_channel_cert');
+  assert.equal(config.tokenFile, '/run/secrets/swarmgate_edge_token', 'the edge never reads the admin token');
   assert.throws(() => readEdgeConfig({ SWARMGATE_CONTROLLER_URL: 'ftp://x' }, 'n'), /CONTROLLER_URL/);
+  // Plain http would send the edge token to whoever answers to the name, in clear.
+  assert.throws(
+    () => readEdgeConfig({ SWARMGATE_CONTROLLER_URL: 'http://swarmgate-controller:8443' }, 'n'),
+    (error: unknown) =>
+      isSwarmgateError(error, 'ERR_CONFIG_INVALID') &&
+      /CONTROLLER_URL.*plain http is refused/.test(error.message),
+  );
+});
+
+test('config: the three controller listeners need three ports', () => {
+  assert.throws(
+    () => readControllerConfig({ SWARMGATE_LISTEN_PORT: '9000', SWARMGATE_CHALLENGE_PORT: '9000' }),
+    /three different ports/,
+  );
+  assert.equal(
+    readControllerConfig({ SWARMGATE_LISTEN_PORT: '0', SWARMGATE_CHALLENGE_PORT: '0' }).listenPort,
+    0,
+  );
 });
 
 test('parseDuration', () => {
