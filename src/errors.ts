@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   ERR_DOCKER_CONFLICT: 'the Swarm object changed since it was read',
   ERR_CONFLICT: 'the request conflicts with the current state',
   ERR_REGISTRY: 'the registry refused or failed a request',
+  ERR_EDGE_APPLY: 'the edge could not write or activate a bundle (its volume or nginx failed)',
+  ERR_NGINX_RELOAD: 'nginx did not take a new configuration after a reload',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

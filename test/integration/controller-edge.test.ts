@@ -1,5 +1,6 @@
 // The controller against a fake Docker port, with a real edge agent (fake nginx) talking to it over HTTP.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,23 +27,36 @@ const unusedAcme: AcmePort = {
   order: () => Promise.reject(new Error('no ACME in this test')),
 };
 
+/** Loads its config's peers.txt at start and reload, like the real one's init_by_lua, and answers GET /peers. */
 class FakeNginx implements NginxProcess {
   confPath: string | null = null;
   reloads = 0;
   running = false;
+  peers: string | null = null;
+  /** False: a reload keeps the old config, as nginx does when the new one fails to load. */
+  reloadWorks = true;
   async start(confPath: string): Promise<void> {
     this.confPath = confPath;
+    this.peers = readFileSync(path.join(path.dirname(confPath), 'peers.txt'), 'utf8');
     this.running = true;
   }
   reload(): void {
     this.reloads++;
+    if (this.reloadWorks)
+      this.peers = readFileSync(path.join(path.dirname(this.confPath ?? ''), 'peers.txt'), 'utf8');
   }
   peerUpdates: string[] = [];
   /** False: behave like an nginx still switching configs, so the agent falls back to a reload. */
   acceptPeers = true;
   async updatePeers(peersText: string): Promise<boolean> {
-    if (this.acceptPeers) this.peerUpdates.push(peersText);
+    if (this.acceptPeers) {
+      this.peerUpdates.push(peersText);
+      this.peers = peersText;
+    }
     return this.acceptPeers;
+  }
+  async runningPeers(): Promise<string | null> {
+    return this.running ? this.peers : null;
   }
   async stop(): Promise<void> {
     this.running = false;
@@ -165,10 +179,10 @@ test('a service event triggers a reconcile, and a new task is routed', async (t)
   await waitUntil('first bundle', () => system.edge.applied() !== null);
   system.docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
   system.docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
-  await waitUntil('the new task in the served config', async () =>
-    (await system.served()).includes('10.0.0.12:80'),
-  );
-  assert.equal(system.edge.applied()?.version, 2);
+  // The files change before the agent records the version (it activates, then posts or reloads): wait for the
+  // version, which comes last, then read the files.
+  await waitUntil('the edge to apply version 2', () => system.edge.applied()?.version === 2);
+  assert.match(await system.served(), /10\.0\.0\.12:80/);
 });
 
 test('while a service converges the controller polls fast, and stops once it has converged', async (t) => {
