@@ -21,6 +21,7 @@ import type { Clock, TimerHandle } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { parsePeers } from '../render/peers-text.ts';
 import { fingerprintBundle, PEERS_FILE, renderConfig, shapeFingerprint } from '../render/render-config.ts';
+import type { BundleFiles } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
 import type { NginxProcess } from './nginx-process.ts';
 
@@ -44,6 +45,8 @@ export interface EdgeAgentDeps {
   readonly fs?: BundleFs;
   /** How long nginx gets, after a reload, to show (GET /peers) that it runs the new config. */
   readonly reloadTimeoutMs?: number;
+  /** The built-in config served when there is no good bundle (503 for every host); tests move its ports. */
+  readonly emptyBundle?: () => BundleFiles;
 }
 
 export interface RunningEdge {
@@ -132,11 +135,9 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       );
     // Nothing (good) yet: serve 503 for every host rather than nothing at all. If even this fails, nginx or the
     // volume is broken beyond what the edge can mend, and exiting is the honest answer.
-    const files = renderConfig(
-      EMPTY_MODEL,
-      { proxy: defaultProxySettings(), generator: deps.version },
-      deps.templates,
-    );
+    const files =
+      deps.emptyBundle?.() ??
+      renderConfig(EMPTY_MODEL, { proxy: defaultProxySettings(), generator: deps.version }, deps.templates);
     const fingerprint = fingerprintBundle(files);
     await cache.stage(fingerprint, files);
     await cache.activate(fingerprint, null);

@@ -7,7 +7,7 @@ import { defaultProxySettings } from '../../src/config.ts';
 import type { ProxySettings } from '../../src/config.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import type { TemplateRenderer } from '../../src/render/nunjucks-env.ts';
-import { renderConfig } from '../../src/render/render-config.ts';
+import { PEERS_FILE, renderConfig, shapeFingerprint } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
 import { oneServiceSnapshot } from './one-service.ts';
 
@@ -108,7 +108,17 @@ export function loopbackBundle(
     { proxy: setup.proxy, generator: 'test', luaDir: REPO_LUA_DIR },
     templates,
   );
-  return { ...files, 'nginx.conf': loopbackConf(setup, files['nginx.conf'] ?? '') };
+  return withConf(files, loopbackConf(setup, files['nginx.conf'] ?? ''));
+}
+
+/** The bundle with another nginx.conf, and peers.txt naming the new shape as its generation (as renderConfig does). */
+export function withConf(files: BundleFiles, conf: string): BundleFiles {
+  const changed = { ...files, 'nginx.conf': conf };
+  const peers = (files[PEERS_FILE] ?? '').replace(
+    /^generation [0-9a-f]{64}\n/,
+    `generation ${shapeFingerprint(changed)}\n`,
+  );
+  return { ...changed, [PEERS_FILE]: peers };
 }
 
 export function loopbackConf(setup: LoopbackSetup, conf: string): string {
