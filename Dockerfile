@@ -28,6 +28,8 @@ RUN --mount=type=secret,id=npm_ca \
  && npm cache clean --force
 COPY --from=build /app/build/src ./src
 COPY templates ./templates
+# The Lua balancer: nginx loads it from here (lua_package_path), never from a bundle.
+COPY lua ./lua
 # `swarmgate status` etc. for operators using docker exec.
 RUN printf '#!/bin/sh\nexec node /app/src/main.js "$@"\n' > /usr/local/bin/swarmgate && chmod 755 /usr/local/bin/swarmgate
 

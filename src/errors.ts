@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   ERR_SERVICE_NOT_MANAGED: 'the admin API does not change this service',
   ERR_STATE_LEASE: 'another controller holds the state lease',
   ERR_PUBLISH_HELD: 'publishing is held: the bundle would drop certificates the edges serve',
+  ERR_EDGE_APPLY: 'the edge could not write or activate a bundle (its volume or nginx failed)',
+  ERR_NGINX_RELOAD: 'nginx did not take a new configuration after a reload',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,19 +1,25 @@
-// The edge agent: no Docker socket. It long-polls the controller for the bundle, checks it (fingerprint, then
-// nginx -t), swaps it in atomically, reloads nginx, and says on its next poll what it applied or refused.
+// The edge agent: no Docker socket. It long-polls the controller for the bundle, checks it (fingerprint, peers.txt,
+// nginx -t), swaps it in atomically, reloads nginx and checks nginx took it, and says on its next poll what it
+// applied or refused. A saved bundle that is damaged, or that nginx will not start on, is never served or reported:
+// the edge serves the built-in empty config (503) and waits for the controller instead of exiting in a loop.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { defaultProxySettings } from '../config.ts';
 import type { EdgeConfig } from '../config.ts';
 import { sleep } from '../discovery/event-watcher.ts';
-import { describeError, SwarmgateError } from '../errors.ts';
+import { describeError, isSwarmgateError, SwarmgateError } from '../errors.ts';
+import type { ErrorCode } from '../errors.ts';
 import { sendJson } from '../http/json-http.ts';
 import type { Logger } from '../logger.ts';
 import { EMPTY_MODEL } from '../model/routing-model.ts';
+import type { BundleFs } from '../nginx/bundle-dir.ts';
 import type { ValidationResult } from '../nginx/nginx-validator.ts';
 import type { AppliedBundle, EdgeReport, PublishedBundle } from '../publish/bundle-store.ts';
-import type { Clock } from '../reconcile/clock.ts';
+import type { Clock, TimerHandle } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
+import { parsePeers } from '../render/peers-text.ts';
 import { fingerprintBundle, PEERS_FILE, renderConfig, shapeFingerprint } from '../render/render-config.ts';
+import type { BundleFiles } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
 import type { ControllerChannel } from './controller-channel.ts';
 import type { NginxProcess } from './nginx-process.ts';
@@ -30,6 +36,12 @@ export interface EdgeAgentDeps {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly version: string;
+  /** The edge's volume; tests inject a full, read-only or refusing one. */
+  readonly fs?: BundleFs;
+  /** How long nginx gets, after a reload, to show (GET /peers) that it runs the new config. */
+  readonly reloadTimeoutMs?: number;
+  /** The built-in config served when there is no good bundle (503 for every host); tests move its ports. */
+  readonly emptyBundle?: () => BundleFiles;
 }
 
 export interface RunningEdge {
@@ -38,92 +50,247 @@ export interface RunningEdge {
   stop(): Promise<void>;
 }
 
+/** An apply that failed for a reason the bundle's bytes will not outgrow: reported, never retried. */
+const REFUSALS: readonly ErrorCode[] = ['ERR_BUNDLE_INVALID', 'ERR_NGINX_INVALID', 'ERR_NGINX_RELOAD'];
+/** Any other failure (a full or read-only volume, nginx -t that could not run): retried from memory, backing off. */
+export const APPLY_RETRY_MIN_MS = 1000;
+export const APPLY_RETRY_MAX_MS = 60_000;
+
+export interface ApplyFailure {
+  readonly code: ErrorCode;
+  /** The errno of a file-system failure (ENOSPC, EROFS, EPERM, ...). */
+  readonly errno: string | null;
+  readonly message: string;
+  readonly fingerprint: string;
+  readonly since: string;
+}
+
+function failureOf(error: unknown, fingerprint: string, now: number): ApplyFailure {
+  const errno = (error as NodeJS.ErrnoException | null)?.code;
+  return {
+    code: isSwarmgateError(error) ? error.code : 'ERR_EDGE_APPLY',
+    errno: typeof errno === 'string' && !isSwarmgateError(error) ? errno : null,
+    message: describeError(error).slice(0, 1800),
+    fingerprint,
+    since: new Date(now).toISOString(),
+  };
+}
+
+/** Same routes: the generation and each upstream's members, whatever the order of the upstream lines. */
+function samePeers(a: string, b: string): boolean {
+  const canonical = (text: string): string | null => {
+    const parsed = parsePeers(text);
+    if (!parsed.ok) return null;
+    const upstreams = [...parsed.peers.upstreams].sort((x, y) => (x.name < y.name ? -1 : 1));
+    return JSON.stringify([parsed.peers.generation, upstreams]);
+  };
+  const left = canonical(a);
+  return left !== null && left === canonical(b);
+}
+
 export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> {
   const { config, logger, clock } = deps;
-  const cache = new BundleCache(config.stateDir);
+  const reloadTimeoutMs = deps.reloadTimeoutMs ?? 30_000;
+  const cache = new BundleCache(config.stateDir, deps.fs);
   const shutdown = new AbortController();
-  let applied = await cache.readApplied();
+  let applied: AppliedBundle | null = null;
+  /** The bundle `current` points at and nginx runs (the empty config has no AppliedBundle). */
+  let activeFingerprint: string | null = null;
   let rejected: EdgeReport['rejected'] = null;
   let lastContact: string | null = null;
   let appliedShape: string | null = null;
   let reloads = 0;
   let peerUpdates = 0;
+  /** Why the edge serves the empty config instead of its saved bundle; cleared by the next apply. */
+  let fallback: string | null = null;
+  let applyFailure: ApplyFailure | null = null;
 
-  if (applied) {
-    logger.info({ version: applied.version }, 'serving the last applied bundle until the controller answers');
-  } else if (!(await cache.hasCurrent())) {
-    // Nothing yet: serve 503 for every host rather than nothing at all.
-    const files = renderConfig(
-      EMPTY_MODEL,
-      { proxy: defaultProxySettings(), generator: deps.version },
-      deps.templates,
-    );
+  await cache.removeTemporaries();
+  const saved = await cache.loadSaved();
+  if (saved.kind === 'intact') {
+    try {
+      await deps.nginx.start(cache.currentConfPath);
+      applied = saved.applied;
+      activeFingerprint = saved.applied.fingerprint;
+      logger.info(
+        { version: applied.version },
+        'serving the last applied bundle until the controller answers',
+      );
+    } catch (error) {
+      fallback = `nginx did not start on the saved bundle (version ${saved.applied.version}): ${describeError(error)}`;
+    }
+  } else if (saved.kind === 'damaged') {
+    fallback = `the saved bundle is damaged: ${saved.reason}`;
+  }
+  if (!applied) {
+    if (fallback)
+      logger.error(
+        { reason: fallback },
+        'not serving the saved bundle; serving 503 until the controller sends one',
+      );
+    // Nothing (good) yet: serve 503 for every host rather than nothing at all. If even this fails, nginx or the
+    // volume is broken beyond what the edge can mend, and exiting is the honest answer.
+    const files =
+      deps.emptyBundle?.() ??
+      renderConfig(EMPTY_MODEL, { proxy: defaultProxySettings(), generator: deps.version }, deps.templates);
     const fingerprint = fingerprintBundle(files);
     await cache.stage(fingerprint, files);
     await cache.activate(fingerprint, null);
-    logger.info('no bundle yet: serving 503 until the controller answers');
+    await deps.nginx.start(cache.currentConfPath);
+    activeFingerprint = fingerprint;
+    if (!fallback) logger.info('no bundle yet: serving 503 until the controller answers');
   }
-  await deps.nginx.start(cache.currentConfPath);
 
   const health = http.createServer((req, res) => {
-    const ok = deps.nginx.running;
-    sendJson(res, ok ? 200 : 503, {
-      status: ok ? 'ok' : 'nginx-down',
+    const running = deps.nginx.running;
+    // Degraded is still 200: the edge serves what it has, and a restart would not mend a full disk.
+    const status = !running ? 'nginx-down' : applyFailure || fallback ? 'degraded' : 'ok';
+    sendJson(res, running ? 200 : 503, {
+      status,
       edge: config.edgeId,
       applied,
       lastContact,
       reloads,
       peerUpdates,
+      applyFailure,
+      fallback,
     });
   });
   await new Promise<void>((resolve) => health.listen(config.healthPort, '127.0.0.1', () => resolve()));
+
+  /** After a SIGHUP: nginx answers GET /peers with the new peers, or it kept its old config (ERR_NGINX_RELOAD). */
+  async function confirmReload(expected: string): Promise<void> {
+    const deadline = clock.now() + reloadTimeoutMs;
+    for (;;) {
+      const running = await deps.nginx.runningPeers(shutdown.signal);
+      if (running !== null && samePeers(running, expected)) return;
+      if (clock.now() >= deadline || shutdown.signal.aborted) {
+        const generation = running === null ? 'nothing' : (running.split('\n', 1)[0] ?? '');
+        throw new SwarmgateError(
+          'ERR_NGINX_RELOAD',
+          `${reloadTimeoutMs} ms after the reload nginx still answers ${generation.slice(0, 80)}: it kept the previous config (its error log says why)`,
+        );
+      }
+      await sleep(clock, 50, shutdown.signal);
+    }
+  }
 
   async function apply(bundle: PublishedBundle): Promise<void> {
     const actual = fingerprintBundle(bundle.files);
     if (actual !== bundle.fingerprint) {
       throw new SwarmgateError('ERR_BUNDLE_INVALID', 'bundle content does not match its fingerprint');
     }
+    // nginx -t never runs init_by_lua: peers.txt is checked here, with the grammar the Lua uses.
+    const peersText = bundle.files[PEERS_FILE] ?? '';
+    const peers = parsePeers(peersText);
+    if (!peers.ok) throw new SwarmgateError('ERR_BUNDLE_INVALID', `${PEERS_FILE}: ${peers.reason}`);
+    const shape = shapeFingerprint(bundle.files);
+    if (peers.peers.generation !== shape) {
+      throw new SwarmgateError(
+        'ERR_BUNDLE_INVALID',
+        `${PEERS_FILE} names another generation than the bundle's shape`,
+      );
+    }
     const confPath = await cache.stage(bundle.fingerprint, bundle.files);
     // Same shape as what nginx runs now (only task addresses differ): nginx accepted it, no new nginx -t needed,
     // and the addresses go to the running nginx without a reload.
-    const shape = shapeFingerprint(bundle.files);
     const sameShape = shape === appliedShape;
     const test = sameShape ? ({ ok: true } as const) : await deps.testConfig(confPath, shutdown.signal);
     if (!test.ok) {
-      rejected = { fingerprint: bundle.fingerprint, error: test.output.slice(0, 2000) };
-      await cache.discard(bundle.fingerprint);
-      logger.error(
-        { version: bundle.version, output: test.output },
-        'nginx rejected the bundle; keeping the last one',
-      );
-      return;
+      if (bundle.fingerprint !== activeFingerprint) await cache.discard(bundle.fingerprint);
+      throw new SwarmgateError('ERR_NGINX_INVALID', test.output.slice(0, 1800));
     }
-    const previous = applied?.fingerprint;
+    const previous = { fingerprint: activeFingerprint, applied };
     // Activated first: if nginx restarts or the post fails, the reload reads these same files.
     await cache.activate(bundle.fingerprint, { version: bundle.version, fingerprint: bundle.fingerprint });
-    const peers = bundle.files[PEERS_FILE];
-    const withoutReload =
-      sameShape && peers !== undefined && (await deps.nginx.updatePeers(peers, shutdown.signal));
-    if (withoutReload) peerUpdates++;
-    else {
-      deps.nginx.reload();
-      reloads++;
+    const withoutReload = sameShape && (await deps.nginx.updatePeers(peersText, shutdown.signal));
+    try {
+      if (!withoutReload) {
+        deps.nginx.reload();
+        reloads++;
+        await confirmReload(peersText);
+      }
+    } catch (error) {
+      // nginx still runs the previous config: point `current` back at it, so a restart loads what ran.
+      if (previous.fingerprint && previous.fingerprint !== bundle.fingerprint) {
+        await cache
+          .activate(previous.fingerprint, previous.applied)
+          .catch((rollback: unknown) =>
+            logger.error({ err: rollback }, 'cannot point current back at the running bundle'),
+          );
+      }
+      throw error;
     }
+    if (withoutReload) peerUpdates++;
     applied = { version: bundle.version, fingerprint: bundle.fingerprint };
+    activeFingerprint = bundle.fingerprint;
     appliedShape = shape;
     rejected = null;
+    fallback = null;
     // Keep the previous bundle too, so a reload that is still finishing never loses files under it.
-    await cache.prune([bundle.fingerprint, ...(previous ? [previous] : [])]);
+    await cache
+      .prune([bundle.fingerprint, ...(previous.fingerprint ? [previous.fingerprint] : [])])
+      .catch((error: unknown) => logger.warn({ err: error }, 'cannot remove old bundles'));
     logger.info(
       { version: bundle.version, fingerprint: bundle.fingerprint.slice(0, 12), reload: !withoutReload },
       'applied bundle',
     );
   }
 
+  /** A bundle that could not be applied for a passing reason, kept in memory and retried (no new download). */
+  interface Retained {
+    readonly bundle: PublishedBundle;
+    readonly retryAt: number;
+    readonly backoff: number;
+  }
+  // (A cast: TypeScript would otherwise narrow it to null in the loop, not seeing the writes in applyOrRecord.)
+  let retained = null as Retained | null;
+
+  async function applyOrRecord(bundle: PublishedBundle, backoff: number): Promise<void> {
+    try {
+      await apply(bundle);
+      retained = null;
+      applyFailure = null;
+    } catch (error) {
+      if (shutdown.signal.aborted) return;
+      const failure = failureOf(error, bundle.fingerprint, clock.now());
+      // Reported either way, so the controller shows why and does not send the same bundle again.
+      rejected = {
+        fingerprint: bundle.fingerprint,
+        error: `${failure.code}${failure.errno ? ` (${failure.errno})` : ''}: ${failure.message}`,
+      };
+      if (REFUSALS.includes(failure.code)) {
+        retained = null;
+        applyFailure = null;
+        logger.error(
+          { version: bundle.version, code: failure.code, err: error },
+          'bundle refused; keeping the last one',
+        );
+        return;
+      }
+      applyFailure = failure;
+      retained = {
+        bundle,
+        retryAt: clock.now() + backoff,
+        backoff: Math.min(backoff * 2, APPLY_RETRY_MAX_MS),
+      };
+      logger.error(
+        { version: bundle.version, code: failure.code, errno: failure.errno, err: error, retryMs: backoff },
+        'cannot apply the bundle; serving the last one and retrying',
+      );
+    }
+  }
+
   const loop = (async () => {
     let backoff = 250;
     let failures = 0;
     while (!shutdown.signal.aborted) {
+      if (retained && clock.now() >= retained.retryAt) await applyOrRecord(retained.bundle, retained.backoff);
+      // While a bundle waits for its retry, the long poll ends at the retry time (the controller holds it open,
+      // since the edge reported that bundle).
+      const wake = new AbortController();
+      let timer: TimerHandle | null = null;
+      if (retained) timer = clock.setTimer(Math.max(0, retained.retryAt - clock.now()), () => wake.abort());
       try {
         const report: EdgeReport = {
           edge: config.edgeId,
@@ -133,7 +300,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
           reloads,
           peerUpdates,
         };
-        const bundle = await deps.channel.poll(report, shutdown.signal);
+        const bundle = await deps.channel.poll(report, AbortSignal.any([shutdown.signal, wake.signal]));
         lastContact = new Date(clock.now()).toISOString();
         if (failures > 0) logger.info({ failures }, 'controller reachable again');
         failures = 0;
@@ -148,9 +315,10 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
             { version: bundle.version, applied: applied.version },
             'refused a bundle that does not move the version forward',
           );
-        } else if (bundle) await apply(bundle);
+        } else if (bundle) await applyOrRecord(bundle, APPLY_RETRY_MIN_MS);
       } catch (error) {
         if (shutdown.signal.aborted) break;
+        if (wake.signal.aborted) continue;
         failures++;
         // Log the first failure and then every tenth, so a long controller outage does not flood the log.
         if (failures === 1 || failures % 10 === 0) {
@@ -161,6 +329,8 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
         }
         await sleep(clock, backoff, shutdown.signal);
         backoff = Math.min(backoff * 2, config.retryMaxMs);
+      } finally {
+        timer?.cancel();
       }
     }
   })();

@@ -2,12 +2,17 @@
 // requests) when the config's shape changes, handed new task addresses over its local socket when only they
 // change, stopped gracefully with SIGQUIT.
 import { spawn } from 'node:child_process';
+import { chmod, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { ChildProcess } from 'node:child_process';
 import { SwarmgateError } from '../errors.ts';
 import { bundleArguments } from '../nginx/nginx-validator.ts';
 
 export interface NginxProcess {
+  /**
+   * Starts nginx and resolves once it serves (its peers socket answers). Rejects, with nginx stopped, when it
+   * exits or does not answer in time: a config it cannot load never leaves a half-started edge.
+   */
   start(confPath: string): Promise<void>;
   reload(): void;
   /**
@@ -15,26 +20,35 @@ export interface NginxProcess {
    * take them (not running, or still switching configs after a reload): then a reload does the job.
    */
   updatePeers(peersText: string, signal: AbortSignal): Promise<boolean>;
+  /** GET /peers: what a worker routes to now, in peers.txt form; null when nothing answers. */
+  runningPeers(signal: AbortSignal): Promise<string | null>;
   stop(graceMs: number): Promise<void>;
   readonly running: boolean;
-  /** Called if nginx exits without being asked to. */
+  /** Called if nginx exits without being asked to, after start resolved. */
   onUnexpectedExit(listener: (code: number | null) => void): void;
 }
 
-/** Posts peers.txt to the Lua handler on nginx's local socket; the answer's status code. */
-function postPeers(socketPath: string, body: string, signal: AbortSignal): Promise<number> {
+/** One request to the Lua handler on nginx's local socket: status and body. */
+function peersRequest(
+  socketPath: string,
+  method: 'GET' | 'POST',
+  body: string,
+  signal: AbortSignal,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
         socketPath,
-        method: 'POST',
+        method,
         path: '/peers',
         headers: { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) },
         signal: AbortSignal.any([signal, AbortSignal.timeout(5000)]),
       },
       (res) => {
-        res.resume();
-        res.once('end', () => resolve(res.statusCode ?? 0));
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.once('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
       },
     );
     req.once('error', reject);
@@ -42,34 +56,82 @@ function postPeers(socketPath: string, body: string, signal: AbortSignal): Promi
   });
 }
 
-export function createNginxProcess(nginxBinary: string, peersSocket: string): NginxProcess {
+export function createNginxProcess(
+  nginxBinary: string,
+  peersSocket: string,
+  { startTimeoutMs = 60_000 }: { startTimeoutMs?: number } = {},
+): NginxProcess {
   let child: ChildProcess | null = null;
   let stopping = false;
   const listeners: ((code: number | null) => void)[] = [];
+  const isRunning = (): boolean =>
+    child?.pid !== undefined && child.exitCode === null && child.signalCode === null;
+  const runningPeers = async (signal: AbortSignal): Promise<string | null> => {
+    const answer = await peersRequest(peersSocket, 'GET', '', signal).catch(() => null);
+    return answer?.status === 200 ? answer.body : null;
+  };
 
   return {
     get running() {
-      return child !== null && child.exitCode === null && child.signalCode === null;
+      return isRunning();
     },
     onUnexpectedExit(listener) {
       listeners.push(listener);
     },
-    start(confPath) {
-      return new Promise((resolve, reject) => {
-        const proc = spawn(nginxBinary, [...bundleArguments(confPath), '-g', 'daemon off;'], {
-          stdio: 'inherit',
-        });
-        child = proc;
-        proc.once('error', (error) =>
-          reject(
-            new SwarmgateError('ERR_NGINX_UNAVAILABLE', `cannot start nginx: ${error.message}`, {}, error),
-          ),
-        );
-        proc.once('spawn', () => resolve());
+    async start(confPath) {
+      // A socket left by an nginx that was killed would make the bind fail.
+      await rm(peersSocket, { force: true });
+      stopping = false;
+      const proc = spawn(nginxBinary, [...bundleArguments(confPath), '-g', 'daemon off;'], {
+        stdio: 'inherit',
+      });
+      child = proc;
+      let started = false;
+      const exited = new Promise<number | null>((resolve) => {
         proc.once('exit', (code) => {
-          if (!stopping) for (const listener of listeners) listener(code);
+          resolve(code);
+          if (started && !stopping) for (const listener of listeners) listener(code);
         });
       });
+      // Every branch resolves (never rejects), so the losers of the race cannot become unhandled rejections.
+      const spawnFailed = new Promise<{ error: Error }>((resolve) =>
+        proc.once('error', (error) => resolve({ error })),
+      );
+      const ready = (async () => {
+        const deadline = Date.now() + startTimeoutMs;
+        while (Date.now() < deadline && isRunning()) {
+          if ((await runningPeers(AbortSignal.timeout(1000))) !== null) return 'ready' as const;
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        }
+        return 'timeout' as const;
+      })();
+      const outcome = await Promise.race([ready, spawnFailed, exited.then((code) => ({ code }))]);
+      if (outcome === 'ready' && isRunning()) {
+        started = true;
+        // nginx makes unix listeners 0666, and its workers run as nobody: with 0600 only root (the agent) can
+        // post peers (I4). Reloads keep the socket (nginx hands it over), so its mode stays.
+        await chmod(peersSocket, 0o600).catch(() => undefined);
+        return;
+      }
+      stopping = true;
+      if (isRunning()) {
+        proc.kill('SIGKILL');
+        await exited;
+      }
+      if (typeof outcome === 'object' && 'error' in outcome) {
+        throw new SwarmgateError(
+          'ERR_NGINX_UNAVAILABLE',
+          `cannot start nginx: ${outcome.error.message}`,
+          {},
+          outcome.error,
+        );
+      }
+      throw new SwarmgateError(
+        'ERR_NGINX_UNAVAILABLE',
+        typeof outcome === 'object'
+          ? `nginx exited with code ${outcome.code} while starting on ${confPath}`
+          : `nginx did not answer on ${peersSocket} within ${startTimeoutMs} ms of starting on ${confPath}`,
+      );
     },
     reload() {
       if (!child?.pid) throw new SwarmgateError('ERR_NGINX_UNAVAILABLE', 'nginx is not running');
@@ -78,14 +140,18 @@ export function createNginxProcess(nginxBinary: string, peersSocket: string): Ng
     async updatePeers(peersText, signal) {
       // Right after a reload an old worker can still take the post and answer 409 (another generation); the new
       // workers are up within milliseconds.
-      for (let attempt = 0; attempt < 20 && this.running && !signal.aborted; attempt++) {
-        const status = await postPeers(peersSocket, peersText, signal).catch(() => 0);
+      for (let attempt = 0; attempt < 20 && isRunning() && !signal.aborted; attempt++) {
+        const status = await peersRequest(peersSocket, 'POST', peersText, signal).then(
+          (answer) => answer.status,
+          () => 0,
+        );
         if (status === 204) return true;
         if (status !== 409 && status !== 0) return false;
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
       return false;
     },
+    runningPeers,
     async stop(graceMs) {
       stopping = true;
       const proc = child;

@@ -4,6 +4,7 @@ import type { ProxySettings } from '../config.ts';
 import type { RoutingModel } from '../model/routing-model.ts';
 import type { TemplateRenderer } from './nunjucks-env.ts';
 import { SwarmgateError } from '../errors.ts';
+import { formatPeers, isPeerAddress, isPeerPort, isUpstreamName } from './peers-text.ts';
 
 /** Bundle-relative path → file content. nginx.conf is the entry point; everything else is relative to it. */
 export type BundleFiles = Readonly<Record<string, string>>;
@@ -16,7 +17,13 @@ export interface RenderSettings {
   readonly nonGetRedirect?: 301 | 307 | 308;
   /** Certificate for unknown names on 443; without one their TLS handshake is rejected. */
   readonly defaultCertificate?: string | null;
+  /** Where nginx finds the balancer's Lua (lua/ in the repository); tests running a host nginx point it there. */
+  readonly luaDir?: string;
 }
+
+/** The image's copy of lua/ (see the Dockerfile). */
+export const IMAGE_LUA_DIR = '/app/lua';
+const LUA_DIR = /^\/[A-Za-z0-9_./-]+$/;
 
 /** PEM material of a certificate the config uses; the chain goes to certs/NAME.crt, the key to certs/NAME.key. */
 export interface CertificateMaterial {
@@ -54,7 +61,11 @@ export function renderConfig(
       },
     })),
   }));
+  const luaDir = settings.luaDir ?? IMAGE_LUA_DIR;
+  if (!LUA_DIR.test(luaDir))
+    throw new SwarmgateError('ERR_TEMPLATE', `Lua directory ${luaDir} is not a plain path`);
   const nginxConf = templates.render('nginx.conf.njk', {
+    luaDir,
     generator: settings.generator,
     proxy: settings.proxy,
     nonGetRedirect: settings.nonGetRedirect ?? 308,
@@ -77,29 +88,33 @@ export function renderConfig(
   return files;
 }
 
-/** The bundle file with the task addresses; the only one that may change without a reload (see balancer.lua.njk). */
+/** The bundle file with the task addresses; the only one that may change without a reload (see lua/swarmgate/balancer.lua). */
 export const PEERS_FILE = 'peers.txt';
-
-const IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
 
 /** "generation <shape>", then "upstream <name> <ip:port> ..." per upstream, in the model's (sorted) order. */
 function renderPeers(model: RoutingModel, shape: string): string {
-  const lines = [`generation ${shape}`];
-  for (const upstream of model.upstreams) {
+  const upstreams = model.upstreams.map((upstream) => {
+    // The name is also the one value the template hands the Lua (balance("<name>")): the peers grammar bounds it.
+    if (!isUpstreamName(upstream.name)) {
+      throw new SwarmgateError('ERR_TEMPLATE', `upstream name ${upstream.name} is not a peers.txt name`, {
+        service: upstream.service,
+      });
+    }
     const members = upstream.servers.map((server) => {
       // The model routes IPv4 task addresses only (the edge's Lua reads nothing else); this guards that promise.
-      if (!IPV4.test(server.ip) || !Number.isInteger(server.port)) {
+      if (!isPeerAddress(server.ip) || !isPeerPort(server.port)) {
         throw new SwarmgateError(
           'ERR_TEMPLATE',
           `task address ${server.ip}:${server.port} of service ${upstream.service} is not IPv4`,
           { service: upstream.service },
         );
       }
-      return ` ${server.ip}:${server.port}`;
+      return { ip: server.ip, port: server.port };
     });
-    lines.push(`upstream ${upstream.name}${members.join('')}`);
-  }
-  return `${lines.join('\n')}\n`;
+    return { name: upstream.name, members };
+  });
+  // formatPeers parses what it wrote: the controller never publishes a peers.txt the edge's Lua would refuse.
+  return formatPeers({ generation: shape, upstreams });
 }
 
 /** Content address of a bundle: the same files always give the same fingerprint. */

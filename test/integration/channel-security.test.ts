@@ -2,6 +2,7 @@
 // controllers (another certificate, plain HTTP) get no token and push no bundle, a replayed older bundle is
 // refused, a restarted controller moves the version forward, the challenge listener serves tokens and nothing
 // else, and /healthz fails when Docker has been gone past the bound.
+import { FakeNginx } from '../support/fake-nginx.ts';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -21,7 +22,6 @@ import { createHttpsControllerChannel } from '../../src/edge/controller-channel.
 import type { ControllerChannel } from '../../src/edge/controller-channel.ts';
 import { startEdgeAgent } from '../../src/edge/edge-agent.ts';
 import type { RunningEdge } from '../../src/edge/edge-agent.ts';
-import type { NginxProcess } from '../../src/edge/nginx-process.ts';
 import { isSwarmgateError } from '../../src/errors.ts';
 import { createCapturingLogger } from '../../src/logger.ts';
 import type { PublishedBundle } from '../../src/publish/bundle-store.ts';
@@ -53,24 +53,6 @@ after(async () => {
   await real.remove();
   await other.remove();
 });
-
-class FakeNginx implements NginxProcess {
-  reloads = 0;
-  running = false;
-  async start(): Promise<void> {
-    this.running = true;
-  }
-  reload(): void {
-    this.reloads++;
-  }
-  async updatePeers(): Promise<boolean> {
-    return true;
-  }
-  async stop(): Promise<void> {
-    this.running = false;
-  }
-  onUnexpectedExit(): void {}
-}
 
 function dockerWithWeb(host = 'web.example.com'): FakeDocker {
   const docker = new FakeDocker();

@@ -13,7 +13,6 @@ import type { RunningController } from '../../src/controller/controller.ts';
 import { createHttpsControllerChannel } from '../../src/edge/controller-channel.ts';
 import { startEdgeAgent } from '../../src/edge/edge-agent.ts';
 import type { RunningEdge } from '../../src/edge/edge-agent.ts';
-import type { NginxProcess } from '../../src/edge/nginx-process.ts';
 import { createCapturingLogger } from '../../src/logger.ts';
 import type { NginxValidator, ValidationResult } from '../../src/nginx/nginx-validator.ts';
 import { systemClock } from '../../src/reconcile/clock.ts';
@@ -21,6 +20,7 @@ import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { apiRequest, loopbackResolver, makeChannelKeyPair } from '../support/channel-tls.ts';
 import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
+import { FakeNginx } from '../support/fake-nginx.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const TOKEN = 'integration-test-token-0123456789';
@@ -46,30 +46,6 @@ const unusedAcme: AcmePort = {
   createAccountKey: () => Promise.reject(new Error('no ACME in this test')),
   order: () => Promise.reject(new Error('no ACME in this test')),
 };
-
-class FakeNginx implements NginxProcess {
-  confPath: string | null = null;
-  reloads = 0;
-  running = false;
-  async start(confPath: string): Promise<void> {
-    this.confPath = confPath;
-    this.running = true;
-  }
-  reload(): void {
-    this.reloads++;
-  }
-  peerUpdates: string[] = [];
-  /** False: behave like an nginx still switching configs, so the agent falls back to a reload. */
-  acceptPeers = true;
-  async updatePeers(peersText: string): Promise<boolean> {
-    if (this.acceptPeers) this.peerUpdates.push(peersText);
-    return this.acceptPeers;
-  }
-  async stop(): Promise<void> {
-    this.running = false;
-  }
-  onUnexpectedExit(): void {}
-}
 
 interface System {
   docker: FakeDocker;
@@ -190,6 +166,8 @@ test('a service event triggers a reconcile, and a new task is routed', async (t)
   await waitUntil('first bundle', () => system.edge.applied() !== null);
   system.docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
   system.docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
+  // The files change before the agent records the version (it activates, then posts or reloads): wait for the
+  // version, which comes last, then read the files.
   await waitUntil('the edge to apply version 2', () => system.edge.applied()?.version === 2);
   assert.match(await system.served(), /10\.0\.0\.12:80/);
 });

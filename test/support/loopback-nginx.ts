@@ -1,0 +1,142 @@
+// A real nginx (the edge's config, Lua balancer and all) on loopback ports, for integration tests.
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { defaultProxySettings } from '../../src/config.ts';
+import type { ProxySettings } from '../../src/config.ts';
+import { buildRoutingModel } from '../../src/model/routing-model.ts';
+import type { TemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { PEERS_FILE, renderConfig, shapeFingerprint } from '../../src/render/render-config.ts';
+import type { BundleFiles } from '../../src/render/render-config.ts';
+import { oneServiceSnapshot } from './one-service.ts';
+
+export const NGINX_BINARY = process.env.SWARMGATE_NGINX ?? 'nginx';
+/** The repository's lua/: what the image copies to /app/lua. */
+export const REPO_LUA_DIR = path.resolve(import.meta.dirname, '../../lua');
+
+/** A backend on one loopback address that answers with that address; counts the requests it served. */
+export interface Backend {
+  readonly ip: string;
+  readonly server: http.Server;
+  requests: number;
+  close(): Promise<void>;
+}
+
+export async function startBackend(ip: string, port: number): Promise<Backend> {
+  const backend: Backend = {
+    ip,
+    requests: 0,
+    server: http.createServer((_req, res) => {
+      backend.requests++;
+      res.end(ip);
+    }),
+    close: () =>
+      new Promise((resolve) => {
+        backend.server.close(() => resolve());
+        backend.server.closeAllConnections();
+      }),
+  };
+  await new Promise<void>((resolve, reject) => {
+    backend.server.once('error', reject);
+    backend.server.listen(port, ip, () => resolve());
+  });
+  return backend;
+}
+
+export function get(port: number, host: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path: '/', headers: { host }, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
+  });
+}
+
+export async function freePort(): Promise<number> {
+  const probe = http.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+export interface LoopbackSetup {
+  readonly stateDir: string;
+  readonly listenPort: number;
+  readonly tlsPort: number;
+  readonly proxy: ProxySettings;
+  readonly pidFile: string;
+  readonly errorLog: string;
+}
+
+export async function loopbackSetup(
+  stateDir: string,
+  overrides: Partial<ProxySettings> = {},
+): Promise<LoopbackSetup> {
+  return {
+    stateDir,
+    listenPort: await freePort(),
+    tlsPort: await freePort(),
+    // No access log: the test runner's stdout is a pipe, which nginx cannot open as /dev/stdout.
+    proxy: {
+      ...defaultProxySettings(),
+      accessLog: false,
+      peersSocket: path.join(stateDir, 'peers.sock'),
+      ...overrides,
+    },
+    pidFile: path.join(stateDir, 'nginx.pid'),
+    errorLog: path.join(stateDir, 'error.log'),
+  };
+}
+
+/** The edge's bundle for one service on loopback ports: only listen lines, pid and error log differ from production. */
+export function loopbackBundle(
+  setup: LoopbackSetup,
+  templates: TemplateRenderer,
+  host: string,
+  ips: readonly string[],
+  backendPort: number,
+): BundleFiles {
+  const model = buildRoutingModel(oneServiceSnapshot(host, ips, backendPort), { networks: ['swarmgate'] });
+  const files = renderConfig(
+    model,
+    { proxy: setup.proxy, generator: 'test', luaDir: REPO_LUA_DIR },
+    templates,
+  );
+  return withConf(files, loopbackConf(setup, files['nginx.conf'] ?? ''));
+}
+
+/** The bundle with another nginx.conf, and peers.txt naming the new shape as its generation (as renderConfig does). */
+export function withConf(files: BundleFiles, conf: string): BundleFiles {
+  const changed = { ...files, 'nginx.conf': conf };
+  const peers = (files[PEERS_FILE] ?? '').replace(
+    /^generation [0-9a-f]{64}\n/,
+    `generation ${shapeFingerprint(changed)}\n`,
+  );
+  return { ...changed, [PEERS_FILE]: peers };
+}
+
+export function loopbackConf(setup: LoopbackSetup, conf: string): string {
+  return conf
+    .replace(/listen 80( default_server)?;/g, `listen 127.0.0.1:${setup.listenPort}$1;`)
+    .replace(/listen 443 ssl http2( default_server)?;/g, `listen 127.0.0.1:${setup.tlsPort} ssl http2$1;`)
+    .replace('pid /run/swarmgate-nginx.pid;', `pid ${setup.pidFile};`)
+    .replace('error_log stderr warn;', `error_log ${setup.errorLog} warn;`);
+}
+
+/** The pids of nginx's workers now: the children of the master named in the pid file. */
+export async function workerPids(setup: LoopbackSetup): Promise<number[]> {
+  const master = (await readFile(setup.pidFile, 'utf8')).trim();
+  const children = await readFile(`/proc/${master}/task/${master}/children`, 'utf8');
+  return children
+    .trim()
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number)
+    .sort((a, b) => a - b);
+}

@@ -1,0 +1,188 @@
+// F10: an edge whose volume refuses a bundle (full, read-only, not permitted) reports a coded failure, keeps serving,
+// shows degraded health, leaves no temp dirs, and retries from memory with an exponential backoff: the controller
+// sends the bundle once, not several times a second. Fake volume, fake controller, fake nginx, fake clock.
+import { FakeNginx } from '../support/fake-nginx.ts';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { readEdgeConfig } from '../../src/config.ts';
+import { APPLY_RETRY_MAX_MS, startEdgeAgent } from '../../src/edge/edge-agent.ts';
+import type { ControllerChannel } from '../../src/edge/edge-agent.ts';
+import { createCapturingLogger } from '../../src/logger.ts';
+import { buildRoutingModel } from '../../src/model/routing-model.ts';
+import { nodeBundleFs } from '../../src/nginx/bundle-dir.ts';
+import type { BundleFs } from '../../src/nginx/bundle-dir.ts';
+import type { EdgeReport, PublishedBundle } from '../../src/publish/bundle-store.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { fingerprintBundle, renderConfig } from '../../src/render/render-config.ts';
+import { defaultProxySettings } from '../../src/config.ts';
+import { FakeClock } from '../support/fake-clock.ts';
+import { oneServiceSnapshot } from '../support/one-service.ts';
+import { waitUntil } from '../support/wait.ts';
+
+type Operation = 'mkdir' | 'writeFile' | 'rename';
+
+/** The real file system, except that one operation under bundles/ fails with an errno while `failing` is set. */
+function failingFs(
+  failing: { errno: string; operation: Operation } | null,
+): BundleFs & { set(f: typeof failing): void; attempts: number } {
+  let current = failing;
+  const fail = (operation: Operation, target: string): void => {
+    if (current?.operation === operation && target.includes(`${path.sep}bundles${path.sep}`)) {
+      fs.attempts++;
+      throw Object.assign(new Error(`${current.errno}: ${operation} ${target}`), { code: current.errno });
+    }
+  };
+  const fs = {
+    ...nodeBundleFs,
+    attempts: 0,
+    set(next: typeof failing) {
+      current = next;
+    },
+    async mkdir(dir: string) {
+      fail('mkdir', dir);
+      return nodeBundleFs.mkdir(dir);
+    },
+    async writeFile(file: string, data: string, mode: number, durable: boolean) {
+      fail('writeFile', file);
+      return nodeBundleFs.writeFile(file, data, mode, durable);
+    },
+    async rename(from: string, to: string) {
+      fail('rename', to);
+      return nodeBundleFs.rename(from, to);
+    },
+  };
+  return fs;
+}
+
+/** Answers like the controller: the bundle when the edge has neither applied nor rejected it, else holds the poll. */
+class CountingChannel implements ControllerChannel {
+  polls = 0;
+  downloads = 0;
+  waiting = false;
+  reports: EdgeReport[] = [];
+  bundle: PublishedBundle | null = null;
+  private release: (() => void) | null = null;
+  offer(bundle: PublishedBundle): void {
+    this.bundle = bundle;
+    this.release?.();
+  }
+  async poll(report: EdgeReport, signal: AbortSignal): Promise<PublishedBundle | null> {
+    this.polls++;
+    this.reports.push(report);
+    const wanted = (): PublishedBundle | null =>
+      this.bundle &&
+      this.bundle.fingerprint !== report.applied?.fingerprint &&
+      this.bundle.fingerprint !== report.rejected?.fingerprint
+        ? this.bundle
+        : null;
+    if (!wanted()) {
+      this.waiting = true;
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.waiting = false;
+          this.release = null;
+          resolve();
+        };
+        this.release = done;
+        signal.addEventListener('abort', done, { once: true });
+      });
+    }
+    const bundle = wanted();
+    if (bundle) this.downloads++;
+    return bundle;
+  }
+}
+
+const cases: { errno: string; operation: Operation }[] = [
+  { errno: 'ENOSPC', operation: 'writeFile' },
+  { errno: 'EROFS', operation: 'mkdir' },
+  { errno: 'EPERM', operation: 'rename' },
+];
+
+for (const failure of cases) {
+  test(`${failure.errno} on ${failure.operation}: coded report, degraded health, no temp dirs, one download, backoff`, async (t) => {
+    const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-apply-'));
+    t.after(() => rm(stateDir, { recursive: true, force: true }));
+    const clock = new FakeClock();
+    const fs = failingFs(null);
+    const channel = new CountingChannel();
+    const templates = createTemplateRenderer();
+    const edge = await startEdgeAgent({
+      config: readEdgeConfig({ SWARMGATE_STATE_DIR: stateDir, SWARMGATE_EDGE_HEALTH_PORT: '0' }, 'edge-1'),
+      nodeId: null,
+      channel,
+      nginx: new FakeNginx(),
+      testConfig: async () => ({ ok: true }),
+      templates,
+      logger: createCapturingLogger('debug').logger,
+      clock,
+      version: 'test',
+      fs,
+    });
+    t.after(() => edge.stop());
+    const health = async (): Promise<{
+      status: string;
+      applyFailure: { code: string; errno: string } | null;
+    }> => (await (await fetch(`http://127.0.0.1:${edge.healthPort}/healthz`)).json()) as never;
+
+    await waitUntil('the first poll', () => channel.waiting);
+    fs.set(failure);
+    const model = buildRoutingModel(oneServiceSnapshot('a.test', ['10.0.0.2']), { networks: ['swarmgate'] });
+    const files = renderConfig(model, { proxy: defaultProxySettings(), generator: 'test' }, templates);
+    const fingerprint = fingerprintBundle(files);
+    channel.offer({ version: 1, fingerprint, files, publishedAt: '2026-06-01T00:00:00Z' });
+
+    await waitUntil('the failure to be reported', () =>
+      channel.reports.some((report) => report.rejected !== null),
+    );
+    assert.match(
+      channel.reports.at(-1)?.rejected?.error ?? '',
+      new RegExp(`^ERR_EDGE_APPLY \\(${failure.errno}\\)`),
+    );
+    assert.equal(channel.reports.at(-1)?.rejected?.fingerprint, fingerprint);
+    const degraded = await health();
+    assert.equal(degraded.status, 'degraded');
+    assert.deepEqual(
+      [degraded.applyFailure?.code, degraded.applyFailure?.errno],
+      ['ERR_EDGE_APPLY', failure.errno],
+    );
+    assert.deepEqual(
+      (await readdir(path.join(stateDir, 'bundles'))).filter((entry) => entry.includes('.tmp')),
+      [],
+    );
+
+    // Ten minutes of the failure, a second at a time.
+    const retries: number[] = [];
+    for (let second = 0; second < 600; second++) {
+      const attempts = fs.attempts;
+      clock.advance(1000);
+      await waitUntil('the agent to wait in a poll again', () => channel.waiting);
+      if (fs.attempts > attempts) retries.push(clock.now());
+    }
+    assert.equal(channel.downloads, 1, 'the bundle was sent once and retried from memory');
+    const gaps = retries.slice(1).map((at, index) => at - (retries[index] ?? 0));
+    assert.ok(retries.length >= 8 && retries.length <= 20, `${retries.length} retries in 10 minutes`);
+    assert.deepEqual(gaps.slice(0, 5), [2000, 4000, 8000, 16_000, 32_000], 'the backoff doubles');
+    assert.ok(gaps.every((gap) => gap <= APPLY_RETRY_MAX_MS));
+    assert.ok(channel.polls <= retries.length + 3, `${channel.polls} polls for ${retries.length} retries`);
+    assert.deepEqual(
+      (await readdir(path.join(stateDir, 'bundles'))).filter((entry) => entry.includes('.tmp')),
+      [],
+    );
+
+    // Space again: the next retry applies the bundle it kept, without downloading it again.
+    fs.set(null);
+    await waitUntil('the agent to wait in a poll', () => channel.waiting);
+    for (let second = 0; second < 60 && edge.applied() === null; second++) {
+      clock.advance(1000);
+      await waitUntil('the agent to wait in a poll again', () => channel.waiting);
+    }
+    assert.equal(edge.applied()?.fingerprint, fingerprint);
+    assert.equal(channel.downloads, 1);
+    assert.equal((await health()).status, 'ok');
+    assert.equal(channel.reports.at(-1)?.rejected, null);
+  });
+}
