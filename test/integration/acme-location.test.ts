@@ -15,6 +15,7 @@ import { createNginxProcess } from '../../src/edge/nginx-process.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { fingerprintBundle, renderConfig } from '../../src/render/render-config.ts';
+import { REPO_LUA_DIR } from '../support/loopback-nginx.ts';
 import { oneServiceSnapshot } from '../support/one-service.ts';
 import { waitUntil } from '../support/wait.ts';
 
@@ -68,7 +69,11 @@ test('the ACME location forwards only GET/HEAD of one token, to a fixed URI; eve
   const model = buildRoutingModel(oneServiceSnapshot('a.test', ['127.0.0.2'], 9), {
     networks: ['swarmgate'],
   });
-  const rendered = renderConfig(model, { proxy, generator: 'test' }, createTemplateRenderer());
+  const rendered = renderConfig(
+    model,
+    { proxy, generator: 'test', luaDir: REPO_LUA_DIR },
+    createTemplateRenderer(),
+  );
   const files = {
     ...rendered,
     'nginx.conf': (rendered['nginx.conf'] ?? '')
