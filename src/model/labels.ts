@@ -36,18 +36,191 @@ function isDnsName(name: string): boolean {
   return name.split('.').every((label) => DNS_LABEL.test(label));
 }
 
-/** A JS RegExp compile catches most mistakes; nginx -t (PCRE) is the final word. */
-function checkRegex(body: string, flags = ''): string | null {
+/**
+ * Label regexes must mean the same to JavaScript (checked here) and to nginx's PCRE (which compiles them on every
+ * edge), and must not touch nginx's variables. So the grammar is a whitelist, not a blacklist: printable ASCII;
+ * literals; `.` `^` `$` `|`; the escapes \d \D \w \W \s \S \b \B and escaped punctuation; classes `[...]`
+ * of those; groups `(...)`, `(?:...)` and look-aheads `(?=...)` `(?!...)`; quantifiers `* + ? {n} {n,} {n,m}`
+ * (n, m at most 1000), optionally lazy. Everything else gets a reason that says why nginx cannot have it.
+ */
+export function checkRegex(body: string, flags = ''): string | null {
   if (body.length === 0) return 'the regular expression is empty';
   if (body.length > 512) return 'the regular expression is longer than 512 characters';
   if (CONTROL_OR_SPACE.test(body)) return 'the regular expression contains whitespace or a control character';
   if (/["']/.test(body)) return 'the regular expression contains a quote';
+  if (/[^\x21-\x7e]/.test(body)) {
+    return 'the regular expression contains a character outside printable ASCII (nginx matches bytes, not characters)';
+  }
+  const problem = scanRegex(body);
+  if (problem) return problem;
   try {
     new RegExp(body, flags);
   } catch (error) {
     return `the regular expression does not compile: ${(error as Error).message}`;
   }
   return null;
+}
+
+const CLASS_ESCAPES = new Set(['d', 'D', 'w', 'W', 's', 'S']);
+const ASSERTION_ESCAPES = new Set(['b', 'B']);
+const PUNCTUATION = /^[!#$%&()*+,\-./:;<=>?@[\\\]^_`{|}~]$/;
+const MAX_REPEAT = 1000;
+const MAX_DEPTH = 32;
+// PCRE2 refuses a pattern whose compiled form exceeds 64 KiB; repeats are compiled as copies, so count them.
+const MAX_WEIGHT = 20_000;
+
+/** The PCRE/JS whitelist above; returns the first reason the pattern falls outside it, or null. */
+function scanRegex(body: string): string | null {
+  // One frame per open group: the weight of its finished alternatives and of the current one.
+  const stack: { best: number; current: number }[] = [{ best: 0, current: 0 }];
+  let lastAtom = 0; // weight of the atom a quantifier would repeat (0: nothing repeatable)
+  let i = 0;
+  const top = (): { best: number; current: number } =>
+    stack[stack.length - 1] as { best: number; current: number };
+  const atom = (weight: number): void => {
+    top().current += weight;
+    lastAtom = weight;
+  };
+  while (i < body.length) {
+    const c = body[i] as string;
+    if (c === '\\') {
+      const escaped = escapeProblem(body, i, false);
+      if (escaped) return escaped;
+      const next = body[i + 1] as string;
+      if (ASSERTION_ESCAPES.has(next)) {
+        top().current += 1;
+        lastAtom = 0;
+      } else atom(1);
+      i += 2;
+    } else if (c === '[') {
+      const end = scanClass(body, i);
+      if (typeof end === 'string') return end;
+      atom(1);
+      i = end;
+    } else if (c === '(') {
+      const kind = groupKind(body, i);
+      if (kind.problem) return kind.problem;
+      if (stack.length > MAX_DEPTH) return `groups are nested deeper than ${MAX_DEPTH}`;
+      stack.push({ best: 0, current: 0 });
+      lastAtom = 0;
+      i += kind.length;
+    } else if (c === ')') {
+      if (stack.length === 1) return 'a ")" closes no group';
+      const frame = stack.pop() as { best: number; current: number };
+      atom(Math.max(frame.best, frame.current) + 2);
+      i += 1;
+    } else if (c === '|') {
+      const frame = top();
+      frame.best = Math.max(frame.best, frame.current);
+      frame.current = 0;
+      lastAtom = 0;
+      i += 1;
+    } else if (c === '*' || c === '+' || c === '?' || (c === '{' && /^\{\d/.test(body.slice(i)))) {
+      const quantifier = /^(?:[*+?]|\{(\d{1,4})(,(\d{0,4}))?\})/.exec(body.slice(i));
+      if (!quantifier) return `"{" must start a repeat {n}, {n,} or {n,m}, or be escaped as \\{`;
+      const min = Number(quantifier[1] ?? 0);
+      const max = quantifier[3] ? Number(quantifier[3]) : min;
+      if (min > MAX_REPEAT || max > MAX_REPEAT) return `a repeat count is above ${MAX_REPEAT}`;
+      if (lastAtom === 0) return `"${quantifier[0]}" repeats nothing`;
+      let length = quantifier[0].length;
+      if (body[i + length] === '+') return 'possessive repeats ("++", "*+") are not allowed';
+      if (body[i + length] === '?') length += 1;
+      top().current += lastAtom * Math.max(min, max, 1);
+      if (top().current > MAX_WEIGHT) return 'the regular expression would compile too large for nginx';
+      lastAtom = 0;
+      i += length;
+    } else if (c === '{') {
+      // "{," is a repeat in newer PCRE2 ({,3} = {0,3}) and a literal in JavaScript and older PCRE2.
+      if (body[i + 1] === ',') return '"{," means different things to nginx and here; escape "{" as \\{';
+      atom(1);
+      i += 1;
+    } else if (c === '^' || c === '$') {
+      top().current += 1;
+      lastAtom = 0;
+      i += 1;
+    } else {
+      atom(1);
+      i += 1;
+    }
+    if (top().current > MAX_WEIGHT) return 'the regular expression would compile too large for nginx';
+  }
+  if (stack.length > 1) return 'a "(" is never closed';
+  return null;
+}
+
+/** The reason the escape at body[i] (a backslash) is not allowed, or null. */
+function escapeProblem(body: string, i: number, inClass: boolean): string | null {
+  const next = body[i + 1];
+  if (next === undefined) return 'the regular expression ends with a lone backslash';
+  if (/[1-9]/.test(next) || next === 'k' || next === 'g') {
+    return 'backreferences (\\1, \\k<name>, \\g) are not allowed';
+  }
+  if (CLASS_ESCAPES.has(next) || (!inClass && ASSERTION_ESCAPES.has(next)) || PUNCTUATION.test(next)) {
+    return null;
+  }
+  return `"\\${next}" is not allowed: use \\d \\D \\w \\W \\s \\S${inClass ? '' : ' \\b \\B'} or a backslash before punctuation`;
+}
+
+/** What the "(" at body[i] opens: its length, or why it is not allowed. */
+function groupKind(body: string, i: number): { length: number; problem?: string } {
+  const rest = body.slice(i, i + 4);
+  if (rest[1] !== '?' && rest[1] !== '*') return { length: 1 };
+  if (rest.startsWith('(?:') || rest.startsWith('(?=') || rest.startsWith('(?!')) return { length: 3 };
+  if (rest.startsWith('(?<=') || rest.startsWith('(?<!')) {
+    return {
+      length: 0,
+      problem: 'look-behind "(?<=" / "(?<!" is not allowed (nginx\'s PCRE needs it fixed-length)',
+    };
+  }
+  if (rest.startsWith('(?<') || rest.startsWith('(?P') || rest.startsWith("(?'")) {
+    return {
+      length: 0,
+      problem:
+        'named groups are not allowed: nginx makes each name a variable, and names such as host or uri collide with its own; use (...) or (?:...)',
+    };
+  }
+  if (rest[1] === '*') return { length: 0, problem: 'PCRE verbs "(*...)" are not allowed' };
+  return {
+    length: 0,
+    problem: `"${rest.slice(0, 3)}" is not allowed: use (...), (?:...), (?=...) or (?!...) (case-insensitive paths start with ~*)`,
+  };
+}
+
+/** The index after the class that starts at body[i] ("["), or why it is not allowed. */
+function scanClass(body: string, i: number): number | string {
+  let j = i + 1;
+  if (body[j] === '^') j++;
+  // "[]" and "[^]": PCRE reads the "]" as a member, JavaScript as the end of an empty class.
+  if (body[j] === ']') return 'an empty class "[]" or "[^]" is not allowed; escape a "]" member as \\]';
+  let previous: 'char' | 'set' | 'none' = 'none';
+  let rangePending = false;
+  while (j < body.length) {
+    const c = body[j] as string;
+    if (c === ']') {
+      return j + 1;
+    }
+    let item: 'char' | 'set';
+    if (c === '\\') {
+      const escaped = escapeProblem(body, j, true);
+      if (escaped) return escaped;
+      item = CLASS_ESCAPES.has(body[j + 1] as string) ? 'set' : 'char';
+      j += 2;
+    } else if (c === '[' && /[:.=]/.test(body[j + 1] ?? '')) {
+      return 'POSIX classes such as [:alpha:] are not allowed; use \\w, \\d or a range';
+    } else if (c === '-' && previous !== 'none' && !rangePending && body[j + 1] !== ']') {
+      if (previous === 'set') return 'a range cannot start at \\d, \\w or \\s';
+      rangePending = true;
+      j += 1;
+      continue;
+    } else {
+      item = 'char';
+      j += 1;
+    }
+    if (rangePending && item === 'set') return 'a range cannot end at \\d, \\w or \\s';
+    previous = rangePending ? 'none' : item;
+    rangePending = false;
+  }
+  return 'a "[" is never closed';
 }
 
 export function parseHost(raw: string): Parsed<HostPattern> {
