@@ -31,6 +31,11 @@ const PATH_CHARS = /^\/[A-Za-z0-9._~!*+,=:@%/-]*$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_OR_SPACE = /[\s\u0000-\u001f\u007f]/;
 
+// nginx keeps exact server names in a hash whose buckets (server_names_hash_bucket_size 128 in
+// templates/nginx.conf.njk) must hold one name plus two pointers: 8 + align8(length + 2) + 8 <= 128. A longer name
+// fails nginx -t with "could not build server_names_hash" (found by label fuzzing). Wildcards are kept elsewhere.
+const MAX_EXACT_HOST = 110;
+
 function isDnsName(name: string): boolean {
   if (name.length === 0 || name.length > 253) return false;
   return name.split('.').every((label) => DNS_LABEL.test(label));
@@ -241,9 +246,13 @@ export function parseHost(raw: string): Parsed<HostPattern> {
       : fail(`host "${value}": before ".*" must come a DNS name`);
   }
   if (lower.includes(':')) return fail(`host "${value}": a port does not belong in VIRTUAL_HOST`);
-  return isDnsName(lower)
-    ? ok({ kind: 'exact', value: lower })
-    : fail(`host "${value}" is not a DNS name, "*.name", "name.*" or "~regex"`);
+  if (!isDnsName(lower)) return fail(`host "${value}" is not a DNS name, "*.name", "name.*" or "~regex"`);
+  if (lower.length > MAX_EXACT_HOST) {
+    return fail(
+      `host "${value}" is longer than ${MAX_EXACT_HOST} characters, more than nginx's server name table holds (server_names_hash_bucket_size 128)`,
+    );
+  }
+  return ok({ kind: 'exact', value: lower });
 }
 
 /** VIRTUAL_HOST: a comma list; blanks are skipped, duplicates kept once, every entry must parse. */

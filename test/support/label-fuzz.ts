@@ -238,6 +238,13 @@ const exactHost = fc.oneof(
   { weight: 3, arbitrary: shortHost },
   { weight: 2, arbitrary: fc.tuple(dnsLabel, dnsLabel).map(([a, b]) => `${a}.${b}.fuzz.test`) },
   { weight: 1, arbitrary: fc.domain() },
+  // Around the longest name nginx's server name table holds (110).
+  {
+    weight: 1,
+    arbitrary: fc
+      .integer({ min: 100, max: 130 })
+      .map((length) => `${'h'.repeat(60)}.${'n'.repeat(length - 61)}`),
+  },
 );
 const hostEntry = fc.oneof(
   { weight: 4, arbitrary: exactHost },

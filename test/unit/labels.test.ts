@@ -41,6 +41,13 @@ test('VIRTUAL_HOST: what does not parse is rejected with a reason', () => {
   assert.match(reason(parseHost('-leading.example.com')), /not a DNS name/);
   assert.match(reason(parseHost('a..b')), /not a DNS name/);
   assert.match(reason(parseHost(`${'a'.repeat(64)}.com`)), /not a DNS name/);
+  // could not build server_names_hash, you should increase server_names_hash_bucket_size: 128
+  assert.match(reason(parseHost(`${'a'.repeat(60)}.${'b'.repeat(50)}`)), /longer than 110 characters/);
+  assert.equal(value(parseHost(`${'a'.repeat(60)}.${'b'.repeat(49)}`)).value.length, 110);
+  assert.equal(
+    value(parseHost(`*.${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.d`)).kind,
+    'wildcard',
+  );
   assert.match(reason(parseHost('*.')), /after "\*\."/);
   assert.match(reason(parseHost('*.*.example.com')), /after "\*\."/);
   assert.match(reason(parseHost('.*')), /before "\.\*"/);
