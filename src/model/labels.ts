@@ -98,6 +98,11 @@ function scanRegex(body: string): string | null {
       } else atom(1);
       i += 2;
     } else if (c === '[') {
+      // "[:alpha:]" outside a class: PCRE refuses it ("POSIX named classes are supported only within a class"),
+      // JavaScript reads a class of ":alph" (found by label fuzzing).
+      if (isPosixSyntax(body, i + 1)) {
+        return 'POSIX classes such as [:alpha:] are not allowed; use \\w, \\d or a range';
+      }
       const end = scanClass(body, i);
       if (typeof end === 'string') return end;
       atom(1);
@@ -191,6 +196,19 @@ function groupKind(body: string, i: number): { length: number; problem?: string 
   };
 }
 
+/** PCRE2's check_posix_syntax: "[" then ":", "." or "=" and that character before "]", with no "]" before it. */
+function isPosixSyntax(body: string, at: number): boolean {
+  const terminator = body[at];
+  if (terminator !== ':' && terminator !== '.' && terminator !== '=') return false;
+  for (let j = at + 1; j + 1 < body.length; j++) {
+    const c = body[j];
+    if (c === '\\' && (body[j + 1] === ']' || body[j + 1] === '\\')) j++;
+    else if ((c === '[' && body[j + 1] === terminator) || c === ']') return false;
+    else if (c === terminator && body[j + 1] === ']') return true;
+  }
+  return false;
+}
+
 /** The index after the class that starts at body[i] ("["), or why it is not allowed. */
 function scanClass(body: string, i: number): number | string {
   let j = i + 1;
@@ -257,8 +275,9 @@ export function parseHost(raw: string): Parsed<HostPattern> {
 
 /** VIRTUAL_HOST: a comma list; blanks are skipped, duplicates kept once, every entry must parse. */
 export function parseHostList(raw: string): Parsed<HostPattern[]> {
+  // A comma inside a regex repeat ("~^a{2,5}$") is not a separator (found by the label table's nginx check).
   const entries = raw
-    .split(',')
+    .split(/,(?!\d*\})/)
     .map((entry) => entry.trim())
     .filter((entry) => entry !== '');
   if (entries.length === 0) return fail('no host name given');

@@ -98,7 +98,7 @@ const SAFE_TOKENS = [
 ];
 // prettier-ignore
 const EDGE_TOKENS = [
-  '[\\d-z]',
+  '[:alpha:]', '[.a.]', '[=a=]', '[.]', '[:a]', '[\\d-z]',
   '[a-\\d]',
   '[]a]',
   '[^]',
