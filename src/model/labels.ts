@@ -31,23 +31,219 @@ const PATH_CHARS = /^\/[A-Za-z0-9._~!*+,=:@%/-]*$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL_OR_SPACE = /[\s\u0000-\u001f\u007f]/;
 
+// nginx keeps exact server names in a hash whose buckets (server_names_hash_bucket_size 128 in
+// templates/nginx.conf.njk) must hold one name plus two pointers: 8 + align8(length + 2) + 8 <= 128. A longer name
+// fails nginx -t with "could not build server_names_hash" (found by label fuzzing). Wildcards are kept elsewhere.
+const MAX_EXACT_HOST = 110;
+
 function isDnsName(name: string): boolean {
   if (name.length === 0 || name.length > 253) return false;
   return name.split('.').every((label) => DNS_LABEL.test(label));
 }
 
-/** A JS RegExp compile catches most mistakes; nginx -t (PCRE) is the final word. */
-function checkRegex(body: string, flags = ''): string | null {
+/**
+ * Label regexes must mean the same to JavaScript (checked here) and to nginx's PCRE (which compiles them on every
+ * edge), and must not touch nginx's variables. So the grammar is a whitelist, not a blacklist: printable ASCII;
+ * literals; `.` `^` `$` `|`; the escapes \d \D \w \W \s \S \b \B and escaped punctuation; classes `[...]`
+ * of those; groups `(...)`, `(?:...)` and look-aheads `(?=...)` `(?!...)`; quantifiers `* + ? {n} {n,} {n,m}`
+ * (n, m at most 1000), optionally lazy. Everything else gets a reason that says why nginx cannot have it.
+ */
+export function checkRegex(body: string, flags = ''): string | null {
   if (body.length === 0) return 'the regular expression is empty';
   if (body.length > 512) return 'the regular expression is longer than 512 characters';
   if (CONTROL_OR_SPACE.test(body)) return 'the regular expression contains whitespace or a control character';
   if (/["']/.test(body)) return 'the regular expression contains a quote';
+  if (/[^\x21-\x7e]/.test(body)) {
+    return 'the regular expression contains a character outside printable ASCII (nginx matches bytes, not characters)';
+  }
+  const problem = scanRegex(body);
+  if (problem) return problem;
   try {
     new RegExp(body, flags);
   } catch (error) {
     return `the regular expression does not compile: ${(error as Error).message}`;
   }
   return null;
+}
+
+const CLASS_ESCAPES = new Set(['d', 'D', 'w', 'W', 's', 'S']);
+const ASSERTION_ESCAPES = new Set(['b', 'B']);
+const PUNCTUATION = /^[!#$%&()*+,\-./:;<=>?@[\\\]^_`{|}~]$/;
+const MAX_REPEAT = 1000;
+const MAX_DEPTH = 32;
+// PCRE2 refuses a pattern whose compiled form exceeds 64 KiB; repeats are compiled as copies, so count them.
+const MAX_WEIGHT = 20_000;
+
+/** The PCRE/JS whitelist above; returns the first reason the pattern falls outside it, or null. */
+function scanRegex(body: string): string | null {
+  // One frame per open group: the weight of its finished alternatives and of the current one.
+  const stack: { best: number; current: number }[] = [{ best: 0, current: 0 }];
+  let lastAtom = 0; // weight of the atom a quantifier would repeat (0: nothing repeatable)
+  let i = 0;
+  const top = (): { best: number; current: number } =>
+    stack[stack.length - 1] as { best: number; current: number };
+  const atom = (weight: number): void => {
+    top().current += weight;
+    lastAtom = weight;
+  };
+  while (i < body.length) {
+    const c = body[i] as string;
+    if (c === '\\') {
+      const escaped = escapeProblem(body, i, false);
+      if (escaped) return escaped;
+      const next = body[i + 1] as string;
+      if (ASSERTION_ESCAPES.has(next)) {
+        top().current += 1;
+        lastAtom = 0;
+      } else atom(1);
+      i += 2;
+    } else if (c === '[') {
+      // "[:alpha:]" outside a class: PCRE refuses it ("POSIX named classes are supported only within a class"),
+      // JavaScript reads a class of ":alph" (found by label fuzzing).
+      if (isPosixSyntax(body, i + 1)) {
+        return 'POSIX classes such as [:alpha:] are not allowed; use \\w, \\d or a range';
+      }
+      const end = scanClass(body, i);
+      if (typeof end === 'string') return end;
+      atom(1);
+      i = end;
+    } else if (c === '(') {
+      const kind = groupKind(body, i);
+      if (kind.problem) return kind.problem;
+      if (stack.length > MAX_DEPTH) return `groups are nested deeper than ${MAX_DEPTH}`;
+      stack.push({ best: 0, current: 0 });
+      lastAtom = 0;
+      i += kind.length;
+    } else if (c === ')') {
+      if (stack.length === 1) return 'a ")" closes no group';
+      const frame = stack.pop() as { best: number; current: number };
+      atom(Math.max(frame.best, frame.current) + 2);
+      i += 1;
+    } else if (c === '|') {
+      const frame = top();
+      frame.best = Math.max(frame.best, frame.current);
+      frame.current = 0;
+      lastAtom = 0;
+      i += 1;
+    } else if (c === '*' || c === '+' || c === '?' || (c === '{' && /^\{\d/.test(body.slice(i)))) {
+      const quantifier = /^(?:[*+?]|\{(\d{1,4})(,(\d{0,4}))?\})/.exec(body.slice(i));
+      if (!quantifier) return `"{" must start a repeat {n}, {n,} or {n,m}, or be escaped as \\{`;
+      const min = Number(quantifier[1] ?? 0);
+      const max = quantifier[3] ? Number(quantifier[3]) : min;
+      if (min > MAX_REPEAT || max > MAX_REPEAT) return `a repeat count is above ${MAX_REPEAT}`;
+      if (lastAtom === 0) return `"${quantifier[0]}" repeats nothing`;
+      let length = quantifier[0].length;
+      if (body[i + length] === '+') return 'possessive repeats ("++", "*+") are not allowed';
+      if (body[i + length] === '?') length += 1;
+      top().current += lastAtom * Math.max(min, max, 1);
+      if (top().current > MAX_WEIGHT) return 'the regular expression would compile too large for nginx';
+      lastAtom = 0;
+      i += length;
+    } else if (c === '{') {
+      // "{," is a repeat in newer PCRE2 ({,3} = {0,3}) and a literal in JavaScript and older PCRE2.
+      if (body[i + 1] === ',') return '"{," means different things to nginx and here; escape "{" as \\{';
+      atom(1);
+      i += 1;
+    } else if (c === '^' || c === '$') {
+      top().current += 1;
+      lastAtom = 0;
+      i += 1;
+    } else {
+      atom(1);
+      i += 1;
+    }
+    if (top().current > MAX_WEIGHT) return 'the regular expression would compile too large for nginx';
+  }
+  if (stack.length > 1) return 'a "(" is never closed';
+  return null;
+}
+
+/** The reason the escape at body[i] (a backslash) is not allowed, or null. */
+function escapeProblem(body: string, i: number, inClass: boolean): string | null {
+  const next = body[i + 1];
+  if (next === undefined) return 'the regular expression ends with a lone backslash';
+  if (/[1-9]/.test(next) || next === 'k' || next === 'g') {
+    return 'backreferences (\\1, \\k<name>, \\g) are not allowed';
+  }
+  if (CLASS_ESCAPES.has(next) || (!inClass && ASSERTION_ESCAPES.has(next)) || PUNCTUATION.test(next)) {
+    return null;
+  }
+  return `"\\${next}" is not allowed: use \\d \\D \\w \\W \\s \\S${inClass ? '' : ' \\b \\B'} or a backslash before punctuation`;
+}
+
+/** What the "(" at body[i] opens: its length, or why it is not allowed. */
+function groupKind(body: string, i: number): { length: number; problem?: string } {
+  const rest = body.slice(i, i + 4);
+  if (rest[1] !== '?' && rest[1] !== '*') return { length: 1 };
+  if (rest.startsWith('(?:') || rest.startsWith('(?=') || rest.startsWith('(?!')) return { length: 3 };
+  if (rest.startsWith('(?<=') || rest.startsWith('(?<!')) {
+    return {
+      length: 0,
+      problem: 'look-behind "(?<=" / "(?<!" is not allowed (nginx\'s PCRE needs it fixed-length)',
+    };
+  }
+  if (rest.startsWith('(?<') || rest.startsWith('(?P') || rest.startsWith("(?'")) {
+    return {
+      length: 0,
+      problem:
+        'named groups are not allowed: nginx makes each name a variable, and names such as host or uri collide with its own; use (...) or (?:...)',
+    };
+  }
+  if (rest[1] === '*') return { length: 0, problem: 'PCRE verbs "(*...)" are not allowed' };
+  return {
+    length: 0,
+    problem: `"${rest.slice(0, 3)}" is not allowed: use (...), (?:...), (?=...) or (?!...) (case-insensitive paths start with ~*)`,
+  };
+}
+
+/** PCRE2's check_posix_syntax: "[" then ":", "." or "=" and that character before "]", with no "]" before it. */
+function isPosixSyntax(body: string, at: number): boolean {
+  const terminator = body[at];
+  if (terminator !== ':' && terminator !== '.' && terminator !== '=') return false;
+  for (let j = at + 1; j + 1 < body.length; j++) {
+    const c = body[j];
+    if (c === '\\' && (body[j + 1] === ']' || body[j + 1] === '\\')) j++;
+    else if ((c === '[' && body[j + 1] === terminator) || c === ']') return false;
+    else if (c === terminator && body[j + 1] === ']') return true;
+  }
+  return false;
+}
+
+/** The index after the class that starts at body[i] ("["), or why it is not allowed. */
+function scanClass(body: string, i: number): number | string {
+  let j = i + 1;
+  if (body[j] === '^') j++;
+  // "[]" and "[^]": PCRE reads the "]" as a member, JavaScript as the end of an empty class.
+  if (body[j] === ']') return 'an empty class "[]" or "[^]" is not allowed; escape a "]" member as \\]';
+  let previous: 'char' | 'set' | 'none' = 'none';
+  let rangePending = false;
+  while (j < body.length) {
+    const c = body[j] as string;
+    if (c === ']') {
+      return j + 1;
+    }
+    let item: 'char' | 'set';
+    if (c === '\\') {
+      const escaped = escapeProblem(body, j, true);
+      if (escaped) return escaped;
+      item = CLASS_ESCAPES.has(body[j + 1] as string) ? 'set' : 'char';
+      j += 2;
+    } else if (c === '[' && /[:.=]/.test(body[j + 1] ?? '')) {
+      return 'POSIX classes such as [:alpha:] are not allowed; use \\w, \\d or a range';
+    } else if (c === '-' && previous !== 'none' && !rangePending && body[j + 1] !== ']') {
+      if (previous === 'set') return 'a range cannot start at \\d, \\w or \\s';
+      rangePending = true;
+      j += 1;
+      continue;
+    } else {
+      item = 'char';
+      j += 1;
+    }
+    if (rangePending && item === 'set') return 'a range cannot end at \\d, \\w or \\s';
+    previous = rangePending ? 'none' : item;
+    rangePending = false;
+  }
+  return 'a "[" is never closed';
 }
 
 export function parseHost(raw: string): Parsed<HostPattern> {
@@ -68,15 +264,20 @@ export function parseHost(raw: string): Parsed<HostPattern> {
       : fail(`host "${value}": before ".*" must come a DNS name`);
   }
   if (lower.includes(':')) return fail(`host "${value}": a port does not belong in VIRTUAL_HOST`);
-  return isDnsName(lower)
-    ? ok({ kind: 'exact', value: lower })
-    : fail(`host "${value}" is not a DNS name, "*.name", "name.*" or "~regex"`);
+  if (!isDnsName(lower)) return fail(`host "${value}" is not a DNS name, "*.name", "name.*" or "~regex"`);
+  if (lower.length > MAX_EXACT_HOST) {
+    return fail(
+      `host "${value}" is longer than ${MAX_EXACT_HOST} characters, more than nginx's server name table holds (server_names_hash_bucket_size 128)`,
+    );
+  }
+  return ok({ kind: 'exact', value: lower });
 }
 
 /** VIRTUAL_HOST: a comma list; blanks are skipped, duplicates kept once, every entry must parse. */
 export function parseHostList(raw: string): Parsed<HostPattern[]> {
+  // A comma inside a regex repeat ("~^a{2,5}$") is not a separator (found by the label table's nginx check).
   const entries = raw
-    .split(',')
+    .split(/,(?!\d*\})/)
     .map((entry) => entry.trim())
     .filter((entry) => entry !== '');
   if (entries.length === 0) return fail('no host name given');

@@ -527,7 +527,10 @@ function chooseNetwork(
 
 /**
  * Two services may not claim the same host and path. The service created first keeps the route, so deploying a
- * conflicting service never takes a working route away; the newcomer is left out with a Problem.
+ * conflicting service never takes a working route away; the newcomer is left out with a Problem. Nor may a newcomer
+ * take over a host an older service routes by other means: a regex VIRTUAL_PATH (nginx tries regex locations before
+ * prefixes, so `~^/` would take every request), or TLS labels the host's oldest service did not set (HSTS or a
+ * redirect to HTTPS change how browsers reach that service too).
  */
 function claimRoutes(candidates: readonly ServiceRoute[], problems: Problem[]): ServiceRoute[] {
   const ordered = [...candidates].sort(
@@ -536,6 +539,7 @@ function claimRoutes(candidates: readonly ServiceRoute[], problems: Problem[]): 
       compareStrings(a.service.name, b.service.name),
   );
   const owners = new Map<string, string>();
+  const oldestByHost = new Map<string, ServiceRoute>();
   const accepted: ServiceRoute[] = [];
   for (const route of ordered) {
     const keys = route.hosts.map((host) => `${host.value} ${route.path.value}`);
@@ -551,10 +555,70 @@ function claimRoutes(candidates: readonly ServiceRoute[], problems: Problem[]): 
       });
       continue;
     }
+    const takeover = findTakeover(route, oldestByHost);
+    if (takeover) {
+      problems.push({
+        service: route.service.name,
+        label: takeover.label,
+        code: 'CONFLICT',
+        reason: takeover.reason,
+        severity: 'error',
+      });
+      continue;
+    }
     for (const key of keys) owners.set(key, route.service.name);
+    for (const host of route.hosts) if (!oldestByHost.has(host.value)) oldestByHost.set(host.value, route);
     accepted.push(route);
   }
   return accepted;
+}
+
+/** Host-wide TLS labels: only a host's oldest service may set them (a later one may repeat or differ, see pick). */
+const HOST_TLS_LABELS: readonly (readonly [keyof ServiceTlsLabels, string])[] = [
+  ['httpsMethod', 'HTTPS_METHOD'],
+  ['hsts', 'HSTS'],
+  ['certName', 'CERT_NAME'],
+  ['sslPolicy', 'SSL_POLICY'],
+];
+
+function isSet(labels: ServiceTlsLabels, key: keyof ServiceTlsLabels): boolean {
+  // hsts: undefined is "not set", null is "off" (set).
+  return key === 'hsts' ? labels.hsts !== undefined : labels[key] !== null;
+}
+
+/** The label and reason if `route` would take over a host an older accepted service routes; null otherwise. */
+function findTakeover(
+  route: ServiceRoute,
+  oldestByHost: ReadonlyMap<string, ServiceRoute>,
+): { label: string; reason: string } | null {
+  for (const host of route.hosts) {
+    const oldest = oldestByHost.get(host.value);
+    if (!oldest) continue;
+    const owner = oldest.service.name;
+    if (route.path.kind === 'regex') {
+      return {
+        label: 'VIRTUAL_PATH',
+        reason: `host "${host.value}" is already routed to service "${owner}"; a regex path "${route.path.value}" would take requests meant for it (nginx tries regex locations first)`,
+      };
+    }
+    for (const [key, label] of HOST_TLS_LABELS) {
+      if (isSet(route.tls, key) && !isSet(oldest.tls, key)) {
+        return {
+          label,
+          reason: `host "${host.value}" belongs to service "${owner}", which does not set ${label}; only a host's oldest service sets its TLS labels`,
+        };
+      }
+    }
+    const wantsCertificate = route.tls.certificateHosts?.includes(host.value) ?? false;
+    if (wantsCertificate && !(oldest.tls.certificateHosts?.includes(host.value) ?? false)) {
+      return {
+        label:
+          lookupLabel(route.service, 'LETSENCRYPT_HOST') !== undefined ? 'LETSENCRYPT_HOST' : 'ACME_HOST',
+        reason: `host "${host.value}" belongs to service "${owner}", which does not ask for its certificate; only a host's oldest service sets its TLS labels`,
+      };
+    }
+  }
+  return null;
 }
 
 function groupTasks(tasks: readonly TaskInfo[]): Map<string, TaskInfo[]> {

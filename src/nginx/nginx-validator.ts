@@ -7,7 +7,12 @@ import { SwarmgateError } from '../errors.ts';
 import type { BundleFiles } from '../render/render-config.ts';
 import { writeBundleFiles } from './bundle-dir.ts';
 
-export type ValidationResult = { readonly ok: true } | { readonly ok: false; readonly output: string };
+/**
+ * transient: nginx -t did not give a verdict on the config (killed, timed out); the same bytes may pass next time,
+ * so callers must not remember it as a refusal.
+ */
+export type ValidationResult =
+  { readonly ok: true } | { readonly ok: false; readonly output: string; readonly transient?: boolean };
 
 export interface NginxValidator {
   validate(files: BundleFiles, signal: AbortSignal): Promise<ValidationResult>;
@@ -55,8 +60,12 @@ export function runNginxTest(
     });
     child.once('close', (code, killedBy) => {
       if (code === 0) resolve({ ok: true });
-      else if (code !== null || killedBy !== null) {
-        resolve({ ok: false, output: stderr.trim() || `nginx -t exited with ${code ?? killedBy}` });
+      else if (killedBy !== null) {
+        // Killed (our timeout, the OOM killer, an operator): no verdict on the config.
+        const output = `nginx -t was killed by ${killedBy} before it finished${stderr.trim() ? `: ${stderr.trim()}` : ''}`;
+        resolve({ ok: false, output, transient: true });
+      } else if (code !== null) {
+        resolve({ ok: false, output: stderr.trim() || `nginx -t exited with ${code}` });
       }
     });
   });

@@ -12,7 +12,7 @@ import { buildRoutingModel, DEFAULT_TLS, EMPTY_MODEL, lookupLabel } from '../mod
 import type { RoutingModel, TlsDefaults } from '../model/routing-model.ts';
 import { compareProblems } from '../model/problems.ts';
 import type { Problem } from '../model/problems.ts';
-import type { NginxValidator } from '../nginx/nginx-validator.ts';
+import type { NginxValidator, ValidationResult } from '../nginx/nginx-validator.ts';
 import type { BundleStore } from '../publish/bundle-store.ts';
 import { fingerprintBundle, renderConfig, renderedShape } from '../render/render-config.ts';
 import type { BundleFiles } from '../render/render-config.ts';
@@ -44,6 +44,24 @@ export interface ReconcilerSettings {
   readonly tlsDefaults?: TlsDefaults;
   readonly nonGetRedirect?: 301 | 307 | 308;
   readonly defaultCertificate?: string | null;
+  /**
+   * Time nginx -t may take per reconcile (whole candidate plus quarantine search), default 20 s. When it runs out
+   * the candidate waits for the next reconcile (verdicts found so far are kept); task address changes of services
+   * already published are still published, since they need no nginx -t.
+   */
+  readonly validationBudgetMs?: number;
+  /** Delay before a reconcile is retried after nginx -t gave no verdict (killed, budget out), default 5 s. */
+  readonly validationRetryMs?: number;
+}
+
+/** The last candidate nginx refused as a whole, kept beside the published model for the status API. */
+export interface RefusedCandidate {
+  readonly at: string;
+  /** The model that was refused (every route it would have published, and its problems). */
+  readonly model: RoutingModel;
+  readonly reason: string;
+  /** true: nginx -t gave no verdict (killed, timed out, not runnable, budget out); retried, not remembered. */
+  readonly transient: boolean;
 }
 
 export interface ReconcileOutcome {
@@ -76,7 +94,21 @@ type Verdict =
       readonly fingerprint: string;
       readonly quarantined: readonly Problem[];
     }
-  | { readonly ok: false; readonly output: string };
+  | { readonly ok: false; readonly output: string; readonly transient: boolean };
+
+/** nginx -t's verdict on one service's routes alone, by the fingerprint of that rendering (its fragment). */
+type ServiceVerdict = { readonly ok: true } | { readonly ok: false; readonly problem: Problem };
+
+/** Thrown inside the quarantine search when nginx -t gives no verdict: the search stops, nothing is concluded. */
+class NoVerdict extends Error {
+  readonly output: string;
+  constructor(output: string) {
+    super(output);
+    this.output = output;
+  }
+}
+
+const MAX_SERVICE_VERDICTS = 20_000;
 
 export class Reconciler {
   private readonly deps: ReconcilerDeps;
@@ -86,7 +118,19 @@ export class Reconciler {
   private readonly shutdown = new AbortController();
   private lastCandidate: { fingerprint: string; verdict: Verdict } | null = null;
   private lastAcceptedShape: string | null = null;
+  /** The last published model: what the edges serve (or are being sent). */
   private model: RoutingModel = EMPTY_MODEL;
+  private refused: RefusedCandidate | null = null;
+  /** Per-service nginx -t verdicts by fragment fingerprint, so quarantine re-tests only what changed. */
+  private readonly serviceVerdicts = new Map<string, ServiceVerdict>();
+  /** Services nginx refused, with the fingerprint of the fragment it refused: left out before any nginx -t. */
+  private readonly knownBad = new Map<string, string>();
+  private retryTimer: TimerHandle | null = null;
+  /**
+   * Fragments of the smallest group nginx refused in a quarantine search that the budget cut short: the next
+   * search starts there, so each budget narrows it down instead of starting over.
+   */
+  private suspicion: ReadonlySet<string> | null = null;
   private snapshot: Snapshot | null = null;
   private outcome: ReconcileOutcome | null = null;
   private running: number | null = null;
@@ -127,8 +171,14 @@ export class Reconciler {
     return this.flight.request();
   }
 
+  /** The last published model (what edges serve), never a refused candidate: see lastRefused. */
   get currentModel(): RoutingModel {
     return this.model;
+  }
+
+  /** The last candidate nginx refused as a whole, until a later candidate is published. */
+  get lastRefused(): RefusedCandidate | null {
+    return this.refused;
   }
 
   /** The plain data of the last reconcile: services and tasks as Swarm reported them. */
@@ -145,6 +195,8 @@ export class Reconciler {
     this.debouncer.cancel();
     this.fastPollTimer?.cancel();
     this.fastPollTimer = null;
+    this.retryTimer?.cancel();
+    this.retryTimer = null;
   }
 
   idle(): Promise<void> {
@@ -177,9 +229,10 @@ export class Reconciler {
     try {
       const snapshot = await fetchSnapshot(this.deps.docker, signal);
       this.snapshot = snapshot;
-      const published = await this.applySnapshot(snapshot, signal);
+      const { published, error } = await this.applySnapshot(snapshot, signal);
       this.scheduleFastPoll(snapshot);
-      this.outcome = this.finish(started, true, null, published);
+      if (error !== null) this.stats.failures++;
+      this.outcome = this.finish(started, error === null, error, published);
     } catch (error) {
       this.stats.failures++;
       this.outcome = this.finish(started, false, describeError(error), false);
@@ -198,8 +251,11 @@ export class Reconciler {
     return { at: new Date(started).toISOString(), durationMs, ok, error, published };
   }
 
-  /** Returns whether a new bundle was published. */
-  private async applySnapshot(snapshot: Snapshot, signal: AbortSignal): Promise<boolean> {
+  /** Whether a new bundle was published, and why the candidate was not (null: it was). */
+  private async applySnapshot(
+    snapshot: Snapshot,
+    signal: AbortSignal,
+  ): Promise<{ published: boolean; error: string | null }> {
     // Certificate state unread or sealed with another key: a bundle now would strip HTTPS from every edge (F8).
     const held = this.certificates.publishBlocked?.() ?? null;
     if (held) throw new SwarmgateError('ERR_PUBLISH_HELD', `publishing held: ${held}`);
@@ -208,7 +264,8 @@ export class Reconciler {
       certificates: this.certificates.available(),
       tlsDefaults: this.settings.tlsDefaults ?? DEFAULT_TLS,
     });
-    const files = this.render(model);
+    const candidate = this.withoutKnownBad(model);
+    const files = this.render(candidate);
     const fingerprint = fingerprintBundle(files);
     let verdict: Verdict;
     if (this.lastCandidate?.fingerprint === fingerprint) {
@@ -216,33 +273,53 @@ export class Reconciler {
       // bad label) are still taken from the fresh model.
       verdict = this.lastCandidate.verdict;
     } else {
-      verdict = await this.validateWithQuarantine(model, files, signal);
-      this.lastCandidate = { fingerprint, verdict };
+      verdict = await this.validateWithQuarantine(candidate, files, signal);
+      // A refusal without a verdict (nginx -t killed, budget out) is not remembered: the next reconcile retries.
+      if (verdict.ok || !verdict.transient) this.lastCandidate = { fingerprint, verdict };
     }
     if (!verdict.ok) {
-      this.model = model;
-      throw new SwarmgateError(
-        'ERR_NGINX_INVALID',
-        `nginx rejected the candidate config: ${lastLine(verdict.output)}`,
+      const reason = `nginx rejected the candidate config: ${lastLine(verdict.output)}`;
+      this.refused = {
+        at: new Date(this.deps.clock.now()).toISOString(),
+        model,
+        reason,
+        transient: verdict.transient,
+      };
+      this.deps.logger.error(
+        { output: verdict.output, transient: verdict.transient },
+        'nginx rejected the candidate config; edges keep the last good version',
       );
+      if (verdict.transient) this.scheduleRetry();
+      return { published: this.publishPeersOnly(snapshot, candidate), error: reason };
     }
     const accepted =
       verdict.quarantined.length === 0
-        ? model
+        ? candidate
         : restrictModel(
-            model,
+            candidate,
             new Set(
-              model.services
+              candidate.services
                 .map((service) => service.name)
                 .filter((name) => !verdict.quarantined.some((problem) => problem.service === name)),
             ),
             verdict.quarantined,
           );
+    this.refused = null;
+    return { published: this.publish(snapshot, accepted, verdict.files, verdict.fingerprint), error: null };
+  }
+
+  /** Publishes files for model (the store ignores the same fingerprint); returns whether it was new. */
+  private publish(
+    snapshot: Snapshot,
+    accepted: RoutingModel,
+    files: BundleFiles,
+    fingerprint: string,
+  ): boolean {
     this.logProblemChanges(this.model.problems, accepted.problems);
     this.model = accepted;
     this.certificates.sync(accepted.certificateRequests);
     const before = this.deps.store.current?.fingerprint;
-    const bundle = this.deps.store.publish(verdict.files, verdict.fingerprint);
+    const bundle = this.deps.store.publish(files, fingerprint);
     if (bundle.fingerprint === before) return false;
     this.stats.publishes++;
     this.recordRoutingLags(snapshot, accepted);
@@ -256,6 +333,40 @@ export class Reconciler {
       'published config bundle',
     );
     return true;
+  }
+
+  /**
+   * The candidate was refused or is still being validated: publish at least the new task addresses of the services
+   * the edges already serve, when their routes are exactly the shape nginx last accepted (then no nginx -t is
+   * needed). So scaling keeps working while one new service is quarantined or nginx -t is slow.
+   */
+  private publishPeersOnly(snapshot: Snapshot, candidate: RoutingModel): boolean {
+    if (this.lastAcceptedShape === null) return false;
+    const served = new Set(this.model.services.map((service) => service.name));
+    const reduced = restrictModel(candidate, served);
+    const files = this.render(reduced);
+    if (renderedShape(files) !== this.lastAcceptedShape) return false;
+    return this.publish(snapshot, reduced, files, fingerprintBundle(files));
+  }
+
+  /** The model without the services nginx refused before, when their fragment is still the one it refused. */
+  private withoutKnownBad(model: RoutingModel): RoutingModel {
+    if (this.knownBad.size === 0) return model;
+    const present = new Set(model.services.map((service) => service.name));
+    const excluded: Problem[] = [];
+    for (const [name, key] of [...this.knownBad]) {
+      const verdict = this.serviceVerdicts.get(key);
+      if (!present.has(name) || !verdict || verdict.ok || this.fragmentKey(model, name) !== key) {
+        this.knownBad.delete(name);
+        continue;
+      }
+      excluded.push(verdict.problem);
+    }
+    if (excluded.length === 0) return model;
+    const keep = new Set(
+      [...present].filter((name) => !excluded.some((problem) => problem.service === name)),
+    );
+    return restrictModel(model, keep, excluded);
   }
 
   private render(model: RoutingModel): BundleFiles {
@@ -272,9 +383,16 @@ export class Reconciler {
     );
   }
 
+  /** The fingerprint of one service's routes rendered alone (its hosts keep the TLS the whole model gave them). */
+  private fragmentKey(model: RoutingModel, name: string): string {
+    return renderedShape(this.render(restrictModel(model, new Set([name]))));
+  }
+
   /**
-   * nginx -t on the candidate. If nginx rejects it, find the services whose routes nginx rejects on their own,
-   * leave them out with a Problem, and try again, so one bad service never blocks every other change.
+   * nginx -t on the candidate. If nginx rejects it, find the services whose routes nginx rejects on their own by
+   * bisection (halves of the suspects, not one nginx -t per service), leave them out with a Problem, and try again,
+   * so one bad service never blocks every other change. Verdicts per service fragment are kept: a service that
+   * passed is not a suspect next time, one that failed is left out before nginx -t while its fragment is the same.
    */
   private async validateWithQuarantine(
     model: RoutingModel,
@@ -287,42 +405,155 @@ export class Reconciler {
     if (shape === this.lastAcceptedShape) {
       return { ok: true, files, fingerprint: fingerprintBundle(files), quarantined: [] };
     }
-    this.stats.validations++;
-    const first = await this.deps.validator.validate(files, signal);
+    const budget = AbortSignal.any([signal, AbortSignal.timeout(this.settings.validationBudgetMs ?? 20_000)]);
+    const first = await this.runValidation(files, signal, budget);
     if (first.ok) {
       this.lastAcceptedShape = shape;
       return { ok: true, files, fingerprint: fingerprintBundle(files), quarantined: [] };
     }
+    if (first.transient) return { ok: false, output: first.output, transient: true };
 
-    const quarantined: Problem[] = [];
-    for (const service of model.services) {
-      const alone = restrictModel(model, new Set([service.name]));
-      this.stats.validations++;
-      const result = await this.deps.validator.validate(this.render(alone), signal);
-      if (!result.ok) {
-        quarantined.push({
-          service: service.name,
-          label: 'VIRTUAL_HOST',
-          code: 'NGINX_REJECTED',
-          reason: `nginx rejected this service's routes: ${lastLine(result.output)}`,
-          severity: 'error',
-        });
-      }
+    const keys = new Map(
+      model.services.map((service) => [service.name, this.fragmentKey(model, service.name)]),
+    );
+    const suspects = model.services
+      .map((service) => service.name)
+      .filter((name) => this.serviceVerdicts.get(keys.get(name) ?? '')?.ok !== true);
+    let quarantined: Problem[];
+    try {
+      quarantined = await this.findRefused(model, suspects, keys, first.output, signal, budget);
+    } catch (error) {
+      if (error instanceof NoVerdict) return { ok: false, output: error.output, transient: true };
+      throw error;
     }
     if (quarantined.length > 0) {
       const remaining = new Set(model.services.map((service) => service.name));
       for (const problem of quarantined) remaining.delete(problem.service);
       const reducedFiles = this.render(restrictModel(model, remaining, quarantined));
-      this.stats.validations++;
-      const second = await this.deps.validator.validate(reducedFiles, signal);
-      if (second.ok)
+      const second = await this.runValidation(reducedFiles, signal, budget);
+      if (second.ok) {
+        this.lastAcceptedShape = renderedShape(reducedFiles);
+        for (const problem of quarantined)
+          this.knownBad.set(problem.service, keys.get(problem.service) ?? '');
         return { ok: true, files: reducedFiles, fingerprint: fingerprintBundle(reducedFiles), quarantined };
+      }
+      if (second.transient) return { ok: false, output: second.output, transient: true };
     }
-    this.deps.logger.error(
-      { output: first.output },
-      'nginx rejected the candidate config; edges keep the last good version',
-    );
-    return { ok: false, output: first.output };
+    // nginx refuses the services together but none alone (or refuses something that is no service's): refuse all.
+    return { ok: false, output: first.output, transient: false };
+  }
+
+  /**
+   * The suspects nginx refuses alone, by bisection: a group that passes clears all its services; a failing group is
+   * split in two. When one half passes, the other must fail (its parent did), so it is split without a test of its
+   * own; a single service reached that way is tested alone before it is blamed. One bad service among n costs
+   * about log2(n) to 2·log2(n) runs of nginx -t.
+   */
+  private async findRefused(
+    model: RoutingModel,
+    suspects: readonly string[],
+    keys: ReadonlyMap<string, string>,
+    firstOutput: string,
+    signal: AbortSignal,
+    budget: AbortSignal,
+  ): Promise<Problem[]> {
+    const refused: Problem[] = [];
+    const test = async (names: readonly string[]): Promise<ValidationResult> => {
+      const result = await this.runValidation(
+        this.render(restrictModel(model, new Set(names))),
+        signal,
+        budget,
+      );
+      if (!result.ok && result.transient) throw new NoVerdict(result.output);
+      if (result.ok) for (const name of names) this.remember(keys.get(name), { ok: true });
+      else this.suspicion = new Set(names.map((name) => keys.get(name) ?? ''));
+      return result;
+    };
+    const search = async (names: readonly string[], known: 'inferred' | 'unknown', output: string) => {
+      if (names.length === 0) return;
+      let failure = output;
+      if (known === 'unknown' || (known === 'inferred' && names.length === 1)) {
+        const result = await test(names);
+        if (result.ok) return;
+        failure = result.output;
+      }
+      const [only] = names;
+      if (names.length === 1 && only !== undefined) {
+        const problem: Problem = {
+          service: only,
+          label: 'VIRTUAL_HOST',
+          code: 'NGINX_REJECTED',
+          reason: `nginx rejected this service's routes: ${lastLine(failure)}`,
+          severity: 'error',
+        };
+        this.remember(keys.get(only), { ok: false, problem });
+        refused.push(problem);
+        return;
+      }
+      const half = Math.ceil(names.length / 2);
+      const before = refused.length;
+      await search(names.slice(0, half), 'unknown', failure);
+      await search(names.slice(half), refused.length === before ? 'inferred' : 'unknown', failure);
+    };
+    const suspicion = this.suspicion;
+    const narrowed = suspects.filter((name) => suspicion?.has(keys.get(name) ?? '') === true);
+    if (suspicion && narrowed.length === suspicion.size) {
+      // Same fragments as the group refused last time: search it first, then test the rest once.
+      await search(narrowed, 'inferred', firstOutput);
+      await search(
+        suspects.filter((name) => !narrowed.includes(name)),
+        'unknown',
+        firstOutput,
+      );
+    } else if (suspects.length > 0) {
+      // Inferred: the whole model failed; the suspects alone (known-good services left out) have not been tried.
+      await search(suspects, 'inferred', firstOutput);
+    }
+    this.suspicion = null;
+    return refused;
+  }
+
+  private remember(key: string | undefined, verdict: ServiceVerdict): void {
+    if (key === undefined) return;
+    // Bounded: the oldest verdicts go first (a Map iterates in insertion order).
+    this.serviceVerdicts.delete(key);
+    this.serviceVerdicts.set(key, verdict);
+    if (this.serviceVerdicts.size > MAX_SERVICE_VERDICTS) {
+      const oldest = this.serviceVerdicts.keys().next();
+      if (!oldest.done) this.serviceVerdicts.delete(oldest.value);
+    }
+  }
+
+  /**
+   * One nginx -t within the budget. No verdict (killed, timed out, not runnable, budget out) comes back as a
+   * transient refusal; only the reconcile's own abort is thrown.
+   */
+  private async runValidation(
+    files: BundleFiles,
+    signal: AbortSignal,
+    budget: AbortSignal,
+  ): Promise<ValidationResult> {
+    if (budget.aborted && !signal.aborted) {
+      return { ok: false, output: 'the nginx -t time budget ran out; retried later', transient: true };
+    }
+    this.stats.validations++;
+    try {
+      return await this.deps.validator.validate(files, budget);
+    } catch (error) {
+      if (signal.aborted) throw error;
+      const output = budget.aborted
+        ? 'the nginx -t time budget ran out; retried later'
+        : `nginx -t could not run: ${describeError(error)}`;
+      return { ok: false, output, transient: true };
+    }
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.shutdown.signal.aborted) return;
+    this.retryTimer = this.deps.clock.setTimer(this.settings.validationRetryMs ?? 5_000, () => {
+      this.retryTimer = null;
+      this.trigger('retry: nginx -t gave no verdict');
+    });
   }
 
   private scheduleFastPoll(snapshot: Snapshot): void {

@@ -11,6 +11,7 @@ import {
   parseRoot,
 } from '../../src/model/labels.ts';
 import type { Parsed } from '../../src/model/labels.ts';
+import { REGEX_TABLE } from '../support/label-tables.ts';
 
 function value<T>(parsed: Parsed<T>): T {
   assert.ok(parsed.ok, `expected a value, got: ${parsed.ok ? '' : parsed.reason}`);
@@ -41,11 +42,18 @@ test('VIRTUAL_HOST: what does not parse is rejected with a reason', () => {
   assert.match(reason(parseHost('-leading.example.com')), /not a DNS name/);
   assert.match(reason(parseHost('a..b')), /not a DNS name/);
   assert.match(reason(parseHost(`${'a'.repeat(64)}.com`)), /not a DNS name/);
+  // could not build server_names_hash, you should increase server_names_hash_bucket_size: 128
+  assert.match(reason(parseHost(`${'a'.repeat(60)}.${'b'.repeat(50)}`)), /longer than 110 characters/);
+  assert.equal(value(parseHost(`${'a'.repeat(60)}.${'b'.repeat(49)}`)).value.length, 110);
+  assert.equal(
+    value(parseHost(`*.${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.d`)).kind,
+    'wildcard',
+  );
   assert.match(reason(parseHost('*.')), /after "\*\."/);
   assert.match(reason(parseHost('*.*.example.com')), /after "\*\."/);
   assert.match(reason(parseHost('.*')), /before "\.\*"/);
   assert.match(reason(parseHost('~')), /empty/);
-  assert.match(reason(parseHost('~^(open')), /does not compile/);
+  assert.match(reason(parseHost('~^(open')), /never closed/);
   assert.match(reason(parseHost('~^a"b')), /quote/);
   assert.match(reason(parseHost('~^a b')), /whitespace/);
 });
@@ -56,6 +64,10 @@ test('VIRTUAL_HOST: a comma list keeps each host once and fails as a whole if on
     ['a.example.com', 'b.example.com'],
   );
   assert.match(reason(parseHostList('ok.example.com, not ok')), /"not ok"/);
+  assert.deepEqual(
+    value(parseHostList('~^a{2,5}\\.example$,b.example.com,~^c{1,}$')).map((host) => host.value),
+    ['~^a{2,5}\\.example$', 'b.example.com', '~^c{1,}$'],
+  );
   assert.match(reason(parseHostList(' , ')), /no host/);
   assert.match(reason(parseHostList('')), /no host/);
 });
@@ -115,4 +127,18 @@ test('swarmgate.network: a Docker network name', () => {
   assert.ok(!parseNetworkName('-x').ok);
   assert.ok(!parseNetworkName('a b').ok);
   assert.ok(!parseNetworkName('').ok);
+});
+
+test('regex label table: nginx-safe regexes pass; what nginx refuses or reads differently has a reason', () => {
+  for (const [body, expected] of REGEX_TABLE) {
+    const host = parseHost(`~${body}`);
+    const path = parsePath(`~${body}`);
+    if (expected === 'ok') {
+      assert.ok(host.ok, `host ~${body}: ${host.ok ? '' : host.reason}`);
+      assert.ok(path.ok, `path ~${body}: ${path.ok ? '' : path.reason}`);
+    } else {
+      assert.match(reason(host), expected, `host ~${body}`);
+      assert.match(reason(path), expected, `path ~${body}`);
+    }
+  }
 });

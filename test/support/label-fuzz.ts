@@ -1,0 +1,529 @@
+// Property-based label fuzzing, shared by test/unit/label-fuzz.test.ts (1,000 cases) and bench/label-fuzz.ts
+// (100,000). A case is a handful of services with random and adversarial labels. Each case goes through
+// buildRoutingModel and renderConfig on its own (nothing may throw; every service left out has a Problem naming
+// it and a label); then many cases' models are merged into one config so one real `nginx -t` checks them all.
+import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { defaultProxySettings } from '../../src/config.ts';
+import type { ServiceInfo, Snapshot, TaskInfo } from '../../src/discovery/snapshot.ts';
+import { PROTOS } from '../../src/model/labels.ts';
+import { buildRoutingModel, DEFAULT_TLS, EMPTY_MODEL } from '../../src/model/routing-model.ts';
+import type { AvailableCertificate, RoutingModel } from '../../src/model/routing-model.ts';
+import type { NginxValidator } from '../../src/nginx/nginx-validator.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { renderConfig } from '../../src/render/render-config.ts';
+import type { BundleFiles } from '../../src/render/render-config.ts';
+
+export interface FuzzService {
+  readonly labels: Record<string, string>;
+  /** Labels given as container env instead (nginx-proxy style). */
+  readonly inEnv: boolean;
+  readonly createdAt: string;
+  readonly networks: readonly string[];
+  readonly taskIps: readonly string[];
+}
+export type FuzzCase = readonly FuzzService[];
+
+/** Every label the model reads; a Problem must name one of these or a swarmgate.* label the service set. */
+export const LABEL_NAMES = new Set([
+  'VIRTUAL_HOST',
+  'VIRTUAL_PORT',
+  'VIRTUAL_PATH',
+  'VIRTUAL_DEST',
+  'VIRTUAL_PROTO',
+  'VIRTUAL_ROOT',
+  'LETSENCRYPT_HOST',
+  'ACME_HOST',
+  'LETSENCRYPT_EMAIL',
+  'ACME_EMAIL',
+  'HTTPS_METHOD',
+  'HSTS',
+  'CERT_NAME',
+  'SSL_POLICY',
+  'swarmgate.network',
+  'swarmgate.max-body-size',
+  'swarmgate.proxy-timeout',
+  'swarmgate.request-buffering',
+]);
+
+// Characters that end or start nginx syntax, control characters, Unicode: what a label must never smuggle in.
+// prettier-ignore
+const NASTY = [
+  ';',
+  '{',
+  '}',
+  '"',
+  "'",
+  '\\',
+  '#',
+  '$',
+  '$host',
+  ' ',
+  '\t',
+  '\n',
+  '\r',
+  '\u0000',
+  '\u007f',
+  '\u00a0',
+  '\u2028',
+  'é',
+  '漢',
+  '😀',
+  '%00',
+  '%',
+  '~',
+  '*',
+  ',',
+  ':',
+  '@',
+  '|',
+  '`',
+  '<',
+  '>',
+  '/../',
+  'return 200;',
+  '}server{',
+];
+
+// Regex pieces: ordinary ones (most of the time), and each feature PCRE and JavaScript disagree on or that nginx
+// cannot take.
+// prettier-ignore
+const SAFE_TOKENS = [
+  'a', 'b', 'z', 'A', '0', '9', '-', '_', '/', ',', ':', '@', '!', '%', '&', '=', '#', '~', '<', '>', '.', ';', '$1',
+  '\\.', '\\d', '\\w', '\\s', '\\D', '\\W', '\\S', '\\b', '\\/', '\\-', '\\\\', '\\$', '\\{', '\\}',
+  '\\[', '\\]', '\\(', '\\)', '\\*', '\\+', '\\?', '\\|', '\\^', '\\_', '\\#', '\\~', '\\%',
+  '[a-z]', '[^/]', '[0-9]+', '[a-z-0]', '[-a]', '[a-]', '[\\w.-]', '[\\]]', '[\\\\]', '[^\\d]', '[[]', '[{}$;#]',
+  'a*', 'b+', 'z?', '\\d{2}', '\\w{2,}', '[a-z]{1,3}', '.*?', '.+', 'a{2,5}?', 'x??', '(a|b)', '(?:x)?', '(\\d+)',
+  '(?=a)', '(?!b)', '(|a)', '()', '{', '}', ']', '{}', '{a}', 'a|', '^', '$', '(', ')', '*', '+', '?', '{2}',
+];
+// prettier-ignore
+const EDGE_TOKENS = [
+  '[:alpha:]', '[.a.]', '[=a=]', '[.]', '[:a]', '[\\d-z]',
+  '[a-\\d]',
+  '[]a]',
+  '[^]',
+  '[[:alpha:]]',
+  '[[.a.]]',
+  '[[=a=]]',
+  '[\\b]',
+  '[z-a]',
+  '[\\x41]',
+  '[\\B]',
+  '(?<=a)',
+  '(?<!a)',
+  '(?<=a+)',
+  '(?<host>',
+  '(?<uri>',
+  '(?<x1>',
+  '(?P<n>',
+  "(?'n'",
+  '(?P=n)',
+  '(?P>n)',
+  '(?i)',
+  '(?-i)',
+  '(?#c)',
+  '(?|',
+  '(?>',
+  '(?R)',
+  '(?1)',
+  '(?(1)a|b)',
+  '(*UTF)',
+  '(*ACCEPT)',
+  '(*)',
+  '\\1',
+  '\\2',
+  '\\8',
+  '\\9',
+  '\\0',
+  '\\01',
+  '\\k<n>',
+  '\\k',
+  '\\g1',
+  '\\g{1}',
+  '\\x41',
+  '\\x{41}',
+  '\\x',
+  '\\u0041',
+  '\\u{41}',
+  '\\p{L}',
+  '\\P{L}',
+  '\\Q',
+  '\\E',
+  '\\c',
+  '\\cA',
+  '\\N',
+  '\\L',
+  '\\l',
+  '\\U',
+  '\\R',
+  '\\X',
+  '\\K',
+  '\\z',
+  '\\Z',
+  '\\A',
+  '\\G',
+  '\\h',
+  '\\H',
+  '\\v',
+  '\\V',
+  '\\t',
+  '\\n',
+  '\\r',
+  '\\f',
+  '\\e',
+  '\\a',
+  '\\o{1}',
+  '\\B',
+  '++',
+  '*+',
+  '?+',
+  '{,3}',
+  '{5,2}',
+  '{1000}',
+  '{1001}',
+  '{65536}',
+  '{2',
+  '(a{999}){999}',
+  '((a{30}){30}){30}',
+  '(a{200}){99}',
+  '"',
+  "'",
+  'é',
+  '\u0000',
+  '\n',
+  ' ',
+  '\\',
+];
+
+const regexBody = fc
+  .tuple(
+    fc.boolean(),
+    fc.array(
+      fc.oneof(
+        { weight: 8, arbitrary: fc.constantFrom(...SAFE_TOKENS) },
+        { weight: 1, arbitrary: fc.constantFrom(...EDGE_TOKENS) },
+      ),
+      { minLength: 1, maxLength: 6 },
+    ),
+    fc.boolean(),
+  )
+  .map(([anchor, tokens, end]) => `${anchor ? '^' : ''}${tokens.join('')}${end ? '$' : ''}`);
+
+const nasty = fc.oneof(
+  fc.string({ unit: 'binary', maxLength: 24 }),
+  fc.array(fc.constantFrom(...NASTY), { minLength: 1, maxLength: 4 }).map((parts) => parts.join('')),
+  fc.string({ maxLength: 600, minLength: 500 }),
+);
+
+/** An arbitrary with a nasty value (or a nasty piece spliced in) a fifth of the time. */
+function spiced(base: fc.Arbitrary<string>): fc.Arbitrary<string> {
+  return fc.oneof(
+    { weight: 40, arbitrary: base },
+    { weight: 1, arbitrary: nasty },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(base, fc.constantFrom(...NASTY), fc.nat())
+        .map(
+          ([value, piece, at]) =>
+            value.slice(0, at % (value.length + 1)) + piece + value.slice(at % (value.length + 1)),
+        ),
+    },
+  );
+}
+
+const dnsLabel = fc.stringMatching(/^[a-z0-9](?:[a-z0-9_-]{0,8}[a-z0-9])?$/);
+const shortHost = fc.constantFrom('a.fuzz.test', 'b.fuzz.test', 'fuzz.test', 'x.other.test', 'A.Fuzz.Test');
+const exactHost = fc.oneof(
+  { weight: 3, arbitrary: shortHost },
+  { weight: 2, arbitrary: fc.tuple(dnsLabel, dnsLabel).map(([a, b]) => `${a}.${b}.fuzz.test`) },
+  { weight: 1, arbitrary: fc.domain() },
+  // Around the longest name nginx's server name table holds (110).
+  {
+    weight: 1,
+    arbitrary: fc
+      .integer({ min: 100, max: 130 })
+      .map((length) => `${'h'.repeat(60)}.${'n'.repeat(length - 61)}`),
+  },
+);
+const hostEntry = fc.oneof(
+  { weight: 4, arbitrary: exactHost },
+  { weight: 1, arbitrary: exactHost.map((host) => `*.${host}`) },
+  { weight: 1, arbitrary: dnsLabel.map((label) => `${label}.*`) },
+  { weight: 3, arbitrary: regexBody.map((body) => `~${body}`) },
+);
+const hostList = spiced(fc.array(hostEntry, { minLength: 1, maxLength: 3 }).map((hosts) => hosts.join(',')));
+
+const pathChars = fc.constantFrom(...'abz09._~!*+,=:@%/-'.split(''));
+const prefixPath = fc.array(pathChars, { maxLength: 12 }).map((chars) => `/${chars.join('')}`);
+const path = spiced(
+  fc.oneof(
+    { weight: 3, arbitrary: prefixPath },
+    { weight: 2, arbitrary: regexBody.map((body) => `~${body}`) },
+    { weight: 1, arbitrary: regexBody.map((body) => `~*${body}`) },
+    { weight: 1, arbitrary: regexBody.map((body) => `~^/${body}`) },
+  ),
+);
+
+/** Mostly a good value, sometimes a wrong one. */
+function mostly(good: readonly string[], wrong: readonly string[]): fc.Arbitrary<string> {
+  return fc.oneof(
+    { weight: 8, arbitrary: fc.constantFrom(...good) },
+    { weight: 1, arbitrary: fc.constantFrom(...wrong) },
+  );
+}
+
+/** Set on a quarter of the services. */
+function sometimes(value: fc.Arbitrary<string>): fc.Arbitrary<string | undefined> {
+  return fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: value });
+}
+
+const labelsArbitrary = fc
+  .record(
+    {
+      VIRTUAL_HOST: hostList,
+      VIRTUAL_PORT: sometimes(
+        spiced(
+          fc.oneof(
+            { weight: 4, arbitrary: fc.integer({ min: 1, max: 65_535 }).map(String) },
+            { weight: 1, arbitrary: fc.constantFrom('0', '65536', '-1', '80a', '1e3', '080') },
+          ),
+        ),
+      ),
+      VIRTUAL_PATH: sometimes(path),
+      VIRTUAL_DEST: sometimes(spiced(prefixPath)),
+      VIRTUAL_PROTO: sometimes(spiced(mostly([...PROTOS, 'HTTP', ' grpc '], ['ftp', 'http2']))),
+      VIRTUAL_ROOT: sometimes(spiced(prefixPath)),
+      LETSENCRYPT_HOST: sometimes(
+        spiced(fc.array(exactHost, { minLength: 1, maxLength: 3 }).map((hosts) => hosts.join(','))),
+      ),
+      LETSENCRYPT_EMAIL: sometimes(spiced(mostly(['ops@fuzz.test', 'a.b+c@x.example'], ['not-an-email']))),
+      HTTPS_METHOD: sometimes(
+        spiced(mostly(['redirect', 'noredirect', 'nohttp', 'nohttps', 'NoRedirect'], ['both'])),
+      ),
+      HSTS: sometimes(
+        spiced(
+          mostly(
+            ['off', 'max-age=0', 'max-age=31536000; includeSubDomains; preload', 'max-age=1;preload'],
+            ['max-age=x', 'max-age=1; preload; preload'],
+          ),
+        ),
+      ),
+      CERT_NAME: sometimes(spiced(mostly(['fuzzcert', 'a.fuzz.test', 'missing'], ['../etc/passwd', 'a..b']))),
+      SSL_POLICY: sometimes(
+        spiced(mostly(['Mozilla-Modern', 'Mozilla-Intermediate', 'mozilla-modern'], ['Mozilla-Old'])),
+      ),
+      'swarmgate.network': sometimes(spiced(mostly(['swarmgate'], ['other', 'unattached']))),
+      'swarmgate.max-body-size': sometimes(spiced(mostly(['0', '10m', '2g', '999999k', '1'], ['1t', '-1']))),
+      'swarmgate.proxy-timeout': sometimes(spiced(mostly(['300s', '15m', '1h', '86400', '1'], ['25h', '0']))),
+      'swarmgate.request-buffering': sometimes(spiced(mostly(['on', 'off', 'true', 'no'], ['maybe']))),
+      'swarmgate.unknown': sometimes(fc.constant('1')),
+    },
+    { requiredKeys: ['VIRTUAL_HOST'] },
+  )
+  .map((labels) => {
+    const set: Record<string, string> = {};
+    for (const [key, value] of Object.entries(labels)) if (value !== undefined) set[key] = value;
+    return set;
+  });
+
+const ipv4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255)).map(([a, b, c]) => `10.${a}.${b}.${c}`);
+const serviceArbitrary: fc.Arbitrary<FuzzService> = fc.record({
+  labels: labelsArbitrary,
+  inEnv: fc.boolean(),
+  createdAt: fc.constantFrom('2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', '2026-01-03T00:00:00Z'),
+  networks: fc.oneof(
+    { weight: 12, arbitrary: fc.constant(['net-sg']) },
+    { weight: 1, arbitrary: fc.constantFrom(['net-sg', 'net-other'], ['net-other'], []) },
+  ),
+  taskIps: fc.array(
+    fc.oneof({ weight: 6, arbitrary: ipv4 }, { weight: 1, arbitrary: fc.constantFrom('fd00::1', '') }),
+    {
+      maxLength: 2,
+    },
+  ),
+});
+
+export const caseArbitrary: fc.Arbitrary<FuzzCase> = fc.array(serviceArbitrary, {
+  minLength: 1,
+  maxLength: 5,
+});
+
+export const CERTIFICATES: AvailableCertificate[] = [
+  { name: 'a.fuzz.test', domains: ['a.fuzz.test'], source: 'acme' },
+  { name: 'fuzzcert', domains: ['*.fuzz.test', 'fuzz.test'], source: 'user' },
+];
+const fixtures = new URL('../fixtures/', import.meta.url);
+const testCertificate = {
+  certificatePem: readFileSync(new URL('test-only.crt', fixtures), 'utf8'),
+  privateKeyPem: readFileSync(new URL('test-only.key', fixtures), 'utf8'),
+};
+const templates = createTemplateRenderer();
+const proxy = defaultProxySettings();
+
+export function caseSnapshot(fuzzCase: FuzzCase, prefix: string): Snapshot {
+  const services: ServiceInfo[] = [];
+  const tasks: TaskInfo[] = [];
+  fuzzCase.forEach((service, index) => {
+    const name = `${prefix}s${index}`;
+    services.push({
+      id: name,
+      name,
+      createdAt: service.createdAt,
+      labels: service.inEnv ? {} : service.labels,
+      env: service.inEnv ? service.labels : {},
+      mode: 'replicated',
+      replicas: service.taskIps.length,
+      networks: service.networks,
+      image: 'example/app:1',
+      updateState: null,
+    });
+    service.taskIps.forEach((ip, slot) => {
+      tasks.push({
+        id: `${name}-t${slot}`,
+        serviceId: name,
+        nodeId: 'n1',
+        slot: slot + 1,
+        desiredState: 'running',
+        state: 'running',
+        stateSince: '2026-01-01T00:00:00Z',
+        error: null,
+        image: 'example/app:1',
+        addresses: [{ networkId: 'net-sg', networkName: 'swarmgate', ip }],
+      });
+    });
+  });
+  return {
+    services,
+    tasks,
+    networks: [
+      { id: 'net-sg', name: 'swarmgate', driver: 'overlay', scope: 'swarm', ingress: false },
+      { id: 'net-other', name: 'other', driver: 'overlay', scope: 'swarm', ingress: false },
+    ],
+    nodes: [],
+  };
+}
+
+export function renderModel(model: RoutingModel): BundleFiles {
+  return renderConfig(model, { proxy, generator: 'fuzz' }, templates, (name) =>
+    CERTIFICATES.some((certificate) => certificate.name === name) ? testCertificate : undefined,
+  );
+}
+
+export interface CaseResult {
+  readonly model: RoutingModel;
+  /** Broken invariants (empty: the case is fine before nginx -t). */
+  readonly issues: readonly string[];
+}
+
+/** Model and render of one case alone, and every invariant that does not need nginx. */
+export function checkCase(fuzzCase: FuzzCase, prefix: string): CaseResult {
+  const snapshot = caseSnapshot(fuzzCase, prefix);
+  let model: RoutingModel;
+  try {
+    model = buildRoutingModel(snapshot, {
+      networks: ['swarmgate', 'other'],
+      certificates: CERTIFICATES,
+      tlsDefaults: DEFAULT_TLS,
+    });
+  } catch (error) {
+    return { model: EMPTY_MODEL, issues: [`buildRoutingModel threw: ${(error as Error).message}`] };
+  }
+  const issues: string[] = [];
+  try {
+    renderModel(model);
+  } catch (error) {
+    issues.push(`renderConfig threw: ${(error as Error).message}`);
+  }
+  const byName = new Map(snapshot.services.map((service) => [service.name, service]));
+  const routed = new Set(model.services.map((service) => service.name));
+  for (const problem of model.problems) {
+    const service = byName.get(problem.service);
+    if (!service) {
+      issues.push(`problem names no service: ${JSON.stringify(problem)}`);
+      continue;
+    }
+    const set = { ...service.env, ...service.labels };
+    if (!LABEL_NAMES.has(problem.label) && !(problem.label in set)) {
+      issues.push(`problem names no label the model reads: ${JSON.stringify(problem)}`);
+    }
+    if (problem.reason.trim() === '') issues.push(`problem without a reason: ${JSON.stringify(problem)}`);
+    if (problem.severity === 'error' && routed.has(problem.service)) {
+      issues.push(`service with an error problem is routed anyway: ${JSON.stringify(problem)}`);
+    }
+  }
+  for (const service of snapshot.services) {
+    if (routed.has(service.name)) continue;
+    const hasError = model.problems.some(
+      (problem) => problem.service === service.name && problem.severity === 'error',
+    );
+    if (!hasError) issues.push(`service ${service.name} is left out without an error problem`);
+  }
+  return { model, issues };
+}
+
+/** Several cases' models as one (their service names are already distinct), so one nginx -t checks them all. */
+export function mergeModels(models: readonly RoutingModel[]): RoutingModel {
+  return {
+    servers: models.flatMap((model) => model.servers),
+    upstreams: models.flatMap((model) => model.upstreams),
+    services: models.flatMap((model) => model.services),
+    problems: models.flatMap((model) => model.problems),
+    certificateRequests: models.flatMap((model) => model.certificateRequests),
+    certificatesInUse: [...new Set(models.flatMap((model) => model.certificatesInUse))].sort(),
+  };
+}
+
+export interface BatchResult {
+  readonly cases: number;
+  readonly routedServices: number;
+  readonly refusedServices: number;
+  /** Per-case invariant failures, and cases whose accepted config nginx -t refused (with its output). */
+  readonly failures: readonly { readonly fuzzCase: FuzzCase; readonly issue: string }[];
+  readonly nginxRuns: number;
+}
+
+/**
+ * Every case alone, then their merged config through nginx -t. If nginx refuses the batch, halves are tested
+ * until each refused case is found alone (so a failure names the case, not the batch).
+ */
+export async function checkBatch(
+  cases: readonly FuzzCase[],
+  validator: NginxValidator,
+  signal: AbortSignal,
+): Promise<BatchResult> {
+  const failures: { fuzzCase: FuzzCase; issue: string }[] = [];
+  const good: { fuzzCase: FuzzCase; model: RoutingModel }[] = [];
+  let routedServices = 0;
+  let refusedServices = 0;
+  cases.forEach((fuzzCase, index) => {
+    const { model, issues } = checkCase(fuzzCase, `c${index}-`);
+    routedServices += model.services.length;
+    refusedServices += fuzzCase.length - model.services.length;
+    for (const issue of issues) failures.push({ fuzzCase, issue });
+    if (issues.length === 0) good.push({ fuzzCase, model });
+  });
+  let nginxRuns = 0;
+  async function search(group: typeof good): Promise<void> {
+    if (group.length === 0) return;
+    nginxRuns++;
+    const result = await validator.validate(
+      renderModel(mergeModels(group.map((item) => item.model))),
+      signal,
+    );
+    if (result.ok) return;
+    const [only] = group;
+    if (group.length === 1 && only) {
+      failures.push({
+        fuzzCase: only.fuzzCase,
+        issue: `nginx -t refused an accepted config: ${result.output}`,
+      });
+      return;
+    }
+    const half = Math.ceil(group.length / 2);
+    await search(group.slice(0, half));
+    await search(group.slice(half));
+  }
+  await search(good);
+  return { cases: cases.length, routedServices, refusedServices, failures, nginxRuns };
+}
