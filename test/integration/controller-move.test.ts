@@ -1,5 +1,5 @@
-// The controller moves (issue 13): one controller stops, another starts on the same swarm (one fake Docker) while
-// the config changed in between. The edge keeps running throughout and its versions only move forward.
+// Many nodes (issue 13), against one fake Docker: the controller moves (one stops, another starts while the config
+// changed in between; the edge's versions only move forward), and a node goes down (its tasks leave at once).
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -129,4 +129,59 @@ test('a moved controller continues the versions: the edge takes its config, and 
     !lines.some((line) => line.msg === 'refused a bundle that does not move the version forward'),
     'the edge never had to refuse a version going backwards',
   );
+});
+
+test('a node Swarm reports down: its tasks leave the routes at the node event, before Swarm reschedules them', async (t) => {
+  const channelTls = await makeChannelKeyPair();
+  t.after(() => channelTls.remove());
+  const docker = new FakeDocker();
+  docker.nodes = [
+    {
+      ID: 'node-1',
+      Description: { Hostname: 'node-1' },
+      Spec: { Role: 'manager' },
+      Status: { State: 'ready' },
+    },
+    {
+      ID: 'node-2',
+      Description: { Hostname: 'node-2' },
+      Spec: { Role: 'worker' },
+      Status: { State: 'ready' },
+    },
+  ];
+  docker.services = [rawService('web', { VIRTUAL_HOST: 'web.example.com' })];
+  const onNode2 = { ...rawTask('t2', 'web', '10.0.0.12'), NodeID: 'node-2' };
+  docker.tasks = [rawTask('t1', 'web', '10.0.0.11'), onNode2];
+  const controller = await startController({
+    config: readControllerConfig({
+      SWARMGATE_LISTEN_PORT: '0',
+      SWARMGATE_CHALLENGE_PORT: '0',
+      SWARMGATE_HEALTH_PORT: '0',
+      SWARMGATE_DEBOUNCE: '5ms:20ms',
+      SWARMGATE_SLOW_POLL: '1h',
+    }),
+    adminToken: 'move-test-admin-token-0123456789',
+    edgeToken: EDGE_TOKEN,
+    channelTls,
+    docker,
+    validator: { validate: async () => ({ ok: true }) },
+    templates: createTemplateRenderer(),
+    logger: createCapturingLogger('debug').logger,
+    clock: systemClock,
+    version: 'test',
+    acme: unusedAcme,
+    stateKey: deriveStateKey('move-test-state-key-0123456789'),
+    userCertificates: [],
+  });
+  t.after(() => controller.stop());
+  const peers = (): string => controller.store.current?.files['peers.txt'] ?? '';
+  await waitUntil('both tasks routed', () => peers().includes('10.0.0.12:80'));
+
+  // Swarm marks the node down (heartbeats missed); its task is still desired running, as Swarm left it.
+  const node2 = docker.nodes[1];
+  if (node2) node2.Status = { State: 'down' };
+  docker.emit({ Type: 'node', Action: 'update', Actor: { ID: 'node-2' } });
+  await waitUntil("the down node's task to leave the routes", () => !peers().includes('10.0.0.12:80'));
+  assert.match(peers(), /10\.0\.0\.11:80/, 'the task on the live node stays');
+  assert.equal(docker.tasks.find((task) => task.ID === 't2')?.DesiredState, 'running');
 });
