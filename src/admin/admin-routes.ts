@@ -17,6 +17,9 @@ import { REGISTRY_HOST } from '../registry/credential-store.ts';
 import type { CredentialStore } from '../registry/credential-store.ts';
 import { parseImageReference } from '../registry/image-reference.ts';
 import type { RegistryClient } from '../registry/registry-client.ts';
+import { sleep } from '../discovery/event-watcher.ts';
+import { describeEdges, rolloutStatus } from './rollout-status.ts';
+import type { EdgeCondition, RolloutGoal, RolloutStatus } from './rollout-status.ts';
 import { rollServiceImage, scaleService } from './service-operations.ts';
 
 export interface AdminDeps {
@@ -29,6 +32,8 @@ export interface AdminDeps {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly maxReplicas: number;
+  /** The edges' long-poll window: it bounds how long a live edge is silent (see rollout-status.ts). */
+  readonly edgeLongPollMs: number;
   /** Requests served, by route and status class, for /metrics. */
   readonly requestCounts: Map<string, number>;
 }
@@ -36,8 +41,8 @@ export interface AdminDeps {
 const BODY_LIMIT_BYTES = 64 * 1024;
 const DEFAULT_WAIT_SECONDS = 60;
 const MAX_WAIT_SECONDS = 600;
-/** An edge that has not polled for this long is not waited for (it is shown as stale in status). */
-const EDGE_STALE_MS = 90_000;
+/** A wait checks again this often (a reconcile each time); the injected clock times it. */
+const WAIT_STEP_MS = 200;
 
 function bad(message: string): never {
   throw new SwarmgateError('ERR_BAD_REQUEST', message);
@@ -84,18 +89,8 @@ function paging(query: URLSearchParams): { n: number; last: string | null } {
   return { n: Number(rawN), last };
 }
 
-interface WaitOutcome {
-  readonly complete: boolean;
+interface WaitOutcome extends RolloutStatus {
   readonly waitedMs: number;
-  readonly routedTasks: number;
-  readonly runningTasks: number;
-  readonly edgesInSync: boolean;
-  readonly missing: string[];
-}
-
-/** A task runs `image` as given, or pinned to a digest (`image@sha256:…`). */
-function runsImage(task: TaskInfo, image: string): boolean {
-  return task.image === image || task.image.startsWith(`${image}@`);
 }
 
 /** A change the API made: 200 when done (or not waited for), 202 when the wait ran out first. */
@@ -158,14 +153,12 @@ export function addAdminRoutes(
   }
 
   /**
-   * Reconciles until the service's running tasks match `done` and every live edge runs the config that routes them,
-   * or until the deadline; says what is still missing.
+   * Reconciles until the goal is reached and every edge that is waited for runs the config that routes it, or until
+   * the deadline; says what is still missing. Edges that are gone or unreachable are reported, not waited for.
    */
   async function waitUntilRouted(
-    name: string,
+    goal: RolloutGoal,
     seconds: number | null,
-    done: (running: TaskInfo[], routed: RoutedService | undefined) => boolean,
-    describeMissing: (running: TaskInfo[], routed: RoutedService | undefined) => string[],
     signal: AbortSignal,
   ): Promise<WaitOutcome | null> {
     if (seconds === null) return null;
@@ -173,37 +166,19 @@ export function addAdminRoutes(
     const deadline = started + seconds * 1000;
     for (;;) {
       await reconciler.reconcileNow();
-      const info = reconciler.lastSnapshot?.services.find((service) => service.name === name);
-      const running = info
-        ? tasksOf(info.id).filter((task) => task.desiredState === 'running' && task.state === 'running')
-        : [];
-      const routed = reconciler.currentModel.services.find((service) => service.name === name);
       const now = deps.clock.now();
-      const liveEdges = deps.store
-        .edges()
-        .filter((edge) => now - Date.parse(edge.lastContact) < EDGE_STALE_MS);
-      const edgesInSync = liveEdges.every((edge) => edge.inSync);
-      const complete = done(running, routed) && edgesInSync;
-      if (complete || now >= deadline || signal.aborted) {
-        const missing = complete ? [] : describeMissing(running, routed);
-        if (!complete && !edgesInSync) {
-          missing.push(
-            `edges not yet on the new config: ${liveEdges
-              .filter((edge) => !edge.inSync)
-              .map((edge) => edge.edge)
-              .join(', ')}`,
-          );
-        }
-        return {
-          complete,
-          waitedMs: now - started,
-          routedTasks: routed?.servers.length ?? 0,
-          runningTasks: running.length,
-          edgesInSync,
-          missing,
-        };
+      const status = rolloutStatus(
+        reconciler.lastSnapshot,
+        reconciler.currentModel,
+        deps.store.edges(),
+        now,
+        goal,
+        { longPollMs: deps.edgeLongPollMs },
+      );
+      if (status.complete || now >= deadline || signal.aborted) {
+        return { ...status, waitedMs: now - started };
       }
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(deps.clock, WAIT_STEP_MS, signal);
     }
   }
 
@@ -252,16 +227,8 @@ export function addAdminRoutes(
         const result = await scaleService(deps.docker, name, replicas, context.signal);
         deps.logger.info({ service: name, from: result.previousReplicas, to: replicas }, 'scaled service');
         const outcome = await waitUntilRouted(
-          name,
+          { kind: 'replicas', service: name, replicas },
           wait,
-          (running, routed) =>
-            running.length === replicas && (routed === undefined || routed.servers.length === replicas),
-          (running, routed) => [
-            ...(running.length !== replicas ? [`${running.length} of ${replicas} tasks running`] : []),
-            ...(routed && routed.servers.length !== replicas
-              ? [`${routed.servers.length} of ${replicas} tasks routed`]
-              : []),
-          ],
           context.signal,
         );
         sendChange(context.res, result, outcome);
@@ -284,27 +251,7 @@ export function addAdminRoutes(
           { service: name, image, credentials: result.usedCredentialsFor },
           'rolling service to a new image',
         );
-        const outcome = await waitUntilRouted(
-          name,
-          wait,
-          (running, routed) => {
-            const replicas = reconciler.lastSnapshot?.services.find(
-              (service) => service.name === name,
-            )?.replicas;
-            const onImage = running.filter((task) => runsImage(task, image));
-            const routedIps = new Set(routed?.servers.map((server) => server.ip) ?? []);
-            const allOnImage = onImage.length === running.length && running.length > 0;
-            const enough = replicas === null || replicas === undefined || running.length === replicas;
-            const allRouted =
-              routed === undefined ||
-              onImage.every((task) => task.addresses.some((address) => routedIps.has(address.ip)));
-            return allOnImage && enough && allRouted;
-          },
-          (running) => [
-            `${running.filter((task) => runsImage(task, image)).length} of ${running.length} running tasks on ${image}`,
-          ],
-          context.signal,
-        );
+        const outcome = await waitUntilRouted({ kind: 'image', service: name, image }, wait, context.signal);
         sendChange(context.res, result, outcome);
       },
     ],
@@ -449,11 +396,15 @@ export function addAdminRoutes(
   return router;
 }
 
+const EDGE_CONDITIONS: readonly EdgeCondition[] = ['in-sync', 'behind', 'unreachable', 'gone'];
+
 function metricsText(deps: AdminDeps): string {
   const stats = deps.reconciler.stats;
   const model = deps.reconciler.currentModel;
   const current = deps.store.current;
-  const edges = deps.store.edges();
+  const edges = describeEdges(deps.store.edges(), deps.reconciler.lastSnapshot, deps.clock.now(), {
+    longPollMs: deps.edgeLongPollMs,
+  });
   const acme = deps.certificates.stats;
   const problemsBySeverity = (severity: string): number =>
     model.problems.filter((problem) => problem.severity === severity).length;
@@ -488,6 +439,20 @@ function metricsText(deps: AdminDeps): string {
       'gauge',
       '1 when the edge runs the published config.',
       edges.map((edge) => [{ edge: edge.edge }, edge.inSync ? 1 : 0] as const),
+    )
+    .metric(
+      'swarmgate_edges_by_condition',
+      'gauge',
+      'Edges by condition: in-sync, behind, unreachable (silent too long), gone (node down, drained or removed).',
+      EDGE_CONDITIONS.map(
+        (condition) => [{ condition }, edges.filter((edge) => edge.condition === condition).length] as const,
+      ),
+    )
+    .metric(
+      'swarmgate_edge_condition',
+      'gauge',
+      "1 for each edge's current condition.",
+      edges.map((edge) => [{ edge: edge.edge, condition: edge.condition }, 1] as const),
     )
     .histogram(
       'swarmgate_routing_lag_seconds',

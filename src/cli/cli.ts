@@ -95,7 +95,14 @@ async function createApiClient(env: CliIo['env']): Promise<ApiClient> {
 interface StatusBody {
   config: { version: number; fingerprint: string; publishedAt: string } | null;
   lastReconcile: { at: string; ok: boolean; error: string | null } | null;
-  edges: { edge: string; applied: { version: number } | null; inSync: boolean; lastContact: string }[];
+  edges: {
+    edge: string;
+    applied: { version: number } | null;
+    inSync: boolean;
+    /** Absent from older controllers. */
+    condition?: string;
+    lastContact: string;
+  }[];
   problems: { service: string; label: string; code: string; reason: string; severity: string }[];
   services: {
     name: string;
@@ -125,7 +132,7 @@ export async function runCli(args: readonly string[], io: CliIo): Promise<void> 
       io.out('edges:');
       for (const edge of status.edges) {
         io.out(
-          `  ${edge.edge}  v${edge.applied?.version ?? '-'}  ${edge.inSync ? 'in sync' : 'BEHIND'}  last contact ${edge.lastContact}`,
+          `  ${edge.edge}  v${edge.applied?.version ?? '-'}  ${edge.condition === undefined || edge.condition === 'in-sync' || edge.condition === 'behind' ? (edge.inSync ? 'in sync' : 'BEHIND') : edge.condition.toUpperCase()}  last contact ${edge.lastContact}`,
         );
       }
       io.out('services:');

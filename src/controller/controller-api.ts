@@ -10,6 +10,7 @@ import type { Reconciler } from '../reconcile/reconciler.ts';
 import type { CertificateManager } from '../acme/certificate-manager.ts';
 import { addAdminRoutes } from '../admin/admin-routes.ts';
 import type { AdminDeps } from '../admin/admin-routes.ts';
+import { describeEdges } from '../admin/rollout-status.ts';
 import type { Liveness } from './liveness.ts';
 
 export interface ControllerApiDeps {
@@ -131,7 +132,10 @@ function statusOf(deps: ControllerApiDeps): object {
     lastReconcile: deps.reconciler.lastOutcome,
     // Seconds from a task reaching running (Swarm's clock) to the first published config that routes it.
     routingLagSeconds: deps.reconciler.stats.routingLagsSeconds.slice(-200),
-    edges: deps.store.edges(),
+    // Each edge with its condition: a gone or unreachable edge is shown here and never waited for.
+    edges: describeEdges(deps.store.edges(), deps.reconciler.lastSnapshot, deps.admin.clock.now(), {
+      longPollMs: deps.edgeLongPollMs,
+    }),
     problems: model.problems,
     certificates: deps.certificates.status(),
     services: model.services.map((service) => ({

@@ -144,6 +144,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       clock,
       logger: logger.child({ component: 'admin' }),
       maxReplicas: config.maxReplicas,
+      edgeLongPollMs: config.edgeLongPollMs,
       requestCounts: new Map(),
     },
   });

@@ -1,6 +1,6 @@
 // buildRoutingModel: pure. Snapshot (plain data) in, typed routes and Problems out, sorted so the same input
 // always gives the same model and so the same nginx bytes.
-import type { ServiceInfo, Snapshot, TaskInfo } from '../discovery/snapshot.ts';
+import type { NodeInfo, ServiceInfo, Snapshot, TaskInfo } from '../discovery/snapshot.ts';
 import type { HostPattern, HttpsMethod, Parsed, PathPattern, Proto, SslPolicy } from './labels.ts';
 import {
   parseCertificateHosts,
@@ -187,7 +187,9 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
   }
 
   const accepted = claimRoutes(candidates, problems);
-  const tasksByService = groupTasks(snapshot.tasks);
+  // Tasks on a node Swarm reports down are unreachable: leave them out at once, before Swarm reschedules them.
+  const downNodes = new Set(snapshot.nodes.filter(isNodeDown).map((node) => node.id));
+  const tasksByService = groupTasks(snapshot.tasks.filter((task) => !downNodes.has(task.nodeId)));
 
   const upstreams: Upstream[] = [];
   const services: RoutedService[] = [];
@@ -629,6 +631,17 @@ function groupTasks(tasks: readonly TaskInfo[]): Map<string, TaskInfo[]> {
     else byService.set(task.serviceId, [task]);
   }
   return byService;
+}
+
+/**
+ * Down: the node missed its heartbeats (swarmkit's dispatcher sets "down" on heartbeat expiry). "unknown" and
+ * "disconnected" are not down: a new leader marks every live node unknown until it re-registers, and a manager
+ * that lets a node go marks it disconnected while it finds another manager; their tasks still run, and dropping
+ * them would empty every upstream on each leader change (just when a lost manager moves the controller).
+ * Availability (drain, pause) is not checked: Swarm gives a drained node's tasks desired state shutdown itself.
+ */
+export function isNodeDown(node: NodeInfo): boolean {
+  return node.state === 'down';
 }
 
 /** Routable: Swarm wants it running and it is running. A task told to stop leaves before it dies. */

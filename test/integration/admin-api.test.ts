@@ -476,6 +476,60 @@ test('registry browsing: catalog with paging and tags, over the Bearer token flo
   assert.equal((await api('GET', '/v1/registries/registry.test/tags/apps/missing')).status, 404);
 });
 
+// Issue 13: a dead node's edge kept `scale --wait` waiting 33 s (its 90 s no-contact limit) and showed BEHIND.
+test('an edge whose node is down is gone: it never blocks a wait, and status and metrics say so', async () => {
+  docker.nodes = [
+    ...docker.nodes,
+    {
+      ID: 'node-dead',
+      Description: { Hostname: 'node-dead' },
+      Spec: { Role: 'worker', Availability: 'active' },
+      Status: { State: 'down' },
+    },
+  ];
+  await controller.reconciler.reconcileNow();
+  // The edge polled on an old config just before its node died; it will not poll again.
+  const dead = await api(
+    'POST',
+    '/v1/edge/poll?waitMs=0',
+    {
+      edge: 'edge-dead',
+      node: 'node-dead',
+      applied: { version: 1, fingerprint: '0'.repeat(64) },
+      rejected: null,
+    },
+    EDGE_TOKEN,
+  );
+  assert.equal(dead.status, 200);
+
+  const { status, json } = await api('POST', '/v1/services/web/scale', { replicas: 2, wait: 3 });
+  assert.equal(status, 200, JSON.stringify(json));
+  const wait = json.wait as { complete: boolean; edgesGone: string[]; missing: string[] };
+  assert.equal(wait.complete, true, wait.missing.join('; '));
+  assert.deepEqual(wait.edgesGone, ['edge-dead']);
+
+  const edges = (await api('GET', '/v1/status')).json.edges as { edge: string; condition: string }[];
+  assert.equal(edges.find((edge) => edge.edge === 'edge-dead')?.condition, 'gone');
+  const metrics = (await api('GET', '/metrics')).json.text as string;
+  assert.ok(metrics.includes('swarmgate_edge_condition{condition="gone",edge="edge-dead"} 1'), metrics);
+  assert.ok(metrics.includes('swarmgate_edges_by_condition{condition="gone"} 1'));
+});
+
+test("a new node's edge is served at once and waited for, though the last snapshot does not know its node yet", async () => {
+  const report = { edge: 'edge-new', node: 'node-new', applied: null, rejected: null };
+  const first = await api('POST', '/v1/edge/poll?waitMs=0', report, EDGE_TOKEN);
+  assert.equal(first.status, 200);
+  assert.equal(first.json.fingerprint, controller.store.current?.fingerprint);
+  const condition = async (): Promise<string | undefined> =>
+    ((await api('GET', '/v1/status')).json.edges as { edge: string; condition: string }[]).find(
+      (edge) => edge.edge === 'edge-new',
+    )?.condition;
+  assert.equal(await condition(), 'behind', 'a live edge on an old config is waited for, not written off');
+  const applied = { version: first.json.version, fingerprint: first.json.fingerprint };
+  assert.equal((await api('POST', '/v1/edge/poll?waitMs=0', { ...report, applied }, EDGE_TOKEN)).status, 204);
+  assert.equal(await condition(), 'in-sync');
+});
+
 // Last but one: the edge it reports would count in later rollout waits.
 test('the edge poll takes the edge token only: the admin token cannot pull the bundle', async () => {
   const report = { edge: 'edge-1', node: null, applied: null, rejected: null };
