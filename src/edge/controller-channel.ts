@@ -8,14 +8,11 @@ import { lookup } from 'node:dns/promises';
 import https from 'node:https';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { promisify } from 'node:util';
-import { gunzip } from 'node:zlib';
+import { gunzipSync } from 'node:zlib';
 import { describeError, isSwarmgateError, SwarmgateError } from '../errors.ts';
 import { assembleBundle, parseAnswer } from '../publish/bundle-delta.ts';
 import type { Assembly, BaseSource, BundleAnswer, FetchFiles } from '../publish/bundle-delta.ts';
 import type { EdgeReport, PublishedBundle } from '../publish/bundle-store.ts';
-
-const gunzipAsync = promisify(gunzip);
 
 /** How the agent reaches the controller; a fake in tests. */
 export interface ControllerChannel {
@@ -41,8 +38,10 @@ export interface Transfer {
   readonly fetched: readonly string[];
   /** Why a delta could not be made whole and every file was asked for instead, or null. */
   readonly fallback: string | null;
-  /** From the answer's last byte to the verified files, ms. */
-  readonly assembleMs: number;
+  /** When the answer's last byte arrived (ms since the epoch). */
+  readonly receivedAt: number;
+  /** The edge's own work on it: gunzip, parse, patch, every hash check (ms); file fetches and waits excluded. */
+  readonly workMs: number;
 }
 
 /** Every address a name has now (Docker's DNS); tests pass their own. */
@@ -73,9 +72,10 @@ const systemResolve: Resolve = async (hostname) =>
 
 interface Answer {
   readonly status: number;
+  /** As received: gzip when `gzip`. */
   readonly body: Buffer;
-  /** Bytes on the wire (before gunzip). */
-  readonly bytes: number;
+  readonly gzip: boolean;
+  readonly receivedAt: number;
 }
 
 export function createHttpsControllerChannel(options: HttpsChannelOptions): ControllerChannel {
@@ -104,7 +104,7 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
     const abort = new AbortController();
     const watch = await watchControllerAddress(hostname, resolve, choice, abort, options.dnsWatchMs ?? 1000);
     try {
-      const { status, body, gzip } = await post(
+      const answer = await post(
         {
           agent,
           host: watch.address,
@@ -126,13 +126,13 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
       );
       choice.proven = watch.address;
       choice.failed = null;
-      if (status < 200 || status > 299) {
+      if (answer.status < 200 || answer.status > 299) {
         throw new SwarmgateError(
           'ERR_CONTROLLER_UNREACHABLE',
-          `controller answered ${status}: ${body.toString('utf8').slice(0, 200)}`,
+          `controller answered ${answer.status}: ${decode(answer).toString('utf8').slice(0, 200)}`,
         );
       }
-      return { status, body: gzip ? await gunzipBounded(body) : body, bytes: body.length };
+      return answer;
     } catch (error) {
       if (choice.proven !== watch.address) {
         choice.failed = watch.address;
@@ -155,26 +155,52 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
     signal: AbortSignal,
     have: BaseSource | null,
     wait: number,
-  ): Promise<{ answer: BundleAnswer; bytes: number } | null> {
+  ): Promise<{ answer: BundleAnswer; bytes: number; receivedAt: number; started: number } | null> {
     const query = `waitMs=${wait}&delta=1${have ? `&have=${have.fingerprint}` : ''}`;
-    const { status, body, bytes } = await call(`/v1/edge/poll?${query}`, report, signal);
-    if (status === 204) return null;
-    return { answer: parseAnswer(parseJson(body)), bytes };
+    const received = await call(`/v1/edge/poll?${query}`, report, signal);
+    if (received.status === 204) return null;
+    const started = performance.now();
+    return {
+      answer: parseAnswer(parseJson(decode(received))),
+      bytes: received.body.length,
+      receivedAt: received.receivedAt,
+      started,
+    };
   }
 
   return {
     async poll(report, signal, have = null) {
       if (!deltas) {
-        const { status, body } = await call(`/v1/edge/poll?waitMs=${waitMs}`, report, signal);
-        return status === 204 ? null : parseBundle(body);
+        const received = await call(`/v1/edge/poll?waitMs=${waitMs}`, report, signal);
+        if (received.status === 204) return null;
+        const started = performance.now();
+        const bundle = parseBundle(received.body);
+        options.observe?.({
+          version: bundle.version,
+          fingerprint: bundle.fingerprint,
+          base: null,
+          bytes: received.body.length,
+          whole: Object.keys(bundle.files),
+          edited: [],
+          reused: 0,
+          fetched: [],
+          fallback: null,
+          receivedAt: received.receivedAt,
+          workMs: performance.now() - started,
+        });
+        return bundle;
       }
       const first = await answerFor(report, signal, have, waitMs);
       if (first === null) return null;
       let bytes = first.bytes;
+      /** Time spent waiting for fetched files, not the edge's own work. */
+      let waitedMs = 0;
       const fetchFiles: FetchFiles = async (wanted) => {
-        const { body, bytes: fetched } = await call('/v1/edge/files', { files: wanted }, signal);
-        bytes += fetched;
-        const files = (parseJson(body) as { files?: unknown }).files;
+        const asked = performance.now();
+        const received = await call('/v1/edge/files', { files: wanted }, signal);
+        waitedMs += performance.now() - asked;
+        bytes += received.body.length;
+        const files = (parseJson(decode(received)) as { files?: unknown }).files;
         const found = new Map<string, string>();
         if (typeof files === 'object' && files !== null) {
           for (const [hash, content] of Object.entries(files)) {
@@ -185,7 +211,7 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
       };
       let answer = first.answer;
       let fallback: string | null = null;
-      let started = performance.now();
+      let { receivedAt, started } = first;
       let assembly: Assembly;
       try {
         assembly = await assembleBundle(answer, have, fetchFiles);
@@ -198,7 +224,8 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
         if (full === null) return null;
         bytes += full.bytes;
         answer = full.answer;
-        started = performance.now();
+        ({ receivedAt, started } = full);
+        waitedMs = 0;
         assembly = await assembleBundle(answer, null, fetchFiles);
       }
       options.observe?.({
@@ -211,7 +238,8 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
         reused: assembly.reused,
         fetched: assembly.fetched,
         fallback,
-        assembleMs: performance.now() - started,
+        receivedAt,
+        workMs: performance.now() - started - waitedMs,
       });
       return {
         version: answer.version,
@@ -223,10 +251,7 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
   };
 }
 
-function post(
-  options: https.RequestOptions,
-  payload: string,
-): Promise<{ status: number; body: Buffer; gzip: boolean }> {
+function post(options: https.RequestOptions, payload: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = https.request(options, (res) => {
       const chunks: Buffer[] = [];
@@ -246,6 +271,7 @@ function post(
           status: res.statusCode ?? 0,
           body: Buffer.concat(chunks),
           gzip: res.headers['content-encoding'] === 'gzip',
+          receivedAt: performance.timeOrigin + performance.now(),
         }),
       );
       res.on('error', reject);
@@ -255,9 +281,11 @@ function post(
   });
 }
 
-async function gunzipBounded(body: Buffer): Promise<Buffer> {
+/** The body gunzipped (bounded: a small gzip stream can expand to gigabytes). */
+function decode(answer: Answer): Buffer {
+  if (!answer.gzip) return answer.body;
   try {
-    return await gunzipAsync(body, { maxOutputLength: MAX_BUNDLE_BYTES });
+    return gunzipSync(answer.body, { maxOutputLength: MAX_BUNDLE_BYTES });
   } catch (error) {
     throw new SwarmgateError(
       'ERR_BUNDLE_INVALID',
