@@ -312,7 +312,7 @@ export async function assembleBundle(
   if (answer.base !== null && base) {
     const removed = new Set(answer.removed);
     for (const [name, hash] of base.hashes) {
-      if (removed.has(name) || name in answer.files) continue;
+      if (removed.has(name) || Object.hasOwn(answer.files, name)) continue;
       const own = await ownCopy(name, hash);
       if (own === null) wanted.push({ name, sha256: hash });
       else {
