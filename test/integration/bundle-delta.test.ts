@@ -22,7 +22,7 @@ import { RECENT_BUNDLES } from '../../src/publish/bundle-answers.ts';
 import { systemClock } from '../../src/reconcile/clock.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
-import { loopbackResolver, makeChannelKeyPair } from '../support/channel-tls.ts';
+import { apiRequest, loopbackResolver, makeChannelKeyPair } from '../support/channel-tls.ts';
 import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
 import { FakeNginx } from '../support/fake-nginx.ts';
@@ -273,4 +273,17 @@ test('versions only move forward: a restarted controller that forgot every bundl
   const transfer = transferOf(edge, 4);
   assert.equal(transfer.base, null, 'the restarted controller has no bundle of the edge to build on');
   assert.deepEqual(await edge.served(), published(controller));
+});
+
+test('files by hash are for the edge token only: none is 401, the admin token 403', async (t) => {
+  const controller = await controllerOn(dockerWithWeb());
+  t.after(() => controller.stop());
+  const body = { files: [{ name: CERT, sha256: 'a'.repeat(64) }] };
+  const ask = (token: string | null) =>
+    apiRequest(controller.port, channelTls.cert, 'POST', '/v1/edge/files', { token, body });
+  assert.equal((await ask(null)).status, 401);
+  assert.equal((await ask(ADMIN_TOKEN)).status, 403);
+  const answer = await ask(EDGE_TOKEN);
+  assert.equal(answer.status, 200);
+  assert.deepEqual(answer.json, { files: {} }, 'a hash of no kept bundle gives nothing');
 });
