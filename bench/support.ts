@@ -11,7 +11,8 @@ export const BENCH_DIR = path.join(
 );
 export const SMOKE = process.argv.includes('--smoke');
 
-export function machineFacts(): Record<string, unknown> {
+/** docker: false for benchmarks that never touch the daemon (they then need not wait for its lock). */
+export function machineFacts({ docker = true }: { docker?: boolean } = {}): Record<string, unknown> {
   const quiet = (command: string, args: string[]): string => {
     try {
       return execFileSync(command, args, {
@@ -32,7 +33,7 @@ export function machineFacts(): Record<string, unknown> {
     kernel: os.release(),
     node: process.version,
     nodeFlags: process.execArgv,
-    docker: quiet('docker', ['version', '--format', '{{.Server.Version}}']),
+    docker: docker ? quiet('docker', ['version', '--format', '{{.Server.Version}}']) : 'not used',
     smoke: SMOKE,
   };
 }
@@ -75,10 +76,14 @@ export function printTable(title: string, rows: readonly Record<string, unknown>
 }
 
 /** Writes bench/results/<name>-<timestamp>.json (and <name>-latest.json) with the machine facts. */
-export function writeResult(name: string, result: Record<string, unknown>): string {
+export function writeResult(
+  name: string,
+  result: Record<string, unknown>,
+  options: { docker?: boolean } = {},
+): string {
   const dir = path.join(BENCH_DIR, 'results');
   mkdirSync(dir, { recursive: true });
-  const body = JSON.stringify({ benchmark: name, machine: machineFacts(), ...result }, null, 2);
+  const body = JSON.stringify({ benchmark: name, machine: machineFacts(options), ...result }, null, 2);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const file = path.join(dir, `${name}${SMOKE ? '-smoke' : ''}-${stamp}.json`);
   writeFileSync(file, body);

@@ -1,11 +1,14 @@
 // The controller's listeners: the HTTPS API (edge channel with the edge token, admin routes with the admin
 // token), the plain-HTTP challenge listener (HTTP-01 tokens and nothing else), and the loopback health listener.
-import type { RequestListener } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { SwarmgateError } from '../errors.ts';
 import { hasBearerToken, readJsonBody, sendError, sendJson } from '../http/json-http.ts';
 import type { RouteContext, RouteHandler } from '../http/router.ts';
 import { Router } from '../http/router.ts';
 import type { BundleStore, EdgeReport } from '../publish/bundle-store.ts';
+import { SHA256 } from '../publish/bundle-delta.ts';
+import type { WantedFile } from '../publish/bundle-delta.ts';
 import type { Reconciler } from '../reconcile/reconciler.ts';
 import type { CertificateManager } from '../acme/certificate-manager.ts';
 import { addAdminRoutes } from '../admin/admin-routes.ts';
@@ -56,11 +59,14 @@ export function createControllerRouter(deps: ControllerApiDeps): Router {
     };
 
   return addAdminRoutes(
-    new Router().add('POST', '/v1/edge/poll', requires('edge')(pollForBundle)).add(
-      'GET',
-      '/v1/status',
-      requires('admin')(({ res }) => sendJson(res, 200, statusOf(deps))),
-    ),
+    new Router()
+      .add('POST', '/v1/edge/poll', requires('edge')(pollForBundle))
+      .add('POST', '/v1/edge/files', requires('edge')(filesByHash))
+      .add(
+        'GET',
+        '/v1/status',
+        requires('admin')(({ res }) => sendJson(res, 200, statusOf(deps))),
+      ),
     deps.admin,
     requires('admin'),
   );
@@ -75,8 +81,63 @@ export function createControllerRouter(deps: ControllerApiDeps): Router {
       res.writeHead(204).end();
       return;
     }
-    sendJson(res, 200, bundle);
+    // An edge of the previous release asks for nothing else: the whole bundle, as it expects it.
+    if (query.get('delta') !== '1') {
+      sendJson(res, 200, bundle);
+      return;
+    }
+    // Only what changed since the bundle the edge has, encoded once for every edge that has it.
+    const have = query.get('have');
+    if (have !== null && !SHA256.test(have)) {
+      throw new SwarmgateError('ERR_BAD_REQUEST', '"have" must be a sha256 fingerprint');
+    }
+    const answer = deps.store.answers.encode(bundle, have, acceptsGzip(req));
+    sendEncoded(res, answer.body, answer.gzip);
   }
+
+  /** Files by content hash, for an edge whose own copy of one is missing or damaged. */
+  async function filesByHash({ req, res }: RouteContext): Promise<void> {
+    const wanted = parseWantedFiles(await readJsonBody(req, EDGE_REPORT_LIMIT_BYTES * 16));
+    const json = Buffer.from(JSON.stringify({ files: deps.store.answers.files(wanted) }));
+    const gzip = acceptsGzip(req) && json.length >= 1024;
+    sendEncoded(res, gzip ? gzipSync(json) : json, gzip);
+  }
+}
+
+function acceptsGzip(req: IncomingMessage): boolean {
+  return /(^|[\s,])gzip(\s*(;|,|$))/i.test(String(req.headers['accept-encoding'] ?? ''));
+}
+
+function sendEncoded(res: ServerResponse, body: Buffer, gzip: boolean): void {
+  res
+    .writeHead(200, {
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+      'content-length': body.length,
+      ...(gzip ? { 'content-encoding': 'gzip' } : {}),
+    })
+    .end(body);
+}
+
+/** Most files one bundle has (certificates and keys of thousands of hosts, nginx.conf, peers.txt). */
+const MAX_WANTED_FILES = 20_000;
+
+function parseWantedFiles(body: unknown): WantedFile[] {
+  const files = isObject(body) ? body.files : undefined;
+  if (!Array.isArray(files) || files.length > MAX_WANTED_FILES) {
+    throw new SwarmgateError('ERR_BAD_REQUEST', `"files" must be a list of at most ${MAX_WANTED_FILES}`);
+  }
+  return files.map((file: unknown) => {
+    if (
+      !isObject(file) ||
+      typeof file.name !== 'string' ||
+      typeof file.sha256 !== 'string' ||
+      !SHA256.test(file.sha256)
+    ) {
+      throw new SwarmgateError('ERR_BAD_REQUEST', 'each wanted file needs a name and a sha256');
+    }
+    return { name: file.name.slice(0, 1024), sha256: file.sha256 };
+  });
 }
 
 /** Exactly /.well-known/acme-challenge/<token>, matched on the raw request target: nothing is decoded or resolved. */

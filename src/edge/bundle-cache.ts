@@ -6,6 +6,8 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { nodeBundleFs, writeBundleFiles } from '../nginx/bundle-dir.ts';
 import type { BundleFs } from '../nginx/bundle-dir.ts';
+import { fileHashes } from '../publish/bundle-delta.ts';
+import type { BaseSource } from '../publish/bundle-delta.ts';
 import type { AppliedBundle } from '../publish/bundle-store.ts';
 import { parsePeers } from '../render/peers-text.ts';
 import { fingerprintBundle, PEERS_FILE } from '../render/render-config.ts';
@@ -24,6 +26,11 @@ const TEMPORARY = /\.tmp(-|$)/;
 export class BundleCache {
   readonly stateDir: string;
   private readonly fs: BundleFs;
+  /**
+   * Per-file hashes of the bundles on the volume, taken from verified files (staged, or loaded and matching their
+   * fingerprint): what a copy read back later must still hash to before a delta builds on it.
+   */
+  private readonly hashes = new Map<string, ReadonlyMap<string, string>>();
 
   constructor(stateDir: string, fs: BundleFs = nodeBundleFs) {
     this.stateDir = stateDir;
@@ -75,6 +82,7 @@ export class BundleCache {
       }
       const peers = parsePeers(files[PEERS_FILE] ?? '');
       if (!peers.ok) return { kind: 'damaged', reason: `${PEERS_FILE}: ${peers.reason}` };
+      this.hashes.set(applied.fingerprint, fileHashes(files));
       return { kind: 'intact', applied, files };
     } catch (error) {
       return { kind: 'damaged', reason: `current/ unreadable: ${(error as Error).message}` };
@@ -109,7 +117,23 @@ export class BundleCache {
       await this.fs.rm(temporary).catch(() => undefined);
       throw error;
     }
+    this.hashes.set(fingerprint, fileHashes(files));
     return path.join(dir, 'nginx.conf');
+  }
+
+  /**
+   * A staged bundle as the base of the next answer: the controller sends only what changed since it. Its files are
+   * read from the volume when needed and checked against the hashes recorded here (a damaged one is fetched).
+   */
+  baseFor(fingerprint: string): BaseSource | null {
+    const hashes = this.hashes.get(fingerprint);
+    if (!hashes) return null;
+    const dir = path.join(this.bundlesDir, fingerprint);
+    return {
+      fingerprint,
+      hashes,
+      read: (name) => this.fs.readFile(path.join(dir, name)).catch(() => null),
+    };
   }
 
   /** Points `current` at the staged bundle in one rename, then records it as applied (null: nothing applied). */
@@ -135,11 +159,14 @@ export class BundleCache {
   }
 
   async discard(fingerprint: string): Promise<void> {
+    this.hashes.delete(fingerprint);
     await this.fs.rm(path.join(this.bundlesDir, fingerprint));
   }
 
   /** Removes every bundle directory except the ones named. */
   async prune(keep: readonly string[]): Promise<void> {
+    for (const fingerprint of [...this.hashes.keys()])
+      if (!keep.includes(fingerprint)) this.hashes.delete(fingerprint);
     let entries: string[];
     try {
       entries = await this.fs.readdir(this.bundlesDir);

@@ -2,17 +2,46 @@
 // pinned from a Docker secret. The overlay is shared with every app, so the name swarmgate-controller proves
 // nothing (any container can take it as an alias); the TLS handshake does, and the edge's token is sent only on a
 // connection whose peer proved it holds the pinned certificate's key. Bundles (with every private key) travel
-// inside that TLS connection.
+// inside that TLS connection. The edge says which bundle it has and receives only what changed since (see
+// src/publish/bundle-delta.ts), checked file by file and as a whole before the agent applies it.
 import { lookup } from 'node:dns/promises';
 import https from 'node:https';
 import { isIP } from 'node:net';
-import { describeError, SwarmgateError } from '../errors.ts';
+import { performance } from 'node:perf_hooks';
+import { gunzipSync } from 'node:zlib';
+import { describeError, isSwarmgateError, SwarmgateError } from '../errors.ts';
+import { assembleBundle, parseAnswer } from '../publish/bundle-delta.ts';
+import type { Assembly, BaseSource, BundleAnswer, FetchFiles } from '../publish/bundle-delta.ts';
 import type { EdgeReport, PublishedBundle } from '../publish/bundle-store.ts';
 
 /** How the agent reaches the controller; a fake in tests. */
 export interface ControllerChannel {
-  /** The new bundle, or null when the long poll ended with nothing new. Throws when the controller is away. */
-  poll(report: EdgeReport, signal: AbortSignal): Promise<PublishedBundle | null>;
+  /**
+   * The new bundle, or null when the long poll ended with nothing new. Throws when the controller is away. With a
+   * base (the bundle the edge applied, as its volume holds it), only what changed since it crosses the network.
+   */
+  poll(report: EdgeReport, signal: AbortSignal, base?: BaseSource | null): Promise<PublishedBundle | null>;
+}
+
+/** What one answer cost and how it was made whole: for logs, tests and the bench. */
+export interface Transfer {
+  readonly version: number;
+  readonly fingerprint: string;
+  /** The bundle the answer built on, or null: every file came. */
+  readonly base: string | null;
+  /** Bytes of answer bodies as received (gzip included), file fetches included. */
+  readonly bytes: number;
+  readonly whole: readonly string[];
+  readonly edited: readonly string[];
+  readonly reused: number;
+  /** Files whose own copy was missing or damaged, fetched by hash. */
+  readonly fetched: readonly string[];
+  /** Why a delta could not be made whole and every file was asked for instead, or null. */
+  readonly fallback: string | null;
+  /** When the answer's last byte arrived (ms since the epoch). */
+  readonly receivedAt: number;
+  /** The edge's own work on it: gunzip, parse, patch, every hash check (ms); file fetches and waits excluded. */
+  readonly workMs: number;
 }
 
 /** Every address a name has now (Docker's DNS); tests pass their own. */
@@ -29,6 +58,10 @@ export interface HttpsChannelOptions {
   readonly resolve?: Resolve;
   /** How often the controller's name is checked while a poll is open. */
   readonly dnsWatchMs?: number;
+  /** false: ask for whole bundles as the previous release did (the fan-out bench's baseline). */
+  readonly deltas?: boolean;
+  /** Told of every bundle received. */
+  readonly observe?: (transfer: Transfer) => void;
 }
 
 /** A bundle is a few MB even with thousands of certificates; more than this is not the controller. */
@@ -36,6 +69,14 @@ const MAX_BUNDLE_BYTES = 256 * 1024 * 1024;
 
 const systemResolve: Resolve = async (hostname) =>
   (await lookup(hostname, { all: true })).map((entry) => entry.address);
+
+interface Answer {
+  readonly status: number;
+  /** As received: gzip when `gzip`. */
+  readonly body: Buffer;
+  readonly gzip: boolean;
+  readonly receivedAt: number;
+}
 
 export function createHttpsControllerChannel(options: HttpsChannelOptions): ControllerChannel {
   const base = new URL(options.url);
@@ -49,6 +90,7 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
   const hostname = base.hostname;
   const port = Number(base.port || 443);
   const resolve = options.resolve ?? systemResolve;
+  const deltas = options.deltas ?? true;
   // The controller holds a poll open for less than the client timeout, so a timeout means trouble.
   const waitMs = Math.max(1000, options.timeoutMs - 10_000);
   // Keep-alive and TLS session reuse between polls; the connection is to an address, verified for the name.
@@ -57,62 +99,159 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
   // stay with the address that last proved itself, and after a failure try another one first.
   const choice = { proven: null as string | null, failed: null as string | null };
 
-  return {
-    async poll(report, signal) {
-      const abort = new AbortController();
-      const watch = await watchControllerAddress(
-        hostname,
-        resolve,
-        choice,
-        abort,
-        options.dnsWatchMs ?? 1000,
-      );
-      try {
-        const { status, body } = await post(
-          {
-            agent,
-            host: watch.address,
-            port,
-            // SNI and certificate name check against the URL's name, though the connection goes to an address.
-            ...(isIP(hostname) ? {} : { servername: hostname }),
-            ca: options.ca,
-            rejectUnauthorized: true,
-            path: `/v1/edge/poll?waitMs=${waitMs}`,
-            method: 'POST',
-            headers: { authorization: `Bearer ${options.token}`, 'content-type': 'application/json' },
-            signal: AbortSignal.any([signal, abort.signal, AbortSignal.timeout(options.timeoutMs)]),
+  /** One POST to the controller (verified against the pinned certificate); a 2xx answer, gunzipped. */
+  async function call(path: string, payload: unknown, signal: AbortSignal): Promise<Answer> {
+    const abort = new AbortController();
+    const watch = await watchControllerAddress(hostname, resolve, choice, abort, options.dnsWatchMs ?? 1000);
+    try {
+      const answer = await post(
+        {
+          agent,
+          host: watch.address,
+          port,
+          // SNI and certificate name check against the URL's name, though the connection goes to an address.
+          ...(isIP(hostname) ? {} : { servername: hostname }),
+          ca: options.ca,
+          rejectUnauthorized: true,
+          path,
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${options.token}`,
+            'content-type': 'application/json',
+            ...(deltas ? { 'accept-encoding': 'gzip' } : {}),
           },
-          JSON.stringify(report),
-        );
-        choice.proven = watch.address;
-        choice.failed = null;
-        if (status === 204) return null;
-        if (status < 200 || status > 299) {
-          throw new SwarmgateError(
-            'ERR_CONTROLLER_UNREACHABLE',
-            `controller answered ${status}: ${body.toString('utf8').slice(0, 200)}`,
-          );
-        }
-        return parseBundle(body);
-      } catch (error) {
-        if (choice.proven !== watch.address) {
-          choice.failed = watch.address;
-        }
-        if (error instanceof SwarmgateError) throw error;
+          signal: AbortSignal.any([signal, abort.signal, AbortSignal.timeout(options.timeoutMs)]),
+        },
+        JSON.stringify(payload),
+      );
+      choice.proven = watch.address;
+      choice.failed = null;
+      if (answer.status < 200 || answer.status > 299) {
         throw new SwarmgateError(
           'ERR_CONTROLLER_UNREACHABLE',
-          `controller ${base.host} unreachable: ${describeError(abort.signal.aborted ? abort.signal.reason : error)}`,
-          {},
-          error,
+          `controller answered ${answer.status}: ${decode(answer).toString('utf8').slice(0, 200)}`,
         );
-      } finally {
-        watch.stop();
       }
+      return answer;
+    } catch (error) {
+      if (choice.proven !== watch.address) {
+        choice.failed = watch.address;
+      }
+      if (error instanceof SwarmgateError) throw error;
+      throw new SwarmgateError(
+        'ERR_CONTROLLER_UNREACHABLE',
+        `controller ${base.host} unreachable: ${describeError(abort.signal.aborted ? abort.signal.reason : error)}`,
+        {},
+        error,
+      );
+    } finally {
+      watch.stop();
+    }
+  }
+
+  /** A delta answer made whole: the edge's own copies (checked) plus what changed, fetched copies for damaged ones. */
+  async function answerFor(
+    report: EdgeReport,
+    signal: AbortSignal,
+    have: BaseSource | null,
+    wait: number,
+  ): Promise<{ answer: BundleAnswer; bytes: number; receivedAt: number; started: number } | null> {
+    const query = `waitMs=${wait}&delta=1${have ? `&have=${have.fingerprint}` : ''}`;
+    const received = await call(`/v1/edge/poll?${query}`, report, signal);
+    if (received.status === 204) return null;
+    const started = performance.now();
+    return {
+      answer: parseAnswer(parseJson(decode(received))),
+      bytes: received.body.length,
+      receivedAt: received.receivedAt,
+      started,
+    };
+  }
+
+  return {
+    async poll(report, signal, have = null) {
+      if (!deltas) {
+        const received = await call(`/v1/edge/poll?waitMs=${waitMs}`, report, signal);
+        if (received.status === 204) return null;
+        const started = performance.now();
+        const bundle = parseBundle(received.body);
+        options.observe?.({
+          version: bundle.version,
+          fingerprint: bundle.fingerprint,
+          base: null,
+          bytes: received.body.length,
+          whole: Object.keys(bundle.files),
+          edited: [],
+          reused: 0,
+          fetched: [],
+          fallback: null,
+          receivedAt: received.receivedAt,
+          workMs: performance.now() - started,
+        });
+        return bundle;
+      }
+      const first = await answerFor(report, signal, have, waitMs);
+      if (first === null) return null;
+      let bytes = first.bytes;
+      /** Time spent waiting for fetched files, not the edge's own work. */
+      let waitedMs = 0;
+      const fetchFiles: FetchFiles = async (wanted) => {
+        const asked = performance.now();
+        const received = await call('/v1/edge/files', { files: wanted }, signal);
+        waitedMs += performance.now() - asked;
+        bytes += received.body.length;
+        const files = (parseJson(decode(received)) as { files?: unknown }).files;
+        const found = new Map<string, string>();
+        if (typeof files === 'object' && files !== null) {
+          for (const [hash, content] of Object.entries(files)) {
+            if (typeof content === 'string') found.set(hash, content);
+          }
+        }
+        return found;
+      };
+      let answer = first.answer;
+      let fallback: string | null = null;
+      let { receivedAt, started } = first;
+      let assembly: Assembly;
+      try {
+        assembly = await assembleBundle(answer, have, fetchFiles);
+      } catch (error) {
+        if (!isSwarmgateError(error, 'ERR_BUNDLE_INVALID') || answer.base === null) throw error;
+        // The delta cannot be made whole (an old base the controller forgot, a damaged copy it no longer has):
+        // ask for every file once, at once.
+        fallback = error.message;
+        const full = await answerFor(report, signal, null, 0);
+        if (full === null) return null;
+        bytes += full.bytes;
+        answer = full.answer;
+        ({ receivedAt, started } = full);
+        waitedMs = 0;
+        assembly = await assembleBundle(answer, null, fetchFiles);
+      }
+      options.observe?.({
+        version: answer.version,
+        fingerprint: answer.fingerprint,
+        base: answer.base,
+        bytes,
+        whole: assembly.whole,
+        edited: assembly.edited,
+        reused: assembly.reused,
+        fetched: assembly.fetched,
+        fallback,
+        receivedAt,
+        workMs: performance.now() - started - waitedMs,
+      });
+      return {
+        version: answer.version,
+        fingerprint: answer.fingerprint,
+        publishedAt: answer.publishedAt,
+        files: assembly.files,
+      };
     },
   };
 }
 
-function post(options: https.RequestOptions, payload: string): Promise<{ status: number; body: Buffer }> {
+function post(options: https.RequestOptions, payload: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = https.request(options, (res) => {
       const chunks: Buffer[] = [];
@@ -127,7 +266,14 @@ function post(options: https.RequestOptions, payload: string): Promise<{ status:
         }
         chunks.push(chunk);
       });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          body: Buffer.concat(chunks),
+          gzip: res.headers['content-encoding'] === 'gzip',
+          receivedAt: performance.timeOrigin + performance.now(),
+        }),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -135,14 +281,29 @@ function post(options: https.RequestOptions, payload: string): Promise<{ status:
   });
 }
 
-function parseBundle(body: Buffer): PublishedBundle {
-  let parsed: unknown;
+/** The body gunzipped (bounded: a small gzip stream can expand to gigabytes). */
+function decode(answer: Answer): Buffer {
+  if (!answer.gzip) return answer.body;
   try {
-    parsed = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new SwarmgateError('ERR_BUNDLE_INVALID', 'the controller sent a bundle that is not JSON');
+    return gunzipSync(answer.body, { maxOutputLength: MAX_BUNDLE_BYTES });
+  } catch (error) {
+    throw new SwarmgateError(
+      'ERR_BUNDLE_INVALID',
+      `the controller's answer does not gunzip within ${MAX_BUNDLE_BYTES} bytes: ${describeError(error)}`,
+    );
   }
-  const bundle = parsed as Partial<PublishedBundle> | null;
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8')) as unknown;
+  } catch {
+    throw new SwarmgateError('ERR_BUNDLE_INVALID', 'the controller sent an answer that is not JSON');
+  }
+}
+
+function parseBundle(body: Buffer): PublishedBundle {
+  const bundle = parseJson(body) as Partial<PublishedBundle> | null;
   if (
     !bundle ||
     typeof bundle !== 'object' ||

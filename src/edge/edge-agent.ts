@@ -300,7 +300,12 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
           reloads,
           peerUpdates,
         };
-        const bundle = await deps.channel.poll(report, AbortSignal.any([shutdown.signal, wake.signal]));
+        // The applied bundle is the base: the controller sends only what changed since it.
+        const bundle = await deps.channel.poll(
+          report,
+          AbortSignal.any([shutdown.signal, wake.signal]),
+          applied ? cache.baseFor(applied.fingerprint) : null,
+        );
         lastContact = new Date(clock.now()).toISOString();
         if (failures > 0) logger.info({ failures }, 'controller reachable again');
         failures = 0;

@@ -2,6 +2,7 @@
 import { SwarmgateError } from '../errors.ts';
 import type { BundleFiles } from '../render/render-config.ts';
 import type { Clock } from '../reconcile/clock.ts';
+import { BundleAnswers } from './bundle-answers.ts';
 
 /** Edges kept in the status; beyond it the one heard of longest ago is forgotten (edge ids are self-asserted). */
 export const MAX_EDGES = 1024;
@@ -53,6 +54,8 @@ export class BundleStore {
   private readonly waiters = new Set<Waiter>();
   private readonly clock: Clock;
   private highestVersionSeen = 0;
+  /** Recent bundles and the encoded answers edges are sent (only what changed since the edge's bundle). */
+  readonly answers = new BundleAnswers();
 
   constructor(clock: Clock) {
     this.clock = clock;
@@ -68,6 +71,7 @@ export class BundleStore {
     const version = Math.max(this.bundle?.version ?? 0, this.highestVersionSeen) + 1;
     this.highestVersionSeen = version;
     this.bundle = { version, fingerprint, files, publishedAt: new Date(this.clock.now()).toISOString() };
+    this.answers.remember(this.bundle);
     for (const waiter of [...this.waiters]) {
       if (waiter.wants(this.bundle)) {
         this.waiters.delete(waiter);
