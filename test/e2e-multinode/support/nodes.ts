@@ -128,24 +128,29 @@ export function externalSecrets(stackFile = path.join(REPO_ROOT, 'docker-stack.y
 }
 
 /**
- * Creates the stack's external secrets that the nested swarm lacks. A `<prefix>_key` with a `<prefix>_cert` (or
- * `_crt`) beside it is a TLS pair for the controller's name; every other secret is 32 random bytes in hex, as the
- * stack file's header asks for the token and state key.
+ * Creates the stack's external secrets that the nested swarm lacks. Names sharing a prefix with `_key` and `_cert`
+ * (or `_crt`) endings are a TLS pair for the controller's names, signed by a lab CA when a `<prefix>_ca` is declared
+ * too (self-signed otherwise); every other secret is 32 random bytes in hex, as the stack file's header asks for the
+ * token and the state key.
  */
 export async function ensureSecrets(node: string, names: readonly string[]): Promise<string[]> {
   const existing = new Set(
     (await inNode(node, ['secret', 'ls', '--format', '{{.Name}}'])).split('\n').filter(Boolean),
   );
   const created: string[] = [];
-  const pairs = new Map<string, { key?: string; cert?: string }>();
+  const pairs = new Map<string, { key?: string; cert?: string; ca?: string }>();
   for (const name of names) {
-    const pair = /^(.*)_(key|cert|crt)$/.exec(name);
-    if (pair?.[1] && names.some((other) => other !== name && other.startsWith(`${pair[1]}_`))) {
-      const entry = pairs.get(pair[1]) ?? {};
-      if (pair[2] === 'key') entry.key = name;
-      else entry.cert = name;
-      pairs.set(pair[1], entry);
-      continue;
+    const part = /^(.*)_(key|cert|crt|ca)$/.exec(name);
+    const prefix = part?.[1];
+    if (prefix && names.some((other) => /_(key)$/.test(other) && other.startsWith(`${prefix}_`))) {
+      if (names.some((other) => /_(cert|crt)$/.test(other) && other.startsWith(`${prefix}_`))) {
+        const entry = pairs.get(prefix) ?? {};
+        if (part[2] === 'key') entry.key = name;
+        else if (part[2] === 'ca') entry.ca = name;
+        else entry.cert = name;
+        pairs.set(prefix, entry);
+        continue;
+      }
     }
     if (existing.has(name)) continue;
     await inNode(node, ['secret', 'create', '--label', E2E_LABEL, name, '-'], {
@@ -154,21 +159,30 @@ export async function ensureSecrets(node: string, names: readonly string[]): Pro
     created.push(name);
   }
   for (const [prefix, pair] of pairs) {
-    if (!pair.key || !pair.cert)
-      throw new Error(`secret ${prefix}_*: found only one half of a key/cert pair`);
-    if (existing.has(pair.key) && existing.has(pair.cert)) continue;
+    const members = [pair.key, pair.cert, pair.ca].filter((name): name is string => name !== undefined);
+    if (members.every((name) => existing.has(name))) continue;
     const dir = `${STACK_DIR}/secrets/${prefix}`;
+    const san =
+      'subjectAltName=DNS:swarmgate-controller,DNS:controller,DNS:tasks.controller,DNS:localhost,IP:127.0.0.1';
+    const ec = '-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30';
     await shInNode(
       node,
       `set -e; rm -rf ${dir}; mkdir -p ${dir}; cd ${dir}; ` +
-        'openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=swarmgate-controller ' +
-        '-addext subjectAltName=DNS:swarmgate-controller,DNS:controller,DNS:tasks.controller,DNS:localhost,IP:127.0.0.1 ' +
-        '-keyout key.pem -out cert.pem 2>/dev/null',
+        (pair.ca
+          ? `openssl req -x509 ${ec} -subj /CN=swarmgate-lab-ca -keyout ca.key -out ca.pem 2>/dev/null; ` +
+            `openssl req ${ec} -subj /CN=swarmgate-controller -keyout key.pem -out cert.csr 2>/dev/null; ` +
+            `printf '%s\\n' '${san}' >san.ext; ` +
+            'openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 -extfile san.ext -out cert.pem 2>/dev/null'
+          : `openssl req -x509 ${ec} -subj /CN=swarmgate-controller -addext ${san} -keyout key.pem -out cert.pem 2>/dev/null`),
+      30_000,
     );
-    for (const [name, file] of [
+    const files: [string | undefined, string][] = [
       [pair.key, 'key.pem'],
       [pair.cert, 'cert.pem'],
-    ] as const) {
+      [pair.ca, 'ca.pem'],
+    ];
+    for (const [name, file] of files) {
+      if (!name) continue;
       await inNode(node, ['secret', 'rm', name]).catch(() => '');
       await inNode(node, ['secret', 'create', '--label', E2E_LABEL, name, `${dir}/${file}`]);
       created.push(name);
