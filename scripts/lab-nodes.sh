@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The multi-node lab: N Swarm nodes on this machine, each a container running its own dockerd (nested Swarm, as
-# ../shared/LAB.md describes), on a bridge network of their own. The e2e-multinode suite drives them with
+# The multi-node lab: N Swarm nodes on this machine, each a container running its own dockerd (a nested Swarm),
+# on a bridge network of their own. The e2e-multinode suite drives them with
 # `docker exec nodeN docker ...` and sends HTTP to each node's bridge address.
 #
 #   scripts/lab-nodes.sh up [N]   idempotent: node image, network, N nodes (default 3, all managers, so one can be
