@@ -314,8 +314,8 @@ cmd_status() {
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
-  down) shift; cmd_down "$@" ;;
+  up) cmd_up; if [ "${2:-}" = --nodes ]; then bash "$ROOT/scripts/lab-nodes.sh" up "${3:-3}"; fi ;;
+  down) shift; bash "$ROOT/scripts/lab-nodes.sh" down; cmd_down "$@" ;;
   status) cmd_status ;;
   *) echo "usage: $0 up|down [--all]|status" >&2; exit 2 ;;
 esac

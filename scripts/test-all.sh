@@ -53,6 +53,7 @@ phase "npm ci" npm ci --no-audit --no-fund
 phase "npm test" npm test
 phase "lab up" npm run lab -- up
 phase "e2e" e2e
+phase "e2e multi-node" bash -c 'bash scripts/lab-nodes.sh up 3 && npm run test:e2e-multinode; status=$?; bash scripts/lab-nodes.sh down; exit $status'
 if [ -f bench/run-all.ts ]; then phase "bench smoke" npm run bench -- --smoke; fi
 
 printf '\n=== timings ===\n'

@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# The multi-node lab: N Swarm nodes on this machine, each a container running its own dockerd (a nested Swarm),
+# on a bridge network of their own. The e2e-multinode suite drives them with
+# `docker exec nodeN docker ...` and sends HTTP to each node's bridge address.
+#
+#   scripts/lab-nodes.sh up [N]   idempotent: node image, network, N nodes (default 3, all managers, so one can be
+#                                 lost with quorum kept), swarm, the lab's images loaded into every node. A second
+#                                 run on a warm lab takes seconds; images whose ID changed on the host are reloaded,
+#                                 a node container that stopped (a test killed it) is replaced and joined again.
+#   scripts/lab-nodes.sh down     removes the node containers, their network and the node image (everything this
+#                                 script made carries the label swarmgate.lab=1). `down --keep-image` keeps the image.
+#   scripts/lab-nodes.sh status   what is there.
+#
+# Needs the host lab first (`npm run lab -- up`): the images it loads into the nodes are the ones that built.
+# Every wait is bounded and says what it was waiting for. No host name is written here: the Debian mirror for the
+# node image is read from this machine's apt sources at run time.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB_DIR="$ROOT/.lab"
+NODE_DIR="$LAB_DIR/nodes"
+NODE_IMAGE="${SWARMGATE_LAB_NODE_IMAGE:-swarmgate-lab-node:dev}"
+NETWORK="${SWARMGATE_LAB_NODE_NETWORK:-swarmgate-lab-nodes}"
+PREFIX="${SWARMGATE_LAB_NODE_PREFIX:-node}"
+LAB_LABEL=swarmgate.lab=1
+ROLE_LABEL=swarmgate.lab.role=node
+# What the multi-node e2e suite runs inside the nodes.
+read -r -a IMAGES <<<"${SWARMGATE_LAB_NODE_IMAGES:-${SWARMGATE_IMAGE:-swarmgate:dev} ${SWARMGATE_BACKEND_IMAGE:-swarmgate-test-backend:dev}}"
+mkdir -p "$NODE_DIR"
+
+log() { printf '[lab-nodes %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Polls `cmd` every second for at most `seconds`; on timeout names what it waited for.
+wait_for() {
+  local seconds=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${seconds} s waiting for $what"
+    sleep 1
+  done
+}
+
+node_name() { echo "$PREFIX$1"; }
+in_node() { local node=$1; shift; docker exec "$node" "$@"; }
+node_docker_answers() { timeout 10 docker exec "$1" docker info >/dev/null 2>&1; }
+swarm_state() { docker exec "$1" docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || true; }
+lab_nodes() { docker ps -a --filter label="$LAB_LABEL" --filter label="$ROLE_LABEL" --format '{{.Names}}' | sort -V; }
+
+debian_mirror() {
+  local uri
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  if [ -z "$uri" ]; then
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  fi
+  echo "$uri"
+}
+
+# --- node image --------------------------------------------------------------------------------------------
+# Rebuilt when its Dockerfile changed (the Dockerfile's sha256 is a label of the image).
+ensure_node_image() {
+  local dockerfile="$ROOT/test/e2e-multinode/node/Dockerfile" sum
+  sum=$(sha256sum "$dockerfile" | cut -d' ' -f1)
+  if [ "$(docker image inspect --format '{{index .Config.Labels "swarmgate.lab.sha256"}}' "$NODE_IMAGE" 2>/dev/null)" = "$sum" ]; then
+    return
+  fi
+  docker image inspect node:24-trixie-slim >/dev/null 2>&1 ||
+    die "node:24-trixie-slim is missing: run \`npm run lab -- up\` first (it builds a stand-in when it cannot be pulled)"
+  log "building $NODE_IMAGE (Docker engine in a container)"
+  timeout 900 docker build --label "$LAB_LABEL" --label "swarmgate.lab.sha256=$sum" \
+    --build-arg "DEBIAN_MIRROR=$(debian_mirror)" -t "$NODE_IMAGE" "$(dirname "$dockerfile")" \
+    >"$NODE_DIR/build-node.log" 2>&1 || { tail -30 "$NODE_DIR/build-node.log" >&2; die "building $NODE_IMAGE failed"; }
+}
+
+ensure_network() {
+  docker network inspect "$NETWORK" >/dev/null 2>&1 && return
+  log "creating network $NETWORK"
+  docker network create --driver bridge --label "$LAB_LABEL" "$NETWORK" >/dev/null
+}
+
+# --- nodes -------------------------------------------------------------------------------------------------
+# Exactly the flags LAB.md verified: --privileged fails here (CAP_SYS_RESOURCE is not in the bounding set), so all
+# other capabilities; /var/lib/docker on an exec tmpfs because overlayfs does not stack on the host's overlay.
+start_node() {
+  local node=$1 state
+  state=$(docker inspect --format '{{.State.Status}}' "$node" 2>/dev/null) || state=missing
+  case "$state" in
+    running) return ;;
+    missing) ;;
+    *)
+      # A stopped node lost its tmpfs (engine state, swarm membership, images): replace it, it joins afresh.
+      log "$node is $state: replacing it"
+      docker rm -f "$node" >/dev/null
+      ;;
+  esac
+  log "starting $node"
+  docker run -d --cap-add=ALL --cap-drop=SYS_RESOURCE \
+    --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
+    -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /var/lib/docker:exec \
+    --label "$LAB_LABEL" --label "$ROLE_LABEL" \
+    --network "$NETWORK" --hostname "$node" --name "$node" "$NODE_IMAGE" \
+    dockerd --host unix:///var/run/docker.sock >/dev/null
+}
+
+# Swarm node entries that no live node container answers for (a replaced node's old self, a node beyond the count):
+# demoted and removed, so a replacement joins as a manager and quorum counts only live managers. Not by status:
+# Swarm takes ~13 s to mark a killed node down.
+forget_stale_nodes() {
+  local leader=$1 count=$2 live="" id hostname i node
+  for i in $(seq 1 "$count"); do
+    node=$(node_name "$i")
+    live+=" $(docker exec "$node" docker info --format '{{.Swarm.NodeID}}' 2>/dev/null || true)"
+  done
+  while read -r id hostname; do
+    [ -n "$id" ] || continue
+    case " $live " in *" $id "*) continue ;; esac
+    log "removing stale swarm node $hostname ($id)"
+    in_node "$leader" docker node demote "$id" >/dev/null 2>&1 || true
+    in_node "$leader" docker node rm --force "$id" >/dev/null
+  done < <(in_node "$leader" docker node ls --format '{{.ID}} {{.Hostname}}')
+}
+
+# The leader is the first node that manages a swarm; a swarm is made on node1 only when no node is in one (a
+# replaced node1 joins the others' swarm instead of starting a second one).
+ensure_swarm() {
+  local count=$1 leader="" token address node i
+  for i in $(seq 1 "$count"); do
+    node=$(node_name "$i")
+    if [ "$(docker exec "$node" docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}' 2>/dev/null)" = "active true" ]; then
+      leader=$node
+      break
+    fi
+  done
+  if [ -z "$leader" ]; then
+    leader=$(node_name 1)
+    log "swarm init on $leader"
+    in_node "$leader" docker swarm init --advertise-addr eth0 >/dev/null
+  fi
+  forget_stale_nodes "$leader" "$count"
+  token=$(in_node "$leader" docker swarm join-token -q manager)
+  address=$(docker inspect --format "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "$leader")
+  for i in $(seq 1 "$count"); do
+    node=$(node_name "$i")
+    [ "$(swarm_state "$node")" = active ] && continue
+    log "$node joins as a manager"
+    timeout 120 docker exec "$node" docker swarm join --advertise-addr eth0 --token "$token" "$address:2377" >/dev/null ||
+      die "$node could not join the swarm at $address:2377"
+  done
+  wait_for 120 "all $count nodes to be Ready in the swarm" all_ready "$leader" "$count"
+}
+
+all_ready() {
+  local rows
+  rows=$(in_node "$1" docker node ls --format '{{.Status}} {{.Availability}}')
+  [ "$(grep -c '^Ready Active$' <<<"$rows")" -eq "$2" ] && [ "$(wc -l <<<"$rows")" -eq "$2" ]
+}
+
+# --- images ------------------------------------------------------------------------------------------------
+# One `docker save` of every image the nodes lack (layers shared between images are written once), loaded into
+# those nodes in parallel. An image is "lacking" when its ID inside the node differs from the host's.
+load_images() {
+  local count=$1 node i image want have tar="$NODE_DIR/images.tar"
+  local -a missing=() targets=()
+  for image in "${IMAGES[@]}"; do
+    docker image inspect "$image" >/dev/null 2>&1 || die "image $image is missing on this machine: run \`npm run lab -- up\` first"
+  done
+  for i in $(seq 1 "$count"); do
+    node=$(node_name "$i")
+    for image in "${IMAGES[@]}"; do
+      want=$(docker image inspect --format '{{.Id}}' "$image")
+      have=$(in_node "$node" docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+      if [ "$want" != "$have" ]; then
+        targets+=("$node")
+        break
+      fi
+    done
+  done
+  [ "${#targets[@]}" -gt 0 ] || return 0
+  for image in "${IMAGES[@]}"; do missing+=("$image"); done
+  log "saving ${missing[*]}"
+  timeout 300 docker save -o "$tar" "${missing[@]}" || die "docker save of ${missing[*]} failed or took over 300 s"
+  log "loading them into ${targets[*]}"
+  local -a pids=()
+  for node in "${targets[@]}"; do
+    timeout 300 docker exec -i "$node" docker load -q <"$tar" >"$NODE_DIR/load-$node.log" 2>&1 &
+    pids+=($!)
+  done
+  local failed=0 n=0
+  for pid in "${pids[@]}"; do
+    wait "$pid" || { log "loading images into ${targets[$n]} failed or took over 300 s:"; cat "$NODE_DIR/load-${targets[$n]}.log" >&2; failed=1; }
+    n=$((n + 1))
+  done
+  rm -f "$tar"
+  [ "$failed" = 0 ] || die "loading images into the nodes failed"
+}
+
+# --- commands ----------------------------------------------------------------------------------------------
+cmd_up() {
+  local count=${1:-3} start=$SECONDS i node
+  [[ "$count" =~ ^[1-9][0-9]*$ ]] || die "up takes a node count (a positive number), not \"$count\""
+  timeout 10 docker info >/dev/null 2>&1 || die "no Docker engine answers: run \`npm run lab -- up\` first"
+  ensure_node_image
+  ensure_network
+  # Nodes beyond the requested count (an earlier `up 5`) leave: fewer live managers than the swarm expects
+  # would cost quorum.
+  for node in $(lab_nodes); do
+    i=${node#"$PREFIX"}
+    if [[ "$i" =~ ^[0-9]+$ ]] && [ "$i" -gt "$count" ]; then
+      log "removing $node (beyond $count nodes)"
+      docker rm -f "$node" >/dev/null
+    fi
+  done
+  for i in $(seq 1 "$count"); do start_node "$(node_name "$i")"; done
+  for i in $(seq 1 "$count"); do
+    node=$(node_name "$i")
+    wait_for 60 "dockerd inside $node to answer" node_docker_answers "$node"
+  done
+  ensure_swarm "$count"
+  load_images "$count"
+  log "$count node(s) up ($((SECONDS - start)) s):"
+  for i in $(seq 1 "$count"); do
+    node=$(node_name "$i")
+    log "  $node $(docker inspect --format "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "$node")"
+  done
+}
+
+cmd_down() {
+  local start=$SECONDS ids
+  timeout 10 docker info >/dev/null 2>&1 || { log "no Docker engine answers; nothing to remove"; return; }
+  ids=$(docker ps -aq --filter label="$LAB_LABEL" --filter label="$ROLE_LABEL")
+  if [ -n "$ids" ]; then
+    log "removing node containers"
+    # shellcheck disable=SC2086
+    timeout 120 docker rm -f $ids >/dev/null || die "removing the node containers took over 120 s"
+  fi
+  if [ "$(docker network inspect --format '{{index .Labels "swarmgate.lab"}}' "$NETWORK" 2>/dev/null)" = 1 ]; then
+    docker network rm "$NETWORK" >/dev/null
+  fi
+  if [ "${1:-}" != --keep-image ] &&
+    [ "$(docker image inspect --format '{{index .Config.Labels "swarmgate.lab"}}' "$NODE_IMAGE" 2>/dev/null)" = 1 ]; then
+    docker image rm "$NODE_IMAGE" >/dev/null
+  fi
+  rm -f "$NODE_DIR"/images.tar
+  log "nodes are down ($((SECONDS - start)) s)"
+}
+
+cmd_status() {
+  local node leader
+  echo "node image: $(docker image inspect --format '{{.Id}}' "$NODE_IMAGE" 2>/dev/null || echo none)"
+  echo "network: $(docker network inspect --format '{{(index .IPAM.Config 0).Subnet}}' "$NETWORK" 2>/dev/null || echo none)"
+  echo "nodes:"
+  for node in $(lab_nodes); do
+    echo "  $node $(docker inspect --format "{{.State.Status}} {{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "$node" 2>/dev/null) swarm=$(swarm_state "$node")"
+    leader=${leader:-$node}
+  done
+  [ -n "${leader:-}" ] || return 0
+  echo "swarm (from $leader):"
+  in_node "$leader" docker node ls 2>/dev/null | sed 's/^/  /' || echo "  not answering"
+  echo "services (from $leader):"
+  in_node "$leader" docker service ls 2>/dev/null | sed 's/^/  /' || true
+}
+
+case "${1:-}" in
+  up) cmd_up "${2:-3}" ;;
+  down) shift; cmd_down "$@" ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up [N]|down [--keep-image]|status" >&2; exit 2 ;;
+esac
