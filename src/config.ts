@@ -28,6 +28,10 @@ export interface ProxySettings {
   readonly peersSocket: string;
   /** Shared memory for the posted peers, and the most a post may carry. */
   readonly peersMemory: string;
+  /** Shared memory for the traffic counters (lua/swarmgate/metrics.lua); full, it drops the least recently used. */
+  readonly metricsMemory: string;
+  /** The access log's format where a service does not choose one (swarmgate.access_log). */
+  readonly accessLogFormat: 'json' | 'nginx-proxy';
 }
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
@@ -103,6 +107,8 @@ export interface EdgeConfig {
   readonly healthPort: number;
   readonly pollTimeoutMs: number;
   readonly retryMaxMs: number;
+  /** Prometheus text of this edge's traffic (all interfaces, never published; 0 = off). */
+  readonly metricsPort: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -338,7 +344,17 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     peersSocket: EDGE_PEERS_SOCKET,
     // 2,000 services with 10 tasks each make a peers.txt of about 0.5 MiB.
     peersMemory: '16m',
+    // About 150 bytes an entry: 16 MiB hold ~100,000 series (2,000 services with 10 tasks each need ~60,000).
+    metricsMemory: '16m',
+    accessLogFormat: readAccessLogFormat(reader),
   };
+}
+
+function readAccessLogFormat(reader: EnvReader): 'json' | 'nginx-proxy' {
+  const value = reader.string('SWARMGATE_ACCESS_LOG_FORMAT', 'json');
+  if (value === 'json' || value === 'nginx-proxy') return value;
+  reader.problems.push(`SWARMGATE_ACCESS_LOG_FORMAT must be json or nginx-proxy, not "${value}"`);
+  return 'json';
 }
 
 function readWorkerProcesses(reader: EnvReader): string {
@@ -370,6 +386,7 @@ export function readEdgeConfig(env: Env, hostname: string): Readonly<EdgeConfig>
     pollTimeoutMs: reader.duration('SWARMGATE_EDGE_POLL_TIMEOUT', 40_000, 2000, 300_000),
     // A moved controller is back within seconds; a short cap finds it soon, and a poll costs an edge next to nothing.
     retryMaxMs: reader.duration('SWARMGATE_EDGE_RETRY_MAX', 2000, 100, 300_000),
+    metricsPort: reader.integer('SWARMGATE_EDGE_METRICS_PORT', 9145, 0, 65535),
   };
   // https only: the edge sends its token only to a controller that proved it holds the pinned certificate's key.
   if (!/^https:\/\/[^\s/:]+(:\d+)?\/?$/.test(config.controllerUrl)) {
