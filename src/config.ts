@@ -90,6 +90,9 @@ export interface ControllerConfig {
   readonly maxReplicas: number;
   /** Which deployment's sealed state this controller owns: two deployments on one Swarm never share state. */
   readonly instance: string;
+  /** Edge metrics ports the status page scrapes for live traffic ("tasks.swarmgate_edge:9145"); empty: none. */
+  readonly edgeMetricsTargets: readonly string[];
+  readonly edgeMetricsIntervalMs: number;
 }
 
 export interface EdgeConfig {
@@ -247,6 +250,11 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
     tls: readTlsConfig(reader),
     maxReplicas: reader.integer('SWARMGATE_MAX_REPLICAS', 100, 1, 10_000),
     instance: reader.string('SWARMGATE_INSTANCE', 'swarmgate'),
+    edgeMetricsTargets:
+      reader.string('SWARMGATE_EDGE_METRICS_TARGETS', '') === ''
+        ? []
+        : reader.list('SWARMGATE_EDGE_METRICS_TARGETS', [], /^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}:\d{1,5}$/),
+    edgeMetricsIntervalMs: reader.duration('SWARMGATE_EDGE_METRICS_INTERVAL', 5000, 100, 600_000),
   };
   // Labels and (hashed) config names carry it; the same rule as the state store's INSTANCE_NAME.
   if (!/^[a-z0-9][a-z0-9_.-]{0,62}$/.test(config.instance)) {

@@ -35,26 +35,35 @@ if not ok_new_tab then
   end
 end
 
-local pending = new_tab(0, 64)
-local pending_count = 0
+-- This worker's counts since the last flush: route ("host service") -> record, and route -> task -> record.
+-- Records are plain arrays, so a request costs table increments only; keys are built once a second, in flush().
+local routes = {}
+local tasks = {}
+local retries = {}
+local protocols = { 0, 0, 0, 0 }
+local PROTOCOL_NAMES = { "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "other" }
 local scheduled = false
-local evicted = 0
+local CLASS = { "1xx", "2xx", "3xx", "4xx", "5xx", "other" }
+local HISTOGRAM_SLOTS = NBUCKETS + 1
+-- A record: [1..6] status classes, [7..6+HISTOGRAM_SLOTS] histogram slots, the sum, then two more counters
+-- (routes: bytes in and out; tasks: attempts without a response, error and timeout).
+local SUM = 6 + HISTOGRAM_SLOTS + 1
+local RECORD_SIZE = SUM + 2
 
-local CLASS = { "1xx", "2xx", "3xx", "4xx", "5xx" }
-local PROTOCOLS = { ["HTTP/1.0"] = true, ["HTTP/1.1"] = true, ["HTTP/2.0"] = true, ["HTTP/3.0"] = true }
-
-local function class_of(status)
-  return CLASS[math.floor(status / 100)] or "other"
+local function new_record()
+  local record = new_tab(RECORD_SIZE, 0)
+  for index = 1, RECORD_SIZE do
+    record[index] = 0
+  end
+  return record
 end
 
-local function add(key, value)
-  local current = pending[key]
-  if current then
-    pending[key] = current + value
-  else
-    pending[key] = value
-    pending_count = pending_count + 1
+local function class_index(status)
+  local index = math.floor(status / 100)
+  if index < 1 or index > 5 then
+    return 6
   end
+  return index
 end
 
 local function bucket_of(seconds)
@@ -63,33 +72,93 @@ local function bucket_of(seconds)
       return index
     end
   end
-  return NBUCKETS + 1
+  return HISTOGRAM_SLOTS
 end
 
-local function observe(prefix, seconds)
-  add(prefix .. bucket_of(seconds), 1)
-  add(prefix .. "sum", seconds)
+local function route_record(route)
+  local record = routes[route]
+  if not record then
+    record = new_record()
+    routes[route] = record
+  end
+  return record
+end
+
+local function task_record(route, task)
+  local by_task = tasks[route]
+  if not by_task then
+    by_task = {}
+    tasks[route] = by_task
+  end
+  local record = by_task[task]
+  if not record then
+    record = new_record()
+    by_task[task] = record
+  end
+  return record
+end
+
+-- Adds one record to the dictionary under "<kind>\t<labels>\t..." keys; returns how many entries were dropped.
+local function flush_record(dict, labels, record, class_kind, histogram_kind, extra_keys)
+  local dropped = 0
+  local function incr(key, value)
+    local _, err, forcible = dict:incr(key, value, 0)
+    if err or forcible then
+      dropped = dropped + 1
+    end
+  end
+  for index = 1, 6 do
+    if record[index] > 0 then
+      incr(class_kind .. labels .. "\t" .. CLASS[index], record[index])
+    end
+  end
+  for slot = 1, HISTOGRAM_SLOTS do
+    if record[6 + slot] > 0 then
+      incr(histogram_kind .. labels .. "\t" .. slot, record[6 + slot])
+    end
+  end
+  if record[SUM] > 0 then
+    incr(histogram_kind .. labels .. "\tsum", record[SUM])
+  end
+  for index = 1, 2 do
+    if record[SUM + index] > 0 then
+      incr(extra_keys[index], record[SUM + index])
+    end
+  end
+  return dropped
 end
 
 local function flush(premature)
   scheduled = false
   local dict = ngx.shared.swarmgate_metrics
-  local batch = pending
-  pending = new_tab(0, pending_count)
-  pending_count = 0
-  for key, value in pairs(batch) do
-    local _, err, forcible = dict:incr(key, value, 0)
-    if forcible or err then
-      evicted = evicted + 1
+  local route_batch, task_batch, retry_batch, protocol_batch = routes, tasks, retries, protocols
+  routes, tasks, retries, protocols = {}, {}, {}, { 0, 0, 0, 0 }
+  local dropped = 0
+  for route, record in pairs(route_batch) do
+    local at = route:find(" ", 1, true)
+    local labels = route:sub(1, at - 1) .. "\t" .. route:sub(at + 1)
+    dropped = dropped + flush_record(dict, labels, record, "req\t", "dur\t", { "in\t" .. labels, "out\t" .. labels })
+  end
+  for route, by_task in pairs(task_batch) do
+    local service = route:sub(route:find(" ", 1, true) + 1)
+    for task, record in pairs(by_task) do
+      local labels = service .. "\t" .. task
+      dropped = dropped
+        + flush_record(dict, labels, record, "ups\t", "udur\t", { "uerr\t" .. labels .. "\terror", "uerr\t" .. labels .. "\ttimeout" })
     end
   end
-  if evicted > 0 then
-    dict:incr("evict", evicted, 0)
-    evicted = 0
+  for route, value in pairs(retry_batch) do
+    dict:incr("retry\t" .. route:sub(route:find(" ", 1, true) + 1), value, 0)
   end
-  if premature then
-    return
+  for index = 1, 4 do
+    if protocol_batch[index] > 0 then
+      dict:incr("proto\t" .. PROTOCOL_NAMES[index], protocol_batch[index], 0)
+    end
   end
+  if dropped > 0 then
+    dict:incr("evict", dropped, 0)
+  end
+  return premature
 end
 M.flush = flush
 
@@ -112,17 +181,24 @@ local function split_list(text)
 end
 M.split_list = split_list
 
-local function count_upstreams(service, addr_text, status_text, time_text)
+local function count_response(route, task, status, seconds)
+  local record = task_record(route, task)
+  local class = class_index(status)
+  record[class] = record[class] + 1
+  if seconds then
+    local slot = 6 + bucket_of(seconds)
+    record[slot] = record[slot] + 1
+    record[SUM] = record[SUM] + seconds
+  end
+end
+
+-- Upstream attempts of one request, by task. Default-server routes (no service) have none.
+local function count_upstreams(route, addr_text, status_text, time_text)
   -- One attempt (the usual case): no list to split.
   if not status_text:find(",", 1, true) and not status_text:find(":", 1, true) then
     local status = tonumber(status_text)
-    local task_prefix = service .. "\t" .. addr_text .. "\t"
-    local seconds = tonumber(time_text)
     if status and status >= 100 then
-      add("ups\t" .. task_prefix .. class_of(status), 1)
-      if seconds then
-        observe("udur\t" .. task_prefix, seconds)
-      end
+      count_response(route, addr_text, status, tonumber(time_text))
     end
     return
   end
@@ -131,49 +207,67 @@ local function count_upstreams(service, addr_text, status_text, time_text)
   local times = split_list(time_text)
   local n = #statuses
   if n > 1 then
-    add("retry\t" .. service, n - 1)
+    retries[route] = (retries[route] or 0) + n - 1
   end
   for index = 1, n do
     local task = addresses[index] or "-"
     local status = tonumber(statuses[index])
-    local task_prefix = service .. "\t" .. task .. "\t"
-    -- An attempt nginx gave up on (refused, reset, timed out) and moved past shows 502 or 504 but no response came;
-    -- so does the last attempt when it failed the same way (its time is then "0.000" or the timeout, not a header).
+    -- An attempt nginx moved past (refused, reset, timed out) got no response; nor did a last one without a status.
     if index < n or status == nil then
-      add("uerr\t" .. task_prefix .. (status == 504 and "timeout" or "error"), 1)
+      local record = task_record(route, task)
+      local extra = SUM + (status == 504 and 2 or 1)
+      record[extra] = record[extra] + 1
     else
-      add("ups\t" .. task_prefix .. class_of(status), 1)
-      local seconds = tonumber(times[index])
-      if seconds then
-        observe("udur\t" .. task_prefix, seconds)
-      end
+      count_response(route, task, status, tonumber(times[index]))
     end
   end
 end
 
--- log_by_lua: once per request, after the response went out.
+local find, sub = string.find, string.sub
+
+-- log_by_lua: once per request, after the response went out. Plain finds, not a pattern: LuaJIT compiles them,
+-- while string.match makes it fall back to the interpreter (measured in bench/metrics-cost.ts).
 function M.log()
-  local var = ngx.var
-  local status = ngx.status
-  local host = var.server_name or ""
-  -- The agent's local socket has no server name: its own requests are not traffic.
-  if host == "" then
+  local fields = ngx.var.swarmgate_log_fields
+  if not fields then
     return
   end
-  local service = var.swarmgate_service or ""
-  local labels = host .. "\t" .. service
-  add("req\t" .. labels .. "\t" .. class_of(status), 1)
-  local seconds = tonumber(var.request_time)
-  if seconds then
-    observe("dur\t" .. labels .. "\t", seconds)
+  local a = find(fields, "\t", 1, true)
+  local b = find(fields, "\t", a + 1, true)
+  local c = find(fields, "\t", b + 1, true)
+  local d = find(fields, "\t", c + 1, true)
+  local e = find(fields, "\t", d + 1, true)
+  if not e then
+    return
   end
-  add("in\t" .. labels, tonumber(var.request_length) or 0)
-  add("out\t" .. labels, tonumber(var.bytes_sent) or 0)
-  local protocol = var.server_protocol
-  add("proto\t" .. (PROTOCOLS[protocol] and protocol or "other"), 1)
-  local upstream_status = var.upstream_status
-  if upstream_status and service ~= "" then
-    count_upstreams(service, var.upstream_addr or "-", upstream_status, var.upstream_response_time or "")
+  local route = sub(fields, 1, a - 1)
+  if route == "" then
+    -- Not a service's location (unknown host, ACME, redirects) or the agent's socket, which has no server name
+    -- and whose requests are not traffic.
+    if b == a + 1 then
+      return
+    end
+    route = sub(fields, a + 1, b - 1) .. " "
+  end
+  local record = route_record(route)
+  local class = class_index(ngx.status)
+  record[class] = record[class] + 1
+  -- ngx.now() is the event loop's cached time, as $request_time is: the same millisecond resolution.
+  local seconds = ngx.now() - ngx.req.start_time()
+  local slot = 6 + bucket_of(seconds)
+  record[slot] = record[slot] + 1
+  record[SUM] = record[SUM] + seconds
+  record[SUM + 1] = record[SUM + 1] + (tonumber(sub(fields, b + 1, c - 1)) or 0)
+  record[SUM + 2] = record[SUM + 2] + (tonumber(sub(fields, c + 1, d - 1)) or 0)
+  local version = ngx.req.http_version()
+  local protocol = version == 1.1 and 2 or version == 2 and 3 or version == 1 and 1 or 4
+  protocols[protocol] = protocols[protocol] + 1
+  -- "\t\t" after the bytes: no upstream was asked (nginx answered itself).
+  if e > d + 1 and route:byte(-1) ~= 32 then
+    local f = find(fields, "\t", e + 1, true)
+    if f then
+      count_upstreams(route, sub(fields, e + 1, f - 1), sub(fields, d + 1, e - 1), sub(fields, f + 1))
+    end
   end
   schedule()
 end
