@@ -2,8 +2,9 @@
 -- image beside balancer.lua and is never part of a bundle.
 --
 -- Each worker adds to a plain Lua table (no lock, no shared memory per request) and folds it into the shared
--- dictionary swarmgate_metrics at most once a second, from a timer. A shared-dictionary increment takes a lock
--- that every worker contends for; doing ten of them per request cost more than the 3 % budget (docs/observability.md).
+-- dictionary swarmgate_metrics at most once a second, from a timer: a shared-dictionary increment takes a lock
+-- that every worker contends for, and a request would need about ten. The cost per request is measured by
+-- bench/metrics-cost.ts (docs/observability.md).
 --
 -- Labels stay bounded: the host is the server block's configured name ($server_name, never the Host header), the
 -- service comes from the location ($swarmgate_service, set from the model), the task is the upstream member's
@@ -11,7 +12,7 @@
 --
 -- The agent reads the dictionary through GET /metrics on the local socket: one "key<TAB>value" line per entry.
 -- Key grammar (fields separated by TAB; src/edge/edge-metrics.ts parses it):
---   req host service class          requests by status class (1xx..5xx)
+--   req host service class          requests by status class (1xx..5xx, other)
 --   dur host service bucket|sum     request time histogram (bucket = 1..#BUCKETS+1, the last is +Inf)
 --   in host service / out host service   bytes received ($request_length) and sent ($bytes_sent)
 --   proto protocol                   requests by HTTP version
@@ -35,7 +36,7 @@ if not ok_new_tab then
   end
 end
 
--- This worker's counts since the last flush: route ("host service") -> record, and route -> task -> record.
+-- This worker's counts since the last flush: host -> service -> record, and service -> task -> record.
 -- Records are plain arrays, so a request costs table increments only; keys are built once a second, in flush().
 local routes = {}
 local tasks = {}
@@ -75,25 +76,17 @@ local function bucket_of(seconds)
   return HISTOGRAM_SLOTS
 end
 
-local function route_record(route)
-  local record = routes[route]
+-- tree[first][second], created on first use.
+local function record_in(tree, first, second)
+  local level = tree[first]
+  if not level then
+    level = {}
+    tree[first] = level
+  end
+  local record = level[second]
   if not record then
     record = new_record()
-    routes[route] = record
-  end
-  return record
-end
-
-local function task_record(route, task)
-  local by_task = tasks[route]
-  if not by_task then
-    by_task = {}
-    tasks[route] = by_task
-  end
-  local record = by_task[task]
-  if not record then
-    record = new_record()
-    by_task[task] = record
+    level[second] = record
   end
   return record
 end
@@ -134,21 +127,22 @@ local function flush(premature)
   local route_batch, task_batch, retry_batch, protocol_batch = routes, tasks, retries, protocols
   routes, tasks, retries, protocols = {}, {}, {}, { 0, 0, 0, 0 }
   local dropped = 0
-  for route, record in pairs(route_batch) do
-    local at = route:find(" ", 1, true)
-    local labels = route:sub(1, at - 1) .. "\t" .. route:sub(at + 1)
-    dropped = dropped + flush_record(dict, labels, record, "req\t", "dur\t", { "in\t" .. labels, "out\t" .. labels })
+  for host, by_service in pairs(route_batch) do
+    for service, record in pairs(by_service) do
+      local labels = host .. "\t" .. service
+      dropped = dropped
+        + flush_record(dict, labels, record, "req\t", "dur\t", { "in\t" .. labels, "out\t" .. labels })
+    end
   end
-  for route, by_task in pairs(task_batch) do
-    local service = route:sub(route:find(" ", 1, true) + 1)
+  for service, by_task in pairs(task_batch) do
     for task, record in pairs(by_task) do
       local labels = service .. "\t" .. task
       dropped = dropped
         + flush_record(dict, labels, record, "ups\t", "udur\t", { "uerr\t" .. labels .. "\terror", "uerr\t" .. labels .. "\ttimeout" })
     end
   end
-  for route, value in pairs(retry_batch) do
-    dict:incr("retry\t" .. route:sub(route:find(" ", 1, true) + 1), value, 0)
+  for service, value in pairs(retry_batch) do
+    dict:incr("retry\t" .. service, value, 0)
   end
   for index = 1, 4 do
     if protocol_batch[index] > 0 then
@@ -181,8 +175,8 @@ local function split_list(text)
 end
 M.split_list = split_list
 
-local function count_response(route, task, status, seconds)
-  local record = task_record(route, task)
+local function count_response(service, task, status, seconds)
+  local record = record_in(tasks, service, task)
   local class = class_index(status)
   record[class] = record[class] + 1
   if seconds then
@@ -193,12 +187,12 @@ local function count_response(route, task, status, seconds)
 end
 
 -- Upstream attempts of one request, by task. Default-server routes (no service) have none.
-local function count_upstreams(route, addr_text, status_text, time_text)
+local function count_upstreams(service, addr_text, status_text, time_text)
   -- One attempt (the usual case): no list to split.
   if not status_text:find(",", 1, true) and not status_text:find(":", 1, true) then
     local status = tonumber(status_text)
     if status and status >= 100 then
-      count_response(route, addr_text, status, tonumber(time_text))
+      count_response(service, addr_text, status, tonumber(time_text))
     end
     return
   end
@@ -207,18 +201,18 @@ local function count_upstreams(route, addr_text, status_text, time_text)
   local times = split_list(time_text)
   local n = #statuses
   if n > 1 then
-    retries[route] = (retries[route] or 0) + n - 1
+    retries[service] = (retries[service] or 0) + n - 1
   end
   for index = 1, n do
     local task = addresses[index] or "-"
     local status = tonumber(statuses[index])
     -- An attempt nginx moved past (refused, reset, timed out) got no response; nor did a last one without a status.
     if index < n or status == nil then
-      local record = task_record(route, task)
+      local record = record_in(tasks, service, task)
       local extra = SUM + (status == 504 and 2 or 1)
       record[extra] = record[extra] + 1
     else
-      count_response(route, task, status, tonumber(times[index]))
+      count_response(service, task, status, tonumber(times[index]))
     end
   end
 end
@@ -240,16 +234,13 @@ function M.log()
   if not e then
     return
   end
-  local route = sub(fields, 1, a - 1)
-  if route == "" then
-    -- Not a service's location (unknown host, ACME, redirects) or the agent's socket, which has no server name
-    -- and whose requests are not traffic.
-    if b == a + 1 then
-      return
-    end
-    route = sub(fields, a + 1, b - 1) .. " "
+  -- The agent's local socket has no server name: its own requests are not traffic.
+  if b == a + 1 then
+    return
   end
-  local record = route_record(route)
+  -- Service "" outside services' locations (unknown host, ACME, redirects).
+  local service = sub(fields, 1, a - 1)
+  local record = record_in(routes, sub(fields, a + 1, b - 1), service)
   local class = class_index(ngx.status)
   record[class] = record[class] + 1
   -- ngx.now() is the event loop's cached time, as $request_time is: the same millisecond resolution.
@@ -263,10 +254,10 @@ function M.log()
   local protocol = version == 1.1 and 2 or version == 2 and 3 or version == 1 and 1 or 4
   protocols[protocol] = protocols[protocol] + 1
   -- "\t\t" after the bytes: no upstream was asked (nginx answered itself).
-  if e > d + 1 and route:byte(-1) ~= 32 then
+  if e > d + 1 and service ~= "" then
     local f = find(fields, "\t", e + 1, true)
     if f then
-      count_upstreams(route, sub(fields, e + 1, f - 1), sub(fields, d + 1, e - 1), sub(fields, f + 1))
+      count_upstreams(service, sub(fields, e + 1, f - 1), sub(fields, d + 1, e - 1), sub(fields, f + 1))
     end
   end
   schedule()
