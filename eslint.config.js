@@ -32,6 +32,14 @@ export default tseslint.config(
   { files: ['test/**/*.ts', 'bench/**/*.ts'], rules: { '@typescript-eslint/require-await': 'off' } },
   { files: ['eslint.config.js'], rules: { 'no-restricted-syntax': 'off' } },
   {
+    // The status page's script runs in the browser.
+    files: ['templates/status-page/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: { document: 'readonly', window: 'readonly', EventSource: 'readonly', Node: 'readonly' },
+    },
+  },
+  {
     files: ['test/backend/*.mjs'],
     languageOptions: {
       globals: { process: 'readonly', console: 'readonly', setTimeout: 'readonly', URL: 'readonly' },

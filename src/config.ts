@@ -28,6 +28,10 @@ export interface ProxySettings {
   readonly peersSocket: string;
   /** Shared memory for the posted peers, and the most a post may carry. */
   readonly peersMemory: string;
+  /** Shared memory for the traffic counters (lua/swarmgate/metrics.lua); full, it drops the least recently used. */
+  readonly metricsMemory: string;
+  /** The access log's format where a service does not choose one (swarmgate.access_log). */
+  readonly accessLogFormat: 'json' | 'nginx-proxy';
 }
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
@@ -86,6 +90,9 @@ export interface ControllerConfig {
   readonly maxReplicas: number;
   /** Which deployment's sealed state this controller owns: two deployments on one Swarm never share state. */
   readonly instance: string;
+  /** Edge metrics ports the status page scrapes for live traffic ("tasks.swarmgate_edge:9145"); empty: none. */
+  readonly edgeMetricsTargets: readonly string[];
+  readonly edgeMetricsIntervalMs: number;
 }
 
 export interface EdgeConfig {
@@ -103,6 +110,8 @@ export interface EdgeConfig {
   readonly healthPort: number;
   readonly pollTimeoutMs: number;
   readonly retryMaxMs: number;
+  /** Prometheus text of this edge's traffic (all interfaces, never published; 0 = off). */
+  readonly metricsPort: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -241,6 +250,11 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
     tls: readTlsConfig(reader),
     maxReplicas: reader.integer('SWARMGATE_MAX_REPLICAS', 100, 1, 10_000),
     instance: reader.string('SWARMGATE_INSTANCE', 'swarmgate'),
+    edgeMetricsTargets:
+      reader.string('SWARMGATE_EDGE_METRICS_TARGETS', '') === ''
+        ? []
+        : reader.list('SWARMGATE_EDGE_METRICS_TARGETS', [], /^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}:\d{1,5}$/),
+    edgeMetricsIntervalMs: reader.duration('SWARMGATE_EDGE_METRICS_INTERVAL', 5000, 100, 600_000),
   };
   // Labels and (hashed) config names carry it; the same rule as the state store's INSTANCE_NAME.
   if (!/^[a-z0-9][a-z0-9_.-]{0,62}$/.test(config.instance)) {
@@ -338,7 +352,17 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     peersSocket: EDGE_PEERS_SOCKET,
     // 2,000 services with 10 tasks each make a peers.txt of about 0.5 MiB.
     peersMemory: '16m',
+    // About 150 bytes an entry: 16 MiB hold ~100,000 series (2,000 services with 10 tasks each need ~60,000).
+    metricsMemory: '16m',
+    accessLogFormat: readAccessLogFormat(reader),
   };
+}
+
+function readAccessLogFormat(reader: EnvReader): 'json' | 'nginx-proxy' {
+  const value = reader.string('SWARMGATE_ACCESS_LOG_FORMAT', 'json');
+  if (value === 'json' || value === 'nginx-proxy') return value;
+  reader.problems.push(`SWARMGATE_ACCESS_LOG_FORMAT must be json or nginx-proxy, not "${value}"`);
+  return 'json';
 }
 
 function readWorkerProcesses(reader: EnvReader): string {
@@ -370,6 +394,7 @@ export function readEdgeConfig(env: Env, hostname: string): Readonly<EdgeConfig>
     pollTimeoutMs: reader.duration('SWARMGATE_EDGE_POLL_TIMEOUT', 40_000, 2000, 300_000),
     // A moved controller is back within seconds; a short cap finds it soon, and a poll costs an edge next to nothing.
     retryMaxMs: reader.duration('SWARMGATE_EDGE_RETRY_MAX', 2000, 100, 300_000),
+    metricsPort: reader.integer('SWARMGATE_EDGE_METRICS_PORT', 9145, 0, 65535),
   };
   // https only: the edge sends its token only to a controller that proved it holds the pinned certificate's key.
   if (!/^https:\/\/[^\s/:]+(:\d+)?\/?$/.test(config.controllerUrl)) {

@@ -157,6 +157,7 @@ async function runEdge(): Promise<void> {
       timeoutMs: config.pollTimeoutMs,
     }),
     nginx,
+    metricsSocket: EDGE_PEERS_SOCKET,
     testConfig: (confPath, signal) => runNginxTest(config.nginxBinary, confPath, signal),
     templates: createTemplateRenderer(),
     logger,

@@ -34,6 +34,13 @@ export class Histogram {
 
 export type Labels = Readonly<Record<string, string>>;
 
+/** One labelled histogram: counts per bucket (not cumulative, the last one is +Inf) and the sum of observations. */
+export interface HistogramSeries {
+  readonly labels: Labels;
+  readonly counts: readonly number[];
+  readonly sum: number;
+}
+
 /** Collects one scrape's worth of metrics. */
 export class MetricsWriter {
   private readonly out: string[] = [];
@@ -54,6 +61,30 @@ export class MetricsWriter {
     return this;
   }
 
+  /** Labelled histograms sharing bucket bounds; each series' counts have one more entry (+Inf) than `bounds`. */
+  histograms(
+    name: string,
+    help: string,
+    bounds: readonly number[],
+    series: readonly HistogramSeries[],
+  ): this {
+    this.out.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
+    for (const { labels, counts, sum } of series) {
+      let cumulative = 0;
+      bounds.forEach((bound, index) => {
+        cumulative += counts[index] ?? 0;
+        this.out.push(`${name}_bucket${withBound(labels, String(bound))} ${round(cumulative)}`);
+      });
+      cumulative += counts[bounds.length] ?? 0;
+      this.out.push(
+        `${name}_bucket${withBound(labels, '+Inf')} ${round(cumulative)}`,
+        `${name}_sum${formatLabels(labels)} ${round(sum)}`,
+        `${name}_count${formatLabels(labels)} ${round(cumulative)}`,
+      );
+    }
+    return this;
+  }
+
   text(): string {
     return `${this.out.join('\n')}\n`;
   }
@@ -63,6 +94,12 @@ function formatLabels(labels: Labels): string {
   const keys = Object.keys(labels).sort();
   if (keys.length === 0) return '';
   return `{${keys.map((key) => `${key}="${(labels[key] ?? '').replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',')}}`;
+}
+
+/** The series' labels with `le` last, as Prometheus' own clients write it. */
+function withBound(labels: Labels, bound: string): string {
+  const base = formatLabels(labels);
+  return base === '' ? `{le="${bound}"}` : `${base.slice(0, -1)},le="${bound}"}`;
 }
 
 function round(value: number): string {

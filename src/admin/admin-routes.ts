@@ -21,6 +21,8 @@ import { sleep } from '../discovery/event-watcher.ts';
 import { describeEdges, rolloutStatus } from './rollout-status.ts';
 import type { EdgeCondition, RolloutGoal, RolloutStatus } from './rollout-status.ts';
 import { rollServiceImage, scaleService } from './service-operations.ts';
+import { addStatusPage } from './status-page/status-routes.ts';
+import type { StatusPageDeps } from './status-page/status-routes.ts';
 
 export interface AdminDeps {
   readonly docker: DockerPort;
@@ -36,6 +38,8 @@ export interface AdminDeps {
   readonly edgeLongPollMs: number;
   /** Requests served, by route and status class, for /metrics. */
   readonly requestCounts: Map<string, number>;
+  /** The status page (login, page, live events); absent: not served. */
+  readonly statusPage?: StatusPageDeps;
 }
 
 const BODY_LIMIT_BYTES = 64 * 1024;
@@ -389,6 +393,7 @@ export function addAdminRoutes(
       }),
     );
   }
+  if (deps.statusPage) addStatusPage(router, deps.statusPage);
   function count(route: string, status: number): void {
     const key = `${route}\u0000${Math.floor(status / 100)}xx`;
     deps.requestCounts.set(key, (deps.requestCounts.get(key) ?? 0) + 1);
@@ -397,6 +402,13 @@ export function addAdminRoutes(
 }
 
 const EDGE_CONDITIONS: readonly EdgeCondition[] = ['in-sync', 'behind', 'unreachable', 'gone'];
+const FAILING_CERTIFICATE_STATES: ReadonlySet<string> = new Set([
+  'failed',
+  'expired',
+  'budget-spent',
+  'damaged',
+  'sealed-with-another-key',
+]);
 
 function metricsText(deps: AdminDeps): string {
   const stats = deps.reconciler.stats;
@@ -406,6 +418,7 @@ function metricsText(deps: AdminDeps): string {
     longPollMs: deps.edgeLongPollMs,
   });
   const acme = deps.certificates.stats;
+  const certificates = deps.certificates.status();
   const problemsBySeverity = (severity: string): number =>
     model.problems.filter((problem) => problem.severity === severity).length;
   return new MetricsWriter()
@@ -453,6 +466,67 @@ function metricsText(deps: AdminDeps): string {
       'gauge',
       "1 for each edge's current condition.",
       edges.map((edge) => [{ edge: edge.edge, condition: edge.condition }, 1] as const),
+    )
+    .metric(
+      'swarmgate_edge_last_contact_age_seconds',
+      'gauge',
+      'Seconds since each edge last polled the controller.',
+      edges.map(
+        (edge) =>
+          [
+            { edge: edge.edge },
+            Math.max(0, (deps.clock.now() - Date.parse(edge.lastContact)) / 1000),
+          ] as const,
+      ),
+    )
+    .metric(
+      'swarmgate_edge_node_info',
+      'gauge',
+      'The node each edge runs on.',
+      edges.map((edge) => [{ edge: edge.edge, node: edge.node ?? '' }, 1] as const),
+    )
+    .metric(
+      'swarmgate_controller_ready',
+      'gauge',
+      '1 once a config is published (what /readyz on the health port also says).',
+      [[{}, current ? 1 : 0]],
+    )
+    .metric(
+      'swarmgate_certificate_expiry_timestamp_seconds',
+      'gauge',
+      'When each certificate expires (Unix time).',
+      certificates
+        .filter((certificate) => certificate.notAfter !== null)
+        .map(
+          (certificate) =>
+            [
+              { name: certificate.name, source: certificate.source },
+              Date.parse(certificate.notAfter ?? '') / 1000,
+            ] as const,
+        ),
+    )
+    .metric(
+      'swarmgate_certificate_renewal_timestamp_seconds',
+      'gauge',
+      'When each ACME certificate is due for renewal (Unix time).',
+      certificates
+        .filter((certificate) => certificate.renewAt !== null)
+        .map(
+          (certificate) =>
+            [{ name: certificate.name }, Date.parse(certificate.renewAt ?? '') / 1000] as const,
+        ),
+    )
+    .metric(
+      'swarmgate_certificate_failing',
+      'gauge',
+      '1 while a certificate cannot be obtained or renewed (its last order failed, budget spent, expired, damaged).',
+      certificates.map(
+        (certificate) =>
+          [
+            { name: certificate.name, state: certificate.state },
+            FAILING_CERTIFICATE_STATES.has(certificate.state) || certificate.lastError !== null ? 1 : 0,
+          ] as const,
+      ),
     )
     .histogram(
       'swarmgate_routing_lag_seconds',

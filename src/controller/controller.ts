@@ -22,6 +22,8 @@ import { BundleStore } from '../publish/bundle-store.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import { Reconciler } from '../reconcile/reconciler.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
+import { EdgeTraffic } from '../admin/status-page/edge-traffic.ts';
+import { buildStatusView } from '../admin/status-page/status-view.ts';
 import { createChallengeListener, createControllerRouter, createHealthRouter } from './controller-api.ts';
 import { livenessOf, trackDockerCalls } from './liveness.ts';
 import type { Liveness } from './liveness.ts';
@@ -126,6 +128,13 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     },
   );
 
+  // Live traffic per route for the status page, from every edge's metrics port.
+  const traffic = new EdgeTraffic({
+    targets: config.edgeMetricsTargets,
+    intervalMs: config.edgeMetricsIntervalMs,
+    clock,
+    logger: logger.child({ component: 'edge-traffic' }),
+  });
   const router = createControllerRouter({
     adminToken: deps.adminToken,
     edgeToken: deps.edgeToken,
@@ -146,6 +155,24 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       maxReplicas: config.maxReplicas,
       edgeLongPollMs: config.edgeLongPollMs,
       requestCounts: new Map(),
+      statusPage: {
+        adminToken: deps.adminToken,
+        clock,
+        logger: logger.child({ component: 'status-page' }),
+        pushIntervalMs: 1000,
+        view: () =>
+          buildStatusView({
+            now: clock.now(),
+            version: deps.version,
+            snapshot: reconciler.lastSnapshot,
+            model: reconciler.currentModel,
+            current: store.current,
+            edges: store.edges(),
+            certificates: certificates.status(),
+            traffic: traffic.enabled ? traffic.routes() : null,
+            edgeStaleMs: 90_000,
+          }),
+      },
     },
   });
   // A slow poll makes a Docker call every slowPollMs: the bound is never shorter than a few of them.
@@ -213,12 +240,14 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       onConnect: () => void reconciler.reconcileNow(),
       onEvent: (event) => reconciler.trigger(`${event.Type ?? '?'}:${event.Action ?? '?'}`),
     });
+    const scraping = traffic.run(shutdown.signal);
     // Task state changes and node loss emit no events: a slow poll is the safety net.
     while (!shutdown.signal.aborted) {
       await sleep(clock, config.slowPollMs, shutdown.signal);
       if (!shutdown.signal.aborted) reconciler.trigger('poll');
     }
     await watcher;
+    await scraping;
   })();
 
   return {

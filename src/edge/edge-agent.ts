@@ -21,6 +21,7 @@ import { parsePeers } from '../render/peers-text.ts';
 import { fingerprintBundle, PEERS_FILE, renderConfig, shapeFingerprint } from '../render/render-config.ts';
 import type { BundleFiles } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
+import { startEdgeMetricsServer } from './edge-metrics.ts';
 import type { ControllerChannel } from './controller-channel.ts';
 import type { NginxProcess } from './nginx-process.ts';
 
@@ -42,10 +43,16 @@ export interface EdgeAgentDeps {
   readonly reloadTimeoutMs?: number;
   /** The built-in config served when there is no good bundle (503 for every host); tests move its ports. */
   readonly emptyBundle?: () => BundleFiles;
+  /** nginx's local socket, where its traffic counts are read; without it the metrics port stays closed. */
+  readonly metricsSocket?: string;
+  /** Where the metrics port listens (all interfaces unless set; tests use 127.0.0.1). */
+  readonly metricsHost?: string;
 }
 
 export interface RunningEdge {
   readonly healthPort: number;
+  /** Prometheus text of the edge's traffic; null when off. */
+  readonly metricsPort: number | null;
   applied(): AppliedBundle | null;
   stop(): Promise<void>;
 }
@@ -157,6 +164,26 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     });
   });
   await new Promise<void>((resolve) => health.listen(config.healthPort, '127.0.0.1', () => resolve()));
+
+  const metrics =
+    deps.metricsSocket !== undefined && config.metricsPort !== 0
+      ? await startEdgeMetricsServer({
+          port: config.metricsPort,
+          ...(deps.metricsHost === undefined ? {} : { host: deps.metricsHost }),
+          socketPath: deps.metricsSocket,
+          now: () => clock.now(),
+          logger: logger.child({ component: 'metrics' }),
+          agent: () => ({
+            edge: config.edgeId,
+            node: deps.nodeId,
+            applied,
+            lastContact,
+            reloads,
+            peerUpdates,
+            applyFailing: applyFailure !== null,
+          }),
+        })
+      : null;
 
   /** After a SIGHUP: nginx answers GET /peers with the new peers, or it kept its old config (ERR_NGINX_RELOAD). */
   async function confirmReload(expected: string): Promise<void> {
@@ -342,11 +369,13 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
 
   return {
     healthPort: (health.address() as AddressInfo).port,
+    metricsPort: metrics?.port ?? null,
     applied: () => applied,
     async stop() {
       shutdown.abort();
       await loop;
       await new Promise<void>((resolve) => health.close(() => resolve()));
+      await metrics?.close();
       await deps.nginx.stop(10_000);
       logger.info('edge stopped');
     },

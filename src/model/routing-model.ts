@@ -2,6 +2,8 @@
 // always gives the same model and so the same nginx bytes.
 import type { NodeInfo, ServiceInfo, Snapshot, TaskInfo } from '../discovery/snapshot.ts';
 import type { HostPattern, HttpsMethod, Parsed, PathPattern, Proto, SslPolicy } from './labels.ts';
+import { parseAccessLog } from './access-log-label.ts';
+import type { AccessLog } from './access-log-label.ts';
 import {
   parseCertificateHosts,
   parseCertName,
@@ -100,6 +102,8 @@ export interface LocationTuning {
   readonly maxBodySize: string | null;
   readonly timeoutSeconds: number | null;
   readonly requestBuffering: boolean | null;
+  /** swarmgate.access_log; null: the edge's default (SWARMGATE_ACCESS_LOG, SWARMGATE_ACCESS_LOG_FORMAT). */
+  readonly accessLog: AccessLog | null;
 }
 
 export interface VirtualServer {
@@ -160,6 +164,7 @@ const KNOWN_SWARMGATE_LABELS = new Set([
   'swarmgate.max-body-size',
   'swarmgate.proxy-timeout',
   'swarmgate.request-buffering',
+  'swarmgate.access_log',
 ]);
 
 export const EMPTY_MODEL: RoutingModel = {
@@ -476,6 +481,7 @@ function decodeServiceRoute(
     maxBodySize: field<string | null>('swarmgate.max-body-size', null, parseBodySize),
     timeoutSeconds: field<number | null>('swarmgate.proxy-timeout', null, parseTimeoutSeconds),
     requestBuffering: field<boolean | null>('swarmgate.request-buffering', null, parseSwitch),
+    accessLog: field<AccessLog | null>('swarmgate.access_log', null, parseAccessLog),
   };
   const network = valid ? chooseNetwork(service, settings, networkNames, requestedNetwork, problems) : null;
   if (!valid || network === null) return null;

@@ -152,7 +152,10 @@ function concretePath(pattern: string): string {
 }
 
 test('every admin route needs the admin token: none or a wrong one is 401, the edge token is 403', async () => {
-  const adminRoutes = controller.routes.filter((route) => !route.path.startsWith('/v1/edge/'));
+  // The status page signs in with a session cookie instead (its own test below and test/integration/status-page.test.ts).
+  const adminRoutes = controller.routes.filter(
+    (route) => !route.path.startsWith('/v1/edge/') && !route.path.startsWith('/status'),
+  );
   assert.ok(adminRoutes.length >= 12, `the router lists its routes (${adminRoutes.length})`);
   for (const { method, path: pattern } of adminRoutes) {
     const path = concretePath(pattern);
@@ -169,6 +172,35 @@ test('every admin route needs the admin token: none or a wrong one is 401, the e
   }
   assert.equal((await api('GET', '/v1/nothing-here')).status, 404);
   assert.equal(docker.updates.length, 0, 'nothing changed');
+});
+
+test('the status page shows nothing without a session: every /status route is the login form, static or refused', async () => {
+  const statusRoutes = controller.routes.filter((route) => route.path.startsWith('/status'));
+  assert.deepEqual(statusRoutes.map((route) => `${route.method} ${route.path}`).sort(), [
+    'GET /status',
+    'GET /status/assets/:name',
+    'GET /status/events',
+    'POST /status/login',
+    'POST /status/logout',
+  ]);
+  // Even the admin bearer token is no session: the page's data never travels without the cookie.
+  for (const token of [null, TOKEN]) {
+    const page = await apiRequest(controller.port, channelTls.cert, 'GET', '/status', { token });
+    assert.equal(page.status, 200);
+    assert.match(page.text, /<h2>Sign in<\/h2>/);
+    assert.doesNotMatch(page.text, /web\.example\.com|id="routes"/);
+    const events = await apiRequest(controller.port, channelTls.cert, 'GET', '/status/events', { token });
+    assert.equal(events.status, 401);
+    assert.equal(errorCode(events.json), 'ERR_UNAUTHORIZED');
+  }
+  const asset = await apiRequest(controller.port, channelTls.cert, 'GET', '/status/assets/..%2fsessions.ts', {
+    token: null,
+  });
+  assert.equal(asset.status, 400, 'only the named assets, no paths');
+  const unknown = await apiRequest(controller.port, channelTls.cert, 'GET', '/status/assets/login.html', {
+    token: null,
+  });
+  assert.equal(unknown.status, 404);
 });
 
 /** A raw request over the API's TLS, byte for byte (fetch would normalise the target first). */

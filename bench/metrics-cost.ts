@@ -1,0 +1,129 @@
+// What counting traffic in nginx costs (lua/swarmgate/metrics.lua): the edge's real config on loopback, one worker,
+// proxying to a second nginx that answers 200 at once (so the edge, not the backend, is what is measured), loaded
+// with ApacheBench (keep-alive, 16 connections). Rounds alternate with and without the log_by_lua block; each round
+// reports requests/s and the edge worker's CPU time per request (/proc/<pid>/schedstat), which shared cores
+// disturb far less than throughput. No Docker: run it with `node bench/metrics-cost.ts [--smoke]`.
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { BundleCache } from '../src/edge/bundle-cache.ts';
+import { createNginxProcess } from '../src/edge/nginx-process.ts';
+import { createTemplateRenderer } from '../src/render/nunjucks-env.ts';
+import { fingerprintBundle } from '../src/render/render-config.ts';
+import {
+  freePort,
+  loopbackBundle,
+  loopbackSetup,
+  NGINX_BINARY,
+  withConf,
+} from '../test/support/loopback-nginx.ts';
+import { machineFacts, percentile, printTable, SMOKE } from './support.ts';
+
+const run = promisify(execFile);
+const ROUNDS = SMOKE ? 1 : Number(process.env.ROUNDS ?? 5);
+const REQUESTS = SMOKE ? 5000 : 60_000;
+const METRICS_BLOCK = /\n {4}log_by_lua_block \{\n[^}]*\}\n/;
+
+async function cpuNs(pid: number): Promise<number> {
+  return Number((await readFile(`/proc/${pid}/schedstat`, 'utf8')).split(' ')[0]);
+}
+
+async function workerPid(pidFile: string): Promise<number> {
+  const master = (await readFile(pidFile, 'utf8')).trim();
+  const children = await readFile(`/proc/${master}/task/${master}/children`, 'utf8');
+  return Number(children.trim().split(/\s+/)[0]);
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-metrics-cost-'));
+  const backendPort = await freePort();
+  await writeFile(
+    path.join(dir, 'backend.conf'),
+    `worker_processes 1; pid ${dir}/backend.pid; error_log ${dir}/backend.log warn; events {}
+http { access_log off; server { listen 127.0.0.2:${backendPort}; keepalive_requests 100000;
+location / { return 200 "ok"; } } }\n`,
+  );
+  const backend = spawn(NGINX_BINARY, ['-c', `${dir}/backend.conf`, '-g', 'daemon off;'], {
+    stdio: 'ignore',
+  });
+  const results: Record<string, unknown>[] = [];
+  try {
+    const setup = await loopbackSetup(dir, { workerProcesses: '1' });
+    const files = loopbackBundle(setup, createTemplateRenderer(), 'app.test', ['127.0.0.2'], backendPort);
+    const conf = files['nginx.conf'] ?? '';
+    if (!METRICS_BLOCK.test(conf)) throw new Error('the config has no log_by_lua block to take out');
+    const variants = {
+      counting: files,
+      'no counting': withConf(files, conf.replace(METRICS_BLOCK, '\n')),
+      // The fixed price of any log_by_lua handler, whatever it does.
+      'empty handler': withConf(
+        files,
+        conf.replace(METRICS_BLOCK, '\n    log_by_lua_block {\n        return\n    }\n'),
+      ),
+    };
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const [name, bundle] of Object.entries(variants)) {
+        const cache = new BundleCache(path.join(dir, name.replace(' ', '-')));
+        const fingerprint = fingerprintBundle(bundle);
+        await cache.stage(fingerprint, bundle);
+        await cache.activate(fingerprint, { version: 1, fingerprint });
+        const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+        await nginx.start(cache.currentConfPath);
+        try {
+          const url = `http://127.0.0.1:${setup.listenPort}/`;
+          // Warm-up: upstream keep-alive connections, JIT.
+          await run('ab', ['-q', '-k', '-c', '16', '-n', '2000', '-H', 'Host: app.test', url]);
+          const worker = await workerPid(setup.pidFile);
+          const before = await cpuNs(worker);
+          const { stdout } = await run(
+            'ab',
+            ['-q', '-k', '-c', '16', '-n', String(REQUESTS), '-H', 'Host: app.test', url],
+            { timeout: 120_000 },
+          );
+          const cpu = (await cpuNs(worker)) - before;
+          const rps = Number(/Requests per second:\s+([\d.]+)/.exec(stdout)?.[1]);
+          const failed = Number(/Failed requests:\s+(\d+)/.exec(stdout)?.[1]);
+          const non2xx = Number(/Non-2xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+          if (failed > 0 || non2xx > 0) throw new Error(`${name}: ${failed} failed, ${non2xx} non-2xx`);
+          results.push({ round, variant: name, rps, cpuUsPerRequest: cpu / 1000 / REQUESTS });
+        } finally {
+          await nginx.stop(5000);
+        }
+      }
+    }
+  } finally {
+    backend.kill('SIGQUIT');
+    await rm(dir, { recursive: true, force: true });
+  }
+  printTable('metrics cost: rounds', results);
+  const median = (variant: string, key: string): number =>
+    percentile(
+      results.filter((row) => row.variant === variant).map((row) => row[key] as number),
+      50,
+    );
+  const summary = ['counting', 'no counting', 'empty handler'].map((variant) => ({
+    variant,
+    rpsMedian: median(variant, 'rps'),
+    cpuUsPerRequestMedian: median(variant, 'cpuUsPerRequest'),
+  }));
+  printTable('metrics cost: medians', summary);
+  const [withCounting, without] = summary;
+  if (withCounting && without) {
+    console.log(
+      JSON.stringify({
+        machine: machineFacts(),
+        requests: REQUESTS,
+        rounds: ROUNDS,
+        throughputCostPercent: +(100 * (1 - withCounting.rpsMedian / without.rpsMedian)).toFixed(2),
+        cpuCostPercent: +(
+          100 *
+          (withCounting.cpuUsPerRequestMedian / without.cpuUsPerRequestMedian - 1)
+        ).toFixed(2),
+      }),
+    );
+  }
+}
+
+await main();

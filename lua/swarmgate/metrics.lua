@@ -1,0 +1,290 @@
+-- Traffic metrics counted inside nginx, in the log phase (log_by_lua): no access log is parsed. Ships in the
+-- image beside balancer.lua and is never part of a bundle.
+--
+-- Each worker adds to a plain Lua table (no lock, no shared memory per request) and folds it into the shared
+-- dictionary swarmgate_metrics at most once a second, from a timer: a shared-dictionary increment takes a lock
+-- that every worker contends for, and a request would need about ten. The cost per request is measured by
+-- bench/metrics-cost.ts (docs/observability.md).
+--
+-- Labels stay bounded: the host is the server block's configured name ($server_name, never the Host header), the
+-- service comes from the location ($swarmgate_service, set from the model), the task is the upstream member's
+-- address (bounded by the tasks the edge routes to; the agent exports only current ones). No path, no client.
+--
+-- The agent reads the dictionary through GET /metrics on the local socket: one "key<TAB>value" line per entry.
+-- Key grammar (fields separated by TAB; src/edge/edge-metrics.ts parses it):
+--   req host service class          requests by status class (1xx..5xx, other)
+--   dur host service bucket|sum     request time histogram (bucket = 1..#BUCKETS+1, the last is +Inf)
+--   in host service / out host service   bytes received ($request_length) and sent ($bytes_sent)
+--   proto protocol                   requests by HTTP version
+--   ups service task class           upstream responses per task by status class
+--   udur service task bucket|sum     upstream response time per task
+--   uerr service task kind           upstream attempts without a response (kind: error = refused/reset, timeout)
+--   retry service                    extra upstream attempts (proxy_next_upstream)
+--   evict                            entries the dictionary dropped because it was full
+local M = {}
+
+-- Fixed bucket bounds, seconds (Prometheus' defaults). Changing them changes every exported series.
+local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+M.BUCKETS = BUCKETS
+local NBUCKETS = #BUCKETS
+local FLUSH_SECONDS = 1
+
+local ok_new_tab, new_tab = pcall(require, "table.new")
+if not ok_new_tab then
+  new_tab = function()
+    return {}
+  end
+end
+
+-- This worker's counts since the last flush: host -> service -> record, and service -> task -> record.
+-- Records are plain arrays, so a request costs table increments only; keys are built once a second, in flush().
+local routes = {}
+local tasks = {}
+local retries = {}
+local protocols = { 0, 0, 0, 0 }
+local PROTOCOL_NAMES = { "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "other" }
+local scheduled = false
+local CLASS = { "1xx", "2xx", "3xx", "4xx", "5xx", "other" }
+local HISTOGRAM_SLOTS = NBUCKETS + 1
+-- A record: [1..6] status classes, [7..6+HISTOGRAM_SLOTS] histogram slots, the sum, then two more counters
+-- (routes: bytes in and out; tasks: attempts without a response, error and timeout).
+local SUM = 6 + HISTOGRAM_SLOTS + 1
+local RECORD_SIZE = SUM + 2
+
+local function new_record()
+  local record = new_tab(RECORD_SIZE, 0)
+  for index = 1, RECORD_SIZE do
+    record[index] = 0
+  end
+  return record
+end
+
+local function class_index(status)
+  local index = math.floor(status / 100)
+  if index < 1 or index > 5 then
+    return 6
+  end
+  return index
+end
+
+local function bucket_of(seconds)
+  for index = 1, NBUCKETS do
+    if seconds <= BUCKETS[index] then
+      return index
+    end
+  end
+  return HISTOGRAM_SLOTS
+end
+
+-- tree[first][second], created on first use.
+local function record_in(tree, first, second)
+  local level = tree[first]
+  if not level then
+    level = {}
+    tree[first] = level
+  end
+  local record = level[second]
+  if not record then
+    record = new_record()
+    level[second] = record
+  end
+  return record
+end
+
+-- Adds one record to the dictionary under "<kind>\t<labels>\t..." keys; returns how many entries were dropped.
+local function flush_record(dict, labels, record, class_kind, histogram_kind, extra_keys)
+  local dropped = 0
+  local function incr(key, value)
+    local _, err, forcible = dict:incr(key, value, 0)
+    if err or forcible then
+      dropped = dropped + 1
+    end
+  end
+  for index = 1, 6 do
+    if record[index] > 0 then
+      incr(class_kind .. labels .. "\t" .. CLASS[index], record[index])
+    end
+  end
+  for slot = 1, HISTOGRAM_SLOTS do
+    if record[6 + slot] > 0 then
+      incr(histogram_kind .. labels .. "\t" .. slot, record[6 + slot])
+    end
+  end
+  if record[SUM] > 0 then
+    incr(histogram_kind .. labels .. "\tsum", record[SUM])
+  end
+  for index = 1, 2 do
+    if record[SUM + index] > 0 then
+      incr(extra_keys[index], record[SUM + index])
+    end
+  end
+  return dropped
+end
+
+local function flush(premature)
+  scheduled = false
+  local dict = ngx.shared.swarmgate_metrics
+  local route_batch, task_batch, retry_batch, protocol_batch = routes, tasks, retries, protocols
+  routes, tasks, retries, protocols = {}, {}, {}, { 0, 0, 0, 0 }
+  local dropped = 0
+  for host, by_service in pairs(route_batch) do
+    for service, record in pairs(by_service) do
+      local labels = host .. "\t" .. service
+      dropped = dropped
+        + flush_record(dict, labels, record, "req\t", "dur\t", { "in\t" .. labels, "out\t" .. labels })
+    end
+  end
+  for service, by_task in pairs(task_batch) do
+    for task, record in pairs(by_task) do
+      local labels = service .. "\t" .. task
+      dropped = dropped
+        + flush_record(dict, labels, record, "ups\t", "udur\t", { "uerr\t" .. labels .. "\terror", "uerr\t" .. labels .. "\ttimeout" })
+    end
+  end
+  for service, value in pairs(retry_batch) do
+    dict:incr("retry\t" .. service, value, 0)
+  end
+  for index = 1, 4 do
+    if protocol_batch[index] > 0 then
+      dict:incr("proto\t" .. PROTOCOL_NAMES[index], protocol_batch[index], 0)
+    end
+  end
+  if dropped > 0 then
+    dict:incr("evict", dropped, 0)
+  end
+  return premature
+end
+M.flush = flush
+
+local function schedule()
+  if scheduled then
+    return
+  end
+  local ok = ngx.timer.at(FLUSH_SECONDS, flush)
+  scheduled = ok and true or false
+end
+
+-- nginx's lists of attempts ("a, b : c"; " : " separates internal redirects) as a table of strings. Addresses
+-- contain ":" too, but never with a space around it.
+local function split_list(text)
+  local list = {}
+  for item in (text:gsub(" : ", ", ") .. ", "):gmatch("(.-), ") do
+    list[#list + 1] = item
+  end
+  return list
+end
+M.split_list = split_list
+
+local function count_response(service, task, status, seconds)
+  local record = record_in(tasks, service, task)
+  local class = class_index(status)
+  record[class] = record[class] + 1
+  if seconds then
+    local slot = 6 + bucket_of(seconds)
+    record[slot] = record[slot] + 1
+    record[SUM] = record[SUM] + seconds
+  end
+end
+
+-- Upstream attempts of one request, by task. Default-server routes (no service) have none.
+local function count_upstreams(service, addr_text, status_text, time_text)
+  -- One attempt (the usual case): no list to split.
+  if not status_text:find(",", 1, true) and not status_text:find(":", 1, true) then
+    local status = tonumber(status_text)
+    if status and status >= 100 then
+      count_response(service, addr_text, status, tonumber(time_text))
+    end
+    return
+  end
+  local addresses = split_list(addr_text)
+  local statuses = split_list(status_text)
+  local times = split_list(time_text)
+  local n = #statuses
+  if n > 1 then
+    retries[service] = (retries[service] or 0) + n - 1
+  end
+  for index = 1, n do
+    local task = addresses[index] or "-"
+    local status = tonumber(statuses[index])
+    -- An attempt nginx moved past (refused, reset, timed out) got no response; nor did a last one without a status.
+    if index < n or status == nil then
+      local record = record_in(tasks, service, task)
+      local extra = SUM + (status == 504 and 2 or 1)
+      record[extra] = record[extra] + 1
+    else
+      count_response(service, task, status, tonumber(times[index]))
+    end
+  end
+end
+
+local find, sub = string.find, string.sub
+
+-- log_by_lua: once per request, after the response went out. Plain finds, not a pattern: LuaJIT compiles them,
+-- while string.match makes it fall back to the interpreter (measured in bench/metrics-cost.ts).
+function M.log()
+  local fields = ngx.var.swarmgate_log_fields
+  if not fields then
+    return
+  end
+  local a = find(fields, "\t", 1, true)
+  local b = find(fields, "\t", a + 1, true)
+  local c = find(fields, "\t", b + 1, true)
+  local d = find(fields, "\t", c + 1, true)
+  local e = find(fields, "\t", d + 1, true)
+  if not e then
+    return
+  end
+  -- The agent's local socket has no server name: its own requests are not traffic.
+  if b == a + 1 then
+    return
+  end
+  -- Service "" outside services' locations (unknown host, ACME, redirects).
+  local service = sub(fields, 1, a - 1)
+  local record = record_in(routes, sub(fields, a + 1, b - 1), service)
+  local class = class_index(ngx.status)
+  record[class] = record[class] + 1
+  -- ngx.now() is the event loop's cached time, as $request_time is: the same millisecond resolution.
+  local seconds = ngx.now() - ngx.req.start_time()
+  local slot = 6 + bucket_of(seconds)
+  record[slot] = record[slot] + 1
+  record[SUM] = record[SUM] + seconds
+  record[SUM + 1] = record[SUM + 1] + (tonumber(sub(fields, b + 1, c - 1)) or 0)
+  record[SUM + 2] = record[SUM + 2] + (tonumber(sub(fields, c + 1, d - 1)) or 0)
+  local version = ngx.req.http_version()
+  local protocol = version == 1.1 and 2 or version == 2 and 3 or version == 1 and 1 or 4
+  protocols[protocol] = protocols[protocol] + 1
+  -- "\t\t" after the bytes: no upstream was asked (nginx answered itself).
+  if e > d + 1 and service ~= "" then
+    local f = find(fields, "\t", e + 1, true)
+    if f then
+      count_upstreams(service, sub(fields, e + 1, f - 1), sub(fields, d + 1, e - 1), sub(fields, f + 1))
+    end
+  end
+  schedule()
+end
+
+-- GET /metrics on the local socket: this worker's pending counts first (so a scrape sees them at once), then
+-- every entry, and the connection gauges nginx keeps (stub_status variables).
+function M.serve()
+  flush(false)
+  local dict = ngx.shared.swarmgate_metrics
+  local keys = dict:get_keys(0)
+  local out = new_tab(#keys + 5, 0)
+  for index = 1, #keys do
+    local key = keys[index]
+    local value = dict:get(key)
+    if value then
+      out[#out + 1] = key .. "\t" .. string.format("%.17g", value)
+    end
+  end
+  local var = ngx.var
+  out[#out + 1] = "conn\tactive\t" .. (var.connections_active or "0")
+  out[#out + 1] = "conn\treading\t" .. (var.connections_reading or "0")
+  out[#out + 1] = "conn\twriting\t" .. (var.connections_writing or "0")
+  out[#out + 1] = "conn\twaiting\t" .. (var.connections_waiting or "0")
+  out[#out + 1] = "buckets\t" .. table.concat(BUCKETS, ",")
+  ngx.header["content-type"] = "text/plain"
+  ngx.print(table.concat(out, "\n"), "\n")
+end
+
+return M

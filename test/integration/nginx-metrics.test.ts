@@ -1,0 +1,222 @@
+// Traffic metrics counted by lua/swarmgate/metrics.lua in a real nginx, read by the agent's metrics endpoint
+// (src/edge/edge-metrics.ts): after a known sequence of requests (successes, 4xx and 5xx from the task, a slow
+// answer, an unknown host, and retries off a member that refuses connections) the counters and histogram buckets
+// are exactly what the sequence implies; a task that leaves the peers leaves the exposition.
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { BundleCache } from '../../src/edge/bundle-cache.ts';
+import { startEdgeMetricsServer } from '../../src/edge/edge-metrics.ts';
+import { createNginxProcess } from '../../src/edge/nginx-process.ts';
+import { createLogger } from '../../src/logger.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { parsePeers } from '../../src/render/peers-text.ts';
+import { fingerprintBundle, PEERS_FILE } from '../../src/render/render-config.ts';
+import { freePort, loopbackBundle, loopbackSetup, NGINX_BINARY } from '../support/loopback-nginx.ts';
+import { waitUntil } from '../support/wait.ts';
+
+const HOST = 'app.test';
+
+/** A task: 200 on /, 500 on /fail, 404 on /missing, 200 after 150 ms on /slow. */
+async function startTask(t: test.TestContext, ip: string, port: number): Promise<void> {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/fail') res.writeHead(500).end('failed');
+    else if (req.url === '/missing') res.writeHead(404).end('missing');
+    else if (req.url === '/slow') setTimeout(() => res.end('slow'), 150);
+    else res.end(ip);
+  });
+  await new Promise<void>((resolve) => server.listen(port, ip, () => resolve()));
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
+}
+
+function request(port: number, host: string, target: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path: target, headers: { host }, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      })
+      .on('error', reject);
+  });
+}
+
+function scrape(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve(text));
+      })
+      .on('error', reject);
+  });
+}
+
+/** The value of one sample, by its exact name and label text; undefined when absent. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+function total(text: string, name: string): number {
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
+
+test('counts, buckets, upstream failures and retries after a known sequence of requests', async (t) => {
+  const backendPort = await freePort();
+  await startTask(t, '127.0.0.2', backendPort);
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-metrics-'));
+  // One worker: the round robin and the counts are one worker's.
+  const setup = await loopbackSetup(stateDir, { workerProcesses: '1' });
+  const files = loopbackBundle(setup, createTemplateRenderer(), HOST, ['127.0.0.2'], backendPort);
+  const cache = new BundleCache(stateDir);
+  const fingerprint = fingerprintBundle(files);
+  await cache.stage(fingerprint, files);
+  await cache.activate(fingerprint, { version: 1, fingerprint });
+  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+  const metrics = await startEdgeMetricsServer({
+    port: 0,
+    host: '127.0.0.1',
+    socketPath: setup.proxy.peersSocket,
+    now: () => Date.now(),
+    logger: createLogger('silent'),
+    agent: () => ({
+      edge: 'edge-1',
+      node: 'node-1',
+      applied: { version: 1, fingerprint },
+      lastContact: null,
+      reloads: 0,
+      peerUpdates: 0,
+      applyFailing: false,
+    }),
+  });
+  t.after(async () => {
+    await metrics.close();
+    await nginx.stop(5000);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+  await nginx.start(cache.currentConfPath);
+  const parsed = parsePeers(files[PEERS_FILE] ?? '');
+  assert.ok(parsed.ok);
+  const upstream = parsed.peers.upstreams[0]?.name ?? '';
+  const peersFor = (ips: readonly string[]): string =>
+    `generation ${parsed.peers.generation}\nupstream ${upstream}${ips.map((ip) => ` ${ip}:${backendPort}`).join('')}\n`;
+  const task2 = `127.0.0.2:${backendPort}`;
+  const task4 = `127.0.0.4:${backendPort}`;
+  const web = `host="${HOST}",service="web"`;
+
+  // Phase 1: one healthy task. 5 fast 200s, one slow 200, two 500s, one 404, and one unknown host (503 from nginx).
+  const statuses: number[] = [];
+  for (const target of ['/', '/', '/', '/', '/', '/slow', '/fail', '/fail', '/missing']) {
+    statuses.push(await request(setup.listenPort, HOST, target));
+  }
+  statuses.push(await request(setup.listenPort, 'unknown.test', '/'));
+  assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200, 500, 500, 404, 503]);
+
+  let text = '';
+  await waitUntil('all 10 requests counted', async () => {
+    text = await scrape(metrics.port);
+    return total(text, 'swarmgate_edge_requests_total') === 10;
+  });
+  assert.equal(sample(text, `swarmgate_edge_requests_total{code="2xx",${web}}`), 6);
+  assert.equal(sample(text, `swarmgate_edge_requests_total{code="5xx",${web}}`), 2);
+  assert.equal(sample(text, `swarmgate_edge_requests_total{code="4xx",${web}}`), 1);
+  // The unknown host is counted under the default server's name, never under the Host the client sent.
+  assert.equal(sample(text, `swarmgate_edge_requests_total{code="5xx",host="_",service=""}`), 1);
+  assert.ok(!text.includes('unknown.test'), 'a client-sent host never becomes a label');
+  // Histogram: 8 fast answers under 0.1 s, the slow one (150 ms) only from the 0.25 s bucket on.
+  assert.equal(sample(text, `swarmgate_edge_request_duration_seconds_bucket{${web},le="0.1"}`), 8);
+  assert.equal(sample(text, `swarmgate_edge_request_duration_seconds_bucket{${web},le="0.25"}`), 9);
+  assert.equal(sample(text, `swarmgate_edge_request_duration_seconds_bucket{${web},le="+Inf"}`), 9);
+  assert.equal(sample(text, `swarmgate_edge_request_duration_seconds_count{${web}}`), 9);
+  const sum = sample(text, `swarmgate_edge_request_duration_seconds_sum{${web}}`) ?? 0;
+  assert.ok(sum >= 0.15 && sum < 1, `sum ${sum}`);
+  // Per task: the task's own answers by class, and its response time.
+  assert.equal(
+    sample(text, `swarmgate_edge_upstream_responses_total{code="2xx",service="web",task="${task2}"}`),
+    6,
+  );
+  assert.equal(
+    sample(text, `swarmgate_edge_upstream_responses_total{code="5xx",service="web",task="${task2}"}`),
+    2,
+  );
+  assert.equal(
+    sample(text, `swarmgate_edge_upstream_responses_total{code="4xx",service="web",task="${task2}"}`),
+    1,
+  );
+  assert.equal(
+    sample(
+      text,
+      `swarmgate_edge_upstream_response_duration_seconds_bucket{service="web",task="${task2}",le="0.1"}`,
+    ),
+    8,
+  );
+  assert.equal(
+    sample(text, `swarmgate_edge_upstream_response_duration_seconds_count{service="web",task="${task2}"}`),
+    9,
+  );
+  assert.equal(sample(text, 'swarmgate_edge_requests_by_protocol_total{protocol="HTTP/1.1"}'), 10);
+  assert.ok((sample(text, `swarmgate_edge_received_bytes_total{${web}}`) ?? 0) > 9 * 30);
+  assert.ok((sample(text, `swarmgate_edge_sent_bytes_total{${web}}`) ?? 0) > 9 * 100);
+  assert.ok((sample(text, 'swarmgate_edge_connections{state="active"}') ?? 0) >= 1);
+  assert.equal(total(text, 'swarmgate_edge_upstream_retries_total'), 0);
+  assert.equal(sample(text, 'swarmgate_edge_nginx_metrics_up'), 1);
+
+  // Phase 2: a member that refuses connections joins. Every request is still answered by 127.0.0.2; each refusal
+  // is one failure of 127.0.0.4 and one retry, as many as nginx's error log shows.
+  assert.equal(
+    await nginx.updatePeers(peersFor(['127.0.0.4', '127.0.0.2']), AbortSignal.timeout(5000)),
+    true,
+  );
+  const phase2: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    phase2.push(await request(setup.listenPort, HOST, '/'));
+    // Spaced past the balancer's first skip (0.1 s), so the refused member is tried more than once.
+    if (i % 5 === 4) await new Promise((resolve) => setTimeout(resolve, 120));
+  }
+  assert.ok(
+    phase2.every((status) => status === 200),
+    phase2.join(','),
+  );
+  await waitUntil('all 30 requests counted', async () => {
+    text = await scrape(metrics.port);
+    return total(text, 'swarmgate_edge_requests_total') === 30;
+  });
+  const log = await readFile(setup.errorLog, 'utf8');
+  const refusals = log
+    .split('\n')
+    .filter((line) => line.includes('Connection refused') && line.includes(task4)).length;
+  assert.ok(refusals >= 1, 'the refused member was tried');
+  assert.equal(
+    sample(text, `swarmgate_edge_upstream_failures_total{kind="error",service="web",task="${task4}"}`),
+    refusals,
+  );
+  assert.equal(sample(text, 'swarmgate_edge_upstream_retries_total{service="web"}'), refusals);
+  assert.equal(
+    sample(text, `swarmgate_edge_upstream_responses_total{code="2xx",service="web",task="${task2}"}`),
+    26,
+  );
+  assert.equal(sample(text, `swarmgate_edge_requests_total{code="2xx",${web}}`), 26);
+
+  // Phase 3: the refused member leaves the peers; its series leave the exposition (bounded per-task labels).
+  assert.equal(await nginx.updatePeers(peersFor(['127.0.0.2']), AbortSignal.timeout(5000)), true);
+  text = await scrape(metrics.port);
+  assert.ok(!text.includes(task4), 'no series for a task the edge no longer routes to');
+  assert.equal(
+    sample(text, `swarmgate_edge_upstream_responses_total{code="2xx",service="web",task="${task2}"}`),
+    26,
+  );
+});
