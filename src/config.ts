@@ -1,5 +1,7 @@
 // Configuration is read once, from the environment, into a frozen object. Every bad key is listed at once.
 import { SwarmgateError } from './errors.ts';
+import { parseCidrList, parseHstsLenient } from './model/feature-labels.ts';
+import { parseHost } from './model/labels.ts';
 
 export interface DebounceWindow {
   /** Quiet time after the last trigger of a burst. */
@@ -28,6 +30,15 @@ export interface ProxySettings {
   readonly peersSocket: string;
   /** Shared memory for the posted peers, and the most a post may carry. */
   readonly peersMemory: string;
+  /** gzip for text types, on unless turned off (per service: swarmgate.gzip). */
+  readonly gzip: boolean;
+  /**
+   * SWARMGATE_TRUSTED_PROXIES: load balancers whose X-Forwarded-For gives the client address (nginx real_ip), so
+   * access rules and rate limits see the client, not the balancer. Needs SWARMGATE_TRUST_DOWNSTREAM_PROXY=true.
+   */
+  readonly trustedProxies: readonly string[];
+  /** SWARMGATE_DEFAULT_HOST: unknown names are answered by this host's service (null: 503). */
+  readonly defaultHost: string | null;
 }
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
@@ -282,12 +293,14 @@ function readTlsConfig(reader: EnvReader): TlsConfig {
       `SWARMGATE_HTTPS_METHOD: "${httpsMethod}" is not redirect, noredirect, nohttp or nohttps`,
     );
   }
-  const hsts = reader.string('SWARMGATE_HSTS', 'max-age=31536000');
-  if (hsts !== 'off' && !/^max-age=\d+(; ?(includeSubDomains|preload))*$/i.test(hsts)) {
+  const hstsRaw = reader.string('SWARMGATE_HSTS', 'max-age=31536000');
+  const hstsParsed = parseHstsLenient(hstsRaw);
+  if (!hstsParsed.ok) {
     reader.problems.push(
-      `SWARMGATE_HSTS: "${hsts}" must be off or max-age=<seconds>[; includeSubDomains][; preload]`,
+      `SWARMGATE_HSTS: "${hstsRaw}" must be off or max-age=<seconds>[; includeSubDomains][; preload]`,
     );
   }
+  const hsts = hstsParsed.ok ? (hstsParsed.value ?? 'off') : hstsRaw;
   const sslPolicy = reader.string('SWARMGATE_SSL_POLICY', 'Mozilla-Intermediate');
   if (!['Mozilla-Modern', 'Mozilla-Intermediate'].includes(sslPolicy)) {
     reader.problems.push(
@@ -338,7 +351,35 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     peersSocket: EDGE_PEERS_SOCKET,
     // 2,000 services with 10 tasks each make a peers.txt of about 0.5 MiB.
     peersMemory: '16m',
+    gzip: reader.boolean('SWARMGATE_GZIP', true),
+    trustedProxies: readTrustedProxies(reader),
+    defaultHost: readDefaultHost(reader),
   };
+}
+
+function readTrustedProxies(reader: EnvReader): string[] {
+  const raw = reader.string('SWARMGATE_TRUSTED_PROXIES', '');
+  if (raw === '') return [];
+  const parsed = parseCidrList(raw);
+  if (!parsed.ok) {
+    reader.problems.push(`SWARMGATE_TRUSTED_PROXIES: ${parsed.reason}`);
+    return [];
+  }
+  if (!reader.boolean('SWARMGATE_TRUST_DOWNSTREAM_PROXY', false)) {
+    reader.problems.push('SWARMGATE_TRUSTED_PROXIES needs SWARMGATE_TRUST_DOWNSTREAM_PROXY=true');
+  }
+  return parsed.value;
+}
+
+function readDefaultHost(reader: EnvReader): string | null {
+  const raw = reader.string('SWARMGATE_DEFAULT_HOST', '');
+  if (raw === '') return null;
+  const parsed = parseHost(raw);
+  if (!parsed.ok || parsed.value.kind !== 'exact') {
+    reader.problems.push(`SWARMGATE_DEFAULT_HOST: "${raw}" is not an exact host name`);
+    return null;
+  }
+  return parsed.value.value;
 }
 
 function readWorkerProcesses(reader: EnvReader): string {
