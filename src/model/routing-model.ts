@@ -79,7 +79,13 @@ export interface TlsDefaults {
   readonly hsts: string | null;
   readonly sslPolicy: SslPolicy;
   readonly acmeEmail: string | null;
+  /** The controller's ACME directory URL (SWARMGATE_ACME_DIRECTORY); default: Let's Encrypt production. */
+  readonly acmeDirectory?: string;
 }
+
+/** Let's Encrypt's staging directory: what LETSENCRYPT_TEST=true asks for. */
+export const LETSENCRYPT_STAGING = 'https://acme-staging-v02.api.letsencrypt.org/directory';
+const LETSENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
 export const DEFAULT_TLS: TlsDefaults = {
   httpsMethod: 'redirect',
@@ -455,6 +461,21 @@ function collectCertificateRequests(
     }
     const name = domains[0];
     if (!name) continue;
+    // One ACME directory per controller for now: a certificate asked of another CA (LETSENCRYPT_TEST, ACME_CA_URI)
+    // is not ordered at all, rather than ordered silently from the wrong one (a production order for a test).
+    const wantedDirectory = route.tls.directory === 'staging' ? LETSENCRYPT_STAGING : route.tls.directory;
+    const controllerDirectory = settings.tlsDefaults?.acmeDirectory ?? LETSENCRYPT_PRODUCTION;
+    if (wantedDirectory !== null && wantedDirectory !== controllerDirectory) {
+      const label = route.tls.directory === 'staging' ? 'LETSENCRYPT_TEST' : 'ACME_CA_URI';
+      problems.push({
+        service: route.service.name,
+        label,
+        code: 'UNSUPPORTED_SETTING',
+        reason: `the controller orders from ${controllerDirectory} only; no certificate is ordered for this service (set SWARMGATE_ACME_DIRECTORY=${route.tls.directory === 'staging' ? 'letsencrypt-staging' : wantedDirectory} on the controller, or remove ${label})`,
+        severity: 'warning',
+      });
+      continue;
+    }
     if (requests.has(name)) {
       problems.push(
         warning(
