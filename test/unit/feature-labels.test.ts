@@ -402,3 +402,45 @@ test('LETSENCRYPT_TEST and ACME_CA_URI: ordered only when the controller uses th
     ],
   );
 });
+
+test('nginx-proxy options left on the controller are named with what to use instead', async () => {
+  const { unsupportedProxyEnv } = await import('../../src/config.ts');
+  assert.deepEqual(
+    unsupportedProxyEnv({ DEFAULT_HOST: 'a.test', ENABLE_IPV6: 'true', SWARMGATE_GZIP: 'off', HSTS: '' }),
+    [
+      { name: 'DEFAULT_HOST', instead: 'SWARMGATE_DEFAULT_HOST' },
+      { name: 'ENABLE_IPV6', instead: 'nothing yet: the edge listens on IPv4' },
+    ],
+  );
+});
+
+test('settings: SWARMGATE_TRUSTED_PROXIES needs SWARMGATE_TRUST_DOWNSTREAM_PROXY; SWARMGATE_DEFAULT_HOST is an exact name', async () => {
+  const { readControllerConfig } = await import('../../src/config.ts');
+  const config = readControllerConfig({
+    SWARMGATE_TRUST_DOWNSTREAM_PROXY: 'true',
+    SWARMGATE_TRUSTED_PROXIES: '10.0.0.0/8, 192.168.1.0/24',
+    SWARMGATE_DEFAULT_HOST: 'Home.Example.com',
+    SWARMGATE_GZIP: 'off',
+    SWARMGATE_HSTS: 'includeSubDomains; max-age=60',
+  });
+  assert.deepEqual(config.proxy.trustedProxies, ['10.0.0.0/8', '192.168.1.0/24']);
+  assert.equal(config.proxy.defaultHost, 'home.example.com');
+  assert.equal(config.proxy.gzip, false);
+  assert.equal(config.tls.hsts, 'max-age=60; includeSubDomains');
+  assert.throws(
+    () => readControllerConfig({ SWARMGATE_TRUSTED_PROXIES: '10.0.0.0/8' }),
+    /needs SWARMGATE_TRUST_DOWNSTREAM_PROXY/,
+  );
+  assert.throws(
+    () =>
+      readControllerConfig({
+        SWARMGATE_TRUST_DOWNSTREAM_PROXY: 'true',
+        SWARMGATE_TRUSTED_PROXIES: '10.0.0.1/8',
+      }),
+    /bits set/,
+  );
+  assert.throws(
+    () => readControllerConfig({ SWARMGATE_DEFAULT_HOST: '*.example.com' }),
+    /not an exact host name/,
+  );
+});
