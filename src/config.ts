@@ -1,5 +1,7 @@
 // Configuration is read once, from the environment, into a frozen object. Every bad key is listed at once.
 import { SwarmgateError } from './errors.ts';
+import { parseCidrList, parseHstsLenient } from './model/feature-labels.ts';
+import { parseHost } from './model/labels.ts';
 
 export interface DebounceWindow {
   /** Quiet time after the last trigger of a burst. */
@@ -32,6 +34,15 @@ export interface ProxySettings {
   readonly metricsMemory: string;
   /** The access log's format where a service does not choose one (swarmgate.access_log). */
   readonly accessLogFormat: 'json' | 'nginx-proxy';
+  /** gzip for text types, on unless turned off (per service: swarmgate.gzip). */
+  readonly gzip: boolean;
+  /**
+   * SWARMGATE_TRUSTED_PROXIES: load balancers whose X-Forwarded-For gives the client address (nginx real_ip), so
+   * access rules and rate limits see the client, not the balancer. Needs SWARMGATE_TRUST_DOWNSTREAM_PROXY=true.
+   */
+  readonly trustedProxies: readonly string[];
+  /** SWARMGATE_DEFAULT_HOST: unknown names are answered by this host's service (null: 503). */
+  readonly defaultHost: string | null;
 }
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
@@ -271,6 +282,55 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
   return reader.finish(config);
 }
 
+/**
+ * nginx-proxy and acme-companion options read from the proxy's own environment, and what to set here instead. A
+ * migrated stack that keeps one on the controller gets a warning at start (nothing is ignored without a word).
+ */
+export const NGINX_PROXY_GLOBALS: Readonly<Record<string, string>> = {
+  DEFAULT_HOST: 'SWARMGATE_DEFAULT_HOST',
+  DEFAULT_ROOT: 'nothing: an unmatched path answers 404',
+  HTTP_PORT: "the stack file's published ports (the edge listens on 80)",
+  HTTPS_PORT: "the stack file's published ports and EXTERNAL_HTTPS_PORT on the service",
+  HTTPS_METHOD: 'SWARMGATE_HTTPS_METHOD',
+  HSTS: 'SWARMGATE_HSTS',
+  SSL_POLICY: 'SWARMGATE_SSL_POLICY',
+  NON_GET_REDIRECT: 'SWARMGATE_NON_GET_REDIRECT',
+  TRUST_DEFAULT_CERT: 'SWARMGATE_DEFAULT_CERT (unknown names only)',
+  ENABLE_HTTP_ON_MISSING_CERT: 'nothing: a host without a certificate is served over HTTP',
+  ENABLE_HTTP2: 'nothing: HTTP/2 is always on',
+  ENABLE_HTTP3: 'nothing yet: HTTP/3 is not offered',
+  ENABLE_IPV6: 'nothing yet: the edge listens on IPv4',
+  PREFER_IPV6_NETWORK: 'nothing yet: IPv4 task addresses are routed',
+  ENABLE_PROXY_PROTOCOL: 'nothing yet: PROXY protocol is not read',
+  TRUST_DOWNSTREAM_PROXY: 'SWARMGATE_TRUST_DOWNSTREAM_PROXY and SWARMGATE_TRUSTED_PROXIES',
+  ACME_HTTP_CHALLENGE_LOCATION: 'nothing: the controller answers every challenge',
+  ACME_HTTP_CHALLENGE_ACCEPT_UNKNOWN_HOST: 'nothing: challenges for unknown hosts are answered',
+  SHA1_UPSTREAM_NAME: 'nothing: upstreams are named per service',
+  DEBUG_ENDPOINT: 'GET /v1/status on the admin API',
+  LOG_FORMAT: 'nothing yet: the access log is JSON',
+  LOG_FORMAT_ESCAPE: 'nothing yet: the access log is JSON',
+  LOG_JSON: 'nothing: the access log is always JSON (other keys)',
+  DISABLE_ACCESS_LOGS: 'SWARMGATE_ACCESS_LOG=false',
+  RESOLVERS: 'SWARMGATE_RESOLVER',
+  DHPARAM_BITS: 'nothing: only ECDHE ciphers are offered',
+  DHPARAM_SKIP: 'nothing: only ECDHE ciphers are offered',
+  DOCKER_HOST: 'SWARMGATE_DOCKER_SOCKET (a unix socket)',
+  DOCKER_CONTAINER_FILTERS: 'SWARMGATE_NETWORKS',
+  DEFAULT_EMAIL: 'SWARMGATE_ACME_EMAIL',
+  ACME_CA_URI: 'SWARMGATE_ACME_DIRECTORY',
+  CA_BUNDLE: 'SWARMGATE_ACME_CA_FILE',
+  DEFAULT_RENEW: 'SWARMGATE_ACME_RENEW_PERCENT',
+  CERTS_UPDATE_INTERVAL: 'nothing: renewals are timed per certificate',
+  CREATE_DEFAULT_CERTIFICATE: 'SWARMGATE_DEFAULT_CERT (an operator certificate)',
+};
+
+/** The nginx-proxy names set in `env`, each with what to use instead (logged as warnings by the controller). */
+export function unsupportedProxyEnv(env: Env): { name: string; instead: string }[] {
+  return Object.keys(NGINX_PROXY_GLOBALS)
+    .filter((name) => (env[name] ?? '').trim() !== '')
+    .map((name) => ({ name, instead: NGINX_PROXY_GLOBALS[name] ?? '' }));
+}
+
 /** Short names for well-known ACME directories; anything else must be an https URL. */
 export const ACME_DIRECTORY_ALIASES: Readonly<Record<string, string>> = {
   letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
@@ -296,12 +356,14 @@ function readTlsConfig(reader: EnvReader): TlsConfig {
       `SWARMGATE_HTTPS_METHOD: "${httpsMethod}" is not redirect, noredirect, nohttp or nohttps`,
     );
   }
-  const hsts = reader.string('SWARMGATE_HSTS', 'max-age=31536000');
-  if (hsts !== 'off' && !/^max-age=\d+(; ?(includeSubDomains|preload))*$/i.test(hsts)) {
+  const hstsRaw = reader.string('SWARMGATE_HSTS', 'max-age=31536000');
+  const hstsParsed = parseHstsLenient(hstsRaw);
+  if (!hstsParsed.ok) {
     reader.problems.push(
-      `SWARMGATE_HSTS: "${hsts}" must be off or max-age=<seconds>[; includeSubDomains][; preload]`,
+      `SWARMGATE_HSTS: "${hstsRaw}" must be off or max-age=<seconds>[; includeSubDomains][; preload]`,
     );
   }
+  const hsts = hstsParsed.ok ? (hstsParsed.value ?? 'off') : hstsRaw;
   const sslPolicy = reader.string('SWARMGATE_SSL_POLICY', 'Mozilla-Intermediate');
   if (!['Mozilla-Modern', 'Mozilla-Intermediate'].includes(sslPolicy)) {
     reader.problems.push(
@@ -355,6 +417,9 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     // About 150 bytes an entry: 16 MiB hold ~100,000 series (2,000 services with 10 tasks each need ~60,000).
     metricsMemory: '16m',
     accessLogFormat: readAccessLogFormat(reader),
+    gzip: reader.boolean('SWARMGATE_GZIP', true),
+    trustedProxies: readTrustedProxies(reader),
+    defaultHost: readDefaultHost(reader),
   };
 }
 
@@ -363,6 +428,31 @@ function readAccessLogFormat(reader: EnvReader): 'json' | 'nginx-proxy' {
   if (value === 'json' || value === 'nginx-proxy') return value;
   reader.problems.push(`SWARMGATE_ACCESS_LOG_FORMAT must be json or nginx-proxy, not "${value}"`);
   return 'json';
+}
+
+function readTrustedProxies(reader: EnvReader): string[] {
+  const raw = reader.string('SWARMGATE_TRUSTED_PROXIES', '');
+  if (raw === '') return [];
+  const parsed = parseCidrList(raw);
+  if (!parsed.ok) {
+    reader.problems.push(`SWARMGATE_TRUSTED_PROXIES: ${parsed.reason}`);
+    return [];
+  }
+  if (!reader.boolean('SWARMGATE_TRUST_DOWNSTREAM_PROXY', false)) {
+    reader.problems.push('SWARMGATE_TRUSTED_PROXIES needs SWARMGATE_TRUST_DOWNSTREAM_PROXY=true');
+  }
+  return parsed.value;
+}
+
+function readDefaultHost(reader: EnvReader): string | null {
+  const raw = reader.string('SWARMGATE_DEFAULT_HOST', '');
+  if (raw === '') return null;
+  const parsed = parseHost(raw);
+  if (!parsed.ok || parsed.value.kind !== 'exact') {
+    reader.problems.push(`SWARMGATE_DEFAULT_HOST: "${raw}" is not an exact host name`);
+    return null;
+  }
+  return parsed.value.value;
 }
 
 function readWorkerProcesses(reader: EnvReader): string {

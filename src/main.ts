@@ -9,7 +9,7 @@ import { deriveStateKey } from './acme/state-store.ts';
 import { readUserCertificates } from './acme/user-certificates.ts';
 import type { LoadedCertificate } from './acme/user-certificates.ts';
 import { runCli } from './cli/cli.ts';
-import { EDGE_PEERS_SOCKET, readControllerConfig, readEdgeConfig } from './config.ts';
+import { EDGE_PEERS_SOCKET, readControllerConfig, readEdgeConfig, unsupportedProxyEnv } from './config.ts';
 import { startController } from './controller/controller.ts';
 import { createDockerodeAdapter } from './docker/dockerode-adapter.ts';
 import { createHttpsControllerChannel } from './edge/controller-channel.ts';
@@ -120,6 +120,12 @@ async function runController(): Promise<void> {
   const config = readControllerConfig(process.env);
   const logger = createLogger(config.logLevel).child({ role: 'controller' });
   logger.info({ version: SWARMGATE_VERSION }, 'starting controller');
+  for (const { name, instead } of unsupportedProxyEnv(process.env)) {
+    logger.warn(
+      { code: 'UNSUPPORTED_SETTING', setting: name, instead },
+      `${name} is an nginx-proxy setting; use ${instead}`,
+    );
+  }
   const controller = await startController({
     config,
     adminToken: await readToken(config.tokenFile),

@@ -122,6 +122,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
         hsts: config.tls.hsts,
         sslPolicy: config.tls.sslPolicy,
         acmeEmail: config.tls.acme.email,
+        acmeDirectory: config.tls.acme.directoryUrl,
       },
       nonGetRedirect: config.tls.nonGetRedirect,
       defaultCertificate: config.tls.defaultCertificate,

@@ -1,6 +1,13 @@
 // fetchSnapshot: all Docker I/O of a reconcile, turned into plain, sorted, JSON-serialisable data.
 // Everything after this point (model, render) is pure and testable from a snapshot file.
-import type { DockerPort, RawNetwork, RawNode, RawService, RawTask } from '../docker/docker-port.ts';
+import type {
+  DockerPort,
+  RawConfig,
+  RawNetwork,
+  RawNode,
+  RawService,
+  RawTask,
+} from '../docker/docker-port.ts';
 
 export interface ServiceInfo {
   readonly id: string;
@@ -53,12 +60,27 @@ export interface NodeInfo {
   readonly availability: string;
 }
 
+/** A Docker config the operator labelled swarmgate.file=<kind> (htpasswd, error-page) for services to name. */
+export interface ConfigFile {
+  readonly name: string;
+  readonly kind: string;
+  /** The config's data as text. */
+  readonly data: string;
+}
+
 export interface Snapshot {
   readonly services: readonly ServiceInfo[];
   readonly tasks: readonly TaskInfo[];
   readonly networks: readonly NetworkInfo[];
   readonly nodes: readonly NodeInfo[];
+  /** Configs labelled swarmgate.file, read only when a service names one (absent: none named). */
+  readonly configs?: readonly ConfigFile[];
 }
+
+/** The label a Docker config must carry to be read: the operator's consent that its data may reach the edges. */
+export const CONFIG_FILE_LABEL = 'swarmgate.file';
+/** Labels whose value names a Docker config. */
+const CONFIG_REFERENCE_LABELS = ['swarmgate.auth.basic', 'swarmgate.error-page'];
 
 export async function fetchSnapshot(docker: DockerPort, signal: AbortSignal): Promise<Snapshot> {
   const [services, tasks, networks, nodes] = await Promise.all([
@@ -67,7 +89,22 @@ export async function fetchSnapshot(docker: DockerPort, signal: AbortSignal): Pr
     docker.listNetworks(signal),
     docker.listNodes(signal),
   ]);
-  return toSnapshot({ services, tasks, networks, nodes });
+  const snapshot = toSnapshot({ services, tasks, networks, nodes });
+  // Configs are read (one inspect each) only while some service names one.
+  const named = snapshot.services.some((service) =>
+    CONFIG_REFERENCE_LABELS.some((label) => service.labels[label] !== undefined),
+  );
+  if (!named) return snapshot;
+  const configs = await docker.listConfigs(CONFIG_FILE_LABEL, signal);
+  return { ...snapshot, configs: sortedBy(configs.map(toConfigFile), (config) => config.name) };
+}
+
+function toConfigFile(raw: RawConfig): ConfigFile {
+  return {
+    name: raw.Spec?.Name ?? '',
+    kind: raw.Spec?.Labels?.[CONFIG_FILE_LABEL] ?? '',
+    data: Buffer.from(raw.Spec?.Data ?? '', 'base64').toString('utf8'),
+  };
 }
 
 export function toSnapshot(raw: {

@@ -382,12 +382,52 @@ export function parseCertName(raw: string): Parsed<string> {
 export type SslPolicy = 'Mozilla-Modern' | 'Mozilla-Intermediate';
 export const SSL_POLICIES: readonly SslPolicy[] = ['Mozilla-Modern', 'Mozilla-Intermediate'];
 
+/**
+ * nginx-proxy's AWS ELB policy names, by the oldest TLS version each allows. TLS 1.3-only maps to Modern, TLS 1.2+
+ * to Intermediate (the cipher lists differ a little: swarmgate offers only forward-secret AEAD suites); policies
+ * that allow TLS 1.0 or 1.1 are refused, because OpenSSL 3 on the edge refuses those versions at its default
+ * security level anyway, so a client that needs them would fail after the migration without a word.
+ */
+const AWS_POLICIES: Readonly<Record<string, SslPolicy | 'old'>> = {
+  'AWS-TLS13-1-3-2021-06': 'Mozilla-Modern',
+  'AWS-TLS13-1-2-2021-06': 'Mozilla-Intermediate',
+  'AWS-TLS13-1-2-Restricted-2021-06': 'Mozilla-Intermediate',
+  'AWS-TLS13-1-2-Ext1-2021-06': 'Mozilla-Intermediate',
+  'AWS-TLS13-1-2-Ext2-2021-06': 'Mozilla-Intermediate',
+  'AWS-TLS13-1-1-2021-06': 'old',
+  'AWS-TLS13-1-0-2021-06': 'old',
+  'AWS-FS-1-2-Res-2020-10': 'Mozilla-Intermediate',
+  'AWS-FS-1-2-Res-2019-08': 'Mozilla-Intermediate',
+  'AWS-FS-1-2-2019-08': 'Mozilla-Intermediate',
+  'AWS-FS-1-1-2019-08': 'old',
+  'AWS-FS-2018-06': 'old',
+  'AWS-TLS-1-2-Ext-2018-06': 'Mozilla-Intermediate',
+  'AWS-TLS-1-2-2017-01': 'Mozilla-Intermediate',
+  'AWS-TLS-1-1-2017-01': 'old',
+  'AWS-2016-08': 'old',
+  'AWS-2015-05': 'old',
+  'AWS-2015-03': 'old',
+  'AWS-2015-02': 'old',
+};
+
+/** The policy an nginx-proxy SSL_POLICY name maps to, and whether it was mapped from another name. */
 export function parseSslPolicy(raw: string): Parsed<SslPolicy> {
   const value = raw.trim();
   const match = SSL_POLICIES.find((policy) => policy.toLowerCase() === value.toLowerCase());
-  return match
-    ? ok(match)
-    : fail(`"${raw}" is not one of ${SSL_POLICIES.join(', ')} (TLS 1.0/1.1 policies are not offered)`);
+  if (match) return ok(match);
+  const aws = Object.entries(AWS_POLICIES).find(([name]) => name.toLowerCase() === value.toLowerCase());
+  if (aws && aws[1] !== 'old') return ok(aws[1]);
+  if (aws || value.toLowerCase() === 'mozilla-old') {
+    return fail(
+      `"${raw}" allows TLS 1.0/1.1, which the edge does not offer; use Mozilla-Intermediate (TLS 1.2 and 1.3)`,
+    );
+  }
+  return fail(`"${raw}" is not one of ${SSL_POLICIES.join(', ')} or an AWS-* policy name nginx-proxy knows`);
+}
+
+/** Whether SSL_POLICY names an AWS policy that parseSslPolicy mapped onto a Mozilla one (reported as a warning). */
+export function isMappedSslPolicy(raw: string): boolean {
+  return !SSL_POLICIES.some((policy) => policy.toLowerCase() === raw.trim().toLowerCase());
 }
 
 /** LETSENCRYPT_HOST: exact names only; HTTP-01 cannot prove a wildcard or a regex. */

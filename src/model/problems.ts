@@ -10,7 +10,9 @@ export type ProblemCode =
   | 'NGINX_REJECTED'
   | 'IGNORED_SETTING'
   | 'UNSUPPORTED_ADDRESS'
-  | 'CERTIFICATE';
+  | 'CERTIFICATE'
+  /** An nginx-proxy or acme-companion setting swarmgate does not honour; the reason names what to use. */
+  | 'UNSUPPORTED_SETTING';
 
 export interface Problem {
   readonly service: string;

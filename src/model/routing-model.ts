@@ -1,6 +1,7 @@
 // buildRoutingModel: pure. Snapshot (plain data) in, typed routes and Problems out, sorted so the same input
 // always gives the same model and so the same nginx bytes.
-import type { NodeInfo, ServiceInfo, Snapshot, TaskInfo } from '../discovery/snapshot.ts';
+import type { ConfigFile, NodeInfo, ServiceInfo, Snapshot, TaskInfo } from '../discovery/snapshot.ts';
+import { CONFIG_FILE_LABEL } from '../discovery/snapshot.ts';
 import type { HostPattern, HttpsMethod, Parsed, PathPattern, Proto, SslPolicy } from './labels.ts';
 import { parseAccessLog } from './access-log-label.ts';
 import type { AccessLog } from './access-log-label.ts';
@@ -9,8 +10,8 @@ import {
   parseCertName,
   parseDest,
   parseEmail,
+  parseHost,
   parseHostList,
-  parseHsts,
   parseHttpsMethod,
   parseNetworkName,
   parsePath,
@@ -21,7 +22,40 @@ import {
   parseBodySize,
   parseSwitch,
   parseTimeoutSeconds,
+  isMappedSslPolicy,
 } from './labels.ts';
+import type {
+  Cors,
+  ForwardAuthTarget,
+  NetworkAccess,
+  Rate,
+  ResponseHeader,
+  WwwRedirect,
+} from './feature-labels.ts';
+import {
+  headerVariable,
+  INTERNAL_RANGES,
+  originsRegex,
+  parseBoolean,
+  parseConfigName,
+  parseCorsOrigins,
+  parseCount,
+  parseCidrList,
+  parseDirectoryUrl,
+  parseErrorPage,
+  parseForwardAuthUrl,
+  parseHeaderNames,
+  parseHstsLenient,
+  parseHtpasswd,
+  parseMethods,
+  parseNetworkAccess,
+  parseRate,
+  parseRedirectTarget,
+  parseResponseHeader,
+  parseWwwRedirect,
+  SECURITY_HEADERS,
+} from './feature-labels.ts';
+import { UNSUPPORTED_SETTINGS, unsupportedPrefixSetting } from './unsupported.ts';
 import { compareProblems } from './problems.ts';
 import type { Problem } from './problems.ts';
 
@@ -31,6 +65,8 @@ export interface ModelSettings {
   /** Certificates the edges can serve now (issued over ACME or given by the operator). */
   readonly certificates?: readonly AvailableCertificate[];
   readonly tlsDefaults?: TlsDefaults;
+  /** SWARMGATE_DEFAULT_HOST: the exact host whose server answers names no service routes (null: 503). */
+  readonly defaultHost?: string | null;
 }
 
 export interface AvailableCertificate {
@@ -45,7 +81,13 @@ export interface TlsDefaults {
   readonly hsts: string | null;
   readonly sslPolicy: SslPolicy;
   readonly acmeEmail: string | null;
+  /** The controller's ACME directory URL (SWARMGATE_ACME_DIRECTORY); default: Let's Encrypt production. */
+  readonly acmeDirectory?: string;
 }
+
+/** Let's Encrypt's staging directory: what LETSENCRYPT_TEST=true asks for. */
+export const LETSENCRYPT_STAGING = 'https://acme-staging-v02.api.letsencrypt.org/directory';
+const LETSENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory';
 
 export const DEFAULT_TLS: TlsDefaults = {
   httpsMethod: 'redirect',
@@ -63,6 +105,8 @@ export interface HostTls {
   readonly https: boolean;
   readonly hsts: string | null;
   readonly sslPolicy: SslPolicy;
+  /** EXTERNAL_HTTPS_PORT: the port the HTTP→HTTPS redirect names (null: 443, none in the URL). */
+  readonly httpsPort: number | null;
 }
 
 /** A certificate the controller should obtain over ACME. */
@@ -71,6 +115,11 @@ export interface CertificateRequest {
   readonly domains: readonly string[];
   readonly email: string | null;
   readonly service: string;
+  /**
+   * The ACME directory for this certificate: null for the controller's (SWARMGATE_ACME_DIRECTORY), 'staging' for
+   * LETSENCRYPT_TEST=true (SWARMGATE_ACME_STAGING_DIRECTORY), or an https URL from ACME_CA_URI.
+   */
+  readonly directory?: string | null;
 }
 
 export interface UpstreamServer {
@@ -95,7 +144,66 @@ export interface RouteLocation {
   /** null: the service has no routable task, and the location answers 503 at once. */
   readonly upstream: string | null;
   readonly tuning: LocationTuning;
+  readonly policy: LocationPolicy;
+  /** Set when the location answers with a redirect instead of proxying (www ↔ apex, swarmgate.redirect). */
+  readonly redirect: LocationRedirect | null;
 }
+
+export interface LocationRedirect {
+  /** An origin (https://new.example.com) or, with keepScheme, a host name the request's scheme is put before. */
+  readonly target: string;
+  readonly keepScheme: boolean;
+}
+
+/** A file a location needs on the edge (htpasswd, error page), carried in the bundle. */
+export interface BundleFile {
+  /** Bundle-relative path, e.g. auth/admin-users.htpasswd. */
+  readonly path: string;
+  readonly content: string;
+}
+
+/** Access, limit and header settings of a service's routes, from its labels (issue 14). */
+export interface LocationPolicy {
+  /** Ranges denied first, then ranges allowed; when allow is not empty everyone else gets 403. */
+  readonly deny: readonly string[];
+  readonly allow: readonly string[];
+  readonly basicAuth: { readonly realm: string; readonly file: BundleFile } | null;
+  readonly forwardAuth: {
+    readonly authority: string;
+    readonly path: string;
+    /** Response headers of the auth service copied onto the proxied request. */
+    readonly copyHeaders: readonly { readonly name: string; readonly variable: string }[];
+  } | null;
+  readonly rateLimit: { readonly zone: string; readonly rate: string; readonly burst: number } | null;
+  readonly maxConnections: number | null;
+  /** null: the edge's default (SWARMGATE_GZIP). */
+  readonly gzip: boolean | null;
+  readonly headers: readonly ResponseHeader[];
+  readonly cors: {
+    /** null: any origin ("*"); else a regex of the allowed origins. */
+    readonly originsRegex: string | null;
+    readonly methods: string;
+    readonly headers: string;
+    readonly credentials: boolean;
+  } | null;
+  readonly errorPage: BundleFile | null;
+  /** A key for per-service limits (the upstream-style safe name). */
+  readonly key: string;
+}
+
+export const OPEN_POLICY: LocationPolicy = {
+  deny: [],
+  allow: [],
+  basicAuth: null,
+  forwardAuth: null,
+  rateLimit: null,
+  maxConnections: null,
+  gzip: null,
+  headers: [],
+  cors: null,
+  errorPage: null,
+  key: '',
+};
 
 /** Per-service proxy settings from swarmgate.* labels; null keeps the edge's default. */
 export interface LocationTuning {
@@ -110,6 +218,8 @@ export interface VirtualServer {
   readonly host: HostPattern;
   readonly locations: readonly RouteLocation[];
   readonly tls: HostTls;
+  /** SWARMGATE_DEFAULT_HOST names this host: its server also answers unknown names. */
+  readonly isDefault: boolean;
 }
 
 export interface RoutedService {
@@ -146,6 +256,13 @@ interface ServiceRoute {
   readonly network: string;
   readonly tls: ServiceTlsLabels;
   readonly tuning: LocationTuning;
+  readonly policy: LocationPolicy;
+  readonly redirect: LocationRedirect | null;
+  readonly www: WwwRedirect | null;
+  /** Index of this route among its service's (VIRTUAL_HOST_MULTIPORTS gives several); 0 otherwise. */
+  readonly index: number;
+  /** The port of the service's first route: its upstream keeps the plain name. */
+  readonly primaryPort: number;
 }
 
 /** TLS labels as written on one service; null: not set there. */
@@ -157,6 +274,9 @@ interface ServiceTlsLabels {
   readonly hsts: string | null | undefined;
   readonly certName: string | null;
   readonly sslPolicy: SslPolicy | null;
+  readonly httpsPort: number | null;
+  /** See CertificateRequest.directory; null: the controller's. */
+  readonly directory: string | null;
 }
 
 const KNOWN_SWARMGATE_LABELS = new Set([
@@ -165,7 +285,26 @@ const KNOWN_SWARMGATE_LABELS = new Set([
   'swarmgate.proxy-timeout',
   'swarmgate.request-buffering',
   'swarmgate.access_log',
+  'swarmgate.allow',
+  'swarmgate.deny',
+  'swarmgate.auth.basic',
+  'swarmgate.auth.forward',
+  'swarmgate.auth.forward.headers',
+  'swarmgate.rate-limit',
+  'swarmgate.rate-limit.burst',
+  'swarmgate.max-connections',
+  'swarmgate.gzip',
+  'swarmgate.security-headers',
+  'swarmgate.cors.origins',
+  'swarmgate.cors.methods',
+  'swarmgate.cors.headers',
+  'swarmgate.cors.credentials',
+  'swarmgate.redirect',
+  'swarmgate.www-redirect',
+  'swarmgate.error-page',
 ]);
+/** swarmgate.header.<Name>=<value>: one response header per label. */
+const HEADER_LABEL_PREFIX = 'swarmgate.header.';
 
 export const EMPTY_MODEL: RoutingModel = {
   servers: [],
@@ -186,9 +325,9 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
 
   const candidates: ServiceRoute[] = [];
   for (const service of snapshot.services) {
-    if (lookupLabel(service, 'VIRTUAL_HOST') === undefined) continue;
-    const route = decodeServiceRoute(service, settings, networkNames, problems);
-    if (route) candidates.push(route);
+    if (!isRouted(service)) continue;
+    const routes = decodeServiceRoutes(service, settings, networkNames, snapshot.configs ?? [], problems);
+    if (routes) candidates.push(...routes);
   }
 
   const accepted = claimRoutes(candidates, problems);
@@ -202,21 +341,43 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     string,
     { host: HostPattern; locations: RouteLocation[]; routes: ServiceRoute[] }
   >();
+  // One upstream per service and port (VIRTUAL_HOST_MULTIPORTS may route several ports of one service).
+  const upstreamByPort = new Map<string, string | null>();
   for (const route of accepted) {
-    const servers = routableServers(tasksByService.get(route.service.id) ?? [], route, problems);
-    const upstreamName = servers.length > 0 ? upstreamNameFor(route.service.name) : null;
-    if (upstreamName) upstreams.push({ name: upstreamName, service: route.service.name, servers });
-    services.push({
-      id: route.service.id,
-      name: route.service.name,
-      hosts: route.hosts.map((host) => host.value),
-      path: route.path.value,
-      port: route.port,
-      proto: route.proto,
-      network: route.network,
-      desiredReplicas: route.service.replicas,
-      servers,
-    });
+    const portKey = `${route.service.name}\u0000${route.port}`;
+    let upstreamName = upstreamByPort.get(portKey);
+    let servers: UpstreamServer[] = [];
+    if (upstreamName === undefined) {
+      servers = routableServers(tasksByService.get(route.service.id) ?? [], route, problems);
+      upstreamName =
+        servers.length > 0
+          ? upstreamNameFor(
+              route.port === route.primaryPort ? route.service.name : `${route.service.name}:${route.port}`,
+            )
+          : null;
+      upstreamByPort.set(portKey, upstreamName);
+      if (upstreamName) upstreams.push({ name: upstreamName, service: route.service.name, servers });
+    }
+    if (route.index === 0) {
+      services.push({
+        id: route.service.id,
+        name: route.service.name,
+        hosts: [
+          ...new Set(
+            accepted
+              .filter((other) => other.service.id === route.service.id)
+              .flatMap((other) => other.hosts.map((host) => host.value)),
+          ),
+        ],
+        path: route.path.value,
+        port: route.port,
+        proto: route.proto,
+        network: route.network,
+        desiredReplicas: route.service.replicas,
+        servers,
+      });
+    }
+    const names = new Set(route.hosts.map((host) => host.value));
     for (const host of route.hosts) {
       let entry = locationsByHost.get(host.value);
       if (!entry) locationsByHost.set(host.value, (entry = { host, locations: [], routes: [] }));
@@ -229,6 +390,8 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
         root: route.root,
         upstream: upstreamName,
         tuning: route.tuning,
+        policy: route.policy,
+        redirect: wwwRedirect(route, host, names, problems) ?? route.redirect,
       });
     }
   }
@@ -251,9 +414,19 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
         host,
         locations: locations.sort((a, b) => compareStrings(a.path.value, b.path.value)),
         tls,
+        isDefault: host.kind === 'exact' && host.value === settings.defaultHost,
       };
     })
     .sort((a, b) => compareHosts(a.host, b.host));
+  if (settings.defaultHost && !servers.some((server) => server.isDefault)) {
+    problems.push({
+      service: '',
+      label: 'SWARMGATE_DEFAULT_HOST',
+      code: 'IGNORED_SETTING',
+      reason: `no service routes "${settings.defaultHost}"; unknown names get 503`,
+      severity: 'warning',
+    });
+  }
 
   return {
     servers,
@@ -274,7 +447,7 @@ function collectCertificateRequests(
   const requests = new Map<string, CertificateRequest>();
   for (const route of routes) {
     const wanted = route.tls.certificateHosts;
-    if (!wanted) continue;
+    if (!wanted || route.index !== 0) continue;
     if (route.tls.httpsMethod === 'nohttps') {
       problems.push(
         warning(route.service.name, 'LETSENCRYPT_HOST', 'HTTPS_METHOD=nohttps: no certificate is ordered'),
@@ -295,6 +468,21 @@ function collectCertificateRequests(
     }
     const name = domains[0];
     if (!name) continue;
+    // One ACME directory per controller for now: a certificate asked of another CA (LETSENCRYPT_TEST, ACME_CA_URI)
+    // is not ordered at all, rather than ordered silently from the wrong one (a production order for a test).
+    const wantedDirectory = route.tls.directory === 'staging' ? LETSENCRYPT_STAGING : route.tls.directory;
+    const controllerDirectory = settings.tlsDefaults?.acmeDirectory ?? LETSENCRYPT_PRODUCTION;
+    if (wantedDirectory !== null && wantedDirectory !== controllerDirectory) {
+      const label = route.tls.directory === 'staging' ? 'LETSENCRYPT_TEST' : 'ACME_CA_URI';
+      problems.push({
+        service: route.service.name,
+        label,
+        code: 'UNSUPPORTED_SETTING',
+        reason: `the controller orders from ${controllerDirectory} only; no certificate is ordered for this service (set SWARMGATE_ACME_DIRECTORY=${route.tls.directory === 'staging' ? 'letsencrypt-staging' : wantedDirectory} on the controller, or remove ${label})`,
+        severity: 'warning',
+      });
+      continue;
+    }
     if (requests.has(name)) {
       problems.push(
         warning(
@@ -310,6 +498,7 @@ function collectCertificateRequests(
       domains,
       email: route.tls.email ?? settings.tlsDefaults?.acmeEmail ?? null,
       service: route.service.name,
+      directory: route.tls.directory,
     });
   }
   return [...requests.values()].sort((a, b) => compareStrings(a.name, b.name));
@@ -351,9 +540,11 @@ function decideHostTls(
   const hstsLabel = pick('hsts', 'HSTS');
   const certName = pick('certName', 'CERT_NAME') ?? null;
   const sslPolicy = pick('sslPolicy', 'SSL_POLICY') ?? defaults.sslPolicy;
+  const httpsPort = pick('httpsPort', 'EXTERNAL_HTTPS_PORT') ?? null;
 
   let certificate: string | null = null;
-  if (method !== 'nohttps' && host.kind !== 'regex') {
+  // A regex host gets HTTPS only from CERT_NAME (as in nginx-proxy): no certificate can be matched to a pattern.
+  if (method !== 'nohttps' && (host.kind !== 'regex' || certName)) {
     if (certName) {
       certificate = available.some((cert) => cert.name === certName) ? certName : null;
       if (!certificate) {
@@ -386,7 +577,7 @@ function decideHostTls(
         : 'serve';
   // HSTS would force browsers onto HTTPS, which noredirect promises not to do.
   const hsts = !https || method === 'noredirect' ? null : hstsLabel === undefined ? defaults.hsts : hstsLabel;
-  return { certificate, http, https, hsts, sslPolicy };
+  return { certificate, http, https, hsts, sslPolicy, httpsPort: httpsPort === 443 ? null : httpsPort };
 }
 
 /** Exact name, or a wildcard one label deep ("*.example.com" covers "a.example.com", not "a.b.example.com"). */
@@ -410,30 +601,73 @@ export function lookupLabel(service: ServiceInfo, key: string): string | undefin
   return service.labels[key] ?? service.env[key];
 }
 
-function decodeServiceRoute(
+/** A service asks to be routed with VIRTUAL_HOST or nginx-proxy's VIRTUAL_HOST_MULTIPORTS. */
+export function isRouted(service: ServiceInfo): boolean {
+  return (
+    lookupLabel(service, 'VIRTUAL_HOST') !== undefined ||
+    lookupLabel(service, 'VIRTUAL_HOST_MULTIPORTS') !== undefined
+  );
+}
+
+/** www ↔ apex: the counterpart host of a route answers with a redirect to the canonical one. */
+function wwwRedirect(
+  route: ServiceRoute,
+  host: HostPattern,
+  names: ReadonlySet<string>,
+  problems: Problem[],
+): LocationRedirect | null {
+  if (!route.www || host.kind !== 'exact') return null;
+  const isWww = host.value.startsWith('www.');
+  const counterpart = isWww ? host.value.slice(4) : `www.${host.value}`;
+  const redirects = route.www === 'to-apex' ? isWww : !isWww;
+  if (!redirects) {
+    if (!names.has(counterpart)) {
+      problems.push(
+        warning(
+          route.service.name,
+          'swarmgate.www-redirect',
+          `add "${counterpart}" to VIRTUAL_HOST so the edge answers it with a redirect to "${host.value}"`,
+        ),
+      );
+    }
+    return null;
+  }
+  return names.has(counterpart) ? { target: counterpart, keepScheme: true } : null;
+}
+
+/** One route as VIRTUAL_HOST_MULTIPORTS or the single-route labels give it. */
+interface RouteSpec {
+  readonly hosts: HostPattern[];
+  readonly port: number;
+  readonly path: PathPattern;
+  readonly dest: string | null;
+  readonly proto: Proto;
+}
+
+function decodeServiceRoutes(
   service: ServiceInfo,
   settings: ModelSettings,
   networkNames: ReadonlyMap<string, string>,
+  configs: readonly ConfigFile[],
   problems: Problem[],
-): ServiceRoute | null {
+): ServiceRoute[] | null {
   let valid = true;
+  const report = (label: string, reason: string, code: Problem['code'] = 'INVALID_LABEL'): void => {
+    valid = false;
+    problems.push({ service: service.name, label, code, reason, severity: 'error' });
+  };
   function field<T>(label: string, fallback: T, parse: (raw: string) => Parsed<T>): T {
     const raw = lookupLabel(service, label);
     if (raw === undefined || (raw.trim() === '' && label !== 'VIRTUAL_HOST')) return fallback;
     const parsed = parse(raw);
     if (parsed.ok) return parsed.value;
-    valid = false;
-    problems.push({
-      service: service.name,
-      label,
-      code: 'INVALID_LABEL',
-      reason: parsed.reason,
-      severity: 'error',
-    });
+    report(label, parsed.reason);
     return fallback;
   }
 
-  const hosts = field<HostPattern[]>('VIRTUAL_HOST', [], parseHostList);
+  const multiports = lookupLabel(service, 'VIRTUAL_HOST_MULTIPORTS');
+  const single = multiports === undefined || multiports.trim() === '';
+  const hosts = single ? field<HostPattern[]>('VIRTUAL_HOST', [], parseHostList) : [];
   const port = field('VIRTUAL_PORT', 80, parsePort);
   const path = field<PathPattern>('VIRTUAL_PATH', { kind: 'prefix', value: '/' }, parsePath);
   const dest = field<string | null>('VIRTUAL_DEST', null, parseDest);
@@ -446,35 +680,92 @@ function decodeServiceRoute(
   const email =
     field<string | null>('LETSENCRYPT_EMAIL', null, parseEmail) ??
     field<string | null>('ACME_EMAIL', null, parseEmail);
+  const staging = field<boolean>('LETSENCRYPT_TEST', false, parseBoolean);
+  const caUri = field<string | null>('ACME_CA_URI', null, parseDirectoryUrl);
+  if (staging && caUri) {
+    problems.push(
+      warning(service.name, 'ACME_CA_URI', 'LETSENCRYPT_TEST=true wins: the staging directory is used'),
+    );
+  }
+  const sslPolicyRaw = lookupLabel(service, 'SSL_POLICY');
+  const sslPolicy = field<SslPolicy | null>('SSL_POLICY', null, parseSslPolicy);
+  if (sslPolicy && sslPolicyRaw && isMappedSslPolicy(sslPolicyRaw)) {
+    problems.push({
+      service: service.name,
+      label: 'SSL_POLICY',
+      code: 'UNSUPPORTED_SETTING',
+      reason: `"${sslPolicyRaw.trim()}" is served as ${sslPolicy} (same TLS versions, forward-secret AEAD ciphers only); write ${sslPolicy}`,
+      severity: 'warning',
+    });
+  }
+  const httpsPort = field<number | null>('EXTERNAL_HTTPS_PORT', null, parsePort);
   const tls: ServiceTlsLabels = {
     certificateHosts,
     email,
     httpsMethod: field<HttpsMethod | null>('HTTPS_METHOD', null, parseHttpsMethod),
-    hsts: field<string | null | undefined>('HSTS', undefined, parseHsts),
+    hsts: field<string | null | undefined>('HSTS', undefined, parseHstsLenient),
     certName: field<string | null>('CERT_NAME', null, parseCertName),
-    sslPolicy: field<SslPolicy | null>('SSL_POLICY', null, parseSslPolicy),
+    sslPolicy,
+    httpsPort,
+    directory: staging ? 'staging' : caUri,
   };
 
-  if (valid && dest !== null && path.kind === 'regex') {
-    valid = false;
+  let specs: RouteSpec[] = [{ hosts, port, path, dest, proto }];
+  if (!single) {
+    if (lookupLabel(service, 'VIRTUAL_HOST') !== undefined) {
+      problems.push(
+        warning(
+          service.name,
+          'VIRTUAL_HOST',
+          'VIRTUAL_HOST_MULTIPORTS is set: it decides the routes (as in nginx-proxy)',
+        ),
+      );
+    }
+    const parsed = parseMultiports(multiports, { port, proto, dest });
+    if (parsed.ok) specs = parsed.value;
+    else {
+      report('VIRTUAL_HOST_MULTIPORTS', parsed.reason);
+      specs = [];
+    }
+  }
+  for (const spec of specs) {
+    if (valid && spec.dest !== null && spec.path.kind === 'regex') {
+      report('VIRTUAL_DEST', 'VIRTUAL_DEST cannot rewrite a regular-expression VIRTUAL_PATH');
+    }
+  }
+
+  const allLabels = { ...service.env, ...service.labels };
+  for (const key of Object.keys(allLabels).sort()) {
+    const unsupported = UNSUPPORTED_SETTINGS[key] ?? unsupportedPrefixSetting(key);
+    if (unsupported) {
+      const value = (allLabels[key] ?? '').trim().toLowerCase();
+      if (unsupported.harmless?.includes(value)) continue;
+      if (unsupported.failClosed) {
+        report(
+          key,
+          `not supported: ${unsupported.instead}; the service is left out rather than served without it`,
+          'UNSUPPORTED_SETTING',
+        );
+      } else {
+        problems.push({
+          service: service.name,
+          label: key,
+          code: 'UNSUPPORTED_SETTING',
+          reason: `not supported, ignored: ${unsupported.instead}`,
+          severity: 'warning',
+        });
+      }
+      continue;
+    }
+    if (!key.startsWith('swarmgate.') || !(key in service.labels)) continue;
+    if (KNOWN_SWARMGATE_LABELS.has(key) || key.startsWith(HEADER_LABEL_PREFIX)) continue;
     problems.push({
       service: service.name,
-      label: 'VIRTUAL_DEST',
-      code: 'INVALID_LABEL',
-      reason: 'VIRTUAL_DEST cannot rewrite a regular-expression VIRTUAL_PATH',
-      severity: 'error',
+      label: key,
+      code: 'UNKNOWN_LABEL',
+      reason: `swarmgate does not know the label "${key}"; it is ignored`,
+      severity: 'warning',
     });
-  }
-  for (const key of Object.keys(service.labels).sort()) {
-    if (key.startsWith('swarmgate.') && !KNOWN_SWARMGATE_LABELS.has(key)) {
-      problems.push({
-        service: service.name,
-        label: key,
-        code: 'UNKNOWN_LABEL',
-        reason: `swarmgate does not know the label "${key}"; it is ignored`,
-        severity: 'warning',
-      });
-    }
   }
 
   const tuning: LocationTuning = {
@@ -483,9 +774,251 @@ function decodeServiceRoute(
     requestBuffering: field<boolean | null>('swarmgate.request-buffering', null, parseSwitch),
     accessLog: field<AccessLog | null>('swarmgate.access_log', null, parseAccessLog),
   };
+  const policy = decodePolicy(service, configs, field, report, problems);
+  const redirect = field<string | null>('swarmgate.redirect', null, parseRedirectTarget);
+  const www = field<WwwRedirect | null>('swarmgate.www-redirect', null, parseWwwRedirect);
   const network = valid ? chooseNetwork(service, settings, networkNames, requestedNetwork, problems) : null;
   if (!valid || network === null) return null;
-  return { service, hosts, port, path, dest, proto, root, network, tls, tuning };
+  const primaryPort = specs[0]?.port ?? port;
+  return specs.map((spec, index) => ({
+    service,
+    ...spec,
+    root,
+    network,
+    tls,
+    tuning,
+    policy,
+    redirect: redirect === null ? null : { target: redirect, keepScheme: false },
+    www,
+    index,
+    primaryPort,
+  }));
+}
+
+type FieldReader = <T>(label: string, fallback: T, parse: (raw: string) => Parsed<T>) => T;
+
+/** The access, limit and header labels. A bad or missing reference is an error: the service is left out. */
+function decodePolicy(
+  service: ServiceInfo,
+  configs: readonly ConfigFile[],
+  field: FieldReader,
+  report: (label: string, reason: string) => void,
+  problems: Problem[],
+): LocationPolicy {
+  const key = safeName(service.name);
+  const access = field<NetworkAccess>('NETWORK_ACCESS', 'external', parseNetworkAccess);
+  const allowed = field<string[]>('swarmgate.allow', [], parseCidrList);
+  const deny = field<string[]>('swarmgate.deny', [], parseCidrList);
+  const allow = access === 'internal' ? [...new Set([...INTERNAL_RANGES, ...allowed])] : allowed;
+
+  function configFile(label: string, kind: string, folder: string, extension: string): ConfigFile | null {
+    const name = field<string | null>(label, null, parseConfigName);
+    if (name === null) return null;
+    const config = configs.find((candidate) => candidate.name === name);
+    if (!config) {
+      report(
+        label,
+        `no Docker config "${name}" labelled ${CONFIG_FILE_LABEL}=${kind} (create it with: docker config create --label ${CONFIG_FILE_LABEL}=${kind} ${name} <file>)`,
+      );
+      return null;
+    }
+    if (config.kind !== kind) {
+      report(label, `Docker config "${name}" is labelled ${CONFIG_FILE_LABEL}=${config.kind}, not ${kind}`);
+      return null;
+    }
+    return { ...config, name: `${folder}/${name}.${extension}` };
+  }
+
+  let basicAuth: LocationPolicy['basicAuth'] = null;
+  const htpasswd = configFile('swarmgate.auth.basic', 'htpasswd', 'auth', 'htpasswd');
+  if (htpasswd) {
+    const parsed = parseHtpasswd(htpasswd.data);
+    if (!parsed.ok) report('swarmgate.auth.basic', parsed.reason);
+    else {
+      basicAuth = { realm: 'Restricted', file: { path: htpasswd.name, content: parsed.value.content } };
+      if (parsed.value.weak.length > 0) {
+        problems.push(
+          warning(
+            service.name,
+            'swarmgate.auth.basic',
+            `unsalted {SHA} hashes for ${parsed.value.weak.join(', ')}: replace them with bcrypt (htpasswd -B)`,
+          ),
+        );
+      }
+    }
+  }
+  let errorPage: BundleFile | null = null;
+  const page = configFile('swarmgate.error-page', 'error-page', 'errors', 'html');
+  if (page) {
+    const parsed = parseErrorPage(page.data);
+    if (parsed.ok) errorPage = { path: page.name, content: parsed.value };
+    else report('swarmgate.error-page', parsed.reason);
+  }
+
+  const forward = field<ForwardAuthTarget | null>('swarmgate.auth.forward', null, parseForwardAuthUrl);
+  const copy = field<string[]>('swarmgate.auth.forward.headers', [], parseHeaderNames);
+  if (!forward && copy.length > 0) {
+    problems.push(
+      warning(service.name, 'swarmgate.auth.forward.headers', 'ignored without swarmgate.auth.forward'),
+    );
+  }
+  const rate = field<Rate | null>('swarmgate.rate-limit', null, parseRate);
+  const burst = field<number | null>('swarmgate.rate-limit.burst', null, parseCount(0, 100_000));
+  if (!rate && burst !== null) {
+    problems.push(
+      warning(service.name, 'swarmgate.rate-limit.burst', 'ignored without swarmgate.rate-limit'),
+    );
+  }
+
+  const headers: ResponseHeader[] = field('swarmgate.security-headers', false, parseSwitch)
+    ? [...SECURITY_HEADERS]
+    : [];
+  for (const label of Object.keys(service.labels).sort()) {
+    if (!label.startsWith(HEADER_LABEL_PREFIX)) continue;
+    const header = field<ResponseHeader | null>(label, null, (raw) =>
+      parseResponseHeader(label.slice(HEADER_LABEL_PREFIX.length), raw),
+    );
+    if (!header) continue;
+    const at = headers.findIndex((existing) => existing.name.toLowerCase() === header.name.toLowerCase());
+    if (at >= 0) headers.splice(at, 1, header);
+    else headers.push(header);
+  }
+  if (headers.length > 64) report('swarmgate.header.*', 'at most 64 response headers');
+
+  let cors: LocationPolicy['cors'] = null;
+  const origins = field<Cors['origins'] | null>('swarmgate.cors.origins', null, parseCorsOrigins);
+  const methods = field<string[]>(
+    'swarmgate.cors.methods',
+    ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    parseMethods,
+  );
+  const allowHeaders = field<string[]>(
+    'swarmgate.cors.headers',
+    ['Authorization', 'Content-Type'],
+    parseHeaderNames,
+  );
+  const credentials = field<boolean>('swarmgate.cors.credentials', false, parseSwitch);
+  if (origins) {
+    if (origins === '*' && credentials) {
+      report(
+        'swarmgate.cors.credentials',
+        'browsers refuse credentials with any origin ("*"); list the origins in swarmgate.cors.origins',
+      );
+    }
+    cors = {
+      originsRegex: origins === '*' ? null : originsRegex(origins),
+      methods: methods.join(', '),
+      headers: allowHeaders.join(', '),
+      credentials,
+    };
+  }
+
+  return {
+    deny,
+    allow,
+    basicAuth,
+    forwardAuth: forward
+      ? { ...forward, copyHeaders: copy.map((name) => ({ name, variable: headerVariable(name) })) }
+      : null,
+    rateLimit: rate
+      ? {
+          zone: `swarmgate_rate_${rate.count}r${rate.per}`,
+          rate: `${rate.count}r/${rate.per}`,
+          burst: burst ?? (rate.per === 's' ? rate.count : Math.max(1, Math.ceil(rate.count / 60))),
+        }
+      : null,
+    maxConnections: field<number | null>('swarmgate.max-connections', null, parseCount(1, 1_000_000)),
+    gzip: field<boolean | null>('swarmgate.gzip', null, parseSwitch),
+    headers,
+    cors,
+    errorPage,
+    key,
+  };
+}
+
+/**
+ * nginx-proxy's VIRTUAL_HOST_MULTIPORTS in its JSON form: {"host": null | {"/path": null | {"port", "proto",
+ * "dest"}}}. A host with null gets "/" with the service's VIRTUAL_PORT/PROTO/DEST. Routes with the same path,
+ * port, proto and dest share one entry with several hosts.
+ */
+function parseMultiports(
+  raw: string,
+  defaults: { port: number; proto: Proto; dest: string | null },
+): Parsed<RouteSpec[]> {
+  const fail = (reason: string): Parsed<RouteSpec[]> => ({ ok: false, reason });
+  let document: unknown;
+  try {
+    document = JSON.parse(raw);
+  } catch {
+    return fail(
+      'only the JSON form is read (YAML is not supported yet): write the same map as JSON, e.g. {"api.example.com": {"/": {"port": 8080}}}',
+    );
+  }
+  if (!isPlainObject(document) || Object.keys(document).length === 0) {
+    return fail('must be a JSON object of host names');
+  }
+  if (Object.keys(document).length > 100) return fail('at most 100 hosts');
+  const grouped = new Map<string, RouteSpec>();
+  for (const [hostRaw, paths] of Object.entries(document)) {
+    const host = parseHost(hostRaw);
+    if (!host.ok) return fail(host.reason);
+    const entries: [string, unknown][] =
+      paths === null || paths === undefined
+        ? [['/', null]]
+        : isPlainObject(paths)
+          ? Object.entries(paths)
+          : [];
+    if (entries.length === 0) return fail(`host "${hostRaw}": give null or an object of paths`);
+    if (entries.length > 50) return fail(`host "${hostRaw}": at most 50 paths`);
+    for (const [pathRaw, options] of entries) {
+      const path = parsePath(pathRaw);
+      if (!path.ok) return fail(path.reason);
+      if (options !== null && !isPlainObject(options))
+        return fail(`host "${hostRaw}" path "${pathRaw}": give null or {port, proto, dest}`);
+      const given: Record<string, unknown> = options ?? {};
+      const unknown = Object.keys(given).filter((name) => !['port', 'proto', 'dest'].includes(name));
+      if (unknown.length > 0)
+        return fail(
+          `host "${hostRaw}" path "${pathRaw}": unknown keys ${unknown.join(', ')} (port, proto, dest)`,
+        );
+      const port =
+        given.port === undefined
+          ? { ok: true as const, value: defaults.port }
+          : parsePort(scalar(given.port));
+      if (!port.ok) return fail(`host "${hostRaw}" path "${pathRaw}": ${port.reason}`);
+      const proto =
+        given.proto === undefined
+          ? { ok: true as const, value: defaults.proto }
+          : parseProto(scalar(given.proto));
+      if (!proto.ok) return fail(`host "${hostRaw}" path "${pathRaw}": ${proto.reason}`);
+      const dest =
+        given.dest === undefined
+          ? { ok: true as const, value: defaults.dest }
+          : parseDest(scalar(given.dest));
+      if (!dest.ok) return fail(`host "${hostRaw}" path "${pathRaw}": ${dest.reason}`);
+      const key = JSON.stringify([path.value.value, port.value, proto.value, dest.value]);
+      const spec = grouped.get(key);
+      if (spec) spec.hosts.push(host.value);
+      else
+        grouped.set(key, {
+          hosts: [host.value],
+          port: port.value,
+          path: path.value,
+          dest: dest.value,
+          proto: proto.value,
+        });
+    }
+  }
+  return { ok: true, value: [...grouped.values()] };
+}
+
+/** A JSON string or number as text; anything else becomes a value no parser accepts. */
+function scalar(value: unknown): string {
+  return typeof value === 'string' || typeof value === 'number' ? String(value) : '(not a string or number)';
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function chooseNetwork(
@@ -549,34 +1082,55 @@ function claimRoutes(candidates: readonly ServiceRoute[], problems: Problem[]): 
   const owners = new Map<string, string>();
   const oldestByHost = new Map<string, ServiceRoute>();
   const accepted: ServiceRoute[] = [];
+  // A service's routes (several with VIRTUAL_HOST_MULTIPORTS) are accepted or refused together.
+  const byService = new Map<string, ServiceRoute[]>();
   for (const route of ordered) {
-    const keys = route.hosts.map((host) => `${host.value} ${route.path.value}`);
-    const taken = route.hosts.find((host) => owners.has(`${host.value} ${route.path.value}`));
-    if (taken) {
-      const owner = owners.get(`${taken.value} ${route.path.value}`) ?? '';
-      problems.push({
-        service: route.service.name,
-        label: 'VIRTUAL_HOST',
-        code: 'CONFLICT',
-        reason: `host "${taken.value}" path "${route.path.value}" is already routed to service "${owner}"`,
-        severity: 'error',
-      });
+    const list = byService.get(route.service.id);
+    if (list) list.push(route);
+    else byService.set(route.service.id, [route]);
+  }
+  for (const routes of byService.values()) {
+    const label = (route: ServiceRoute): string =>
+      route.index === 0 && lookupLabel(route.service, 'VIRTUAL_HOST_MULTIPORTS') === undefined
+        ? 'VIRTUAL_HOST'
+        : 'VIRTUAL_HOST_MULTIPORTS';
+    let refusal: Problem | null = null;
+    for (const route of routes) {
+      const taken = route.hosts.find((host) => owners.has(`${host.value} ${route.path.value}`));
+      if (taken) {
+        const owner = owners.get(`${taken.value} ${route.path.value}`) ?? '';
+        refusal = {
+          service: route.service.name,
+          label: label(route),
+          code: 'CONFLICT',
+          reason: `host "${taken.value}" path "${route.path.value}" is already routed to service "${owner}"`,
+          severity: 'error',
+        };
+        break;
+      }
+      const takeover = findTakeover(route, oldestByHost);
+      if (takeover) {
+        refusal = {
+          service: route.service.name,
+          label: takeover.label,
+          code: 'CONFLICT',
+          reason: takeover.reason,
+          severity: 'error',
+        };
+        break;
+      }
+    }
+    if (refusal) {
+      problems.push(refusal);
       continue;
     }
-    const takeover = findTakeover(route, oldestByHost);
-    if (takeover) {
-      problems.push({
-        service: route.service.name,
-        label: takeover.label,
-        code: 'CONFLICT',
-        reason: takeover.reason,
-        severity: 'error',
-      });
-      continue;
+    for (const route of routes) {
+      for (const host of route.hosts) {
+        owners.set(`${host.value} ${route.path.value}`, route.service.name);
+        if (!oldestByHost.has(host.value)) oldestByHost.set(host.value, route);
+      }
+      accepted.push(route);
     }
-    for (const key of keys) owners.set(key, route.service.name);
-    for (const host of route.hosts) if (!oldestByHost.has(host.value)) oldestByHost.set(host.value, route);
-    accepted.push(route);
   }
   return accepted;
 }
@@ -587,6 +1141,7 @@ const HOST_TLS_LABELS: readonly (readonly [keyof ServiceTlsLabels, string])[] = 
   ['hsts', 'HSTS'],
   ['certName', 'CERT_NAME'],
   ['sslPolicy', 'SSL_POLICY'],
+  ['httpsPort', 'EXTERNAL_HTTPS_PORT'],
 ];
 
 function isSet(labels: ServiceTlsLabels, key: keyof ServiceTlsLabels): boolean {
@@ -601,7 +1156,7 @@ function findTakeover(
 ): { label: string; reason: string } | null {
   for (const host of route.hosts) {
     const oldest = oldestByHost.get(host.value);
-    if (!oldest) continue;
+    if (!oldest || oldest.service.id === route.service.id) continue;
     const owner = oldest.service.name;
     if (route.path.kind === 'regex') {
       return {
@@ -706,7 +1261,12 @@ function ipSortKey(ip: string): number {
 }
 
 function upstreamNameFor(serviceName: string): string {
-  return `svc_${serviceName.replace(/[^A-Za-z0-9_]/g, '_')}_${shortHash(serviceName)}`;
+  return `svc_${safeName(serviceName)}`;
+}
+
+/** A name of [A-Za-z0-9_] only, distinct per input: upstream names and per-service limit keys. */
+function safeName(text: string): string {
+  return `${text.replace(/[^A-Za-z0-9_]/g, '_')}_${shortHash(text)}`;
 }
 
 /** FNV-1a, so two service names that sanitise alike still get distinct upstream names. */

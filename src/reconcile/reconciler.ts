@@ -8,7 +8,7 @@ import { describeError, SwarmgateError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { NO_CERTIFICATES } from '../acme/certificate-manager.ts';
 import type { CertificateSource } from '../acme/certificate-manager.ts';
-import { buildRoutingModel, DEFAULT_TLS, EMPTY_MODEL, lookupLabel } from '../model/routing-model.ts';
+import { buildRoutingModel, DEFAULT_TLS, EMPTY_MODEL, isRouted } from '../model/routing-model.ts';
 import type { RoutingModel, TlsDefaults } from '../model/routing-model.ts';
 import { compareProblems } from '../model/problems.ts';
 import type { Problem } from '../model/problems.ts';
@@ -263,6 +263,7 @@ export class Reconciler {
       networks: this.settings.networks,
       certificates: this.certificates.available(),
       tlsDefaults: this.settings.tlsDefaults ?? DEFAULT_TLS,
+      defaultHost: this.settings.proxy.defaultHost,
     });
     const candidate = this.withoutKnownBad(model);
     const files = this.render(candidate);
@@ -558,10 +559,7 @@ export class Reconciler {
 
   private scheduleFastPoll(snapshot: Snapshot): void {
     const now = this.deps.clock.now();
-    const unconverged = unconvergedServices(
-      snapshot,
-      (service) => lookupLabel(service, 'VIRTUAL_HOST') !== undefined,
-    );
+    const unconverged = unconvergedServices(snapshot, isRouted);
     for (const id of [...this.unconvergedSince.keys()])
       if (!unconverged.has(id)) this.unconvergedSince.delete(id);
     let anyWithinWindow = false;

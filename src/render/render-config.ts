@@ -48,6 +48,16 @@ export function renderConfig(
   const servers = model.servers.map((server) => ({
     host: server.host,
     tls: server.tls,
+    isDefault: server.isDefault,
+    forwardAuths: uniqueBy(
+      server.locations.flatMap((location) =>
+        location.policy.forwardAuth
+          ? [{ key: location.policy.key, service: location.service, ...location.policy.forwardAuth }]
+          : [],
+      ),
+      (auth) => auth.key,
+    ),
+    hasErrorPages: server.locations.some((location) => location.policy.errorPage !== null),
     hasRoot: server.locations.some(
       (location) => location.path.kind === 'prefix' && location.path.value === '/',
     ),
@@ -64,8 +74,21 @@ export function renderConfig(
   const luaDir = settings.luaDir ?? IMAGE_LUA_DIR;
   if (!LUA_DIR.test(luaDir))
     throw new SwarmgateError('ERR_TEMPLATE', `Lua directory ${luaDir} is not a plain path`);
+  const locations = model.servers.flatMap((server) => server.locations);
+  const rateZones = uniqueBy(
+    locations.flatMap((location) =>
+      location.policy.rateLimit
+        ? [{ name: location.policy.rateLimit.zone, rate: location.policy.rateLimit.rate }]
+        : [],
+    ),
+    (zone) => zone.name,
+  );
   const nginxConf = templates.render('nginx.conf.njk', {
     luaDir,
+    rateZones,
+    usesConnectionLimit: locations.some((location) => location.policy.maxConnections !== null),
+    defaultHttp: model.servers.some((server) => server.isDefault),
+    defaultHttps: model.servers.some((server) => server.isDefault && server.tls.https),
     generator: settings.generator,
     proxy: settings.proxy,
     nonGetRedirect: settings.nonGetRedirect ?? 308,
@@ -74,6 +97,12 @@ export function renderConfig(
     servers,
   });
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
+  // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).
+  for (const location of locations) {
+    for (const file of [location.policy.basicAuth?.file, location.policy.errorPage]) {
+      if (file) files[file.path] = file.content;
+    }
+  }
   for (const name of [
     ...model.certificatesInUse,
     ...(defaultCertificate ? [defaultCertificate] : []),
@@ -86,6 +115,13 @@ export function renderConfig(
   // Last, because it names the shape of everything else: an edge running that shape takes it without a reload.
   files[PEERS_FILE] = renderPeers(model, shapeFingerprint(files));
   return files;
+}
+
+/** Items with distinct keys, the first of each kept, sorted by key (same model, same bytes). */
+function uniqueBy<T>(items: readonly T[], key: (item: T) => string): T[] {
+  const seen = new Map<string, T>();
+  for (const item of items) if (!seen.has(key(item))) seen.set(key(item), item);
+  return [...seen.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, item]) => item);
 }
 
 /** The bundle file with the task addresses; the only one that may change without a reload (see lua/swarmgate/balancer.lua). */

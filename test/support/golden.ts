@@ -3,7 +3,14 @@
 import { readFileSync } from 'node:fs';
 import type { ProxySettings } from '../../src/config.ts';
 import { defaultProxySettings } from '../../src/config.ts';
-import type { NetworkInfo, NodeInfo, ServiceInfo, Snapshot, TaskInfo } from '../../src/discovery/snapshot.ts';
+import type {
+  ConfigFile,
+  NetworkInfo,
+  NodeInfo,
+  ServiceInfo,
+  Snapshot,
+  TaskInfo,
+} from '../../src/discovery/snapshot.ts';
 import { buildRoutingModel, DEFAULT_TLS } from '../../src/model/routing-model.ts';
 import type { AvailableCertificate, RoutingModel, TlsDefaults } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
@@ -18,6 +25,8 @@ export interface GoldenSettings {
   readonly nonGetRedirect?: 301 | 307 | 308;
   readonly defaultCertificate?: string;
 }
+
+/** snapshot.json may list Docker configs (labelled swarmgate.file) as { name, kind, data }. */
 
 const fixtures = new URL('../fixtures/', import.meta.url);
 /** Every certificate a golden case names is the same self-signed test certificate, so nginx -t can load it. */
@@ -34,6 +43,7 @@ export function loadSnapshot(file: string): Snapshot {
     tasks?: Loose<TaskInfo>[];
     networks?: Loose<NetworkInfo>[];
     nodes?: Loose<NodeInfo>[];
+    configs?: ConfigFile[];
   };
   return {
     services: (raw.services ?? []).map((service) => ({
@@ -74,6 +84,7 @@ export function loadSnapshot(file: string): Snapshot {
       availability: 'active',
       ...node,
     })),
+    ...(raw.configs ? { configs: raw.configs } : {}),
   };
 }
 
@@ -85,6 +96,7 @@ export function renderCase(
     networks: settings.networks ?? ['swarmgate'],
     certificates: settings.certificates ?? [],
     tlsDefaults: { ...DEFAULT_TLS, ...settings.tlsDefaults },
+    defaultHost: settings.proxy?.defaultHost ?? null,
   });
   const known = new Set((settings.certificates ?? []).map((certificate) => certificate.name));
   const files = renderConfig(

@@ -44,6 +44,28 @@ export const LABEL_NAMES = new Set([
   'swarmgate.max-body-size',
   'swarmgate.proxy-timeout',
   'swarmgate.request-buffering',
+  'VIRTUAL_HOST_MULTIPORTS',
+  'NETWORK_ACCESS',
+  'LETSENCRYPT_TEST',
+  'ACME_CA_URI',
+  'EXTERNAL_HTTPS_PORT',
+  'swarmgate.allow',
+  'swarmgate.deny',
+  'swarmgate.auth.basic',
+  'swarmgate.auth.forward',
+  'swarmgate.auth.forward.headers',
+  'swarmgate.rate-limit',
+  'swarmgate.rate-limit.burst',
+  'swarmgate.max-connections',
+  'swarmgate.gzip',
+  'swarmgate.security-headers',
+  'swarmgate.cors.origins',
+  'swarmgate.cors.methods',
+  'swarmgate.cors.headers',
+  'swarmgate.cors.credentials',
+  'swarmgate.redirect',
+  'swarmgate.www-redirect',
+  'swarmgate.error-page',
 ]);
 
 // Characters that end or start nginx syntax, control characters, Unicode: what a label must never smuggle in.
@@ -318,6 +340,45 @@ const labelsArbitrary = fc
       'swarmgate.proxy-timeout': sometimes(spiced(mostly(['300s', '15m', '1h', '86400', '1'], ['25h', '0']))),
       'swarmgate.request-buffering': sometimes(spiced(mostly(['on', 'off', 'true', 'no'], ['maybe']))),
       'swarmgate.unknown': sometimes(fc.constant('1')),
+      VIRTUAL_HOST_MULTIPORTS: sometimes(
+        spiced(
+          fc
+            .tuple(exactHost, prefixPath, fc.integer({ min: 1, max: 65_535 }), fc.option(prefixPath))
+            .map(([host, route, port, dest]) =>
+              JSON.stringify({
+                [host]: { [route]: dest === null ? { port } : { port, dest } },
+                'm.fuzz.test': null,
+              }),
+            ),
+        ),
+      ),
+      NETWORK_ACCESS: sometimes(spiced(mostly(['internal', 'external', 'Internal'], ['private']))),
+      LETSENCRYPT_TEST: sometimes(spiced(mostly(['true', 'false'], ['maybe']))),
+      EXTERNAL_HTTPS_PORT: sometimes(spiced(mostly(['8443', '443'], ['0']))),
+      'swarmgate.allow': sometimes(
+        spiced(mostly(['10.0.0.0/8', '203.0.113.0/24, 2001:db8::/32', '::1'], ['10.0.0.1/8', 'all'])),
+      ),
+      'swarmgate.deny': sometimes(spiced(mostly(['203.0.113.7', 'fd00::/8'], ['x']))),
+      'swarmgate.auth.basic': sometimes(
+        spiced(mostly(['fuzz-users', 'fuzz-weak'], ['fuzz-plain', 'missing'])),
+      ),
+      'swarmgate.auth.forward': sometimes(
+        spiced(mostly(['http://auth:9091/api/verify', 'http://oauth2-proxy'], ['https://auth/'])),
+      ),
+      'swarmgate.auth.forward.headers': sometimes(spiced(mostly(['Remote-User,Remote-Email'], ['A B']))),
+      'swarmgate.rate-limit': sometimes(spiced(mostly(['10r/s', '600r/m', '1r/s'], ['fast']))),
+      'swarmgate.rate-limit.burst': sometimes(spiced(mostly(['0', '20'], ['-1']))),
+      'swarmgate.max-connections': sometimes(spiced(mostly(['1', '100'], ['0']))),
+      'swarmgate.gzip': sometimes(spiced(mostly(['on', 'off'], ['maybe']))),
+      'swarmgate.security-headers': sometimes(spiced(mostly(['on', 'off'], ['all']))),
+      'swarmgate.header.X-Fuzz': sometimes(spiced(mostly(["default-src 'self'", 'a=b; c'], ['$host']))),
+      'swarmgate.cors.origins': sometimes(
+        spiced(mostly(['*', 'https://a.fuzz.test, http://localhost:3000'], ['ftp://x'])),
+      ),
+      'swarmgate.cors.credentials': sometimes(spiced(mostly(['on', 'off'], ['x']))),
+      'swarmgate.redirect': sometimes(spiced(mostly(['https://new.fuzz.test'], ['https://x/$uri']))),
+      'swarmgate.www-redirect': sometimes(spiced(mostly(['to-www', 'to-apex', 'off'], ['apex']))),
+      'swarmgate.error-page': sometimes(spiced(mostly(['fuzz-page'], ['fuzz-users', 'missing']))),
     },
     { requiredKeys: ['VIRTUAL_HOST'] },
   )
@@ -401,8 +462,17 @@ export function caseSnapshot(fuzzCase: FuzzCase, prefix: string): Snapshot {
       { id: 'net-other', name: 'other', driver: 'overlay', scope: 'swarm', ingress: false },
     ],
     nodes: [],
+    configs: CONFIGS,
   };
 }
+
+/** The Docker configs a fuzz case's labels may name (a good, a weak and a plain-text htpasswd, and a page). */
+const CONFIGS = [
+  { name: 'fuzz-users', kind: 'htpasswd', data: 'u:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n' },
+  { name: 'fuzz-weak', kind: 'htpasswd', data: 'w:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n' },
+  { name: 'fuzz-plain', kind: 'htpasswd', data: 'p:secret\n' },
+  { name: 'fuzz-page', kind: 'error-page', data: '<h1>down</h1>\n' },
+];
 
 export function renderModel(model: RoutingModel): BundleFiles {
   return renderConfig(model, { proxy, generator: 'fuzz' }, templates, (name) =>

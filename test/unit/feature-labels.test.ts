@@ -1,0 +1,446 @@
+// Label tables for the access, limit, header, redirect and migration labels (issue 14): value in, typed field or
+// reason out. Then what the model makes of them: fail closed, UNSUPPORTED_SETTING, several routes, default host.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ServiceInfo, Snapshot } from '../../src/discovery/snapshot.ts';
+import {
+  parseCidrList,
+  parseConfigName,
+  parseCorsOrigins,
+  parseForwardAuthUrl,
+  parseHeaderNames,
+  parseHstsLenient,
+  parseHtpasswd,
+  parseNetworkAccess,
+  parseRate,
+  parseRedirectTarget,
+  parseResponseHeader,
+  parseWwwRedirect,
+} from '../../src/model/feature-labels.ts';
+import { parseSslPolicy } from '../../src/model/labels.ts';
+import type { Parsed } from '../../src/model/labels.ts';
+import { buildRoutingModel } from '../../src/model/routing-model.ts';
+
+type Row = readonly [input: string, expected: unknown];
+
+/** Each row: the value, then the parsed value or, for a refusal, a RegExp the reason must match. */
+function table<T>(name: string, parse: (raw: string) => Parsed<T>, rows: readonly Row[]): void {
+  test(`label table: ${name}`, () => {
+    for (const [input, expected] of rows) {
+      const parsed = parse(input);
+      if (expected instanceof RegExp) {
+        assert.ok(
+          !parsed.ok,
+          `${name} ${JSON.stringify(input)} should be refused, got ${JSON.stringify(parsed)}`,
+        );
+        assert.match(parsed.reason, expected, `${name} ${JSON.stringify(input)}`);
+      } else {
+        assert.ok(parsed.ok, `${name} ${JSON.stringify(input)}: ${parsed.ok ? '' : parsed.reason}`);
+        assert.deepEqual(parsed.value, expected, `${name} ${JSON.stringify(input)}`);
+      }
+    }
+  });
+}
+
+table('NETWORK_ACCESS', parseNetworkAccess, [
+  ['internal', 'internal'],
+  [' External ', 'external'],
+  ['private', /not internal or external/],
+  ['internal;', /not internal or external/],
+]);
+
+table('swarmgate.allow / swarmgate.deny', parseCidrList, [
+  ['10.0.0.0/8', ['10.0.0.0/8']],
+  ['203.0.113.7', ['203.0.113.7']],
+  ['192.168.1.0/24, 192.168.1.0/24 ,,', ['192.168.1.0/24']],
+  ['2001:DB8::/32', ['2001:db8::/32']],
+  ['::1', ['::1']],
+  ['::ffff:10.0.0.0/104', ['::ffff:10.0.0.0/104']],
+  ['10.0.0.1/8', /bits set after the \/8 prefix/],
+  ['2001:db8::1/32', /bits set after/],
+  ['10.0.0.0/33', /at most 32/],
+  ['all', /not an IPv4 or IPv6/],
+  ['10.0.0.0/8;deny', /not an IPv4 or IPv6/],
+  ['unix:', /not an IPv4 or IPv6/],
+  ['', /no address/],
+  ['300.1.1.1', /not an IPv4 or IPv6/],
+]);
+
+table('swarmgate.auth.basic (config name)', parseConfigName, [
+  ['admin-users', 'admin-users'],
+  ['a.b_c', 'a.b_c'],
+  ['../etc/passwd', /not a Docker config name/],
+  ['a b', /not a Docker config name/],
+  ['x'.repeat(65), /not a Docker config name/],
+]);
+
+test('htpasswd: bcrypt, apr1, sha and sha-crypt pass; plain text, DES crypt and junk are refused', () => {
+  const good = [
+    'alice:$2y$05$LmMEpuUcmHIzjs1wbP3UOOmdiDoy5aGY7axzvrEkaXdm7sUsryBJm',
+    'bob:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/',
+    'carol:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=',
+    `dave:$6$saltsalt$${'a'.repeat(86)}`,
+  ];
+  const parsed = parseHtpasswd(`# comment\n${good.join('\r\n')}\n\n`);
+  assert.ok(parsed.ok, parsed.ok ? '' : parsed.reason);
+  assert.equal(parsed.value.users, 4);
+  assert.deepEqual(parsed.value.weak, ['carol']);
+  assert.equal(parsed.value.content, `${good.join('\n')}\n`);
+  for (const [text, reason] of [
+    ['eve:secret', /not hashed/],
+    ['eve:{PLAIN}secret', /not hashed/],
+    ['eve:abJnggxhB/yJU', /not hashed/], // DES crypt
+    ['eve', /not user:hash/],
+    [':$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/', /not user:hash/],
+    ['# nobody\n', /names no user/],
+    ['a:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\na:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/', /appears twice/],
+  ] as const) {
+    const refused = parseHtpasswd(text);
+    assert.ok(!refused.ok, `${JSON.stringify(text)} should be refused`);
+    assert.match(refused.reason, reason);
+  }
+});
+
+table('swarmgate.auth.forward', parseForwardAuthUrl, [
+  ['http://authelia:9091/api/verify', { authority: 'authelia:9091', path: '/api/verify' }],
+  ['http://oauth2-proxy', { authority: 'oauth2-proxy:80', path: '/' }],
+  ['http://Auth.Internal:4180/oauth2/auth', { authority: 'auth.internal:4180', path: '/oauth2/auth' }],
+  ['https://auth.example.com/verify', /not http:\/\/<service>/],
+  ['http://auth/verify?x=1', /not http:\/\/<service>/],
+  ['http://auth:99999/', /outside 1\.\.65535/],
+  ['http://auth/a;b', /must use only/],
+  ['http://$host/', /not http:\/\/<service>/],
+]);
+
+table('swarmgate.auth.forward.headers', parseHeaderNames, [
+  ['Remote-User, Remote-Email', ['Remote-User', 'Remote-Email']],
+  ['X-Auth-Request-User', ['X-Auth-Request-User']],
+  ['Remote User', /not header names/],
+  ['Remote-User;', /not header names/],
+]);
+
+table('swarmgate.rate-limit', parseRate, [
+  ['10r/s', { count: 10, per: 's' }],
+  ['600r/m', { count: 600, per: 'm' }],
+  ['5/s', { count: 5, per: 's' }],
+  ['0r/s', /outside 1\.\.100000/],
+  ['fast', /not a rate/],
+  ['10r/h', /not a rate/],
+]);
+
+test('swarmgate.header.<Name>: printable values, no "$", no headers swarmgate or the service owns', () => {
+  assert.deepEqual(parseResponseHeader('X-Frame-Options', ' DENY '), {
+    ok: true,
+    value: { name: 'X-Frame-Options', value: 'DENY' },
+  });
+  for (const [name, value, reason] of [
+    ['Set-Cookie', 'a=b', /set by swarmgate/],
+    ['Strict-Transport-Security', 'max-age=1', /set by swarmgate/],
+    ['Access-Control-Allow-Origin', '*', /set by swarmgate/],
+    ['X-A', '$host', /without "\$"/],
+    ['X-A', 'a\nb', /printable ASCII/],
+    ['X A', 'b', /not a header name/],
+    ['X-A', '', /1 to 1024/],
+  ] as const) {
+    const parsed = parseResponseHeader(name, value);
+    assert.ok(!parsed.ok, `${name}: ${value}`);
+    assert.match(parsed.reason, reason);
+  }
+});
+
+table('swarmgate.cors.origins', parseCorsOrigins, [
+  ['*', '*'],
+  ['https://App.example.com/, http://localhost:3000', ['https://app.example.com', 'http://localhost:3000']],
+  ['https://app.example.com/path', /not an origin/],
+  ['ftp://x', /not an origin/],
+]);
+
+table('swarmgate.redirect', parseRedirectTarget, [
+  ['https://new.example.com', 'https://new.example.com'],
+  ['https://new.example.com:8443/', 'https://new.example.com:8443'],
+  ['https://new.example.com/$request_uri', /not an origin/],
+  ['//evil.example.com', /not an origin/],
+]);
+
+table('swarmgate.www-redirect', parseWwwRedirect, [
+  ['to-apex', 'to-apex'],
+  ['TO-WWW', 'to-www'],
+  ['off', null],
+  ['apex', /not to-www, to-apex or off/],
+]);
+
+table('HSTS as nginx-proxy users write it', parseHstsLenient, [
+  ['off', null],
+  ['max-age=31536000', 'max-age=31536000'],
+  ['includeSubDomains; max-age=63072000; Preload;', 'max-age=63072000; includeSubDomains; preload'],
+  ['max-age="300"', 'max-age=300'],
+  ['max-age=1; max-age=2', /one max-age/],
+  ['max-age=1; always', /not an HSTS directive/],
+]);
+
+table('SSL_POLICY', parseSslPolicy, [
+  ['Mozilla-Modern', 'Mozilla-Modern'],
+  ['AWS-TLS13-1-3-2021-06', 'Mozilla-Modern'],
+  ['AWS-TLS-1-2-2017-01', 'Mozilla-Intermediate'],
+  ['aws-fs-1-2-res-2020-10', 'Mozilla-Intermediate'],
+  ['Mozilla-Old', /use Mozilla-Intermediate/],
+  ['AWS-TLS-1-1-2017-01', /use Mozilla-Intermediate/],
+  ['AWS-2016-08', /use Mozilla-Intermediate/],
+  ['Fancy', /not one of/],
+]);
+
+// ---- the model ------------------------------------------------------------------------------------------------
+
+function service(
+  name: string,
+  labels: Record<string, string>,
+  env: Record<string, string> = {},
+): ServiceInfo {
+  return {
+    id: `id-${name}`,
+    name,
+    createdAt: '2026-01-01T00:00:00Z',
+    labels,
+    env,
+    mode: 'replicated',
+    replicas: 1,
+    networks: ['net'],
+    image: 'x:1',
+    updateState: null,
+  };
+}
+
+function snapshot(services: ServiceInfo[], configs: Snapshot['configs'] = []): Snapshot {
+  return {
+    services,
+    tasks: services.map((one, index) => ({
+      id: `t${index}`,
+      serviceId: one.id,
+      nodeId: 'n',
+      slot: 1,
+      desiredState: 'running',
+      state: 'running',
+      stateSince: '',
+      error: null,
+      image: 'x:1',
+      addresses: [{ networkId: 'net', networkName: 'swarmgate', ip: `10.0.0.${index + 2}` }],
+    })),
+    networks: [{ id: 'net', name: 'swarmgate', driver: 'overlay', scope: 'swarm', ingress: false }],
+    nodes: [],
+    configs,
+  };
+}
+
+const settings = { networks: ['swarmgate'] };
+
+test('fail closed: a protected service whose protection cannot be built is left out with an error', () => {
+  const model = buildRoutingModel(
+    snapshot(
+      [
+        service('missing', { VIRTUAL_HOST: 'a.test', 'swarmgate.auth.basic': 'nope' }),
+        service('plain', { VIRTUAL_HOST: 'b.test', 'swarmgate.auth.basic': 'plain' }),
+        service('vpn', { VIRTUAL_HOST: 'c.test' }, { NETWORK_ACCESS: 'vpn' }),
+        service('mtls', {
+          VIRTUAL_HOST: 'd.test',
+          'com.github.nginx-proxy.nginx-proxy.ssl_verify_client': 'on',
+        }),
+        service('ok', { VIRTUAL_HOST: 'e.test', 'swarmgate.auth.basic': 'users' }),
+      ],
+      [
+        { name: 'plain', kind: 'htpasswd', data: 'u:p\n' },
+        { name: 'users', kind: 'htpasswd', data: 'u:$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/\n' },
+      ],
+    ),
+    settings,
+  );
+  assert.deepEqual(
+    model.services.map((one) => one.name),
+    ['ok'],
+  );
+  assert.deepEqual(
+    model.problems
+      .filter((problem) => problem.severity === 'error')
+      .map((problem) => [problem.service, problem.label, problem.code]),
+    [
+      ['missing', 'swarmgate.auth.basic', 'INVALID_LABEL'],
+      ['mtls', 'com.github.nginx-proxy.nginx-proxy.ssl_verify_client', 'UNSUPPORTED_SETTING'],
+      ['plain', 'swarmgate.auth.basic', 'INVALID_LABEL'],
+      ['vpn', 'NETWORK_ACCESS', 'INVALID_LABEL'],
+    ],
+  );
+  assert.equal(model.servers[0]?.locations[0]?.policy.basicAuth?.file.path, 'auth/users.htpasswd');
+});
+
+test('nothing silent: nginx-proxy and acme-companion settings swarmgate ignores are UNSUPPORTED_SETTING warnings', () => {
+  const model = buildRoutingModel(
+    snapshot([
+      service(
+        'np',
+        {
+          VIRTUAL_HOST: 'a.test',
+          'com.github.nginx-proxy.nginx-proxy.keepalive': '32',
+          'com.github.nginx-proxy.nginx-proxy.http2.enable': 'true',
+        },
+        { ACME_EAB_KID: 'kid', SERVER_TOKENS: 'off', ACME_OCSP: 'true' },
+      ),
+    ]),
+    settings,
+  );
+  assert.deepEqual(
+    model.services.map((one) => one.name),
+    ['np'],
+  );
+  assert.deepEqual(
+    model.problems.map((problem) => [problem.label, problem.code, problem.severity]),
+    [
+      ['ACME_EAB_KID', 'UNSUPPORTED_SETTING', 'warning'],
+      ['ACME_OCSP', 'UNSUPPORTED_SETTING', 'warning'],
+      ['com.github.nginx-proxy.nginx-proxy.keepalive', 'UNSUPPORTED_SETTING', 'warning'],
+    ],
+    'the default values (SERVER_TOKENS=off, http2.enable=true) need no word',
+  );
+});
+
+test('VIRTUAL_HOST_MULTIPORTS: one service, several hosts, paths and ports; its upstreams are per port', () => {
+  const multiports = JSON.stringify({
+    'api.test': { '/': { port: 8080 }, '/admin/': { port: 9000, dest: '/' } },
+    'admin.test': { '/': { port: 9000 } },
+    'www.test': null,
+  });
+  const model = buildRoutingModel(
+    snapshot([service('multi', {}, { VIRTUAL_HOST_MULTIPORTS: multiports, VIRTUAL_PORT: '3000' })]),
+    settings,
+  );
+  assert.deepEqual(model.problems, []);
+  const routes = model.servers.flatMap((server) =>
+    server.locations.map(
+      (location) =>
+        `${server.host.value}${location.path.value} -> ${location.upstream ?? ''}${location.dest ?? ''}`,
+    ),
+  );
+  const ports = new Map(model.upstreams.map((upstream) => [upstream.name, upstream.servers[0]?.port]));
+  assert.deepEqual(
+    routes.map((route) => route.replace(/svc_\S+?(?=\/|$)/, (name) => `:${ports.get(name) ?? '?'}`)),
+    ['admin.test/ -> :9000', 'api.test/ -> :8080', 'api.test/admin/ -> :9000/', 'www.test/ -> :3000'],
+  );
+  assert.deepEqual(
+    model.services.map((one) => one.hosts),
+    [['api.test', 'admin.test', 'www.test']],
+  );
+
+  const yaml = buildRoutingModel(
+    snapshot([service('yaml', {}, { VIRTUAL_HOST_MULTIPORTS: 'a.test:\n  "/":\n    port: 80\n' })]),
+    settings,
+  );
+  assert.deepEqual(yaml.services, []);
+  assert.match(yaml.problems[0]?.reason ?? '', /only the JSON form/);
+});
+
+test('VIRTUAL_HOST_MULTIPORTS: one conflicting route refuses the whole service', () => {
+  const older = service('older', { VIRTUAL_HOST: 'api.test' });
+  const newer = {
+    ...service(
+      'newer',
+      {},
+      { VIRTUAL_HOST_MULTIPORTS: JSON.stringify({ 'free.test': null, 'api.test': null }) },
+    ),
+    createdAt: '2026-02-01T00:00:00Z',
+  };
+  const model = buildRoutingModel(snapshot([older, newer]), settings);
+  assert.deepEqual(
+    model.services.map((one) => one.name),
+    ['older'],
+  );
+  assert.deepEqual(
+    model.servers.map((server) => server.host.value),
+    ['api.test'],
+  );
+  assert.equal(model.problems[0]?.code, 'CONFLICT');
+});
+
+test('DEFAULT_HOST marks that host default; an unknown one is reported', () => {
+  const services = [service('a', { VIRTUAL_HOST: 'a.test' }), service('b', { VIRTUAL_HOST: 'b.test' })];
+  const model = buildRoutingModel(snapshot(services), { ...settings, defaultHost: 'b.test' });
+  assert.deepEqual(
+    model.servers.map((server) => [server.host.value, server.isDefault]),
+    [
+      ['a.test', false],
+      ['b.test', true],
+    ],
+  );
+  const missing = buildRoutingModel(snapshot(services), { ...settings, defaultHost: 'c.test' });
+  assert.match(missing.problems[0]?.reason ?? '', /no service routes "c.test"/);
+});
+
+test('LETSENCRYPT_TEST and ACME_CA_URI: ordered only when the controller uses that directory, never silently elsewhere', () => {
+  const services = [
+    service('test', { VIRTUAL_HOST: 'a.test', LETSENCRYPT_HOST: 'a.test', LETSENCRYPT_TEST: 'true' }),
+    service('prod', { VIRTUAL_HOST: 'b.test', LETSENCRYPT_HOST: 'b.test' }),
+  ];
+  const production = buildRoutingModel(snapshot(services), settings);
+  assert.deepEqual(
+    production.certificateRequests.map((request) => request.name),
+    ['b.test'],
+  );
+  assert.equal(production.problems[0]?.label, 'LETSENCRYPT_TEST');
+  assert.equal(production.problems[0]?.code, 'UNSUPPORTED_SETTING');
+  const staging = buildRoutingModel(snapshot(services), {
+    ...settings,
+    tlsDefaults: {
+      httpsMethod: 'redirect',
+      hsts: null,
+      sslPolicy: 'Mozilla-Intermediate',
+      acmeEmail: null,
+      acmeDirectory: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+    },
+  });
+  assert.deepEqual(
+    staging.certificateRequests.map((request) => [request.name, request.directory]),
+    [
+      ['a.test', 'staging'],
+      ['b.test', null],
+    ],
+  );
+});
+
+test('nginx-proxy options left on the controller are named with what to use instead', async () => {
+  const { unsupportedProxyEnv } = await import('../../src/config.ts');
+  assert.deepEqual(
+    unsupportedProxyEnv({ DEFAULT_HOST: 'a.test', ENABLE_IPV6: 'true', SWARMGATE_GZIP: 'off', HSTS: '' }),
+    [
+      { name: 'DEFAULT_HOST', instead: 'SWARMGATE_DEFAULT_HOST' },
+      { name: 'ENABLE_IPV6', instead: 'nothing yet: the edge listens on IPv4' },
+    ],
+  );
+});
+
+test('settings: SWARMGATE_TRUSTED_PROXIES needs SWARMGATE_TRUST_DOWNSTREAM_PROXY; SWARMGATE_DEFAULT_HOST is an exact name', async () => {
+  const { readControllerConfig } = await import('../../src/config.ts');
+  const config = readControllerConfig({
+    SWARMGATE_TRUST_DOWNSTREAM_PROXY: 'true',
+    SWARMGATE_TRUSTED_PROXIES: '10.0.0.0/8, 192.168.1.0/24',
+    SWARMGATE_DEFAULT_HOST: 'Home.Example.com',
+    SWARMGATE_GZIP: 'off',
+    SWARMGATE_HSTS: 'includeSubDomains; max-age=60',
+  });
+  assert.deepEqual(config.proxy.trustedProxies, ['10.0.0.0/8', '192.168.1.0/24']);
+  assert.equal(config.proxy.defaultHost, 'home.example.com');
+  assert.equal(config.proxy.gzip, false);
+  assert.equal(config.tls.hsts, 'max-age=60; includeSubDomains');
+  assert.throws(
+    () => readControllerConfig({ SWARMGATE_TRUSTED_PROXIES: '10.0.0.0/8' }),
+    /needs SWARMGATE_TRUST_DOWNSTREAM_PROXY/,
+  );
+  assert.throws(
+    () =>
+      readControllerConfig({
+        SWARMGATE_TRUST_DOWNSTREAM_PROXY: 'true',
+        SWARMGATE_TRUSTED_PROXIES: '10.0.0.1/8',
+      }),
+    /bits set/,
+  );
+  assert.throws(
+    () => readControllerConfig({ SWARMGATE_DEFAULT_HOST: '*.example.com' }),
+    /not an exact host name/,
+  );
+});
