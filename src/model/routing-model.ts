@@ -102,6 +102,8 @@ export interface LocationTuning {
   readonly maxBodySize: string | null;
   readonly timeoutSeconds: number | null;
   readonly requestBuffering: boolean | null;
+  /** swarmgate.buffering; false: the edge passes the response on without reading ahead of the client. */
+  readonly buffering: boolean | null;
   /** swarmgate.access_log; null: the edge's default (SWARMGATE_ACCESS_LOG, SWARMGATE_ACCESS_LOG_FORMAT). */
   readonly accessLog: AccessLog | null;
 }
@@ -164,6 +166,7 @@ const KNOWN_SWARMGATE_LABELS = new Set([
   'swarmgate.max-body-size',
   'swarmgate.proxy-timeout',
   'swarmgate.request-buffering',
+  'swarmgate.buffering',
   'swarmgate.access_log',
 ]);
 
@@ -481,8 +484,19 @@ function decodeServiceRoute(
     maxBodySize: field<string | null>('swarmgate.max-body-size', null, parseBodySize),
     timeoutSeconds: field<number | null>('swarmgate.proxy-timeout', null, parseTimeoutSeconds),
     requestBuffering: field<boolean | null>('swarmgate.request-buffering', null, parseSwitch),
+    buffering: field<boolean | null>('swarmgate.buffering', null, parseSwitch),
     accessLog: field<AccessLog | null>('swarmgate.access_log', null, parseAccessLog),
   };
+  if (tuning.buffering !== null && (proto === 'grpc' || proto === 'grpcs')) {
+    problems.push({
+      service: service.name,
+      label: 'swarmgate.buffering',
+      code: 'IGNORED_SETTING',
+      reason:
+        'the edge never buffers gRPC responses; swarmgate.buffering applies to http, https, uwsgi and fastcgi',
+      severity: 'warning',
+    });
+  }
   const network = valid ? chooseNetwork(service, settings, networkNames, requestedNetwork, problems) : null;
   if (!valid || network === null) return null;
   return { service, hosts, port, path, dest, proto, root, network, tls, tuning };
