@@ -32,6 +32,11 @@ export interface ProxySettings {
   readonly metricsMemory: string;
   /** The access log's format where a service does not choose one (swarmgate.access_log). */
   readonly accessLogFormat: 'json' | 'nginx-proxy';
+  /**
+   * SWARMGATE_ENABLE_IPV6: every edge listens on [::]:80 and [::]:443 as well. A setting, not detected: the
+   * controller renders one config for all edges, and an edge cannot bind [::] where its node has no IPv6.
+   */
+  readonly ipv6: boolean;
 }
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
@@ -355,6 +360,7 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     // About 150 bytes an entry: 16 MiB hold ~100,000 series (2,000 services with 10 tasks each need ~60,000).
     metricsMemory: '16m',
     accessLogFormat: readAccessLogFormat(reader),
+    ipv6: reader.boolean('SWARMGATE_ENABLE_IPV6', false),
   };
 }
 
