@@ -43,6 +43,11 @@ export interface ProxySettings {
   readonly trustedProxies: readonly string[];
   /** SWARMGATE_DEFAULT_HOST: unknown names are answered by this host's service (null: 503). */
   readonly defaultHost: string | null;
+  /**
+   * SWARMGATE_ENABLE_IPV6: every edge listens on [::]:80 and [::]:443 as well. A setting, not detected: the
+   * controller renders one config for all edges, and an edge cannot bind [::] where its node has no IPv6.
+   */
+  readonly ipv6: boolean;
 }
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
@@ -420,6 +425,7 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     gzip: reader.boolean('SWARMGATE_GZIP', true),
     trustedProxies: readTrustedProxies(reader),
     defaultHost: readDefaultHost(reader),
+    ipv6: reader.boolean('SWARMGATE_ENABLE_IPV6', false),
   };
 }
 

@@ -210,6 +210,8 @@ export interface LocationTuning {
   readonly maxBodySize: string | null;
   readonly timeoutSeconds: number | null;
   readonly requestBuffering: boolean | null;
+  /** swarmgate.buffering; false: the edge passes the response on without reading ahead of the client. */
+  readonly buffering: boolean | null;
   /** swarmgate.access_log; null: the edge's default (SWARMGATE_ACCESS_LOG, SWARMGATE_ACCESS_LOG_FORMAT). */
   readonly accessLog: AccessLog | null;
 }
@@ -284,6 +286,7 @@ const KNOWN_SWARMGATE_LABELS = new Set([
   'swarmgate.max-body-size',
   'swarmgate.proxy-timeout',
   'swarmgate.request-buffering',
+  'swarmgate.buffering',
   'swarmgate.access_log',
   'swarmgate.allow',
   'swarmgate.deny',
@@ -772,8 +775,19 @@ function decodeServiceRoutes(
     maxBodySize: field<string | null>('swarmgate.max-body-size', null, parseBodySize),
     timeoutSeconds: field<number | null>('swarmgate.proxy-timeout', null, parseTimeoutSeconds),
     requestBuffering: field<boolean | null>('swarmgate.request-buffering', null, parseSwitch),
+    buffering: field<boolean | null>('swarmgate.buffering', null, parseSwitch),
     accessLog: field<AccessLog | null>('swarmgate.access_log', null, parseAccessLog),
   };
+  if (tuning.buffering !== null && (proto === 'grpc' || proto === 'grpcs')) {
+    problems.push({
+      service: service.name,
+      label: 'swarmgate.buffering',
+      code: 'IGNORED_SETTING',
+      reason:
+        'the edge never buffers gRPC responses; swarmgate.buffering applies to http, https, uwsgi and fastcgi',
+      severity: 'warning',
+    });
+  }
   const policy = decodePolicy(service, configs, field, report, problems);
   const redirect = field<string | null>('swarmgate.redirect', null, parseRedirectTarget);
   const www = field<WwwRedirect | null>('swarmgate.www-redirect', null, parseWwwRedirect);

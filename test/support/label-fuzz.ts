@@ -66,6 +66,7 @@ export const LABEL_NAMES = new Set([
   'swarmgate.redirect',
   'swarmgate.www-redirect',
   'swarmgate.error-page',
+  'swarmgate.buffering',
 ]);
 
 // Characters that end or start nginx syntax, control characters, Unicode: what a label must never smuggle in.
@@ -339,6 +340,7 @@ const labelsArbitrary = fc
       'swarmgate.max-body-size': sometimes(spiced(mostly(['0', '10m', '2g', '999999k', '1'], ['1t', '-1']))),
       'swarmgate.proxy-timeout': sometimes(spiced(mostly(['300s', '15m', '1h', '86400', '1'], ['25h', '0']))),
       'swarmgate.request-buffering': sometimes(spiced(mostly(['on', 'off', 'true', 'no'], ['maybe']))),
+      'swarmgate.buffering': sometimes(spiced(mostly(['on', 'off', 'false', 'yes'], ['sometimes']))),
       'swarmgate.unknown': sometimes(fc.constant('1')),
       VIRTUAL_HOST_MULTIPORTS: sometimes(
         spiced(

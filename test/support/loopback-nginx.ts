@@ -125,6 +125,8 @@ export function loopbackConf(setup: LoopbackSetup, conf: string): string {
   return conf
     .replace(/listen 80( default_server)?;/g, `listen 127.0.0.1:${setup.listenPort}$1;`)
     .replace(/listen 443 ssl http2( default_server)?;/g, `listen 127.0.0.1:${setup.tlsPort} ssl http2$1;`)
+    .replace(/listen \[::\]:80( default_server)?;/g, `listen [::1]:${setup.listenPort}$1;`)
+    .replace(/listen \[::\]:443 ssl http2( default_server)?;/g, `listen [::1]:${setup.tlsPort} ssl http2$1;`)
     .replace('pid /run/swarmgate-nginx.pid;', `pid ${setup.pidFile};`)
     .replace('error_log stderr warn;', `error_log ${setup.errorLog} warn;`);
 }

@@ -119,3 +119,13 @@ test('config: SWARMGATE_INSTANCE scopes the sealed state; default "swarmgate", a
       bad,
     );
 });
+
+test('config: SWARMGATE_ENABLE_IPV6 is off unless set, and must be a boolean', () => {
+  assert.equal(readControllerConfig({}).proxy.ipv6, false);
+  assert.equal(readControllerConfig({ SWARMGATE_ENABLE_IPV6: 'true' }).proxy.ipv6, true);
+  assert.throws(
+    () => readControllerConfig({ SWARMGATE_ENABLE_IPV6: 'auto' }),
+    (error: unknown) =>
+      isSwarmgateError(error, 'ERR_CONFIG_INVALID') && /SWARMGATE_ENABLE_IPV6/.test(error.message),
+  );
+});
