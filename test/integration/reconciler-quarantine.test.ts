@@ -222,12 +222,13 @@ test('a killed nginx -t during quarantine blames no service', async (t) => {
 });
 
 test('the validation budget never blocks a peers-only publish, and quarantine resumes where it stopped', async (t) => {
-  // A slow nginx -t (40 ms) and 30 services: one run per service would take 1.2 s, more than the reconcile's 1 s.
+  // A slow nginx -t (60 ms) and 30 services: one run per service would take 1.8 s, more than the reconcile's 1 s,
+  // and the new service's test, its test alone and the reduced candidate's (180 ms) more than one budget.
   const h = harness(
     t,
     30,
     async (config, signal) => {
-      await sleep(40, undefined, { signal });
+      await sleep(60, undefined, { signal });
       return config.includes('bad.example.com') ? refuse('bad host') : { ok: true };
     },
     { reconcileTimeoutMs: 1_000, validationBudgetMs: 150, validationRetryMs: 60_000 },
@@ -249,4 +250,61 @@ test('the validation budget never blocks a peers-only publish, and quarantine re
     ['bad'],
   );
   assert.equal(h.reconciler.currentModel.services.length, 30);
+});
+
+test('after a whole nginx -t, a new service is validated with its own hosts only, and a shared host whole', async (t) => {
+  const h = harness(t, 30, () => ({ ok: true }));
+  await h.reconciler.reconcileNow();
+  assert.equal(h.validated.length, 1);
+  assert.match(h.validated[0] ?? '', /svc29\.example\.com/, 'the first candidate is tested whole');
+
+  addService(h.docker, 'newcomer', '10.9.0.1');
+  await h.reconciler.reconcileNow();
+  assert.equal(h.validated.length, 2);
+  const partial = h.validated[1] ?? '';
+  assert.match(partial, /server_name "newcomer\.example\.com"/);
+  assert.doesNotMatch(partial, /svc\d+\.example\.com/, 'services nginx accepted before are not tested again');
+  assert.match(h.peers(), /10\.9\.0\.1:80/, 'and the candidate is published whole');
+  assert.match(h.store.current?.files['nginx.conf'] ?? '', /server_name "svc29\.example\.com"/);
+
+  // A path on svc3's host: the server block holds both services, so both are tested, and nothing else.
+  h.docker.services.push(
+    rawService(
+      'api',
+      { VIRTUAL_HOST: 'svc3.example.com', VIRTUAL_PATH: '/api/' },
+      { createdAt: '2026-02-01T00:00:00Z' },
+    ),
+  );
+  h.docker.tasks.push(rawTask('api-t1', 'api', '10.9.0.2'));
+  await h.reconciler.reconcileNow();
+  assert.equal(h.validated.length, 3);
+  const shared = h.validated[2] ?? '';
+  assert.match(shared, /# service "svc3"/);
+  assert.match(shared, /# service "api"/);
+  assert.doesNotMatch(shared, /svc(?!3\b)\d+\.example\.com/);
+
+  // Removing api changes svc3's server block again: it is tested alone.
+  h.docker.services = h.docker.services.filter((service) => service.ID !== 'api');
+  h.docker.tasks = h.docker.tasks.filter((task) => task.ServiceID !== 'api');
+  await h.reconciler.reconcileNow();
+  assert.equal(h.validated.length, 4);
+  assert.match(h.validated[3] ?? '', /# service "svc3"/);
+  assert.doesNotMatch(h.validated[3] ?? '', /# service "api"/);
+});
+
+test('a refused change is searched among the changed services only', async (t) => {
+  const h = harness(t, 30, (config) =>
+    config.includes('bad.example.com') ? refuse('bad host') : { ok: true },
+  );
+  await h.reconciler.reconcileNow();
+  addService(h.docker, 'bad', '10.9.0.1');
+  await h.reconciler.reconcileNow();
+  assert.equal(h.reconciler.lastOutcome?.ok, true);
+  assert.deepEqual(
+    h.reconciler.currentModel.problems.filter((p) => p.code === 'NGINX_REJECTED').map((p) => p.service),
+    ['bad'],
+  );
+  // The changed services (bad alone), bad alone again before it is blamed, and the candidate without it.
+  assert.equal(h.validated.length, 4);
+  assert.ok(h.validated.slice(1, 3).every((config) => !config.includes('svc0.example.com')));
 });

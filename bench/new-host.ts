@@ -1,0 +1,271 @@
+// One new host at 2,000 hosts: where the time goes between "its task runs" and "every edge serves it". Renders 2,000
+// HTTPS hosts, times the real host nginx -t on the whole config (with and without certificates, and on the changed
+// server block alone), then a real nginx on loopback: how long a reload takes until the new host is served, and
+// how long a certificate posted to the running nginx takes until the next handshake shows it. No Docker.
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import tls from 'node:tls';
+import type { Snapshot } from '../src/discovery/snapshot.ts';
+import { BundleCache } from '../src/edge/bundle-cache.ts';
+import { createNginxProcess } from '../src/edge/nginx-process.ts';
+import { buildRoutingModel } from '../src/model/routing-model.ts';
+import type { AvailableCertificate } from '../src/model/routing-model.ts';
+import { createNginxValidator } from '../src/nginx/nginx-validator.ts';
+import { restrictModel } from '../src/reconcile/reconciler.ts';
+import { createTemplateRenderer } from '../src/render/nunjucks-env.ts';
+import { fingerprintBundle, renderConfig } from '../src/render/render-config.ts';
+import type { BundleFiles, CertificateMaterial } from '../src/render/render-config.ts';
+import {
+  freePort,
+  loopbackConf,
+  loopbackSetup,
+  NGINX_BINARY,
+  REPO_LUA_DIR,
+  startBackend,
+  withConf,
+} from '../test/support/loopback-nginx.ts';
+import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
+
+const HOSTS = SMOKE ? 200 : 2000;
+const ROUNDS = SMOKE ? 1 : Number(process.env.BENCH_ROUNDS ?? 3);
+const NEW_HOST = 'newcomer.bench.example.com';
+
+// Every host gets the same ECDSA P-256 key pair (what the ACME adapter orders), each in its own files: nginx reads
+// and parses every file on its own, so the cost per host is that of distinct certificates.
+const fixtures = new URL('../test/fixtures/', import.meta.url);
+const material: CertificateMaterial = {
+  certificatePem: readFileSync(new URL('test-only.crt', fixtures), 'utf8'),
+  privateKeyPem: readFileSync(new URL('test-only.key', fixtures), 'utf8'),
+};
+
+function snapshot(hosts: readonly string[], backendPort: number): Snapshot {
+  return {
+    services: hosts.map((host, index) => ({
+      id: `svc${index}`,
+      name: `svc${index}`,
+      createdAt: '2026-01-01T00:00:00Z',
+      labels: { VIRTUAL_HOST: host, LETSENCRYPT_HOST: host, VIRTUAL_PORT: String(backendPort) },
+      env: {},
+      mode: 'replicated' as const,
+      replicas: 1,
+      networks: ['swarmgate'],
+      image: 'example/app:1',
+      updateState: null,
+    })),
+    tasks: hosts.map((_host, index) => ({
+      id: `task${index}`,
+      serviceId: `svc${index}`,
+      nodeId: 'n1',
+      slot: 1,
+      desiredState: 'running',
+      state: 'running',
+      stateSince: '2026-01-01T00:00:00Z',
+      error: null,
+      image: 'example/app:1',
+      // The new host's task is the loopback backend; the others are never asked.
+      addresses: [
+        {
+          networkId: 'net-swarmgate',
+          networkName: 'swarmgate',
+          ip: hosts[index] === NEW_HOST ? '127.0.0.1' : `10.1.${Math.floor(index / 256)}.${index % 256}`,
+        },
+      ],
+    })),
+    networks: [],
+    nodes: [],
+  };
+}
+
+const templates = createTemplateRenderer();
+const proxyDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-bench-newhost-'));
+const setup = await loopbackSetup(proxyDir);
+const backendPort = await freePort();
+const backend = await startBackend('127.0.0.1', backendPort);
+const hosts = Array.from({ length: HOSTS }, (_, index) => `app${index}.bench.example.com`);
+
+function render(names: readonly string[], withCertificates: boolean): { files: BundleFiles; ms: number } {
+  const available: AvailableCertificate[] = withCertificates
+    ? names.map((name) => ({ name, domains: [name], source: 'acme' }))
+    : [];
+  const started = performance.now();
+  const model = buildRoutingModel(snapshot(names, backendPort), {
+    networks: ['swarmgate'],
+    certificates: available,
+  });
+  const files = renderConfig(
+    model,
+    { proxy: setup.proxy, generator: 'bench', luaDir: REPO_LUA_DIR },
+    templates,
+    () => (withCertificates ? material : undefined),
+  );
+  return {
+    files: withConf(files, loopbackConf(setup, files['nginx.conf'] ?? '')),
+    ms: performance.now() - started,
+  };
+}
+
+function renderOnly(names: readonly string[], only: string): BundleFiles {
+  const available: AvailableCertificate[] = names.map((name) => ({ name, domains: [name], source: 'acme' }));
+  const model = buildRoutingModel(snapshot(names, backendPort), {
+    networks: ['swarmgate'],
+    certificates: available,
+  });
+  const service = `svc${names.indexOf(only)}`;
+  const files = renderConfig(
+    restrictModel(model, new Set([service])),
+    { proxy: setup.proxy, generator: 'bench', luaDir: REPO_LUA_DIR },
+    templates,
+    () => material,
+  );
+  return withConf(files, loopbackConf(setup, files['nginx.conf'] ?? ''));
+}
+
+const validator = createNginxValidator(NGINX_BINARY);
+async function nginxTest(files: BundleFiles): Promise<{ ms: number; ok: boolean; output: string }> {
+  const times: number[] = [];
+  let ok = true;
+  let output = '';
+  for (let round = 0; round < ROUNDS; round++) {
+    const started = performance.now();
+    const result = await validator.validate(files, AbortSignal.timeout(120_000));
+    times.push(performance.now() - started);
+    if (!result.ok) {
+      ok = false;
+      output = result.output;
+    }
+  }
+  return { ms: summary(times).p50, ok, output };
+}
+
+const bytes = (files: BundleFiles): number =>
+  Object.values(files).reduce((sum, content) => sum + Buffer.byteLength(content), 0);
+
+/** The fingerprint of the certificate the loopback nginx hands a client asking for servername. */
+function servedFingerprint(servername: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect(
+      { host: '127.0.0.1', port: setup.tlsPort, servername, rejectUnauthorized: false },
+      () => {
+        resolve(socket.getPeerX509Certificate()?.fingerprint256 ?? '');
+        socket.end();
+      },
+    );
+    socket.once('error', reject);
+  });
+}
+
+/** GET / over HTTPS on the loopback nginx for servername: the body. */
+function httpsGet(servername: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    https
+      .get(
+        {
+          host: '127.0.0.1',
+          port: setup.tlsPort,
+          servername,
+          headers: { host: servername },
+          rejectUnauthorized: false,
+          agent: false,
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (body += chunk));
+          res.on('end', () => resolve(body));
+        },
+      )
+      .on('error', reject);
+  });
+}
+
+const rows: Record<string, unknown>[] = [];
+const result: Record<string, unknown> = { hosts: HOSTS };
+const withCerts = render(hosts, true);
+const after = render([...hosts, NEW_HOST], true);
+rows.push({ measure: `render ${HOSTS} HTTPS hosts (model + template)`, value: withCerts.ms, unit: 'ms' });
+const full = await nginxTest(after.files);
+rows.push({
+  measure: `nginx -t, ${HOSTS + 1} hosts with certificates (${Math.round(bytes(after.files) / 1024)} KiB)`,
+  value: full.ms,
+  unit: 'ms',
+  ok: full.ok,
+});
+const plain = render([...hosts, NEW_HOST], false);
+const noCerts = await nginxTest(plain.files);
+rows.push({
+  measure: `nginx -t, ${HOSTS + 1} hosts without certificates (${Math.round(bytes(plain.files) / 1024)} KiB)`,
+  value: noCerts.ms,
+  unit: 'ms',
+  ok: noCerts.ok,
+});
+const single = renderOnly([...hosts, NEW_HOST], NEW_HOST);
+const alone = await nginxTest(single);
+rows.push({
+  measure: `nginx -t, prologue + the new host's server blocks (${Math.round(bytes(single) / 1024)} KiB)`,
+  value: alone.ms,
+  unit: 'ms',
+  ok: alone.ok,
+});
+if (process.env.BENCH_DUMP) {
+  const { writeBundleFiles } = await import('../src/nginx/bundle-dir.ts');
+  await writeBundleFiles(path.join(process.env.BENCH_DUMP, 'full'), after.files);
+  await writeBundleFiles(path.join(process.env.BENCH_DUMP, 'plain'), plain.files);
+  await writeBundleFiles(path.join(process.env.BENCH_DUMP, 'single'), single);
+}
+result.nginxTest = { fullMs: full.ms, withoutCertificatesMs: noCerts.ms, changedOnlyMs: alone.ms };
+
+// A real nginx on loopback with the 2,000 hosts, then the new host by reload.
+const cache = new BundleCache(proxyDir);
+const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+const activate = async (files: BundleFiles): Promise<void> => {
+  const fingerprint = fingerprintBundle(files);
+  await cache.stage(fingerprint, files);
+  await cache.activate(fingerprint, { version: 1, fingerprint });
+};
+try {
+  await activate(withCerts.files);
+  const startAt = performance.now();
+  await nginx.start(cache.currentConfPath);
+  const startMs = performance.now() - startAt;
+  rows.push({ measure: `nginx start, ${HOSTS} hosts with certificates`, value: startMs, unit: 'ms' });
+  await activate(after.files);
+  const reloadAt = performance.now();
+  nginx.reload();
+  let served = false;
+  while (performance.now() - reloadAt < 60_000) {
+    const answer = await httpsGet(NEW_HOST).catch(() => null);
+    if (answer === '127.0.0.1') {
+      served = true;
+      break;
+    }
+    await sleep(5);
+  }
+  const reloadMs = performance.now() - reloadAt;
+  rows.push({
+    measure: 'reload until the new host is served (HTTPS)',
+    value: reloadMs,
+    unit: 'ms',
+    ok: served,
+  });
+  const handshakeAt = performance.now();
+  const fingerprint = await servedFingerprint(NEW_HOST).catch(() => '');
+  rows.push({
+    measure: 'then: TLS handshake for the new host',
+    value: performance.now() - handshakeAt,
+    unit: 'ms',
+    ok: fingerprint !== '',
+  });
+  result.loopback = { startMs, reloadMs, served };
+} finally {
+  await nginx.stop(10_000);
+  await backend.close();
+  await rm(proxyDir, { recursive: true, force: true });
+}
+
+printTable(`One new host at ${HOSTS} hosts`, rows);
+writeResult('new-host', { ...result, rows }, { docker: false });
+for (const check of [full, noCerts, alone]) if (!check.ok) console.error(check.output);
