@@ -22,7 +22,7 @@ import { BundleStore } from '../publish/bundle-store.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import { Reconciler } from '../reconcile/reconciler.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
-import { createChallengeListener, createControllerRouter, createHealthRouter } from './controller-api.ts';
+import { createChallengeServer, createControllerRouter, createHealthRouter } from './controller-api.ts';
 import { livenessOf, trackDockerCalls } from './liveness.ts';
 import type { Liveness } from './liveness.ts';
 
@@ -51,7 +51,7 @@ export interface ControllerDeps {
 export interface RunningController {
   /** The HTTPS API. */
   readonly port: number;
-  /** Plain HTTP: ACME challenge tokens only. */
+  /** HTTPS with the channel key pair: ACME challenge tokens only. */
   readonly challengePort: number;
   /** Plain HTTP on 127.0.0.1: /healthz and /readyz. */
   readonly healthPort: number;
@@ -164,11 +164,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     (req, res) => void router.handle(req, res),
   );
   api.keepAliveTimeout = 75_000;
-  const challenge = http.createServer(createChallengeListener(certificates));
-  // Reachable from the internet through every edge: no slow clients holding sockets, a cap on open ones.
-  challenge.headersTimeout = 10_000;
-  challenge.requestTimeout = 15_000;
-  challenge.maxConnections = 512;
+  const challenge = createChallengeServer(deps.channelTls, certificates);
   const health = http.createServer((req, res) => void healthRouter.handle(req, res));
   const servers = [api, challenge, health];
   const listen = (server: http.Server, port: number, host?: string): Promise<number> =>

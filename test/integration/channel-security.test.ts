@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +16,7 @@ import { after, before, test } from 'node:test';
 import type { AcmePort } from '../../src/acme/acme-adapter.ts';
 import { deriveStateKey } from '../../src/acme/state-store.ts';
 import { readControllerConfig, readEdgeConfig } from '../../src/config.ts';
-import { createChallengeListener } from '../../src/controller/controller-api.ts';
+import { createChallengeServer } from '../../src/controller/controller-api.ts';
 import { startController } from '../../src/controller/controller.ts';
 import type { RunningController } from '../../src/controller/controller.ts';
 import { createHttpsControllerChannel } from '../../src/edge/controller-channel.ts';
@@ -285,11 +286,9 @@ test('a restarted controller with another config moves the version forward past 
 
 test('the challenge listener serves a known token and 404s everything else, traversal forms included', async (t) => {
   const known = 'Tok3n_with-all-chars';
-  const server = http.createServer(
-    createChallengeListener({
-      challengeResponse: (token) => (token === known ? `${known}.thumbprint` : undefined),
-    }),
-  );
+  const server = createChallengeServer(real, {
+    challengeResponse: (token) => (token === known ? `${known}.thumbprint` : undefined),
+  });
   const port = await listen(server);
   t.after(() => closeServer(server));
   const controller = await startTestController(dockerWithWeb());
@@ -301,9 +300,11 @@ test('the challenge listener serves a known token and 404s everything else, trav
     method = 'GET',
   ): Promise<{ status: number; body: string }> =>
     new Promise((resolve, reject) => {
-      // net, not http.request: the target must reach the server byte for byte (backslashes, dot segments).
-      const socket = net.connect(targetPort, '127.0.0.1', () =>
-        socket.write(`${method} ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+      // A raw TLS socket, not https.request: the target must reach the server byte for byte (backslashes, dot
+      // segments). The listener is HTTPS with the channel key pair, verified as an edge's nginx does.
+      const socket = tls.connect(
+        { port: targetPort, host: '127.0.0.1', servername: 'swarmgate-controller', ca: real.cert },
+        () => socket.write(`${method} ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
       );
       let text = '';
       socket.setEncoding('latin1');
@@ -340,7 +341,12 @@ test('the challenge listener serves a known token and 404s everything else, trav
     assert.equal((await raw(port, target)).status, 404, target);
     assert.equal((await raw(controller.challengePort, target)).status, 404, `controller: ${target}`);
   }
-  assert.equal((await raw(port, `/.well-known/acme-challenge/${known}`, 'POST')).status, 404, 'GET only');
+  assert.equal((await raw(port, `/.well-known/acme-challenge/${known}`, 'HEAD')).status, 200, 'HEAD as GET');
+  assert.equal(
+    (await raw(port, `/.well-known/acme-challenge/${known}`, 'POST')).status,
+    404,
+    'GET/HEAD only',
+  );
   assert.equal(
     (await raw(controller.challengePort, '/v1/edge/poll', 'POST')).status,
     404,
