@@ -19,6 +19,7 @@ import { sleep, watchSwarmEvents } from '../discovery/event-watcher.ts';
 import type { Logger } from '../logger.ts';
 import type { NginxValidator } from '../nginx/nginx-validator.ts';
 import { BundleStore } from '../publish/bundle-store.ts';
+import { acquireVersionEpoch, VERSIONS_PER_EPOCH } from '../publish/version-epoch.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import { Reconciler } from '../reconcile/reconciler.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
@@ -184,6 +185,10 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       try {
         // The first lease round before the state is read: a single controller can write (credentials) at once.
         await lease.tick(shutdown.signal);
+        // Versions from Swarm's Raft index, before anything can publish: above every version an earlier controller
+        // published, whatever edges report.
+        if (store.versionsLeft === 0)
+          store.startEpoch(await acquireVersionEpoch(docker, config.instance, shutdown.signal));
         const state = await stateStore.load(shutdown.signal);
         for (const [name, reason] of state.unreadable) {
           if (name.startsWith('registry.'))
@@ -211,7 +216,19 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     // Task state changes and node loss emit no events: a slow poll is the safety net.
     while (!shutdown.signal.aborted) {
       await sleep(clock, config.slowPollMs, shutdown.signal);
-      if (!shutdown.signal.aborted) reconciler.trigger('poll');
+      if (shutdown.signal.aborted) break;
+      // A new epoch long before this one runs out (half of it left: years at any real publish rate).
+      if (store.versionsLeft < VERSIONS_PER_EPOCH / 2) {
+        try {
+          store.startEpoch(await acquireVersionEpoch(docker, config.instance, shutdown.signal));
+        } catch (error) {
+          logger.warn(
+            { err: describeError(error) },
+            'no new version epoch yet; trying again at the next poll',
+          );
+        }
+      }
+      reconciler.trigger('poll');
     }
     await watcher;
   })();

@@ -60,6 +60,8 @@ export interface RawNode {
 export interface RawConfig {
   ID?: string;
   CreatedAt?: string;
+  /** Swarm's Raft index of the config's last write: it only grows, across the whole swarm's life. */
+  Version?: { Index?: number };
   Spec?: { Name?: string; Labels?: Record<string, string> | null; Data?: string };
 }
 
