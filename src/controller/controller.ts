@@ -24,7 +24,7 @@ import type { Clock } from '../reconcile/clock.ts';
 import { Reconciler } from '../reconcile/reconciler.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { createChallengeServer, createControllerRouter, createHealthRouter } from './controller-api.ts';
-import { livenessOf, trackDockerCalls } from './liveness.ts';
+import { livenessOf, reconcileBoundOf, trackDockerCalls } from './liveness.ts';
 import type { Liveness } from './liveness.ts';
 
 export interface ControllerDeps {
@@ -149,15 +149,20 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     },
   });
   // A slow poll makes a Docker call every slowPollMs: the bound is never shorter than a few of them.
-  const liveness = (): Liveness =>
-    livenessOf({
+  const dockerBoundMs = Math.max(config.livenessDockerMs, 3 * config.slowPollMs);
+  const liveness = (): Liveness => {
+    const last = reconciler.lastOutcome;
+    return livenessOf({
       now: clock.now(),
       startedAt,
       lastDockerSuccessAt: tracked.lastSuccessAt(),
       reconcileRunningSince: reconciler.runningSince,
-      dockerBoundMs: Math.max(config.livenessDockerMs, 3 * config.slowPollMs),
+      dockerBoundMs,
       reconcileTimeoutMs: reconciler.timeoutMs,
+      lastReconcileFinishedAt: last ? Date.parse(last.at) + last.durationMs : null,
+      reconcileBoundMs: reconcileBoundOf(dockerBoundMs, reconciler.timeoutMs, config.slowPollMs),
     });
+  };
   const healthRouter = createHealthRouter({ store, liveness });
 
   const api = https.createServer(
