@@ -46,7 +46,7 @@ export async function startFakeDns(addresses: readonly string[]): Promise<FakeDn
   });
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
   return {
-    port: (socket.address()).port,
+    port: socket.address().port,
     get queries() {
       return state.queries;
     },
