@@ -1,6 +1,7 @@
 // Controller at scale: a synthetic swarm of 2,000 services and 20,000 tasks behind a fake Docker port.
 // Measures one reconcile (snapshot → model → render → fingerprint), nginx -t on the result, peak RSS, and a storm
 // of 500 service events in one second: how many reloads, and whether the final config is right.
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fetchSnapshot } from '../src/discovery/snapshot.ts';
 import { createLogger } from '../src/logger.ts';
@@ -16,6 +17,9 @@ import { defaultProxySettings, readControllerConfig } from '../src/config.ts';
 import type { RawService, RawTask } from '../src/docker/docker-port.ts';
 import { FakeDocker, rawService, rawTask } from '../test/support/fake-docker.ts';
 import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
+
+// nginx -t loads the ACME location's trusted certificate (the channel certificate): one that exists here.
+const TRUSTED_CERT_FILE = path.resolve('test/fixtures/test-only.crt'); // npm runs benches from the repository
 
 const SERVICES = SMOKE ? 200 : 2000;
 const TASKS_PER_SERVICE = 10;
@@ -86,7 +90,11 @@ for (let round = 0; round < ROUNDS; round++) {
   const t1 = performance.now();
   const model = buildRoutingModel(snapshot, { networks: ['swarmgate'] });
   const t2 = performance.now();
-  const files = renderConfig(model, { proxy: defaultProxySettings(), generator: 'bench' }, templates);
+  const files = renderConfig(
+    model,
+    { proxy: { ...defaultProxySettings(), channelCertFile: TRUSTED_CERT_FILE }, generator: 'bench' },
+    templates,
+  );
   const t3 = performance.now();
   fingerprintBundle(files);
   const t4 = performance.now();
@@ -107,8 +115,10 @@ const nginxTestMs = performance.now() - nginxStart;
 
 stage('after nginx -t');
 // The event storm, through the real reconcile loop (debounce, single flight, fingerprint, publish).
-const config = readControllerConfig({});
+const config = readControllerConfig({ SWARMGATE_CHANNEL_CERT_FILE: TRUSTED_CERT_FILE });
 const store = new BundleStore(systemClock);
+// The controller takes its epoch from Swarm's Raft index; the fake daemon here has none to give.
+store.startEpoch(1);
 const reconciler = new Reconciler(
   {
     docker,

@@ -17,8 +17,14 @@ export interface ProxySettings {
   readonly accessLog: boolean;
   readonly connectTimeoutMs: number;
   readonly readTimeoutSeconds: number;
-  /** Where edges send /.well-known/acme-challenge/ and the admin host: the controller on the overlay. */
+  /** Where edges send /.well-known/acme-challenge/: the controller's challenge listener (HTTPS) on the overlay. */
   readonly controllerAddress: string;
+  /**
+   * The controller's channel certificate, at the same path on the controller (its `nginx -t` loads it) and on every
+   * edge: the only certificate nginx trusts when it forwards an ACME challenge, so an overlay container that takes
+   * the alias swarmgate-controller fails the handshake and is never asked (review of the security work, item 1).
+   */
+  readonly channelCertFile: string;
   /** Docker's embedded DNS, so nginx can re-resolve the controller when it moves. */
   readonly resolver: string;
   readonly workerConnections: number;
@@ -410,8 +416,10 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     readTimeoutSeconds: Math.round(
       reader.duration('SWARMGATE_PROXY_READ_TIMEOUT', 60_000, 1000, 3_600_000) / 1000,
     ),
-    // The controller's challenge listener (plain HTTP, serves nothing but HTTP-01 tokens), not its API.
+    // The controller's challenge listener (HTTPS with the channel key pair, serves nothing but HTTP-01 tokens).
     controllerAddress: reader.string('SWARMGATE_CONTROLLER_ADDRESS', 'swarmgate-controller:8402'),
+    // The controller's own SWARMGATE_CHANNEL_CERT_FILE: edges mount the certificate at the same path.
+    channelCertFile: reader.string('SWARMGATE_CHANNEL_CERT_FILE', '/run/secrets/swarmgate_channel_cert'),
     resolver: reader.string('SWARMGATE_RESOLVER', '127.0.0.11'),
     workerConnections: reader.integer('SWARMGATE_WORKER_CONNECTIONS', 10240, 64, 1_000_000),
     workerProcesses: readWorkerProcesses(reader),

@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   ERR_PUBLISH_HELD: 'publishing is held: the bundle would drop certificates the edges serve',
   ERR_EDGE_APPLY: 'the edge could not write or activate a bundle (its volume or nginx failed)',
   ERR_NGINX_RELOAD: 'nginx did not take a new configuration after a reload',
+  ERR_VERSION_EPOCH: 'no version epoch from Swarm yet, or it is used up or not above the current one',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,6 +1,7 @@
 // Changes to Swarm services the admin API makes, done the way `docker service scale` and `docker service update`
 // do them: inspect, change the full spec, update with the inspected version, and retry when another writer won.
 import type { DockerPort, RawMount, RawService, RegistryAuth, UpdateAuth } from '../docker/docker-port.ts';
+import { posix } from 'node:path';
 import { isSwarmgateError, SwarmgateError } from '../errors.ts';
 
 const MAX_ATTEMPTS = 5;
@@ -8,22 +9,69 @@ const MAX_ATTEMPTS = 5;
 /** The label docker-stack.yml puts on swarmgate's own services (controller, edge). */
 export const COMPONENT_LABEL = 'swarmgate.component';
 
-/** Host paths through which a bind mount reaches the Docker socket: the socket itself or a directory above it. */
-const SOCKET_PATHS = new Set(['/', '/var', '/var/run', '/run', '/var/run/docker.sock', '/run/docker.sock']);
+/**
+ * Host paths a service may not bind, nor anything under them: the Docker and containerd sockets (/run, /var/run),
+ * Docker's own data, the host's processes (/proc/1/root is the host's root), devices, kernel settings and the
+ * host's configuration. Rolling such a service to an image of the caller's choice would hand out the host.
+ */
+const HOST_PATHS = [
+  '/proc',
+  '/run',
+  '/var/run',
+  '/var/lib/docker',
+  '/var/lib/containerd',
+  '/etc',
+  '/dev',
+  '/sys',
+];
+/** Files under those paths that services commonly bind read-only and that give nothing away. */
+const READ_ONLY_ALLOWED = new Set(['/etc/localtime', '/etc/timezone']);
 
-function reachesDockerSocket(mount: RawMount): boolean {
+function isUnder(path: string, directory: string): boolean {
+  return directory === '/' || path === directory || path.startsWith(`${directory}/`);
+}
+
+/** The host path a mount binds (a bind, or a local volume that binds a device path), normalised; null if none. */
+function hostPathOf(mount: RawMount): string | null {
   const source = mount.Type === 'volume' ? mount.VolumeOptions?.DriverConfig?.Options?.device : mount.Source;
-  if (!source) return false;
-  if (mount.Type === 'npipe') return /docker_engine/i.test(source);
-  const path = `/${source.split('/').filter(Boolean).join('/')}`;
-  return SOCKET_PATHS.has(path) || path.endsWith('/docker.sock');
+  if (!source) return null;
+  // `/var/lib/../run` and `/run/.` are /run: judge the path the daemon will bind, not its spelling.
+  const normalised = posix.normalize(`/${source}`).replace(/\/+$/, '');
+  return normalised === '' ? '/' : normalised;
+}
+
+/** Why this mount reaches the host beyond the service's own data, or null. */
+function hostReach(mount: RawMount): string | null {
+  if (mount.Type === 'npipe') {
+    return /docker_engine|containerd/i.test(mount.Source ?? '')
+      ? `the named pipe ${mount.Source ?? ''}`
+      : null;
+  }
+  const path = hostPathOf(mount);
+  if (path === null) return null;
+  if (READ_ONLY_ALLOWED.has(path) && mount.ReadOnly === true) return null;
+  // A directory above a refused path (/, /var, /var/lib) reaches it too.
+  const refused = HOST_PATHS.find((directory) => isUnder(path, directory) || isUnder(directory, path));
+  if (refused !== undefined) return `the host path ${path} (${refused})`;
+  if (/(?:^|\/)(?:docker|containerd)[^/]*\.sock$/.test(path)) return `the socket ${path}`;
+  return null;
+}
+
+/** Why the service's container can leave its confinement, or null. */
+function privileged(service: RawService): string | null {
+  const container = service.Spec?.TaskTemplate?.ContainerSpec;
+  const added = container?.CapabilityAdd ?? [];
+  if (added.length > 0) return `it adds capabilities (${added.join(', ')})`;
+  if (container?.Privileges?.Seccomp?.Mode === 'unconfined') return 'it runs without seccomp';
+  if (container?.Privileges?.AppArmor?.Mode === 'disabled') return 'it runs without AppArmor';
+  return null;
 }
 
 /**
  * Why the admin API must not change this service, or null when it may. The API scales and rolls only services the
  * routing model routes (VIRTUAL_HOST as a label or env, as the model reads it), never swarmgate's own services and
- * never a service that can reach the Docker socket: rolling one of those to an image of the caller's choice
- * would hand out the Docker daemon (review F2).
+ * never a service that reaches the host (Docker or containerd socket, /proc, /etc, devices, added capabilities):
+ * rolling one of those to an image of the caller's choice would hand out the Docker daemon or the host (review F2).
  */
 export function whyNotManaged(service: RawService): string | null {
   const spec = service.Spec;
@@ -33,9 +81,13 @@ export function whyNotManaged(service: RawService): string | null {
     return `service "${name}" is swarmgate's own ${component} (label ${COMPONENT_LABEL}); change it with docker service update`;
   }
   const container = spec?.TaskTemplate?.ContainerSpec;
-  if ((container?.Mounts ?? []).some(reachesDockerSocket)) {
-    return `service "${name}" mounts the Docker socket; the API never changes such a service`;
+  for (const mount of container?.Mounts ?? []) {
+    const reach = hostReach(mount);
+    if (reach !== null) return `service "${name}" mounts ${reach}; the API never changes such a service`;
   }
+  const escape = privileged(service);
+  if (escape !== null)
+    return `service "${name}" is privileged: ${escape}; the API never changes such a service`;
   const env = container?.Env ?? [];
   const routed =
     spec?.Labels?.VIRTUAL_HOST !== undefined || env.some((entry) => entry.startsWith('VIRTUAL_HOST='));

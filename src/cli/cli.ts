@@ -1,6 +1,5 @@
 // The operator's CLI in the image (`docker exec <controller> swarmgate status`): a thin client of the admin API.
 import { readFile } from 'node:fs/promises';
-import http from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
 import { describeError, SwarmgateError } from '../errors.ts';
@@ -33,24 +32,28 @@ async function readFileOrFail(file: string, what: string): Promise<string> {
 async function createApiClient(env: CliIo['env']): Promise<ApiClient> {
   // The API is HTTPS with the controller's own certificate: trust that one only, for its name.
   const base = new URL((env.SWARMGATE_API_URL ?? 'https://127.0.0.1:8443').replace(/\/$/, ''));
+  if (base.protocol !== 'https:') {
+    // As the edge does: the admin token must never cross a network in clear, nor go to a peer nobody verified.
+    throw new SwarmgateError(
+      'ERR_CONFIG_INVALID',
+      `SWARMGATE_API_URL must be https://, not ${base.protocol}// (the admin token would be sent in clear)`,
+    );
+  }
   const tokenFile = env.SWARMGATE_TOKEN_FILE ?? '/run/secrets/swarmgate_token';
   const token = (await readFileOrFail(tokenFile, 'API token')).trim();
   const certFile = env.SWARMGATE_CHANNEL_CERT_FILE ?? '/run/secrets/swarmgate_channel_cert';
-  const tlsOptions: https.RequestOptions =
-    base.protocol === 'https:'
-      ? {
-          ca: await readFileOrFail(certFile, "controller's channel certificate"),
-          servername: isIP(base.hostname) || base.hostname === 'localhost' ? CONTROLLER_NAME : base.hostname,
-        }
-      : {};
+  const tlsOptions: https.RequestOptions = {
+    ca: await readFileOrFail(certFile, "controller's channel certificate"),
+    servername: isIP(base.hostname) || base.hostname === 'localhost' ? CONTROLLER_NAME : base.hostname,
+  };
   async function send(method: string, path: string, body?: unknown): Promise<unknown> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const response = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = (base.protocol === 'https:' ? https : http).request(
+      const req = https.request(
         {
           ...tlsOptions,
           host: base.hostname,
-          port: base.port || (base.protocol === 'https:' ? 443 : 80),
+          port: base.port || 443,
           path: `${base.pathname.replace(/\/$/, '')}${path}`,
           method,
           headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },

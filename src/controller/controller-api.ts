@@ -1,6 +1,8 @@
 // The controller's listeners: the HTTPS API (edge channel with the edge token, admin routes with the admin
-// token), the plain-HTTP challenge listener (HTTP-01 tokens and nothing else), and the loopback health listener.
+// token), the challenge listener (HTTPS with the same key pair; HTTP-01 tokens and nothing else), and the loopback
+// health listener.
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import https from 'node:https';
 import { gzipSync } from 'node:zlib';
 import { SwarmgateError } from '../errors.ts';
 import { hasBearerToken, readJsonBody, sendError, sendJson } from '../http/json-http.ts';
@@ -144,14 +146,16 @@ function parseWantedFiles(body: unknown): WantedFile[] {
 const CHALLENGE_TARGET = /^\/\.well-known\/acme-challenge\/([A-Za-z0-9_-]+)$/;
 
 /**
- * The challenge listener: plain HTTP (the CA's HTTP-01 request reaches it through any edge), and it serves the
- * current challenge tokens and nothing else, so the public port 80 of every edge leads to no other route.
+ * The challenge listener: the CA's HTTP-01 request reaches it through any edge (which verifies the channel
+ * certificate), and it serves the current challenge tokens and nothing else, so the public port 80 of every edge
+ * leads to no other route.
  */
 export function createChallengeListener(
   certificates: Pick<CertificateManager, 'challengeResponse'>,
 ): RequestListener {
   return (req, res) => {
-    const match = req.method === 'GET' ? CHALLENGE_TARGET.exec(req.url ?? '') : null;
+    // HEAD too: nginx's `limit_except GET` lets HEAD through, and a CA may check with it.
+    const match = req.method === 'GET' || req.method === 'HEAD' ? CHALLENGE_TARGET.exec(req.url ?? '') : null;
     const answer = match?.[1] === undefined ? undefined : certificates.challengeResponse(match[1]);
     if (answer === undefined) {
       sendError(res, new SwarmgateError('ERR_NOT_FOUND', 'no such challenge'));
@@ -159,6 +163,26 @@ export function createChallengeListener(
     }
     res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end(answer);
   };
+}
+
+/**
+ * The challenge listener's server: HTTPS with the channel key pair, which edges verify against the pinned
+ * certificate before they forward a challenge (an overlay container with the alias swarmgate-controller fails
+ * that check and is never asked). Reachable from the internet through every edge: no slow clients holding sockets,
+ * a cap on open ones.
+ */
+export function createChallengeServer(
+  channelTls: { readonly key: string; readonly cert: string },
+  certificates: Pick<CertificateManager, 'challengeResponse'>,
+): https.Server {
+  const server = https.createServer(
+    { key: channelTls.key, cert: channelTls.cert, minVersion: 'TLSv1.3' },
+    createChallengeListener(certificates),
+  );
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 15_000;
+  server.maxConnections = 512;
+  return server;
 }
 
 /** The loopback health listener for the container health check: liveness and readiness, no token. */

@@ -19,13 +19,14 @@ import { sleep, watchSwarmEvents } from '../discovery/event-watcher.ts';
 import type { Logger } from '../logger.ts';
 import type { NginxValidator } from '../nginx/nginx-validator.ts';
 import { BundleStore } from '../publish/bundle-store.ts';
+import { acquireVersionEpoch, VERSIONS_PER_EPOCH } from '../publish/version-epoch.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import { Reconciler } from '../reconcile/reconciler.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { EdgeTraffic } from '../admin/status-page/edge-traffic.ts';
 import { buildStatusView } from '../admin/status-page/status-view.ts';
-import { createChallengeListener, createControllerRouter, createHealthRouter } from './controller-api.ts';
-import { livenessOf, trackDockerCalls } from './liveness.ts';
+import { createChallengeServer, createControllerRouter, createHealthRouter } from './controller-api.ts';
+import { livenessOf, reconcileBoundOf, trackDockerCalls } from './liveness.ts';
 import type { Liveness } from './liveness.ts';
 
 export interface ControllerDeps {
@@ -53,7 +54,7 @@ export interface ControllerDeps {
 export interface RunningController {
   /** The HTTPS API. */
   readonly port: number;
-  /** Plain HTTP: ACME challenge tokens only. */
+  /** HTTPS with the channel key pair: ACME challenge tokens only. */
   readonly challengePort: number;
   /** Plain HTTP on 127.0.0.1: /healthz and /readyz. */
   readonly healthPort: number;
@@ -177,15 +178,20 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     },
   });
   // A slow poll makes a Docker call every slowPollMs: the bound is never shorter than a few of them.
-  const liveness = (): Liveness =>
-    livenessOf({
+  const dockerBoundMs = Math.max(config.livenessDockerMs, 3 * config.slowPollMs);
+  const liveness = (): Liveness => {
+    const last = reconciler.lastOutcome;
+    return livenessOf({
       now: clock.now(),
       startedAt,
       lastDockerSuccessAt: tracked.lastSuccessAt(),
       reconcileRunningSince: reconciler.runningSince,
-      dockerBoundMs: Math.max(config.livenessDockerMs, 3 * config.slowPollMs),
+      dockerBoundMs,
       reconcileTimeoutMs: reconciler.timeoutMs,
+      lastReconcileFinishedAt: last ? Date.parse(last.at) + last.durationMs : null,
+      reconcileBoundMs: reconcileBoundOf(dockerBoundMs, reconciler.timeoutMs, config.slowPollMs),
     });
+  };
   const healthRouter = createHealthRouter({ store, liveness });
 
   const api = https.createServer(
@@ -193,11 +199,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     (req, res) => void router.handle(req, res),
   );
   api.keepAliveTimeout = 75_000;
-  const challenge = http.createServer(createChallengeListener(certificates));
-  // Reachable from the internet through every edge: no slow clients holding sockets, a cap on open ones.
-  challenge.headersTimeout = 10_000;
-  challenge.requestTimeout = 15_000;
-  challenge.maxConnections = 512;
+  const challenge = createChallengeServer(deps.channelTls, certificates);
   const health = http.createServer((req, res) => void healthRouter.handle(req, res));
   const servers = [api, challenge, health];
   const listen = (server: http.Server, port: number, host?: string): Promise<number> =>
@@ -217,6 +219,10 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       try {
         // The first lease round before the state is read: a single controller can write (credentials) at once.
         await lease.tick(shutdown.signal);
+        // Versions from Swarm's Raft index, before anything can publish: above every version an earlier controller
+        // published, whatever edges report.
+        if (store.versionsLeft === 0)
+          store.startEpoch(await acquireVersionEpoch(docker, config.instance, shutdown.signal));
         const state = await stateStore.load(shutdown.signal);
         for (const [name, reason] of state.unreadable) {
           if (name.startsWith('registry.'))
@@ -245,7 +251,19 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     // Task state changes and node loss emit no events: a slow poll is the safety net.
     while (!shutdown.signal.aborted) {
       await sleep(clock, config.slowPollMs, shutdown.signal);
-      if (!shutdown.signal.aborted) reconciler.trigger('poll');
+      if (shutdown.signal.aborted) break;
+      // A new epoch long before this one runs out (half of it left: years at any real publish rate).
+      if (store.versionsLeft < VERSIONS_PER_EPOCH / 2) {
+        try {
+          store.startEpoch(await acquireVersionEpoch(docker, config.instance, shutdown.signal));
+        } catch (error) {
+          logger.warn(
+            { err: describeError(error) },
+            'no new version epoch yet; trying again at the next poll',
+          );
+        }
+      }
+      reconciler.trigger('poll');
     }
     await watcher;
     await scraping;

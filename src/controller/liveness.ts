@@ -1,6 +1,7 @@
 // Liveness that means something: the controller is alive when it still reaches Docker and its loop still turns.
-// A controller without Docker (socket gone, daemon restarted under a file bind) or with a reconcile stuck past its
-// timeout publishes nothing and renews nothing while it looks healthy; failing /healthz lets Swarm restart it.
+// A controller without Docker (socket gone, daemon restarted under a file bind), with a reconcile stuck past its
+// timeout, or whose loop stopped starting reconciles publishes nothing while it looks healthy; failing /healthz
+// lets Swarm restart it.
 import type { DockerEvent, DockerPort } from '../docker/docker-port.ts';
 import type { Clock } from '../reconcile/clock.ts';
 
@@ -17,6 +18,22 @@ export interface LivenessInputs {
   readonly dockerBoundMs: number;
   /** The reconcile's own timeout: a run far past it is a stuck loop (the timeout did not take). */
   readonly reconcileTimeoutMs: number;
+  /** When the last reconcile finished (whatever its outcome), or null. */
+  readonly lastReconcileFinishedAt: number | null;
+  /**
+   * Longest acceptable time without a finished reconcile. The slow poll starts one every few seconds, so a loop
+   * that stopped starting (its trigger or poll died) shows here, while the state lease's ticks keep Docker fresh.
+   */
+  readonly reconcileBoundMs: number;
+}
+
+/** max(Docker bound, 2 × reconcile timeout + 3 × slow poll): a slow but turning loop never trips it. */
+export function reconcileBoundOf(
+  dockerBoundMs: number,
+  reconcileTimeoutMs: number,
+  slowPollMs: number,
+): number {
+  return Math.max(dockerBoundMs, 2 * reconcileTimeoutMs + 3 * slowPollMs);
 }
 
 /**
@@ -40,6 +57,13 @@ export function livenessOf(inputs: LivenessInputs): Liveness {
         reason: `a reconcile has been running for ${Math.round(running / 1000)} s (its timeout is ${Math.round(inputs.reconcileTimeoutMs / 1000)} s): the loop is stuck`,
       };
     }
+  }
+  const sinceReconcile = inputs.now - (inputs.lastReconcileFinishedAt ?? inputs.startedAt);
+  if (sinceReconcile > inputs.reconcileBoundMs) {
+    return {
+      ok: false,
+      reason: `no reconcile has finished for ${Math.round(sinceReconcile / 1000)} s (limit ${Math.round(inputs.reconcileBoundMs / 1000)} s): the loop stopped`,
+    };
   }
   return { ok: true };
 }

@@ -15,7 +15,17 @@ export interface RawService {
       GlobalJob?: object;
     };
     TaskTemplate?: {
-      ContainerSpec?: { Image?: string; Env?: string[] | null; Mounts?: RawMount[] | null };
+      ContainerSpec?: {
+        Image?: string;
+        Env?: string[] | null;
+        Mounts?: RawMount[] | null;
+        /** Capabilities added to the default set (API 1.41+): any of them can lead out of the container. */
+        CapabilityAdd?: string[] | null;
+        Privileges?: {
+          Seccomp?: { Mode?: string } | null;
+          AppArmor?: { Mode?: string } | null;
+        } | null;
+      };
       Networks?: { Target?: string; Aliases?: string[] }[] | null;
     };
   };
@@ -26,6 +36,7 @@ export interface RawMount {
   Type?: string;
   Source?: string;
   Target?: string;
+  ReadOnly?: boolean;
   VolumeOptions?: { DriverConfig?: { Options?: Record<string, string> | null } | null } | null;
 }
 
@@ -60,6 +71,8 @@ export interface RawNode {
 export interface RawConfig {
   ID?: string;
   CreatedAt?: string;
+  /** Swarm's Raft index of the config's last write: it only grows, across the whole swarm's life. */
+  Version?: { Index?: number };
   Spec?: { Name?: string; Labels?: Record<string, string> | null; Data?: string };
 }
 

@@ -8,6 +8,7 @@ import { lookup } from 'node:dns/promises';
 import https from 'node:https';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import type { TLSSocket } from 'node:tls';
 import { gunzipSync } from 'node:zlib';
 import { describeError, isSwarmgateError, SwarmgateError } from '../errors.ts';
 import { assembleBundle, parseAnswer } from '../publish/bundle-delta.ts';
@@ -62,6 +63,12 @@ export interface HttpsChannelOptions {
   readonly deltas?: boolean;
   /** Told of every bundle received. */
   readonly observe?: (transfer: Transfer) => void;
+  /** How long an address that failed before the token was sent is tried only after the others (60 s). */
+  readonly failedTtlMs?: number;
+  /** The most a connection and TLS handshake may take before the next address is tried (5 s). */
+  readonly connectTimeoutMs?: number;
+  /** Milliseconds now; tests pass a fake. */
+  readonly now?: () => number;
 }
 
 /** A bundle is a few MB even with thousands of certificates; more than this is not the controller. */
@@ -95,19 +102,46 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
   const waitMs = Math.max(1000, options.timeoutMs - 10_000);
   // Keep-alive and TLS session reuse between polls; the connection is to an address, verified for the name.
   const agent = new https.Agent({ keepAlive: true, maxCachedSessions: 4 });
-  // Docker's DNS may return an impostor's address beside the controller's (any container can take the alias):
-  // stay with the address that last proved itself, and after a failure try another one first.
-  const choice = { proven: null as string | null, failed: null as string | null };
+  // Docker's DNS may return impostors' addresses beside the controller's (any container can take the alias): stay
+  // with the address that last proved itself; an address that failed before the token went out (TLS verification,
+  // refused, no handshake in time) is tried after the others until its failure is failedTtlMs old. Within one call
+  // every address is tried at once, so two or more impostors never keep the edge from the controller.
+  const now = options.now ?? Date.now;
+  const failedTtlMs = options.failedTtlMs ?? 60_000;
+  const connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+  const choice: AddressChoice = { proven: null, failed: new Map() };
 
-  /** One POST to the controller (verified against the pinned certificate); a 2xx answer, gunzipped. */
+  /**
+   * One POST to the controller (verified against the pinned certificate); a 2xx answer. Every resolved address is
+   * tried in turn while the failures happen before the token goes out.
+   */
   async function call(path: string, payload: unknown, signal: AbortSignal): Promise<Answer> {
+    const candidates = await orderedAddresses(hostname, resolve, choice, now() - failedTtlMs);
+    for (let index = 0; ; index++) {
+      const address = candidates[index] ?? '';
+      const attempt = await callAt(address, path, payload, signal);
+      if (attempt.ok) return attempt.answer;
+      const last = index === candidates.length - 1;
+      // Nothing reusable went out: the next address, at once. A failure after the handshake is the controller's.
+      if (attempt.beforeToken) choice.failed.set(address, now());
+      if (!attempt.beforeToken || last || signal.aborted) throw attempt.error;
+    }
+  }
+
+  async function callAt(
+    address: string,
+    path: string,
+    payload: unknown,
+    signal: AbortSignal,
+  ): Promise<{ ok: true; answer: Answer } | { ok: false; error: SwarmgateError; beforeToken: boolean }> {
     const abort = new AbortController();
-    const watch = await watchControllerAddress(hostname, resolve, choice, abort, options.dnsWatchMs ?? 1000);
+    const watch = watchControllerAddress(hostname, resolve, address, abort, options.dnsWatchMs ?? 1000);
+    const verified = { done: false };
     try {
       const answer = await post(
         {
           agent,
-          host: watch.address,
+          host: address,
           port,
           // SNI and certificate name check against the URL's name, though the connection goes to an address.
           ...(isIP(hostname) ? {} : { servername: hostname }),
@@ -123,27 +157,29 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
           signal: AbortSignal.any([signal, abort.signal, AbortSignal.timeout(options.timeoutMs)]),
         },
         JSON.stringify(payload),
+        { connectTimeoutMs, verified },
       );
-      choice.proven = watch.address;
-      choice.failed = null;
+      choice.proven = address;
+      choice.failed.delete(address);
       if (answer.status < 200 || answer.status > 299) {
         throw new SwarmgateError(
           'ERR_CONTROLLER_UNREACHABLE',
           `controller answered ${answer.status}: ${decode(answer).toString('utf8').slice(0, 200)}`,
         );
       }
-      return answer;
+      return { ok: true, answer };
     } catch (error) {
-      if (choice.proven !== watch.address) {
-        choice.failed = watch.address;
-      }
-      if (error instanceof SwarmgateError) throw error;
-      throw new SwarmgateError(
-        'ERR_CONTROLLER_UNREACHABLE',
-        `controller ${base.host} unreachable: ${describeError(abort.signal.aborted ? abort.signal.reason : error)}`,
-        {},
-        error,
-      );
+      if (choice.proven === address && !verified.done) choice.proven = null;
+      const coded =
+        error instanceof SwarmgateError
+          ? error
+          : new SwarmgateError(
+              'ERR_CONTROLLER_UNREACHABLE',
+              `controller ${base.host} unreachable at ${address}: ${describeError(abort.signal.aborted ? abort.signal.reason : error)}`,
+              {},
+              error,
+            );
+      return { ok: false, error: coded, beforeToken: !verified.done && !signal.aborted };
     } finally {
       watch.stop();
     }
@@ -251,7 +287,15 @@ export function createHttpsControllerChannel(options: HttpsChannelOptions): Cont
   };
 }
 
-function post(options: https.RequestOptions, payload: string): Promise<Answer> {
+/**
+ * One POST. `verified.done` turns true once the peer has passed the pinned-certificate check (a new connection's
+ * handshake, or a kept-alive connection that passed it before): only then does the request, with the token, go out.
+ */
+function post(
+  options: https.RequestOptions,
+  payload: string,
+  connection: { readonly connectTimeoutMs: number; readonly verified: { done: boolean } },
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = https.request(options, (res) => {
       const chunks: Buffer[] = [];
@@ -277,6 +321,23 @@ function post(options: https.RequestOptions, payload: string): Promise<Answer> {
       res.on('error', reject);
     });
     req.on('error', reject);
+    req.on('socket', (socket) => {
+      const tlsSocket = socket as TLSSocket;
+      if (tlsSocket.authorized && !tlsSocket.connecting) {
+        connection.verified.done = true;
+        return;
+      }
+      // An impostor that accepts the connection and never finishes the handshake must not hold the poll.
+      const timer = setTimeout(
+        () => req.destroy(new Error(`no TLS handshake within ${connection.connectTimeoutMs} ms`)),
+        connection.connectTimeoutMs,
+      );
+      tlsSocket.once('secureConnect', () => {
+        clearTimeout(timer);
+        connection.verified.done = tlsSocket.authorized;
+      });
+      tlsSocket.once('close', () => clearTimeout(timer));
+    });
     req.end(payload);
   });
 }
@@ -317,45 +378,75 @@ function parseBundle(body: Buffer): PublishedBundle {
   return bundle as PublishedBundle;
 }
 
+interface AddressChoice {
+  proven: string | null;
+  /** Address → when it last failed before the token was sent. */
+  readonly failed: Map<string, number>;
+}
+
 /**
- * Resolves the controller's name and keeps checking it while a poll is open. When the controller moves (a new
- * task on another manager), its old address leaves Docker's DNS at once, but a connection to it can hang until the
- * poll times out; aborting then lets the edge reach the new controller within about a second.
+ * The addresses to try in this poll, best first: the proven one, then those that have not failed lately (in DNS
+ * order), then those that failed, oldest failure first. Every address is in the list: with all of them failed
+ * lately (the controller restarting), each is still tried once per poll.
  */
-async function watchControllerAddress(
+async function orderedAddresses(
   hostname: string,
   resolve: Resolve,
-  choice: { readonly proven: string | null; readonly failed: string | null },
-  abort: AbortController,
-  everyMs: number,
-): Promise<{ address: string; stop: () => void }> {
-  if (isIP(hostname)) return { address: hostname, stop: () => undefined };
-  let address: string | undefined;
+  choice: AddressChoice,
+  failedSince: number,
+): Promise<string[]> {
+  if (isIP(hostname)) return [hostname];
+  let addresses: string[];
   try {
-    const addresses = await resolve(hostname);
-    address =
-      choice.proven !== null && addresses.includes(choice.proven)
-        ? choice.proven
-        : (addresses.find((candidate) => candidate !== choice.failed) ?? addresses[0]);
+    addresses = [...new Set(await resolve(hostname))];
   } catch (error) {
     throw new SwarmgateError(
       'ERR_CONTROLLER_UNREACHABLE',
       `cannot resolve ${hostname}: ${describeError(error)}`,
     );
   }
-  if (address === undefined) {
+  if (addresses.length === 0) {
     throw new SwarmgateError('ERR_CONTROLLER_UNREACHABLE', `${hostname} has no address`);
   }
-  const current = address;
+  for (const [address, at] of choice.failed) {
+    if (at < failedSince || !addresses.includes(address)) choice.failed.delete(address);
+  }
+  const failedAt = (address: string): number => choice.failed.get(address) ?? -Infinity;
+  const rank = (address: string): number =>
+    address === choice.proven ? 0 : choice.failed.has(address) ? 2 : 1;
+  return addresses
+    .map((address, position) => ({ address, position }))
+    .sort(
+      (a, b) =>
+        rank(a.address) - rank(b.address) ||
+        failedAt(a.address) - failedAt(b.address) ||
+        a.position - b.position,
+    )
+    .map((entry) => entry.address);
+}
+
+/**
+ * Keeps checking the controller's name while a poll to `address` is open. When the controller moves (a new task on
+ * another manager), its old address leaves Docker's DNS at once, but a connection to it can hang until the poll
+ * times out; aborting then lets the edge reach the new controller within about a second.
+ */
+function watchControllerAddress(
+  hostname: string,
+  resolve: Resolve,
+  address: string,
+  abort: AbortController,
+  everyMs: number,
+): { stop: () => void } {
+  if (isIP(hostname)) return { stop: () => undefined };
   const timer = setInterval(() => {
     resolve(hostname).then(
       (addresses) => {
-        if (!addresses.includes(current)) {
-          abort.abort(new Error(`controller address ${current} is no longer in DNS`));
+        if (!addresses.includes(address)) {
+          abort.abort(new Error(`controller address ${address} is no longer in DNS`));
         }
       },
       () => abort.abort(new Error(`${hostname} no longer resolves`)),
     );
   }, everyMs);
-  return { address: current, stop: () => clearInterval(timer) };
+  return { stop: () => clearInterval(timer) };
 }

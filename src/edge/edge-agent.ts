@@ -139,7 +139,15 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     // volume is broken beyond what the edge can mend, and exiting is the honest answer.
     const files =
       deps.emptyBundle?.() ??
-      renderConfig(EMPTY_MODEL, { proxy: defaultProxySettings(), generator: deps.version }, deps.templates);
+      renderConfig(
+        EMPTY_MODEL,
+        // The ACME location trusts the certificate this edge pins, wherever this edge mounts it.
+        {
+          proxy: { ...defaultProxySettings(), channelCertFile: config.controllerCertFile },
+          generator: deps.version,
+        },
+        deps.templates,
+      );
     const fingerprint = fingerprintBundle(files);
     await cache.stage(fingerprint, files);
     await cache.activate(fingerprint, null);

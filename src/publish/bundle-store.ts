@@ -3,16 +3,12 @@ import { SwarmgateError } from '../errors.ts';
 import type { BundleFiles } from '../render/render-config.ts';
 import type { Clock } from '../reconcile/clock.ts';
 import { BundleAnswers } from './bundle-answers.ts';
+import { versionOf, VERSIONS_PER_EPOCH } from './version-epoch.ts';
 
 /** Edges kept in the status; beyond it the one heard of longest ago is forgotten (edge ids are self-asserted). */
 export const MAX_EDGES = 1024;
 /** An edge not heard of for this long is forgotten: a live edge polls at least every long-poll window. */
 export const EDGE_FORGET_MS = 10 * 60_000;
-/**
- * An applied version above this, and above anything this controller published, is refused: a report of 2^53-1
- * would stop versions from rising. At one publish a second this ceiling lasts 35,000 years.
- */
-export const MAX_ADOPTED_VERSION = 2 ** 40;
 
 export interface PublishedBundle {
   readonly version: number;
@@ -53,9 +49,11 @@ export class BundleStore {
   private readonly edgeStates = new Map<string, Omit<EdgeState, 'inSync'>>();
   private readonly waiters = new Set<Waiter>();
   private readonly clock: Clock;
-  private highestVersionSeen = 0;
   /** Recent bundles and the encoded answers edges are sent (only what changed since the edge's bundle). */
   readonly answers = new BundleAnswers();
+  /** From Swarm's Raft (version-epoch.ts); versions are epoch·2^20 + counter, never derived from edge reports. */
+  private epoch: number | null = null;
+  private counter = 0;
 
   constructor(clock: Clock) {
     this.clock = clock;
@@ -65,11 +63,30 @@ export class BundleStore {
     return this.bundle;
   }
 
+  /** Versions from a new, higher epoch on (at start, and before the current one runs out). */
+  startEpoch(epoch: number): void {
+    if (this.epoch !== null && epoch <= this.epoch) {
+      throw new SwarmgateError('ERR_VERSION_EPOCH', `epoch ${epoch} is not above the current ${this.epoch}`);
+    }
+    this.epoch = epoch;
+    this.counter = 0;
+  }
+
+  /** Publishes left in the current epoch (0 before the first). */
+  get versionsLeft(): number {
+    return this.epoch === null ? 0 : VERSIONS_PER_EPOCH - 1 - this.counter;
+  }
+
   publish(files: BundleFiles, fingerprint: string): PublishedBundle {
     if (this.bundle?.fingerprint === fingerprint) return this.bundle;
-    // Versions keep rising across controller restarts: edges tell us the highest version they applied.
-    const version = Math.max(this.bundle?.version ?? 0, this.highestVersionSeen) + 1;
-    this.highestVersionSeen = version;
+    if (this.epoch === null || this.versionsLeft === 0) {
+      throw new SwarmgateError(
+        'ERR_VERSION_EPOCH',
+        this.epoch === null ? 'no version epoch from Swarm yet' : 'the version epoch is used up',
+      );
+    }
+    this.counter++;
+    const version = versionOf(this.epoch, this.counter);
     this.bundle = { version, fingerprint, files, publishedAt: new Date(this.clock.now()).toISOString() };
     this.answers.remember(this.bundle);
     for (const waiter of [...this.waiters]) {
@@ -81,31 +98,16 @@ export class BundleStore {
     return this.bundle;
   }
 
-  /** Notes an edge's report; an absurd applied version is refused (ERR_BAD_REQUEST) before anything changes. */
+  /**
+   * Notes an edge's report. The applied version is recorded, never followed: edge token holders can send any
+   * number, and versions come from Swarm's Raft index (startEpoch).
+   */
   recordEdge(report: EdgeReport): void {
-    const applied = report.applied;
-    if (applied && applied.version > MAX_ADOPTED_VERSION && applied.version > this.highestVersionSeen) {
-      throw new SwarmgateError(
-        'ERR_BAD_REQUEST',
-        `edge report: applied version ${applied.version} is beyond any version this controller published`,
-      );
-    }
     const now = this.clock.now();
     // Delete first: the map's order is then the order edges were last heard of, oldest first.
     this.edgeStates.delete(report.edge);
     this.forgetEdges(now);
     this.edgeStates.set(report.edge, { ...report, lastContact: new Date(now).toISOString() });
-    if (!applied) return;
-    if (applied.version > this.highestVersionSeen) this.highestVersionSeen = applied.version;
-    if (!this.bundle || applied.version < this.bundle.version) return;
-    // The edge runs a version this controller has not reached: a restarted or moved controller counts from 1
-    // again, and edges refuse a version that does not move forward. Same bytes: take over the edge's number;
-    // other bytes: renumber the current bundle past it, so the edge takes it.
-    const version = applied.fingerprint === this.bundle.fingerprint ? applied.version : applied.version + 1;
-    if (version > this.bundle.version) {
-      this.bundle = { ...this.bundle, version };
-      if (version > this.highestVersionSeen) this.highestVersionSeen = version;
-    }
   }
 
   private forgetEdges(now: number): void {

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { defaultProxySettings } from '../../src/config.ts';
 import { createNginxValidator } from '../../src/nginx/nginx-validator.ts';
+import { TEST_CHANNEL_CERT_FILE } from '../support/loopback-nginx.ts';
 import { goldenText, loadSnapshot, renderCase } from '../support/golden.ts';
 import type { GoldenSettings } from '../support/golden.ts';
 
@@ -28,7 +30,13 @@ for (const name of readdirSync(casesDir).sort()) {
     const again = renderCase(snapshot, settings);
     assert.equal(goldenText(again.model, again.files), actual, 'rendering twice gave different bytes');
 
-    const result = await validator.validate(files, AbortSignal.timeout(20_000));
+    // The goldens show the production path of the channel certificate; nginx -t loads it, so point it at a file
+    // this machine has.
+    const conf = (files['nginx.conf'] ?? '').replaceAll(
+      defaultProxySettings().channelCertFile,
+      TEST_CHANNEL_CERT_FILE,
+    );
+    const result = await validator.validate({ ...files, 'nginx.conf': conf }, AbortSignal.timeout(20_000));
     assert.ok(result.ok, `nginx -t rejected the ${name} output:\n${result.ok ? '' : result.output}`);
   });
 }

@@ -1,9 +1,11 @@
-// The ACME challenge location of the edge's real nginx on loopback, with a fake controller that records every
-// request it gets: only a GET or HEAD of one well-formed token reaches it, at exactly the URI the template builds.
+// The ACME challenge location of the edge's real nginx on loopback, with a fake controller (HTTPS with the channel
+// key pair, as the real challenge listener) that records every request it gets: only a GET or HEAD of one
+// well-formed token reaches it, at exactly the URI the template builds.
 // Traversal forms (backslash, %5c, %2e%2e, %2f, double slashes, dot-dot) once reached every admin route.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -15,6 +17,7 @@ import { createNginxProcess } from '../../src/edge/nginx-process.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { fingerprintBundle, renderConfig } from '../../src/render/render-config.ts';
+import { makeChannelKeyPair } from '../support/channel-tls.ts';
 import { REPO_LUA_DIR } from '../support/loopback-nginx.ts';
 import { oneServiceSnapshot } from '../support/one-service.ts';
 import { waitUntil } from '../support/wait.ts';
@@ -52,7 +55,8 @@ async function freePort(): Promise<number> {
 test('the ACME location forwards only GET/HEAD of one token, to a fixed URI; every other form is 404 from nginx', async (t) => {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-acme-location-'));
   const seen: string[] = [];
-  const controller = http.createServer((req, res) => {
+  const channel = await makeChannelKeyPair();
+  const controller = https.createServer({ key: channel.key, cert: channel.cert }, (req, res) => {
     seen.push(`${req.method ?? ''} ${req.url ?? ''}`);
     res.writeHead(200, { 'content-type': 'text/plain' }).end('key-authorization');
   });
@@ -65,6 +69,7 @@ test('the ACME location forwards only GET/HEAD of one token, to a fixed URI; eve
     accessLog: false,
     peersSocket: path.join(stateDir, 'peers.sock'),
     controllerAddress: `127.0.0.1:${controllerPort}`,
+    channelCertFile: channel.certFile,
   };
   const model = buildRoutingModel(oneServiceSnapshot('a.test', ['127.0.0.2'], 9), {
     networks: ['swarmgate'],
@@ -89,6 +94,8 @@ test('the ACME location forwards only GET/HEAD of one token, to a fixed URI; eve
   t.after(async () => {
     await nginx.stop(5000);
     controller.close();
+    controller.closeAllConnections();
+    await channel.remove();
     await rm(stateDir, { recursive: true, force: true });
   });
   await nginx.start(cache.currentConfPath);

@@ -468,7 +468,7 @@ test("scale and image refuse swarmgate's own services, services that reach the D
       ),
     );
     assert.match(messages[0] ?? '', /swarmgate's own controller/);
-    assert.match(messages[1] ?? '', /Docker socket/);
+    assert.match(messages[1] ?? '', /mounts the host path \/var\/run\/docker\.sock/);
     assert.match(messages[2] ?? '', /no VIRTUAL_HOST/);
     // A routed service with an unrelated bind mount is still managed.
     docker.services.push(withMounts('data', [{ Type: 'bind', Source: '/srv/data', Target: '/data' }]));

@@ -1,17 +1,22 @@
-// The CLI against a fake admin API: registry passwords come from stdin or a file, never from argv or the env.
+// The CLI against a fake admin API (HTTPS with a channel key pair, as the controller): registry passwords come from
+// stdin or a file, never from argv or the env, and the admin token never goes to a plain-HTTP URL.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { runCli } from '../../src/cli/cli.ts';
 import { isSwarmgateError } from '../../src/errors.ts';
+import { makeChannelKeyPair } from '../support/channel-tls.ts';
+import type { ChannelKeyPair } from '../support/channel-tls.ts';
 
 const PASSWORD = 'a long registry password';
 let dir: string;
-let server: http.Server;
+let server: https.Server;
+let channel: ChannelKeyPair & { remove: () => Promise<void> };
 let env: Record<string, string>;
 const puts: { url: string; body: Record<string, unknown> }[] = [];
 
@@ -20,7 +25,8 @@ before(async () => {
   await writeFile(path.join(dir, 'token'), 'cli-test-token\n');
   await writeFile(path.join(dir, 'password'), `${PASSWORD}\n`, { mode: 0o600 });
   await writeFile(path.join(dir, 'two-lines'), 'first\nsecond\n');
-  server = http.createServer((req, res) => {
+  channel = await makeChannelKeyPair();
+  server = https.createServer({ key: channel.key, cert: channel.cert }, (req, res) => {
     let text = '';
     req.setEncoding('utf8');
     req.on('data', (chunk: string) => (text += chunk));
@@ -34,13 +40,16 @@ before(async () => {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   env = {
-    SWARMGATE_API_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    SWARMGATE_API_URL: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
     SWARMGATE_TOKEN_FILE: path.join(dir, 'token'),
+    SWARMGATE_CHANNEL_CERT_FILE: channel.certFile,
   };
 });
 
 after(async () => {
   server.close();
+  server.closeAllConnections();
+  await channel.remove();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -107,4 +116,22 @@ test('registry set refuses a password on the command line or in the environment,
     /one non-empty line/,
   );
   assert.deepEqual(puts, [], 'nothing reached the API');
+});
+
+// Review of the security work, item 6: SWARMGATE_API_URL=http://... sent the admin token in clear.
+test('the CLI refuses a plain-HTTP API URL and sends nothing to it', async (t) => {
+  const received: string[] = [];
+  const plain = http.createServer((req, res) => {
+    received.push(req.headers.authorization ?? '');
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+  });
+  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', () => resolve()));
+  t.after(() => new Promise((resolve) => plain.close(resolve)));
+  await assert.rejects(
+    run(['status'], {
+      env: { SWARMGATE_API_URL: `http://127.0.0.1:${(plain.address() as AddressInfo).port}` },
+    }),
+    (error: unknown) => isSwarmgateError(error, 'ERR_CONFIG_INVALID') && /https:\/\//.test(error.message),
+  );
+  assert.deepEqual(received, [], 'the admin token never went out');
 });

@@ -21,6 +21,7 @@ import { apiRequest, loopbackResolver, makeChannelKeyPair } from '../support/cha
 import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
 import { FakeNginx } from '../support/fake-nginx.ts';
+import { publishCount } from '../support/versions.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const TOKEN = 'integration-test-token-0123456789';
@@ -168,7 +169,7 @@ test('a service event triggers a reconcile, and a new task is routed', async (t)
   system.docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
   // The files change before the agent records the version (it activates, then posts or reloads): wait for the
   // version, which comes last, then read the files.
-  await waitUntil('the edge to apply version 2', () => system.edge.applied()?.version === 2);
+  await waitUntil('the edge to apply version 2', () => publishCount(system.edge.applied()?.version) === 2);
   assert.match(await system.served(), /10\.0\.0\.12:80/);
 });
 
@@ -279,7 +280,7 @@ test('an edge that rejects a bundle keeps its config, reports it, and is not off
   );
   const edgeState = system.controller.store.edges()[0];
   assert.equal(edgeState?.inSync, false);
-  assert.equal(edgeState?.applied?.version, 1);
+  assert.equal(publishCount(edgeState?.applied?.version), 1);
   assert.match(edgeState?.rejected?.error ?? '', /edge nginx said no/);
   assert.doesNotMatch(await system.served(), /odd\.example\.com/);
   assert.equal(system.nginx.reloads, 1);
@@ -300,7 +301,7 @@ test('a change of task addresses only: no new nginx -t, and the edge posts the p
   const validations = system.controller.reconciler.stats.validations;
   docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
   docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
-  await waitUntil('the edge to apply version 2', () => system.edge.applied()?.version === 2);
+  await waitUntil('the edge to apply version 2', () => publishCount(system.edge.applied()?.version) === 2);
   assert.equal(
     system.controller.reconciler.stats.validations,
     validations,
@@ -323,7 +324,7 @@ test('a change of task addresses only: no new nginx -t, and the edge posts the p
   docker.services.push(rawService('api', { VIRTUAL_HOST: 'api.example.com' }));
   docker.tasks.push(rawTask('t3', 'api', '10.0.0.13'));
   docker.emit({ Type: 'service', Action: 'create', Actor: { ID: 'api' } });
-  await waitUntil('the edge to apply version 3', () => system.edge.applied()?.version === 3);
+  await waitUntil('the edge to apply version 3', () => publishCount(system.edge.applied()?.version) === 3);
   assert.equal(system.nginx.reloads, 2);
   assert.equal(system.nginx.peerUpdates.length, 1);
   assert.equal(edgeTests, 2);
@@ -337,7 +338,7 @@ test('when nginx does not take posted peers, the edge reloads instead', async (t
   system.nginx.acceptPeers = false;
   docker.tasks.push(rawTask('t2', 'web', '10.0.0.12'));
   docker.emit({ Type: 'service', Action: 'update', Actor: { ID: 'web' } });
-  await waitUntil('the edge to apply version 2', () => system.edge.applied()?.version === 2);
+  await waitUntil('the edge to apply version 2', () => publishCount(system.edge.applied()?.version) === 2);
   assert.equal(system.nginx.reloads, 2);
   assert.match(await system.served(), /10\.0\.0\.12:80/);
 });
@@ -364,7 +365,7 @@ test('a restarted edge serves its saved bundle while the controller is away', as
     version: 'test',
   });
   t.after(() => edge.stop());
-  assert.equal(edge.applied()?.version, 1);
+  assert.equal(publishCount(edge.applied()?.version), 1);
   assert.ok(nginx.confPath?.startsWith(stateDir));
   assert.match(
     await readFile(path.join(path.dirname(nginx.confPath ?? ''), 'peers.txt'), 'utf8'),

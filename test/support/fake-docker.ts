@@ -39,6 +39,11 @@ export class FakeDocker implements DockerPort {
   refuseConfig: ((name: string, labels: Record<string, string>) => boolean) | null = null;
   readonly calls = { listServices: 0, listTasks: 0, subscribe: 0, createConfig: 0 };
   private nextConfigId = 1;
+  /**
+   * Swarm's Raft index: every config write takes the next one, and a config's Version.Index is the index of its
+   * write. It only grows, as in Swarm (version epochs rely on it); tests may start it anywhere.
+   */
+  raftIndex = 100;
   /** While true, every call fails as if the daemon were down. */
   down = false;
   private subscribers = new Set<Subscriber>();
@@ -131,12 +136,17 @@ export class FakeDocker implements DockerPort {
     }
     this.calls.createConfig++;
     const id = `cfg-${this.nextConfigId++}`;
-    this.configs.push({ ID: id, Spec: { Name: name, Labels: labels, Data: data.toString('base64') } });
+    this.configs.push({
+      ID: id,
+      Version: { Index: ++this.raftIndex },
+      Spec: { Name: name, Labels: labels, Data: data.toString('base64') },
+    });
     return id;
   }
 
   async removeConfig(id: string): Promise<void> {
     this.check();
+    this.raftIndex++;
     this.configs = this.configs.filter((config) => config.ID !== id);
   }
 

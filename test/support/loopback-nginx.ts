@@ -14,6 +14,11 @@ import { oneServiceSnapshot } from './one-service.ts';
 export const NGINX_BINARY = process.env.SWARMGATE_NGINX ?? 'nginx';
 /** The repository's lua/: what the image copies to /app/lua. */
 export const REPO_LUA_DIR = path.resolve(import.meta.dirname, '../../lua');
+/**
+ * A certificate file that exists on the test machine for the ACME location's proxy_ssl_trusted_certificate (nginx
+ * loads it at start and at -t). Tests that forward a challenge pass their own channel certificate instead.
+ */
+export const TEST_CHANNEL_CERT_FILE = path.resolve(import.meta.dirname, '../fixtures/test-only.crt');
 
 /** A backend on one loopback address that answers with that address; counts the requests it served. */
 export interface Backend {
@@ -87,6 +92,7 @@ export async function loopbackSetup(
       ...defaultProxySettings(),
       accessLog: false,
       peersSocket: path.join(stateDir, 'peers.sock'),
+      channelCertFile: TEST_CHANNEL_CERT_FILE,
       ...overrides,
     },
     pidFile: path.join(stateDir, 'nginx.pid'),

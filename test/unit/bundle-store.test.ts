@@ -3,13 +3,23 @@ import { test } from 'node:test';
 import { isSwarmgateError } from '../../src/errors.ts';
 import { BundleStore, EDGE_FORGET_MS, MAX_EDGES } from '../../src/publish/bundle-store.ts';
 import type { EdgeReport } from '../../src/publish/bundle-store.ts';
+import { acquireVersionEpoch, versionOf, VERSIONS_PER_EPOCH } from '../../src/publish/version-epoch.ts';
 import { fingerprintBundle } from '../../src/render/render-config.ts';
+import { FakeDocker } from '../support/fake-docker.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 
 const filesA = { 'nginx.conf': 'a' };
 const filesB = { 'nginx.conf': 'b' };
 const fpA = fingerprintBundle(filesA);
 const fpB = fingerprintBundle(filesB);
+/** A store with Swarm's Raft index 7 as its epoch: versions 7·2^20 + 1, + 2, ... */
+const EPOCH = 7;
+const v = (counter: number, epoch = EPOCH): number => versionOf(epoch, counter);
+function storeAt(clock: FakeClock, epoch = EPOCH): BundleStore {
+  const store = new BundleStore(clock);
+  store.startEpoch(epoch);
+  return store;
+}
 const report = (applied: EdgeReport['applied'], rejected: EdgeReport['rejected'] = null): EdgeReport => ({
   edge: 'e1',
   node: null,
@@ -20,15 +30,15 @@ const report = (applied: EdgeReport['applied'], rejected: EdgeReport['rejected']
 });
 
 test('bundle store: same bytes publish no new version', () => {
-  const store = new BundleStore(new FakeClock());
-  assert.equal(store.publish(filesA, fpA).version, 1);
-  assert.equal(store.publish(filesA, fpA).version, 1);
-  assert.equal(store.publish(filesB, fpB).version, 2);
+  const store = storeAt(new FakeClock());
+  assert.equal(store.publish(filesA, fpA).version, v(1));
+  assert.equal(store.publish(filesA, fpA).version, v(1));
+  assert.equal(store.publish(filesB, fpB).version, v(2));
 });
 
 test('bundle store: an edge without the bundle gets it at once; one with it waits for the next publish', async () => {
   const clock = new FakeClock();
-  const store = new BundleStore(clock);
+  const store = storeAt(clock);
   store.publish(filesA, fpA);
   assert.equal(
     (await store.waitForBundle(report(null), 1000, new AbortController().signal))?.fingerprint,
@@ -36,7 +46,7 @@ test('bundle store: an edge without the bundle gets it at once; one with it wait
   );
 
   const waiting = store.waitForBundle(
-    report({ version: 1, fingerprint: fpA }),
+    report({ version: v(1), fingerprint: fpA }),
     1000,
     new AbortController().signal,
   );
@@ -48,17 +58,17 @@ test('bundle store: an edge without the bundle gets it at once; one with it wait
 
 test('bundle store: the long poll ends with null on timeout or abort', async () => {
   const clock = new FakeClock();
-  const store = new BundleStore(clock);
+  const store = storeAt(clock);
   store.publish(filesA, fpA);
   const timedOut = store.waitForBundle(
-    report({ version: 1, fingerprint: fpA }),
+    report({ version: v(1), fingerprint: fpA }),
     1000,
     new AbortController().signal,
   );
   clock.advance(1000);
   assert.equal(await timedOut, null);
   const abort = new AbortController();
-  const aborted = store.waitForBundle(report({ version: 1, fingerprint: fpA }), 1000, abort.signal);
+  const aborted = store.waitForBundle(report({ version: v(1), fingerprint: fpA }), 1000, abort.signal);
   abort.abort();
   assert.equal(await aborted, null);
   assert.equal(store.waitingEdges, 0);
@@ -66,10 +76,10 @@ test('bundle store: the long poll ends with null on timeout or abort', async () 
 
 test('bundle store: a bundle an edge rejected is not offered to it again', async () => {
   const clock = new FakeClock();
-  const store = new BundleStore(clock);
+  const store = storeAt(clock);
   store.publish(filesB, fpB);
   const waiting = store.waitForBundle(
-    report({ version: 1, fingerprint: fpA }, { fingerprint: fpB, error: 'no' }),
+    report({ version: v(1), fingerprint: fpA }, { fingerprint: fpB, error: 'no' }),
     500,
     new AbortController().signal,
   );
@@ -77,55 +87,71 @@ test('bundle store: a bundle an edge rejected is not offered to it again', async
   assert.equal(await waiting, null);
 });
 
-test('bundle store: a restarted controller continues the version numbers the edges know', () => {
+test('bundle store: no publish before an epoch from Swarm; epochs only move forward', () => {
   const store = new BundleStore(new FakeClock());
-  store.publish(filesA, fpA);
-  store.recordEdge(report({ version: 41, fingerprint: fpA }));
-  assert.equal(store.current?.version, 41, 'same bytes as the edge: take over its version');
-  assert.equal(store.publish(filesB, fpB).version, 42);
-  const [edge] = store.edges();
-  assert.equal(edge?.inSync, false);
-});
-
-test('bundle store: an edge ahead of a restarted controller makes it renumber its bundle past the edge', async () => {
-  const store = new BundleStore(new FakeClock());
-  assert.equal(store.publish(filesB, fpB).version, 1, 'a new controller counts from 1');
-  // The edge runs version 17 of other bytes (from the controller before the restart).
-  store.recordEdge(report({ version: 17, fingerprint: fpA }));
-  assert.equal(store.current?.version, 18, 'renumbered past the edge, never backwards');
-  const offered = await store.waitForBundle(
-    report({ version: 17, fingerprint: fpA }),
-    1000,
-    new AbortController().signal,
-  );
-  assert.equal(offered?.version, 18);
-  assert.equal(store.publish(filesA, fpA).version, 19);
-  // Same bytes as the edge runs: the controller takes over the edge's number.
-  const again = new BundleStore(new FakeClock());
-  again.publish(filesA, fpA);
-  again.recordEdge(report({ version: 40, fingerprint: fpA }));
-  assert.equal(again.current?.version, 40);
-  assert.equal(again.publish(filesB, fpB).version, 41);
-});
-
-test('bundle store: an absurd applied version is refused and changes nothing', () => {
-  const store = new BundleStore(new FakeClock());
-  store.publish(filesA, fpA);
+  assert.equal(store.versionsLeft, 0);
   assert.throws(
-    () => store.recordEdge(report({ version: Number.MAX_SAFE_INTEGER, fingerprint: fpB })),
-    (error: unknown) => isSwarmgateError(error, 'ERR_BAD_REQUEST'),
+    () => store.publish(filesA, fpA),
+    (error: unknown) => isSwarmgateError(error, 'ERR_VERSION_EPOCH'),
   );
-  assert.equal(store.current?.version, 1);
-  assert.deepEqual(store.edges(), []);
-  assert.equal(store.publish(filesB, fpB).version, 2, 'versions still rise by one');
-  // A large but plausible version (a long-lived cluster) is taken.
-  store.recordEdge(report({ version: 5_000_000, fingerprint: fpA }));
-  assert.equal(store.current?.version, 5_000_001);
+  store.startEpoch(5);
+  assert.equal(store.publish(filesA, fpA).version, v(1, 5));
+  assert.throws(
+    () => store.startEpoch(5),
+    (error: unknown) => isSwarmgateError(error, 'ERR_VERSION_EPOCH'),
+  );
+  store.startEpoch(9);
+  assert.equal(store.publish(filesB, fpB).version, v(1, 9), 'a new epoch numbers above the old one');
+  assert.equal(store.versionsLeft, VERSIONS_PER_EPOCH - 2);
+});
+
+// Review of the security work, item 2: an edge token holder reported applied.version = 2^40 once; the controller
+// renumbered past it, and after a restart it answered every honest edge (reporting 2^40 + 1) ERR_BAD_REQUEST forever.
+test('bundle store: reported versions are recorded, never followed nor refused; a restart still moves forward', async () => {
+  const docker = new FakeDocker();
+  const signal = new AbortController().signal;
+  const first = new BundleStore(new FakeClock());
+  first.startEpoch(await acquireVersionEpoch(docker, 'swarmgate', signal));
+  const published = first.publish(filesA, fpA).version;
+  for (const forged of [2 ** 40, Number.MAX_SAFE_INTEGER, published, published + 1]) {
+    first.recordEdge({ ...report({ version: forged, fingerprint: fpB }), edge: 'evil' });
+  }
+  assert.equal(first.current?.version, published, 'no report moves the version');
+  assert.equal(first.edges()[0]?.applied?.version, published + 1, 'the last report is recorded as sent');
+  assert.equal(first.publish(filesB, fpB).version, published + 1, 'versions rise by one');
+
+  // The controller restarts (a new process: a new epoch from Swarm, above the last one).
+  const second = new BundleStore(new FakeClock());
+  second.startEpoch(await acquireVersionEpoch(docker, 'swarmgate', signal));
+  second.publish(filesA, fpA);
+  const honest = report({ version: published + 1, fingerprint: fpB });
+  second.recordEdge(honest);
+  second.recordEdge({ ...report({ version: 2 ** 40 + 1, fingerprint: fpB }), edge: 'e2' });
+  const offered = await second.waitForBundle(honest, 1000, signal);
+  assert.ok(offered !== null && offered.version > published + 1, 'the restarted controller moved forward');
+  assert.equal(offered.fingerprint, fpA);
+  assert.deepEqual(
+    docker.configs.filter((config) => config.Spec?.Labels?.['swarmgate.version-epoch'] !== undefined),
+    [],
+    'the epoch configs are removed',
+  );
+});
+
+test('bundle store: an epoch config is read back from Swarm; a config without a usable index is refused', async () => {
+  const docker = new FakeDocker();
+  docker.raftIndex = 41;
+  const signal = new AbortController().signal;
+  assert.equal(await acquireVersionEpoch(docker, 'swarmgate', signal), 42);
+  assert.ok((await acquireVersionEpoch(docker, 'swarmgate', signal)) > 42);
+  docker.raftIndex = 2 ** 33;
+  await assert.rejects(acquireVersionEpoch(docker, 'swarmgate', signal), (error: unknown) =>
+    isSwarmgateError(error, 'ERR_VERSION_EPOCH'),
+  );
 });
 
 test('bundle store: edges are capped and silent ones forgotten', () => {
   const clock = new FakeClock();
-  const store = new BundleStore(clock);
+  const store = storeAt(clock);
   for (let i = 0; i < MAX_EDGES + 50; i++) store.recordEdge({ ...report(null), edge: `edge-${i}` });
   const edges = store.edges();
   assert.equal(edges.length, MAX_EDGES);
