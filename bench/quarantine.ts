@@ -64,13 +64,20 @@ for (let i = 0; i < SERVICES; i++) {
   docker.tasks.push(rawTask(`${name}-t1`, name, `10.1.${Math.floor(i / 250)}.${(i % 250) + 1}`));
 }
 
-const config = readControllerConfig({});
+// nginx -t loads the pinned channel certificate the ACME location verifies the controller with; the repository's
+// test certificate stands in for it.
+const config = readControllerConfig({
+  SWARMGATE_CHANNEL_CERT_FILE: new URL('../test/fixtures/test-only.crt', import.meta.url).pathname,
+});
+const store = new BundleStore(systemClock);
+// The controller takes its epoch from Swarm's Raft index; there is no Swarm here.
+store.startEpoch(1);
 const reconciler = new Reconciler(
   {
     docker,
     validator,
     templates: createTemplateRenderer(),
-    store: new BundleStore(systemClock),
+    store,
     logger: createLogger('silent'),
     clock: systemClock,
     certificates,

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readControllerConfig } from '../../src/config.ts';
+import { TEST_CHANNEL_CERT_FILE } from '../support/loopback-nginx.ts';
 import { createLogger } from '../../src/logger.ts';
 import type { NginxValidator, ValidationResult } from '../../src/nginx/nginx-validator.ts';
 import { BundleStore } from '../../src/publish/bundle-store.ts';
@@ -44,8 +45,10 @@ function harness(
       return judge(config, signal);
     },
   };
-  const config = readControllerConfig({});
+  // nginx -t loads the pinned channel certificate the ACME location verifies the controller with.
+  const config = readControllerConfig({ SWARMGATE_CHANNEL_CERT_FILE: TEST_CHANNEL_CERT_FILE });
   const store = new BundleStore(systemClock);
+  store.startEpoch(1);
   const reconciler = new Reconciler(
     {
       docker,

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { defaultProxySettings } from '../../src/config.ts';
+import { TEST_CHANNEL_CERT_FILE } from './loopback-nginx.ts';
 import type { ServiceInfo, Snapshot, TaskInfo } from '../../src/discovery/snapshot.ts';
 import { PROTOS } from '../../src/model/labels.ts';
 import { buildRoutingModel, DEFAULT_TLS, EMPTY_MODEL } from '../../src/model/routing-model.ts';
@@ -422,7 +423,8 @@ const testCertificate = {
   privateKeyPem: readFileSync(new URL('test-only.key', fixtures), 'utf8'),
 };
 const templates = createTemplateRenderer();
-const proxy = defaultProxySettings();
+// nginx -t loads the pinned channel certificate the ACME location verifies the controller with.
+const proxy = { ...defaultProxySettings(), channelCertFile: TEST_CHANNEL_CERT_FILE };
 
 export function caseSnapshot(fuzzCase: FuzzCase, prefix: string): Snapshot {
   const services: ServiceInfo[] = [];
