@@ -60,14 +60,75 @@ export interface Snapshot {
   readonly nodes: readonly NodeInfo[];
 }
 
-export async function fetchSnapshot(docker: DockerPort, signal: AbortSignal): Promise<Snapshot> {
-  const [services, tasks, networks, nodes] = await Promise.all([
-    docker.listServices(signal),
-    docker.listTasks(signal),
+/** More services than this to watch: list every task at once rather than name them all in a filter. */
+export const MAX_WATCHED_SERVICES = 200;
+
+/**
+ * Every service, network and node, and the tasks Swarm wants running. Docker also keeps the last few tasks of
+ * every slot (history: about as many again as the running ones, more after updates), which only matter for a
+ * service that is changing: the tasks of the services `watch` picks from the listed services (those converging,
+ * those whose spec just changed) are listed in full, told-to-stop and failed ones too.
+ */
+export async function fetchSnapshot(
+  docker: DockerPort,
+  signal: AbortSignal,
+  watch: (services: readonly RawService[]) => Iterable<string> = () => [],
+): Promise<Snapshot> {
+  const listed = docker.listServices(signal);
+  let everything = false;
+  const watched = listed.then((services) => {
+    const ids = [...new Set(watch(services))];
+    if (ids.length > MAX_WATCHED_SERVICES) everything = true;
+    return ids.length === 0 ? [] : docker.listTasks(signal, everything ? {} : { services: ids });
+  });
+  const [services, running, changing, networks, nodes] = await Promise.all([
+    listed,
+    docker.listTasks(signal, { desiredState: 'running' }),
+    watched,
     docker.listNetworks(signal),
     docker.listNodes(signal),
   ]);
-  return toSnapshot({ services, tasks, networks, nodes });
+  return toSnapshot({
+    services,
+    tasks: everything ? changing : mergeTasks(running, changing),
+    networks,
+    nodes,
+  });
+}
+
+/** The tasks of some services, all of them (history included), for a fast poll of services that are converging. */
+export async function fetchServiceTasks(
+  docker: DockerPort,
+  signal: AbortSignal,
+  services: readonly string[],
+): Promise<TaskInfo[]> {
+  if (services.length === 0) return [];
+  return sortTasks((await docker.listTasks(signal, { services })).map(toTaskInfo));
+}
+
+/** The snapshot with the tasks of `services` replaced by `tasks` (a fast poll's answer for them). */
+export function withServiceTasks(
+  snapshot: Snapshot,
+  services: ReadonlySet<string>,
+  tasks: readonly TaskInfo[],
+): Snapshot {
+  return {
+    ...snapshot,
+    tasks: sortTasks([...snapshot.tasks.filter((task) => !services.has(task.serviceId)), ...tasks]),
+  };
+}
+
+/** A task listed twice (running, and again among a watched service's) is the same task: the later read wins. */
+function mergeTasks(running: readonly RawTask[], watched: readonly RawTask[]): RawTask[] {
+  if (watched.length === 0) return [...running];
+  const byId = new Map<string, RawTask>();
+  for (const task of running) byId.set(task.ID ?? '', task);
+  for (const task of watched) byId.set(task.ID ?? '', task);
+  return [...byId.values()];
+}
+
+function sortTasks(tasks: TaskInfo[]): TaskInfo[] {
+  return sortedBy(tasks, (task) => `${task.serviceId}/${task.id}`);
 }
 
 export function toSnapshot(raw: {
@@ -78,7 +139,7 @@ export function toSnapshot(raw: {
 }): Snapshot {
   return {
     services: sortedBy(raw.services.map(toServiceInfo), (service) => service.name),
-    tasks: sortedBy(raw.tasks.map(toTaskInfo), (task) => `${task.serviceId}/${task.id}`),
+    tasks: sortTasks(raw.tasks.map(toTaskInfo)),
     networks: sortedBy(raw.networks.map(toNetworkInfo), (network) => `${network.name}/${network.id}`),
     nodes: sortedBy(raw.nodes.map(toNodeInfo), (node) => node.id),
   };
