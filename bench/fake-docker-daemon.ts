@@ -37,7 +37,7 @@ export function serviceId(s: number): string {
   return `svc${String(s).padStart(5, '0')}`;
 }
 
-function serviceJson(s: number, replicas: number): string {
+function serviceJson(s: number, replicas: number, versionIndex = 1000 + s): string {
   const id = serviceId(s);
   const labels: Record<string, string> = {
     'com.docker.stack.namespace': `stack${s % 50}`,
@@ -48,7 +48,7 @@ function serviceJson(s: number, replicas: number): string {
   if (s % 10 === 0) labels.VIRTUAL_PATH = '/api/';
   return JSON.stringify({
     ID: id,
-    Version: { Index: 1000 + s },
+    Version: { Index: versionIndex },
     CreatedAt: '2026-11-01T10:00:00.000000000Z',
     UpdatedAt: '2026-11-20T10:00:00.000000000Z',
     Spec: {
@@ -155,6 +155,8 @@ function address(n: number): string {
 }
 
 const services: Buffer[] = [];
+const replicas: number[] = [];
+let version = 100_000;
 const tasks: TaskEntry[] = [];
 const taskIndex = new Map<string, TaskEntry>();
 function addTask(entry: TaskEntry): void {
@@ -208,7 +210,11 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   const route = url.pathname.replace(/^\/v[0-9.]+/, '');
   stats.requests[route] = (stats.requests[route] ?? 0) + 1;
   if (req.method === 'POST' && route === '/bench/tasks') {
+    // One more replica, as `docker service scale` does: a new spec version and one more running task.
     const service = url.searchParams.get('service') ?? '';
+    const index = Number(service.replace(/^svc/, ''));
+    replicas[index] = (replicas[index] ?? PER_SERVICE) + 1;
+    services[index] = Buffer.from(serviceJson(index, replicas[index] ?? PER_SERVICE, ++version));
     const id = `${service}-storm${tasks.length}`;
     addTask({
       id,

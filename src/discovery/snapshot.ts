@@ -60,8 +60,10 @@ export interface Snapshot {
   readonly nodes: readonly NodeInfo[];
 }
 
-/** More services than this to watch: list every task at once rather than name them all in a filter. */
-export const MAX_WATCHED_SERVICES = 200;
+/** Services named in one task filter; more are listed in batches (a URL of 100 IDs is about 2.6 KB). */
+const SERVICES_PER_FILTER = 100;
+/** Task lists read at once when many services change together (a node lost, a stack deployed). */
+const BATCHES_AT_ONCE = 4;
 
 /**
  * Every service, network and node, and the tasks Swarm wants running. Docker also keeps the last few tasks of
@@ -75,12 +77,7 @@ export async function fetchSnapshot(
   watch: (services: readonly RawService[]) => Iterable<string> = () => [],
 ): Promise<Snapshot> {
   const listed = docker.listServices(signal);
-  let everything = false;
-  const watched = listed.then((services) => {
-    const ids = [...new Set(watch(services))];
-    if (ids.length > MAX_WATCHED_SERVICES) everything = true;
-    return ids.length === 0 ? [] : docker.listTasks(signal, everything ? {} : { services: ids });
-  });
+  const watched = listed.then((services) => listServiceTasks(docker, signal, [...new Set(watch(services))]));
   const [services, running, changing, networks, nodes] = await Promise.all([
     listed,
     docker.listTasks(signal, { desiredState: 'running' }),
@@ -88,12 +85,7 @@ export async function fetchSnapshot(
     docker.listNetworks(signal),
     docker.listNodes(signal),
   ]);
-  return toSnapshot({
-    services,
-    tasks: everything ? changing : mergeTasks(running, changing),
-    networks,
-    nodes,
-  });
+  return toSnapshot({ services, tasks: mergeTasks(running, changing), networks, nodes });
 }
 
 /** The tasks of some services, all of them (history included), for a fast poll of services that are converging. */
@@ -102,8 +94,25 @@ export async function fetchServiceTasks(
   signal: AbortSignal,
   services: readonly string[],
 ): Promise<TaskInfo[]> {
-  if (services.length === 0) return [];
-  return sortTasks((await docker.listTasks(signal, { services })).map(toTaskInfo));
+  return sortTasks((await listServiceTasks(docker, signal, services)).map(toTaskInfo));
+}
+
+async function listServiceTasks(
+  docker: DockerPort,
+  signal: AbortSignal,
+  services: readonly string[],
+): Promise<RawTask[]> {
+  const batches: string[][] = [];
+  for (let i = 0; i < services.length; i += SERVICES_PER_FILTER)
+    batches.push(services.slice(i, i + SERVICES_PER_FILTER));
+  const tasks: RawTask[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let batch = batches[next++]; batch; batch = batches[next++])
+      tasks.push(...(await docker.listTasks(signal, { services: batch })));
+  };
+  await Promise.all(Array.from({ length: Math.min(BATCHES_AT_ONCE, batches.length) }, worker));
+  return tasks;
 }
 
 /** The snapshot with the tasks of `services` replaced by `tasks` (a fast poll's answer for them). */

@@ -2,12 +2,7 @@
 // fetchSnapshot → buildRoutingModel → renderConfig → fingerprint → nginx -t → publish.
 import type { DebounceWindow, ProxySettings } from '../config.ts';
 import type { DockerPort } from '../docker/docker-port.ts';
-import {
-  fetchServiceTasks,
-  fetchSnapshot,
-  MAX_WATCHED_SERVICES,
-  withServiceTasks,
-} from '../discovery/snapshot.ts';
+import { fetchServiceTasks, fetchSnapshot, withServiceTasks } from '../discovery/snapshot.ts';
 import type { Snapshot, TaskInfo } from '../discovery/snapshot.ts';
 import type { RawService } from '../docker/docker-port.ts';
 import { describeError, SwarmgateError } from '../errors.ts';
@@ -630,8 +625,7 @@ export class Reconciler {
       // A crash-looping service never converges: after the window it is left to the slow poll.
       if (now - since < this.settings.fastPollWindowMs) polled.push(id);
     }
-    // Too many to name in one task filter (a node lost, a stack deployed): each tick re-lists everything instead.
-    this.fastPolled = polled.length <= MAX_WATCHED_SERVICES ? polled.sort() : [];
+    this.fastPolled = polled.sort();
     if (polled.length === 0 || this.fastPollTimer || this.shutdown.signal.aborted) return;
     this.fastPollTimer = this.deps.clock.setTimer(this.settings.fastPollMs, () => {
       this.fastPollTimer = null;
