@@ -263,7 +263,7 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
     dockerSocket: reader.string('SWARMGATE_DOCKER_SOCKET', '/var/run/docker.sock'),
     networks: reader.list('SWARMGATE_NETWORKS', ['swarmgate'], NETWORK_NAME),
     debounce: debounceWindow(reader, 'SWARMGATE_DEBOUNCE', { minMs: 100, maxMs: 500 }),
-    fastPollMs: reader.duration('SWARMGATE_FAST_POLL', 200, 50, 10_000),
+    fastPollMs: reader.duration('SWARMGATE_FAST_POLL', 100, 50, 10_000),
     fastPollWindowMs: reader.duration('SWARMGATE_FAST_POLL_WINDOW', 120_000, 1000, 3_600_000),
     slowPollMs: reader.duration('SWARMGATE_SLOW_POLL', 5000, 500, 3_600_000),
     nginxBinary: reader.string('SWARMGATE_NGINX', 'nginx'),

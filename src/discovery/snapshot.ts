@@ -82,14 +82,32 @@ export const CONFIG_FILE_LABEL = 'swarmgate.file';
 /** Labels whose value names a Docker config. */
 const CONFIG_REFERENCE_LABELS = ['swarmgate.auth.basic', 'swarmgate.error-page'];
 
-export async function fetchSnapshot(docker: DockerPort, signal: AbortSignal): Promise<Snapshot> {
-  const [services, tasks, networks, nodes] = await Promise.all([
-    docker.listServices(signal),
-    docker.listTasks(signal),
+/** Services named in one task filter; more are listed in batches (a URL of 100 IDs is about 2.6 KB). */
+const SERVICES_PER_FILTER = 100;
+/** Task lists read at once when many services change together (a node lost, a stack deployed). */
+const BATCHES_AT_ONCE = 4;
+
+/**
+ * Every service, network and node, and the tasks Swarm wants running. Docker also keeps the last few tasks of
+ * every slot (history: about as many again as the running ones, more after updates), which only matter for a
+ * service that is changing: the tasks of the services `watch` picks from the listed services (those converging,
+ * those whose spec just changed) are listed in full, told-to-stop and failed ones too.
+ */
+export async function fetchSnapshot(
+  docker: DockerPort,
+  signal: AbortSignal,
+  watch: (services: readonly RawService[]) => Iterable<string> = () => [],
+): Promise<Snapshot> {
+  const listed = docker.listServices(signal);
+  const watched = listed.then((services) => listServiceTasks(docker, signal, [...new Set(watch(services))]));
+  const [services, running, changing, networks, nodes] = await Promise.all([
+    listed,
+    docker.listTasks(signal, { desiredState: 'running' }),
+    watched,
     docker.listNetworks(signal),
     docker.listNodes(signal),
   ]);
-  const snapshot = toSnapshot({ services, tasks, networks, nodes });
+  const snapshot = toSnapshot({ services, tasks: mergeTasks(running, changing), networks, nodes });
   // Configs are read (one inspect each) only while some service names one.
   const named = snapshot.services.some((service) =>
     CONFIG_REFERENCE_LABELS.some((label) => service.labels[label] !== undefined),
@@ -97,6 +115,58 @@ export async function fetchSnapshot(docker: DockerPort, signal: AbortSignal): Pr
   if (!named) return snapshot;
   const configs = await docker.listConfigs(CONFIG_FILE_LABEL, signal);
   return { ...snapshot, configs: sortedBy(configs.map(toConfigFile), (config) => config.name) };
+}
+
+/** The tasks of some services, all of them (history included), for a fast poll of services that are converging. */
+export async function fetchServiceTasks(
+  docker: DockerPort,
+  signal: AbortSignal,
+  services: readonly string[],
+): Promise<TaskInfo[]> {
+  return sortTasks((await listServiceTasks(docker, signal, services)).map(toTaskInfo));
+}
+
+async function listServiceTasks(
+  docker: DockerPort,
+  signal: AbortSignal,
+  services: readonly string[],
+): Promise<RawTask[]> {
+  const batches: string[][] = [];
+  for (let i = 0; i < services.length; i += SERVICES_PER_FILTER)
+    batches.push(services.slice(i, i + SERVICES_PER_FILTER));
+  const tasks: RawTask[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let batch = batches[next++]; batch; batch = batches[next++])
+      tasks.push(...(await docker.listTasks(signal, { services: batch })));
+  };
+  await Promise.all(Array.from({ length: Math.min(BATCHES_AT_ONCE, batches.length) }, worker));
+  return tasks;
+}
+
+/** The snapshot with the tasks of `services` replaced by `tasks` (a fast poll's answer for them). */
+export function withServiceTasks(
+  snapshot: Snapshot,
+  services: ReadonlySet<string>,
+  tasks: readonly TaskInfo[],
+): Snapshot {
+  return {
+    ...snapshot,
+    tasks: sortTasks([...snapshot.tasks.filter((task) => !services.has(task.serviceId)), ...tasks]),
+  };
+}
+
+/** A task listed twice (running, and again among a watched service's) is the same task: the later read wins. */
+function mergeTasks(running: readonly RawTask[], watched: readonly RawTask[]): RawTask[] {
+  if (watched.length === 0) return [...running];
+  const byId = new Map<string, RawTask>();
+  for (const task of running) byId.set(task.ID ?? '', task);
+  for (const task of watched) byId.set(task.ID ?? '', task);
+  return [...byId.values()];
+}
+
+function sortTasks(tasks: TaskInfo[]): TaskInfo[] {
+  return sortedBy(tasks, (task) => `${task.serviceId}/${task.id}`);
 }
 
 function toConfigFile(raw: RawConfig): ConfigFile {
@@ -115,7 +185,7 @@ export function toSnapshot(raw: {
 }): Snapshot {
   return {
     services: sortedBy(raw.services.map(toServiceInfo), (service) => service.name),
-    tasks: sortedBy(raw.tasks.map(toTaskInfo), (task) => `${task.serviceId}/${task.id}`),
+    tasks: sortTasks(raw.tasks.map(toTaskInfo)),
     networks: sortedBy(raw.networks.map(toNetworkInfo), (network) => `${network.name}/${network.id}`),
     nodes: sortedBy(raw.nodes.map(toNodeInfo), (node) => node.id),
   };

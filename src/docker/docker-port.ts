@@ -103,9 +103,18 @@ export interface RegistryAuth {
  */
 export type UpdateAuth = RegistryAuth | 'anonymous' | 'keep';
 
+/** Which tasks to list (the Engine API's filters); without one, every task Docker keeps, history included. */
+export interface TaskFilter {
+  /** Only tasks Swarm wants in this state: leaves out the task history (several old tasks per slot). */
+  readonly desiredState?: 'running';
+  /** Only these services' tasks (IDs). */
+  readonly services?: readonly string[];
+}
+
 export interface DockerPort {
+  /** Only the fields RawService names may be present (adapters drop the rest). */
   listServices(signal: AbortSignal): Promise<RawService[]>;
-  listTasks(signal: AbortSignal): Promise<RawTask[]>;
+  listTasks(signal: AbortSignal, filter?: TaskFilter): Promise<RawTask[]>;
   listNetworks(signal: AbortSignal): Promise<RawNetwork[]>;
   listNodes(signal: AbortSignal): Promise<RawNode[]>;
   /**

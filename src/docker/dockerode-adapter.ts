@@ -12,7 +12,9 @@ import type {
   RawTask,
   UpdateAuth,
 } from './docker-port.ts';
+import { readJsonArray } from './json-array.ts';
 import { splitJsonLines } from './json-lines.ts';
+import type { TaskFilter } from './docker-port.ts';
 
 // API 1.41 is what Docker 20.10 serves; every newer daemon still accepts it. No client timeout: docker-modem
 // applies it to the event stream too and would cut it while Swarm is quiet.
@@ -31,14 +33,44 @@ export function createDockerodeAdapter(socketPath: string): DockerPort {
     }
   }
 
+  /**
+   * A list read element by element, each cut down to what swarmgate reads as it arrives (see json-array.ts):
+   * dockerode would join the whole body and parse it at once, 150 MB and over a gigabyte at 100,000 tasks.
+   */
+  function streamList<T>(
+    path: string,
+    filters: Record<string, string[]> | null,
+    signal: AbortSignal,
+    keep: (item: unknown) => T,
+  ): Promise<T[]> {
+    return new Promise<Readable>((resolve, reject) => {
+      docker.modem.dial(
+        {
+          path: `${path}?`,
+          method: 'GET',
+          options: filters ? { filters: JSON.stringify(filters) } : {},
+          abortSignal: signal,
+          isStream: true,
+          statusCodes: { 200: true, 500: 'server error', 503: 'node is not part of a swarm' },
+        },
+        (error: Error | null, stream: unknown) => (error ? reject(error) : resolve(stream as Readable)),
+      );
+    }).then(async (stream) => {
+      try {
+        return await readJsonArray(stream as AsyncIterable<Buffer>, keep);
+      } finally {
+        stream.destroy();
+      }
+    });
+  }
+
   return {
-    listServices: (signal) =>
-      call(
-        'list services',
-        () => docker.listServices({ abortSignal: signal } as object) as Promise<RawService[]>,
-      ),
-    listTasks: (signal) =>
-      call('list tasks', () => docker.listTasks({ abortSignal: signal } as object) as Promise<RawTask[]>),
+    listServices: (signal) => call('list services', () => streamList('/services', null, signal, slimService)),
+    listTasks: async (signal, filter) =>
+      // An empty service filter is no filter to the Engine API: it would list every task.
+      filter?.services?.length === 0
+        ? []
+        : call('list tasks', () => streamList('/tasks', taskFilters(filter), signal, slimTask)),
     listNetworks: (signal) =>
       call(
         'list networks',
@@ -116,6 +148,58 @@ export function createDockerodeAdapter(socketPath: string): DockerPort {
       )) as unknown as Readable;
       return readEvents(stream, signal);
     },
+  };
+}
+
+/** The Engine API's task filters: each key's values are alternatives (any service of the list). */
+function taskFilters(filter: TaskFilter | undefined): Record<string, string[]> | null {
+  const filters: Record<string, string[]> = {};
+  if (filter?.desiredState) filters['desired-state'] = [filter.desiredState];
+  if (filter?.services) filters.service = [...filter.services];
+  return Object.keys(filters).length > 0 ? filters : null;
+}
+
+/** The fields of a listed service swarmgate reads (RawService); the rest of the spec is dropped as it arrives. */
+export function slimService(item: unknown): RawService {
+  const raw = (item ?? {}) as RawService;
+  const spec = raw.Spec;
+  const template = spec?.TaskTemplate;
+  const container = template?.ContainerSpec;
+  return {
+    ID: raw.ID,
+    CreatedAt: raw.CreatedAt,
+    Version: raw.Version ? { Index: raw.Version.Index } : undefined,
+    Spec: spec && {
+      Name: spec.Name,
+      Labels: spec.Labels,
+      Mode: spec.Mode,
+      TaskTemplate: template && {
+        ContainerSpec: container && { Image: container.Image, Env: container.Env, Mounts: container.Mounts },
+        Networks: template.Networks?.map((network) => ({ Target: network.Target })),
+      },
+    },
+    UpdateStatus: raw.UpdateStatus ? { State: raw.UpdateStatus.State } : raw.UpdateStatus,
+  };
+}
+
+/** The fields of a listed task swarmgate reads (RawTask): no spec, no full network objects. */
+export function slimTask(item: unknown): RawTask {
+  const raw = (item ?? {}) as RawTask;
+  return {
+    ID: raw.ID,
+    ServiceID: raw.ServiceID,
+    NodeID: raw.NodeID,
+    Slot: raw.Slot,
+    DesiredState: raw.DesiredState,
+    Spec: { ContainerSpec: { Image: raw.Spec?.ContainerSpec?.Image } },
+    Status: raw.Status && { State: raw.Status.State, Timestamp: raw.Status.Timestamp, Err: raw.Status.Err },
+    NetworksAttachments: raw.NetworksAttachments?.map((attachment) => ({
+      Network: attachment.Network && {
+        ID: attachment.Network.ID,
+        Spec: { Name: attachment.Network.Spec?.Name },
+      },
+      Addresses: attachment.Addresses,
+    })),
   };
 }
 

@@ -2,8 +2,9 @@
 // fetchSnapshot → buildRoutingModel → renderConfig → fingerprint → nginx -t → publish.
 import type { DebounceWindow, ProxySettings } from '../config.ts';
 import type { DockerPort } from '../docker/docker-port.ts';
-import { fetchSnapshot } from '../discovery/snapshot.ts';
-import type { Snapshot } from '../discovery/snapshot.ts';
+import { fetchServiceTasks, fetchSnapshot, withServiceTasks } from '../discovery/snapshot.ts';
+import type { Snapshot, TaskInfo } from '../discovery/snapshot.ts';
+import type { RawService } from '../docker/docker-port.ts';
 import { describeError, SwarmgateError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { NO_CERTIFICATES } from '../acme/certificate-manager.ts';
@@ -75,6 +76,8 @@ export interface ReconcileOutcome {
 
 export interface ReconcilerStats {
   reconciles: number;
+  /** Fast polls that read only converging services' tasks and found nothing new (no model, no render). */
+  quietFastPolls: number;
   failures: number;
   publishes: number;
   validations: number;
@@ -156,9 +159,16 @@ export class Reconciler {
   private running: number | null = null;
   private fastPollTimer: TimerHandle | null = null;
   private readonly unconvergedSince = new Map<string, number>();
+  /** Services polled fast (converging, within the window): a fast poll reads only their tasks. */
+  private fastPolled: readonly string[] = [];
+  /** Set by every trigger: the next run re-lists everything; a fast poll tick alone reads fewer. */
+  private fullWanted = true;
+  /** Each service's spec version at the last full read: a changed one may have tasks told to stop. */
+  private serviceVersions = new Map<string, number>();
   private routedTasks = new Set<string>();
   readonly stats: ReconcilerStats = {
     reconciles: 0,
+    quietFastPolls: 0,
     failures: 0,
     publishes: 0,
     validations: 0,
@@ -176,7 +186,10 @@ export class Reconciler {
     this.deps = deps;
     this.settings = settings;
     this.flight = new SingleFlight(() => this.reconcileOnce());
-    this.debouncer = new Debouncer(settings.debounce, deps.clock, () => void this.flight.request());
+    this.debouncer = new Debouncer(settings.debounce, deps.clock, () => {
+      this.fullWanted = true;
+      void this.flight.request();
+    });
   }
 
   /** Something may have changed (an event, a poll tick): reconcile after the debounce window. */
@@ -188,6 +201,7 @@ export class Reconciler {
   /** Reconcile as soon as the running one (if any) is done; resolves when that run has finished. */
   reconcileNow(): Promise<void> {
     this.debouncer.cancel();
+    this.fullWanted = true;
     return this.flight.request();
   }
 
@@ -247,7 +261,17 @@ export class Reconciler {
   private async reconcileWithin(started: number): Promise<void> {
     const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.timeoutMs)]);
     try {
-      const snapshot = await fetchSnapshot(this.deps.docker, signal);
+      const last = this.snapshot;
+      const full = this.fullWanted || last === null || this.fastPolled.length === 0;
+      this.fullWanted = false;
+      const snapshot =
+        full || last === null ? await this.readAll(signal) : await this.readConverging(last, signal);
+      if (snapshot === null) {
+        // A fast poll that found the converging services' tasks as they were: nothing to render.
+        this.stats.quietFastPolls++;
+        if (this.snapshot) this.scheduleFastPoll(this.snapshot);
+        return;
+      }
       this.snapshot = snapshot;
       const { published, error } = await this.applySnapshot(snapshot, signal);
       this.scheduleFastPoll(snapshot);
@@ -261,6 +285,36 @@ export class Reconciler {
         'reconcile failed; edges keep the last good config',
       );
     }
+  }
+
+  /** Everything, with the full task lists of services that are converging or whose spec changed. */
+  private async readAll(signal: AbortSignal): Promise<Snapshot> {
+    const watch = (services: readonly RawService[]): string[] => {
+      const changed = services
+        .filter((service) => {
+          const before = this.serviceVersions.get(service.ID ?? '');
+          return before !== undefined && before !== (service.Version?.Index ?? 0);
+        })
+        .map((service) => service.ID ?? '');
+      this.serviceVersions = new Map(
+        services.map((service) => [service.ID ?? '', service.Version?.Index ?? 0]),
+      );
+      return [...this.unconvergedSince.keys(), ...changed];
+    };
+    return fetchSnapshot(this.deps.docker, signal, watch);
+  }
+
+  /**
+   * A fast poll: only the converging services' tasks are read (one small list, not every task of the swarm). When
+   * they are as last read, null: no model, no render. Otherwise the last snapshot with those tasks replaced.
+   */
+  private async readConverging(last: Snapshot, signal: AbortSignal): Promise<Snapshot | null> {
+    const ids = this.fastPolled;
+    const watched = new Set(ids);
+    const fresh = await fetchServiceTasks(this.deps.docker, signal, ids);
+    const before = last.tasks.filter((task) => watched.has(task.serviceId));
+    if (sameTasks(before, fresh)) return null;
+    return withServiceTasks(last, watched, fresh);
   }
 
   private finish(started: number, ok: boolean, error: string | null, published: boolean): ReconcileOutcome {
@@ -676,14 +730,15 @@ export class Reconciler {
     const unconverged = unconvergedServices(snapshot, isRouted);
     for (const id of [...this.unconvergedSince.keys()])
       if (!unconverged.has(id)) this.unconvergedSince.delete(id);
-    let anyWithinWindow = false;
+    const polled: string[] = [];
     for (const id of unconverged) {
       const since = this.unconvergedSince.get(id) ?? now;
       this.unconvergedSince.set(id, since);
       // A crash-looping service never converges: after the window it is left to the slow poll.
-      if (now - since < this.settings.fastPollWindowMs) anyWithinWindow = true;
+      if (now - since < this.settings.fastPollWindowMs) polled.push(id);
     }
-    if (!anyWithinWindow || this.fastPollTimer || this.shutdown.signal.aborted) return;
+    this.fastPolled = polled.sort();
+    if (polled.length === 0 || this.fastPollTimer || this.shutdown.signal.aborted) return;
     this.fastPollTimer = this.deps.clock.setTimer(this.settings.fastPollMs, () => {
       this.fastPollTimer = null;
       void this.flight.request();
@@ -751,6 +806,11 @@ export function restrictModel(
     certificateRequests: model.certificateRequests.filter((request) => keep.has(request.service)),
     certificatesInUse: [...new Set(servers.flatMap((server) => server.tls.certificate ?? []))].sort(),
   };
+}
+
+/** Same tasks in the same states at the same addresses (both sorted by service and ID). */
+function sameTasks(a: readonly TaskInfo[], b: readonly TaskInfo[]): boolean {
+  return a.length === b.length && JSON.stringify(a) === JSON.stringify(b);
 }
 
 function lastLine(output: string): string {

@@ -9,6 +9,7 @@ import type {
   RawNode,
   RawService,
   RawTask,
+  TaskFilter,
 } from '../../src/docker/docker-port.ts';
 import { SwarmgateError } from '../../src/errors.ts';
 
@@ -58,10 +59,21 @@ export class FakeDocker implements DockerPort {
     return structuredClone(this.services);
   }
 
-  async listTasks(): Promise<RawTask[]> {
+  /** The filters each listTasks call carried, in order. */
+  readonly taskFilters: (TaskFilter | undefined)[] = [];
+
+  async listTasks(_signal?: AbortSignal, filter?: TaskFilter): Promise<RawTask[]> {
     this.check();
     this.calls.listTasks++;
-    return structuredClone(this.tasks);
+    this.taskFilters.push(filter);
+    // As the Engine API filters: desired state, and any of the services named.
+    return structuredClone(
+      this.tasks.filter(
+        (task) =>
+          (!filter?.desiredState || task.DesiredState === filter.desiredState) &&
+          (!filter?.services || filter.services.includes(task.ServiceID ?? '')),
+      ),
+    );
   }
 
   async listNetworks(): Promise<RawNetwork[]> {

@@ -15,7 +15,7 @@ test('config: defaults are complete and frozen', () => {
   assert.equal(config.livenessDockerMs, 60_000);
   assert.deepEqual(config.networks, ['swarmgate']);
   assert.deepEqual(config.debounce, { minMs: 100, maxMs: 500 });
-  assert.equal(config.fastPollMs, 200);
+  assert.equal(config.fastPollMs, 100);
   assert.equal(config.proxy.trustDownstreamProxy, false);
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.proxy) && Object.isFrozen(config.networks));
 });
