@@ -28,6 +28,8 @@ for (let s = 0; s < SERVICES; s++) {
     );
 }
 const store = new BundleStore(systemClock);
+// The controller takes its epoch from Swarm's Raft index; there is no Swarm here.
+store.startEpoch(1);
 const reconciler = new Reconciler(
   {
     docker,

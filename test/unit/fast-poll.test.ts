@@ -36,6 +36,7 @@ function harness(t: TestContext): {
   );
   const clock = new FakeClock();
   const store = new BundleStore(clock);
+  store.startEpoch(1);
   const config = readControllerConfig({});
   const reconciler = new Reconciler(
     {
