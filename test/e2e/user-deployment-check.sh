@@ -17,7 +17,8 @@ LAB_ACCOUNT="account.$(printf %s https://pebble:14000/dir | sha256sum | cut -c1-
 
 log() { printf '[user-deployment-check] %s\n' "$*" >&2; }
 
-# One line per object: kind, id, version (what changes when it is updated; networks are never updated), name,
+# One line per object: kind, id, version (what changes when it is updated; networks are never updated, and a
+# volume's CreatedAt follows its directory's inode times, so neither has one), name,
 # then the labels that decide whether it is the lab's.
 snapshot() {
   local ids
@@ -35,7 +36,7 @@ snapshot() {
     'config {{.ID}} {{.Version.Index}} {{.Spec.Name}} instance={{index .Spec.Labels "swarmgate.instance"}} state={{index .Spec.Labels "swarmgate.state"}}' $ids 2>/dev/null || true
   ids=$(docker volume ls -q 2>/dev/null || true)
   [ -z "$ids" ] || docker volume inspect --format \
-    'volume {{.Name}} {{.CreatedAt}} {{.Name}} ns={{index .Labels "com.docker.stack.namespace"}}' $ids 2>/dev/null || true
+    'volume {{.Name}} - {{.Name}} ns={{index .Labels "com.docker.stack.namespace"}}' $ids 2>/dev/null || true
 }
 
 # Prints the lines of objects that carry one of the lab's marks.
