@@ -253,10 +253,15 @@ remove_stack() {
   local stack=$1
   docker stack ls --format '{{.Name}}' | grep -qx "$stack" || return 0
   log "removing stack $stack"
-  docker stack rm "$stack" >/dev/null
+  # Non-zero when its network still has users (tasks shutting down): the loop removes the network once free.
+  docker stack rm "$stack" >/dev/null 2>&1 || true
+  local networks
   for _ in $(seq 1 60); do
-    [ -z "$(docker service ls -q --filter label=com.docker.stack.namespace="$stack")" ] &&
-      [ -z "$(docker network ls -q --filter label=com.docker.stack.namespace="$stack")" ] && return 0
+    networks=$(docker network ls -q --filter label=com.docker.stack.namespace="$stack")
+    if [ -z "$(docker service ls -q --filter label=com.docker.stack.namespace="$stack")" ]; then
+      [ -n "$networks" ] || return 0
+      docker network rm $networks >/dev/null 2>&1 || true
+    fi
     sleep 1
   done
   die "stack $stack did not go away within 60 s"
@@ -269,6 +274,12 @@ lab_stacks() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -E "^${LA
 lab_volumes() {
   docker volume ls --format '{{.Name}} {{.Label "com.docker.stack.namespace"}}' 2>/dev/null |
     awk -v lab="$LAB" '$2 == lab || index($2, lab "-") == 1 { print $1 }'
+}
+
+# Networks the tests made, and any a stack of the lab's left behind (a stack rm cut short).
+lab_networks() {
+  docker network ls --format '{{.ID}} {{.Label "com.docker.stack.namespace"}} {{.Label "sg-e2e"}}' 2>/dev/null |
+    awk -v lab="$LAB" '$2 == lab || index($2, lab "-") == 1 || $NF == "1" { print $1 }'
 }
 
 # The lab controller's sealed state (certificates, its ACME account): configs of SWARMGATE_INSTANCE=$LAB. Records
@@ -312,10 +323,11 @@ remove_networks() {
 cmd_clean() {
   engine_answers || { log "no daemon answers; nothing to remove"; return; }
   local stack ids
-  for stack in $(lab_stacks); do remove_stack "$stack"; done
+  # Test services first: one a failed test left on the lab's network keeps the network, and so its stack, alive.
   ids=$(docker service ls -q --filter label="$TEST_LABEL" 2>/dev/null || true)
   [ -z "$ids" ] || docker service rm $ids >/dev/null
-  remove_networks docker network ls -q --filter label="$TEST_LABEL"
+  for stack in $(lab_stacks); do remove_stack "$stack"; done
+  remove_networks lab_networks
   ids=$(lab_state_configs)
   [ -z "$ids" ] || docker config rm $ids >/dev/null 2>&1 || true
 }

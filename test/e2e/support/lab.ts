@@ -21,6 +21,8 @@ export const EDGE_NETWORK = LAB;
 /** The lab edge's host ports; Pebble's httpPort (test/pebble/pebble-config.json) is the same. */
 export const EDGE_HTTP_PORT = 20080;
 export const EDGE_HTTPS_PORT = 20443;
+/** Pebble's management port (its current root) on the host, from stack.e2e.yml. */
+export const PEBBLE_MANAGEMENT_PORT = 20150;
 /** Marks everything a test creates, so `lab clean` can find leftovers. */
 export const E2E_LABEL = 'sg-e2e=1';
 /** Marks the secrets the lab and its tests create; `lab down` removes secrets with this label and no others. */
@@ -372,7 +374,7 @@ export function httpsGet(
 export async function pebbleRoot(): Promise<string> {
   const labCa = readFileSync(path.join(REPO_ROOT, '.lab', 'pebble', 'ca.pem'), 'utf8');
   return waitFor('Pebble root certificate', () =>
-    httpsGet(15000, '/roots/0', 'localhost', labCa).then((result) =>
+    httpsGet(PEBBLE_MANAGEMENT_PORT, '/roots/0', 'localhost', labCa).then((result) =>
       result.status === 200 ? result.body : undefined,
     ),
   );
