@@ -7,6 +7,7 @@ import {
   docker,
   removeService,
   serviceTasks,
+  STACK,
   waitFor,
   waitForServiceRunning,
 } from '../test/e2e/support/lab.ts';
@@ -39,9 +40,9 @@ await deployStack();
 /** The controller's own samples: task running → the first published config routing it. */
 async function controllerLags(): Promise<number[]> {
   const container =
-    (
-      await docker(['ps', '-q', '--filter', 'name=swarmgate_controller.', '--filter', 'status=running'])
-    ).split('\n')[0] ?? '';
+    (await docker(['ps', '-q', '--filter', `name=${STACK}_controller.`, '--filter', 'status=running'])).split(
+      '\n',
+    )[0] ?? '';
   const status = JSON.parse(await docker(['exec', container, 'swarmgate', 'status', '--json'])) as {
     routingLagSeconds?: number[];
   };

@@ -2,6 +2,7 @@
 // A closed loop (wait for each answer) would slow down exactly when the proxy stumbles and hide the failures.
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { EDGE_HTTP_PORT } from '../test/e2e/support/lab.ts';
 
 export interface LoadReport {
   readonly sent: number;
@@ -52,7 +53,14 @@ export function startLoad(
     }
     const at = performance.now() - start;
     const req = http.get(
-      { host: '127.0.0.1', port: options.port ?? 80, path: '/', headers: { host }, agent, timeout: 10_000 },
+      {
+        host: '127.0.0.1',
+        port: options.port ?? EDGE_HTTP_PORT,
+        path: '/',
+        headers: { host },
+        agent,
+        timeout: 10_000,
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');

@@ -13,6 +13,7 @@ import {
   createService,
   deployStack,
   docker,
+  EDGE_NETWORK,
   removeService,
   STACK,
   waitFor,
@@ -46,7 +47,7 @@ const MODES: readonly Mode[] = [
 ];
 
 async function runningTask(service: string): Promise<{ address: string; container: string }> {
-  return waitFor(`${service}'s running task on the swarmgate network`, async () => {
+  return waitFor(`${service}'s running task on the ${EDGE_NETWORK} network`, async () => {
     const ids = (
       await docker(['service', 'ps', '-q', '--no-trunc', '--filter', 'desired-state=running', service])
     )
@@ -60,7 +61,7 @@ async function runningTask(service: string): Promise<{ address: string; containe
       const task = tasks[0];
       if (task?.Status.State !== 'running') continue;
       const address = task.NetworksAttachments?.find(
-        (attachment) => attachment.Network.Spec.Name === 'swarmgate',
+        (attachment) => attachment.Network.Spec.Name === EDGE_NETWORK,
       )?.Addresses[0];
       const container = task.Status.ContainerStatus?.ContainerID;
       if (address && container) return { address: address.split('/')[0] ?? address, container };
@@ -117,7 +118,7 @@ function wrkArguments(url: string, threads: number, connections: number, seconds
     'run',
     '--rm',
     '--network',
-    'swarmgate',
+    EDGE_NETWORK,
     '--label',
     'sg-e2e=1',
     IMAGE,
@@ -160,7 +161,18 @@ async function headersAdded(url: string): Promise<string> {
     `require('http').get(process.argv[1] + 'headers', { headers: { host: process.argv[2] } }, (res) => {` +
     `let body = ''; res.on('data', (chunk) => (body += chunk));` +
     `res.on('end', () => console.log(Object.keys(JSON.parse(body).headers).join(' ')));})`;
-  const out = await docker(['run', '--rm', '--network', 'swarmgate', IMAGE, 'node', '-e', script, url, HOST]);
+  const out = await docker([
+    'run',
+    '--rm',
+    '--network',
+    EDGE_NETWORK,
+    IMAGE,
+    'node',
+    '-e',
+    script,
+    url,
+    HOST,
+  ]);
   const sentByClient = new Set(['host', 'connection']);
   return out
     .split(' ')

@@ -2,11 +2,18 @@
 # The swarmgate lab: a real single-node Docker Swarm with the swarmgate and test-backend images built.
 #
 #   scripts/lab.sh up      idempotent: engine, swarm, base images (offline stand-ins if they cannot be
-#                          pulled), images, secrets (admin and edge tokens, channel key pair, state key).
-#                          A second run on a warm machine takes seconds.
-#   scripts/lab.sh down    removes the stacks, services, networks and secrets the lab and tests created.
-#                          `down --all` also leaves the swarm and stops the daemon, if the lab started them.
+#                          pulled), images, the lab's secrets. A second run on a warm machine takes seconds.
+#   scripts/lab.sh clean   what the e2e suite runs before and after itself: removes the lab's stacks, the
+#                          services and networks the tests made and the lab controller's sealed state.
+#   scripts/lab.sh down    clean, and the lab's secrets and volumes. `down --all` also leaves the swarm and stops
+#                          the daemon, if the lab started them and nothing but the lab ran there.
 #   scripts/lab.sh status  what is there.
+#
+# The daemon may be the user's own, with a real swarmgate (stack `swarmgate`, network `swarmgate`, ports 80/443,
+# secrets swarmgate_*) and the demo on it. The lab never touches those: it has its own names ($LAB below: the
+# stack, its network, SWARMGATE_INSTANCE and the prefix of its secrets), publishes its edge on other ports, and
+# removes only what carries its marks: the label $LAB_LABEL on a secret named ${LAB}_*, $TEST_LABEL (services and
+# networks the tests create), swarmgate.instance=$LAB (the lab controller's state) or a stack name of its own.
 #
 # It never writes a registry or mirror host into the repository: the Debian mirror is read from this machine's
 # apt sources at run time.
@@ -17,8 +24,18 @@ LAB_DIR="$ROOT/.lab"
 CACHE_DIR="$LAB_DIR/cache"
 IMAGE="${SWARMGATE_IMAGE:-swarmgate:dev}"
 BACKEND_IMAGE="${SWARMGATE_BACKEND_IMAGE:-swarmgate-test-backend:dev}"
-TOKEN_SECRET=swarmgate_token
+# The same names are in test/e2e/support/lab.ts and test/e2e/stack.e2e.yml.
+LAB=sg-e2e
 LAB_LABEL=swarmgate.lab=1
+TEST_LABEL=sg-e2e=1
+TOKEN_SECRET=${LAB}_token
+STATE_KEY_SECRET=${LAB}_state_key
+EDGE_TOKEN_SECRET=${LAB}_edge_token
+CHANNEL_KEY_SECRET=${LAB}_channel_key
+CHANNEL_CERT_SECRET=${LAB}_channel_cert
+PEBBLE_CA_SECRET=${LAB}_pebble_ca
+# The lab controller's ACME directory (stack.e2e.yml): its account record is named after it.
+LAB_ACME_DIRECTORY=https://pebble:14000/dir
 mkdir -p "$LAB_DIR" "$CACHE_DIR"
 
 log() { printf '[lab %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -179,7 +196,7 @@ build_pebble() {
   log "building swarmgate-pebble:dev"
   docker_build -t swarmgate-pebble:dev "$context" >"$LAB_DIR/build-pebble.log" 2>&1 ||
     { tail -30 "$LAB_DIR/build-pebble.log" >&2; die "building the pebble image failed"; }
-  ensure_file_secret swarmgate_e2e_pebble_ca "$dir/ca.pem"
+  ensure_file_secret "$PEBBLE_CA_SECRET" "$dir/ca.pem"
 }
 
 # A registry:2 stand-in from Debian's docker-registry, for the private-registry e2e test.
@@ -196,15 +213,22 @@ build_registry() {
     { tail -30 "$LAB_DIR/build-registry.log" >&2; die "building the registry image failed"; }
 }
 
-# A secret whose content the lab keeps in a file; recreated when the file changed (only the lab's stacks use it).
+# A secret whose content the lab keeps in a file; recreated when the file changed (only the lab's stack uses it).
 # The secret carries the file's sha256 as a label, so a lab of another clone on the same daemon is noticed too.
+# A secret of that name without the lab's label is not the lab's: it is never replaced.
 ensure_file_secret() {
-  local name=$1 file=$2 sum
+  local name=$1 file=$2 sum labels
   sum=$(sha256sum "$file" | cut -d' ' -f1)
-  if [ "$(docker secret inspect --format '{{index .Spec.Labels "swarmgate.sha256"}}' "$name" 2>/dev/null)" = "$sum" ]; then return; fi
-  if docker secret inspect "$name" >/dev/null 2>&1; then
-    remove_stack swarmgate
-    docker secret rm "$name" >/dev/null
+  if labels=$(docker secret inspect --format '{{index .Spec.Labels "swarmgate.lab"}} {{index .Spec.Labels "swarmgate.sha256"}}' "$name" 2>/dev/null); then
+    case "$labels" in
+      "1 $sum") return ;;
+      "1 "*)
+        # Another checkout's lab made it: its only user is the lab's own stack.
+        remove_stack "$LAB"
+        docker secret rm "$name" >/dev/null
+        ;;
+      *) die "secret $name exists without the label $LAB_LABEL: the lab did not make it and never replaces it" ;;
+    esac
   fi
   docker secret create --label "$LAB_LABEL" --label "swarmgate.sha256=$sum" "$name" "$file" >/dev/null
   log "created secret $name"
@@ -215,7 +239,7 @@ ensure_state_key_secret() {
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LAB_DIR/state-key"
     chmod 600 "$LAB_DIR/state-key"
   fi
-  ensure_file_secret swarmgate_state_key "$LAB_DIR/state-key"
+  ensure_file_secret "$STATE_KEY_SECRET" "$LAB_DIR/state-key"
 }
 
 random_file() {
@@ -229,9 +253,10 @@ random_file() {
 ensure_token_secret() {
   random_file "$LAB_DIR/token"
   random_file "$LAB_DIR/edge-token"
-  # A token secret another checkout made has another sha256 label: its stack is removed and the secret replaced.
+  # A token secret another checkout's lab made has another sha256 label: the lab's stack is removed and the secret
+  # replaced.
   ensure_file_secret "$TOKEN_SECRET" "$LAB_DIR/token"
-  ensure_file_secret swarmgate_edge_token "$LAB_DIR/edge-token"
+  ensure_file_secret "$EDGE_TOKEN_SECRET" "$LAB_DIR/edge-token"
 }
 
 # The edge⇄controller channel's key pair: a self-signed ECDSA P-256 certificate for swarmgate-controller, which
@@ -244,26 +269,57 @@ ensure_channel_secrets() {
       -subj /CN=swarmgate-controller -addext subjectAltName=DNS:swarmgate-controller \
       -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null) || die "openssl could not make the channel key pair"
   fi
-  ensure_file_secret swarmgate_channel_key "$dir/key.pem"
-  ensure_file_secret swarmgate_channel_cert "$dir/cert.pem"
+  ensure_file_secret "$CHANNEL_KEY_SECRET" "$dir/key.pem"
+  ensure_file_secret "$CHANNEL_CERT_SECRET" "$dir/cert.pem"
 }
 
 remove_stack() {
   local stack=$1
   docker stack ls --format '{{.Name}}' | grep -qx "$stack" || return 0
   log "removing stack $stack"
-  docker stack rm "$stack" >/dev/null
+  # Non-zero when its network still has users (tasks shutting down): the loop removes the network once free.
+  docker stack rm "$stack" >/dev/null 2>&1 || true
+  local networks
   for _ in $(seq 1 60); do
-    [ -z "$(docker service ls -q --filter label=com.docker.stack.namespace="$stack")" ] &&
-      [ -z "$(docker network ls -q --filter label=com.docker.stack.namespace="$stack")" ] && return 0
+    networks=$(docker network ls -q --filter label=com.docker.stack.namespace="$stack")
+    if [ -z "$(docker service ls -q --filter label=com.docker.stack.namespace="$stack")" ]; then
+      [ -n "$networks" ] || return 0
+      docker network rm $networks >/dev/null 2>&1 || true
+    fi
     sleep 1
   done
   die "stack $stack did not go away within 60 s"
 }
 
-# --- commands ----------------------------------------------------------------------------------------------
-our_stacks() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -E '^(swarmgate|sg-e2e-.*|sg-demo.*|sg-bench.*)$' || true; }
+# --- what is the lab's ---------------------------------------------------------------------------------------
+# Stacks by name: the lab's stack and the ones its tests deploy (sg-e2e-registry).
+lab_stacks() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -E "^${LAB}(-.*)?\$" || true; }
 
+lab_volumes() {
+  docker volume ls --format '{{.Name}} {{.Label "com.docker.stack.namespace"}}' 2>/dev/null |
+    awk -v lab="$LAB" '$2 == lab || index($2, lab "-") == 1 { print $1 }'
+}
+
+# Networks the tests made, and any a stack of the lab's left behind (a stack rm cut short).
+lab_networks() {
+  docker network ls --format '{{.ID}} {{.Label "com.docker.stack.namespace"}} {{.Label "sg-e2e"}}' 2>/dev/null |
+    awk -v lab="$LAB" '$2 == lab || index($2, lab "-") == 1 || $NF == "1" { print $1 }'
+}
+
+# The lab controller's sealed state (certificates, its ACME account): configs of SWARMGATE_INSTANCE=$LAB. Records
+# of controllers from before SWARMGATE_INSTANCE carry no instance label: of those, only names no real deployment
+# has (hosts under .test, reserved by RFC 2606; the account at the lab's Pebble). Never every swarmgate.state.
+lab_state_configs() {
+  local account
+  account="account.$(printf %s "$LAB_ACME_DIRECTORY" | sha256sum | cut -c1-12)"
+  docker config ls --filter label=swarmgate.state \
+    --format '{{.ID}} {{.Label "swarmgate.instance"}} {{.Label "swarmgate.state"}}' 2>/dev/null |
+    awk -v lab="$LAB" -v account="$account" '
+      NF == 3 && $2 == lab { print $1 }
+      NF == 2 && ($2 == account || $2 ~ /^(cert|registry)\..*\.e2e\.test(:[0-9]+)?$/) { print $1 }'
+}
+
+# --- commands ----------------------------------------------------------------------------------------------
 cmd_up() {
   local start=$SECONDS
   ensure_engine
@@ -278,28 +334,52 @@ cmd_up() {
   log "lab is up ($((SECONDS - start)) s)"
 }
 
-cmd_down() {
-  engine_answers || { log "no daemon answers; nothing to remove"; return; }
-  local stack ids
-  for stack in $(our_stacks); do remove_stack "$stack"; done
-  ids=$(docker service ls -q --filter label=sg-e2e=1 2>/dev/null || true)
-  [ -z "$ids" ] || docker service rm $ids >/dev/null
-  # Networks outlive their stack for a few seconds while tasks shut down.
+# Networks outlive their stack for a few seconds while tasks shut down: retried until gone or 30 s.
+remove_networks() {
+  local ids
   for _ in $(seq 1 30); do
-    ids=$(docker network ls -q --filter label=com.docker.stack.namespace=swarmgate 2>/dev/null;
-      docker network ls -q --filter label=sg-e2e=1 2>/dev/null)
-    [ -n "$ids" ] || break
+    ids=$("$@" 2>/dev/null || true)
+    [ -n "$ids" ] || return 0
     docker network rm $ids >/dev/null 2>&1 || sleep 1
   done
-  # The controller's sealed state (certificates) lives in configs: the lab's controller made them.
-  ids=$(docker config ls -q --filter label=swarmgate.state 2>/dev/null || true)
+  log "warning: networks still in use: $ids"
+}
+
+cmd_clean() {
+  engine_answers || { log "no daemon answers; nothing to remove"; return; }
+  local stack ids
+  # Test services first: one a failed test left on the lab's network keeps the network, and so its stack, alive.
+  ids=$(docker service ls -q --filter label="$TEST_LABEL" 2>/dev/null || true)
+  [ -z "$ids" ] || docker service rm $ids >/dev/null
+  for stack in $(lab_stacks); do remove_stack "$stack"; done
+  remove_networks lab_networks
+  ids=$(lab_state_configs)
   [ -z "$ids" ] || docker config rm $ids >/dev/null 2>&1 || true
-  ids=$(docker secret ls -q --filter label="$LAB_LABEL" 2>/dev/null || true)
+}
+
+cmd_down() {
+  engine_answers || { log "no daemon answers; nothing to remove"; return; }
+  local ids others
+  cmd_clean
+  # Volumes of the lab's stacks (the edge's last bundle, the test registry's data): free once their containers are.
+  for _ in $(seq 1 30); do
+    ids=$(lab_volumes)
+    [ -n "$ids" ] || break
+    docker volume rm $ids >/dev/null 2>&1 || sleep 1
+  done
+  # The lab's label and a name of its own: a swarmgate_* secret an older lab labelled may be a real stack's now.
+  ids=$(docker secret ls --filter label="$LAB_LABEL" --format '{{.ID}} {{.Name}}' 2>/dev/null |
+    awk -v prefix="${LAB}_" 'index($2, prefix) == 1 { print $1 }')
   [ -z "$ids" ] || docker secret rm $ids >/dev/null 2>&1 || true
   rm -f "$LAB_DIR/token" "$LAB_DIR/edge-token"
   if [ "${1:-}" = --all ]; then
-    if [ -f "$LAB_DIR/created-swarm" ]; then docker swarm leave --force >/dev/null && rm -f "$LAB_DIR/created-swarm"; fi
-    if [ -f "$LAB_DIR/dockerd.pid" ]; then kill "$(cat "$LAB_DIR/dockerd.pid")" 2>/dev/null || true; rm -f "$LAB_DIR/dockerd.pid"; fi
+    others=$(docker service ls --format '{{.Name}}' 2>/dev/null | tr '\n' ' ')
+    if [ -n "$others" ]; then
+      log "services the lab did not make run here ($others): the swarm and the daemon stay"
+    else
+      if [ -f "$LAB_DIR/created-swarm" ]; then docker swarm leave --force >/dev/null && rm -f "$LAB_DIR/created-swarm"; fi
+      if [ -f "$LAB_DIR/dockerd.pid" ]; then kill "$(cat "$LAB_DIR/dockerd.pid")" 2>/dev/null || true; rm -f "$LAB_DIR/dockerd.pid"; fi
+    fi
   fi
   log "lab is down"
 }
@@ -309,13 +389,14 @@ cmd_status() {
   echo "engine: $(docker version --format '{{.Server.Version}}')"
   echo "swarm: $(docker info --format '{{.Swarm.LocalNodeState}}')"
   echo "images:"; docker image ls --format '  {{.Repository}}:{{.Tag}} {{.ID}} {{.CreatedSince}}' | grep -E 'swarmgate|node:24' || true
-  echo "stacks:"; our_stacks | sed 's/^/  /'
+  echo "stacks:"; docker stack ls --format '  {{.Name}}'
   echo "services:"; docker service ls --format '  {{.Name}} {{.Replicas}} {{.Image}}'
 }
 
 case "${1:-}" in
   up) cmd_up; if [ "${2:-}" = --nodes ]; then bash "$ROOT/scripts/lab-nodes.sh" up "${3:-3}"; fi ;;
+  clean) cmd_clean ;;
   down) shift; bash "$ROOT/scripts/lab-nodes.sh" down; cmd_down "$@" ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down [--all]|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|clean|down [--all]|status" >&2; exit 2 ;;
 esac

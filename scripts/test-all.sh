@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Every test swarmgate has, from a fresh clone: host prerequisites, npm ci, npm test (lint, types, format,
-# unit, golden, integration), the lab (a real single-node Swarm), the e2e suite and the benchmark smoke runs.
-# Under CI=true a skipped e2e test fails the run. Prints the time of each phase.
+# unit, golden, integration), the lab (a real single-node Swarm), the e2e suite, the benchmark smoke runs and
+# `lab down`. Under CI=true a skipped e2e test fails the run. Prints the time of each phase.
+#
+# The daemon may hold a real swarmgate or the demo (stack `swarmgate` on ports 80/443): the lab has names and ports
+# of its own and leaves them alone. The last phase checks that: every object that was on the daemon before the
+# run and does not carry the lab's marks, and a stand-in user deployment, are still there, unchanged, after
+# `lab down` (test/e2e/user-deployment-check.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -57,6 +62,13 @@ e2e() {
 }
 
 total_start=$SECONDS
+mkdir -p .lab
+# What was on the daemon before this run (nothing, on a fresh machine without one).
+if timeout 10 docker info >/dev/null 2>&1; then
+  bash test/e2e/user-deployment-check.sh snapshot .lab/before-test-all.txt
+else
+  : >.lab/before-test-all.txt
+fi
 phase "host prerequisites" host_prerequisites
 phase "npm ci" npm ci --no-audit --no-fund
 phase "npm test" npm test
@@ -64,6 +76,7 @@ phase "lab up" npm run lab -- up
 phase "e2e" e2e
 phase "e2e multi-node" bash -c 'bash scripts/lab-nodes.sh up 3 && npm run test:e2e-multinode; status=$?; bash scripts/lab-nodes.sh down; exit $status'
 if [ -f bench/run-all.ts ]; then phase "bench smoke" npm run bench -- --smoke; fi
+phase "lab down, user untouched" bash test/e2e/user-deployment-check.sh down .lab/before-test-all.txt
 
 printf '\n=== timings ===\n'
 printf '%s\n' "${PHASES[@]}"

@@ -11,7 +11,9 @@ import {
   createService,
   deployStackFiles,
   docker,
+  EDGE_HTTPS_PORT,
   httpsGet,
+  LAB_SECRET_LABEL,
   pebbleRoot,
   removeService,
   REPO_ROOT,
@@ -21,7 +23,10 @@ import {
 } from './support/lab.ts';
 
 const REGISTRY_HOST = 'registry.e2e.test';
+/** The registry as docker and the controller address it: through the lab edge's HTTPS port. */
+const REGISTRY = `${REGISTRY_HOST}:${EDGE_HTTPS_PORT}`;
 const REGISTRY_STACK = 'sg-e2e-registry';
+const HTPASSWD_SECRET = 'sg-e2e_registry_htpasswd';
 const HOSTS_MARKER = '# swarmgate-e2e';
 
 /** Runs the swarmgate CLI inside the controller container, the way an operator does; JSON out. */
@@ -95,9 +100,9 @@ test('a private registry behind the edge: push through it, roll a service to its
   const password = `pw-${uniqueName('x')}-${Date.now()}`;
   const app = uniqueName('sg-e2e-app');
   const appHost = `${app}.e2e.test`;
-  const image = `${REGISTRY_HOST}/apps/backend:v2`;
+  const image = `${REGISTRY}/apps/backend:v2`;
   const dockerConfig = mkdtempSync(path.join(os.tmpdir(), 'sg-e2e-docker-'));
-  const certsDir = `/etc/docker/certs.d/${REGISTRY_HOST}`;
+  const certsDir = `/etc/docker/certs.d/${REGISTRY}`;
 
   t.after(async () => {
     await removeService(app);
@@ -113,8 +118,8 @@ test('a private registry behind the edge: push through it, roll a service to its
         ? true
         : undefined,
     );
-    await docker(['secret', 'rm', 'registry_htpasswd']).catch(() => '');
-    await cli(['api', 'DELETE', `/v1/registries/${REGISTRY_HOST}`]).catch(() => undefined);
+    await docker(['secret', 'rm', HTPASSWD_SECRET]).catch(() => '');
+    await cli(['api', 'DELETE', `/v1/registries/${REGISTRY}`]).catch(() => undefined);
     rmSync(dockerConfig, { recursive: true, force: true });
     rmSync(certsDir, { recursive: true, force: true });
     const hosts = readFileSync('/etc/hosts', 'utf8');
@@ -137,18 +142,27 @@ test('a private registry behind the edge: push through it, roll a service to its
 
   // The registry stack, with htpasswd from a Docker secret, TLS from swarmgate's ACME (Pebble here).
   const htpasswd = await run('htpasswd', ['-Bbn', user, password]);
-  await docker(['secret', 'create', '--label', 'swarmgate.lab=1', 'registry_htpasswd', '-'], {
+  await docker(['secret', 'create', '--label', LAB_SECRET_LABEL, HTPASSWD_SECRET, '-'], {
     input: `${htpasswd}\n`,
   });
-  process.env.REGISTRY_HOST = REGISTRY_HOST;
-  process.env.REGISTRY_IMAGE = 'swarmgate-registry:dev';
-  process.env.REGISTRY_PLACEMENT = 'node.role == manager';
-  await deployStackFiles(REGISTRY_STACK, [path.join(REPO_ROOT, 'examples', 'registry-stack.yml')]);
+  await deployStackFiles(
+    REGISTRY_STACK,
+    [
+      path.join(REPO_ROOT, 'examples', 'registry-stack.yml'),
+      path.join(REPO_ROOT, 'test', 'e2e', 'registry.e2e.yml'),
+    ],
+    {
+      REGISTRY_HOST,
+      REGISTRY_IMAGE: 'swarmgate-registry:dev',
+      REGISTRY_PLACEMENT: 'node.role == manager',
+    },
+  );
 
   const root = await pebbleRoot();
   await waitFor(
     'the registry over HTTPS through the edge (401 before login)',
-    async () => ((await httpsGet(443, '/v2/', REGISTRY_HOST, root)).status === 401 ? true : undefined),
+    async () =>
+      (await httpsGet(EDGE_HTTPS_PORT, '/v2/', REGISTRY_HOST, root)).status === 401 ? true : undefined,
     { timeoutMs: 120_000, intervalMs: 500 },
   );
 
@@ -165,7 +179,7 @@ test('a private registry behind the edge: push through it, roll a service to its
     () =>
       run(
         'docker',
-        ['--config', dockerConfig, 'login', REGISTRY_HOST, '-u', user, '--password-stdin'],
+        ['--config', dockerConfig, 'login', REGISTRY, '-u', user, '--password-stdin'],
         password,
       ).then(() => true),
     { timeoutMs: 60_000, intervalMs: 1000 },
@@ -175,7 +189,7 @@ test('a private registry behind the edge: push through it, roll a service to its
   await docker(['image', 'rm', '-f', image]);
 
   const stored = await cli(
-    ['api', 'PUT', `/v1/registries/${REGISTRY_HOST}`],
+    ['api', 'PUT', `/v1/registries/${REGISTRY}`],
     JSON.stringify({ username: user, password, imagePrefix: 'apps/', ca: root }),
   );
   assert.equal(stored.username, user);
@@ -189,7 +203,7 @@ test('a private registry behind the edge: push through it, roll a service to its
     ['api', 'POST', `/v1/services/${app}/image`],
     JSON.stringify({ image, wait: 240 }),
   );
-  assert.equal(rolled.usedCredentialsFor, REGISTRY_HOST);
+  assert.equal(rolled.usedCredentialsFor, REGISTRY);
   assert.equal((rolled.wait as { complete: boolean }).complete, true, JSON.stringify(rolled));
   const after = await waitFor(`${appHost} on v2`, async () => {
     const answer = await backendAnswer(appHost);
@@ -197,9 +211,9 @@ test('a private registry behind the edge: push through it, roll a service to its
   });
   assert.equal(after.version, 'v2');
 
-  const repositories = await cli(['api', 'GET', `/v1/registries/${REGISTRY_HOST}/repositories`]);
+  const repositories = await cli(['api', 'GET', `/v1/registries/${REGISTRY}/repositories`]);
   assert.deepEqual(repositories.repositories, ['apps/backend']);
-  const tags = await cli(['api', 'GET', `/v1/registries/${REGISTRY_HOST}/tags/apps/backend`]);
+  const tags = await cli(['api', 'GET', `/v1/registries/${REGISTRY}/tags/apps/backend`]);
   assert.deepEqual(tags.tags, ['v2']);
 
   const controllerLogs = await docker(['service', 'logs', '--raw', `${STACK}_controller`]);

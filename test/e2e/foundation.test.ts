@@ -2,7 +2,16 @@
 // its own host-mode published port.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createService, docker, removeService, request, STACK, uniqueName, waitFor } from './support/lab.ts';
+import {
+  createService,
+  docker,
+  IMAGE,
+  removeService,
+  request,
+  STACK,
+  uniqueName,
+  waitFor,
+} from './support/lab.ts';
 
 async function containerHealth(service: string): Promise<string> {
   const ids = (await docker(['ps', '-q', '--filter', `name=${service}`, '--filter', 'status=running'])).split(
@@ -30,7 +39,7 @@ test('the controller and the edge run and pass their health checks', async () =>
     );
     assert.equal(health, 'healthy');
   }
-  const version = await docker(['run', '--rm', '--entrypoint', 'swarmgate', 'swarmgate:dev', 'version']);
+  const version = await docker(['run', '--rm', '--entrypoint', 'swarmgate', IMAGE, 'version']);
   assert.match(version, /^\d+\.\d+\.\d+$/);
 });
 

@@ -11,6 +11,7 @@ import {
   pebbleRoot,
   createService,
   docker,
+  EDGE_HTTPS_PORT,
   removeService,
   request,
   STACK,
@@ -19,9 +20,9 @@ import {
   waitForServiceRunning,
 } from './support/lab.ts';
 
-/** HTTPS to the edge on 127.0.0.1:443, verified against Pebble's root. */
+/** HTTPS to the lab edge on 127.0.0.1, verified against Pebble's root. */
 function edgeHttps(host: string, root: string, urlPath = '/'): Promise<HttpsResult> {
-  return httpsGet(443, urlPath, host, root);
+  return httpsGet(EDGE_HTTPS_PORT, urlPath, host, root);
 }
 
 async function waitForHttps(host: string, service: string): Promise<HttpsResult> {
@@ -39,7 +40,13 @@ async function waitForHttps(host: string, service: string): Promise<HttpsResult>
 function negotiatedProtocol(host: string, root: string): Promise<string | false> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect(
-      { host: '127.0.0.1', port: 443, servername: host, ca: root, ALPNProtocols: ['h2', 'http/1.1'] },
+      {
+        host: '127.0.0.1',
+        port: EDGE_HTTPS_PORT,
+        servername: host,
+        ca: root,
+        ALPNProtocols: ['h2', 'http/1.1'],
+      },
       () => {
         resolve(socket.alpnProtocol ?? false);
         socket.end();

@@ -10,20 +10,37 @@ import path from 'node:path';
 export const REPO_ROOT = path.resolve(import.meta.dirname, '../../..');
 export const IMAGE = process.env.SWARMGATE_IMAGE ?? 'swarmgate:dev';
 export const BACKEND_IMAGE = process.env.SWARMGATE_BACKEND_IMAGE ?? 'swarmgate-test-backend:dev';
-export const STACK = 'swarmgate';
-export const EDGE_NETWORK = 'swarmgate';
-/** Marks everything a test creates, so `lab down` can find leftovers. */
+/**
+ * The lab's swarmgate has names of its own (scripts/lab.sh and stack.e2e.yml use the same): stack, overlay network,
+ * SWARMGATE_INSTANCE and secret prefix, and its edge on host ports other than 80/443. A real swarmgate (stack
+ * `swarmgate` on 80/443, the demo's too) runs beside it, and the lab never touches it.
+ */
+export const LAB = 'sg-e2e';
+export const STACK = LAB;
+export const EDGE_NETWORK = LAB;
+/** The lab edge's host ports; Pebble's httpPort (test/pebble/pebble-config.json) is the same. */
+export const EDGE_HTTP_PORT = 20080;
+export const EDGE_HTTPS_PORT = 20443;
+/** Pebble's management port (its current root) on the host, from stack.e2e.yml. */
+export const PEBBLE_MANAGEMENT_PORT = 20150;
+/** Marks everything a test creates, so `lab clean` can find leftovers. */
 export const E2E_LABEL = 'sg-e2e=1';
+/** Marks the secrets the lab and its tests create; `lab down` removes secrets with this label and no others. */
+export const LAB_SECRET_LABEL = 'swarmgate.lab=1';
 
 export function docker(
   args: readonly string[],
-  options: { input?: string; timeoutMs?: number } = {},
+  options: { input?: string; timeoutMs?: number; env?: Record<string, string> } = {},
 ): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile(
       'docker',
       args,
-      { timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
+      {
+        timeout: options.timeoutMs ?? 120_000,
+        maxBuffer: 16 * 1024 * 1024,
+        ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
+      },
       (error, stdout, stderr) => {
         if (error) reject(new Error(`docker ${args.join(' ')} failed: ${stderr.trim() || error.message}`));
         else resolve(stdout.trim());
@@ -69,12 +86,12 @@ export interface HttpResult {
   readonly body: string;
 }
 
-/** One request to 127.0.0.1 with the given Host header, on a fresh connection. */
+/** One request to 127.0.0.1 (the lab edge's HTTP port unless told) with the given Host header, on a fresh connection. */
 export function request(
   host: string,
   urlPath = '/',
   {
-    port = 80,
+    port = EDGE_HTTP_PORT,
     method = 'GET',
     headers = {},
     timeoutMs = 5000,
@@ -119,34 +136,39 @@ export async function backendAnswer(
   return JSON.parse(result.body) as { task: string; version: string; path: string };
 }
 
-/** Where this node's edge listens as seen from a container: the docker_gwbridge gateway (host-mode port 80). */
+/** Where this node's edge listens as seen from a container: the docker_gwbridge gateway (host-mode ports). */
 export async function edgeAddressForContainers(): Promise<string> {
   return docker(['network', 'inspect', 'docker_gwbridge', '--format', '{{(index .IPAM.Config 0).Gateway}}']);
 }
 
 /** `docker stack deploy` of the given compose files, with images used as tagged (the lab has no registry). */
-export async function deployStackFiles(stack: string, files: readonly string[]): Promise<void> {
-  await docker([
-    'stack',
-    'deploy',
-    '--resolve-image',
-    'never',
-    ...files.flatMap((file) => ['-c', file]),
-    stack,
-  ]);
+export async function deployStackFiles(
+  stack: string,
+  files: readonly string[],
+  env: Record<string, string> = {},
+): Promise<void> {
+  await docker(
+    ['stack', 'deploy', '--resolve-image', 'never', ...files.flatMap((file) => ['-c', file]), stack],
+    { env },
+  );
 }
 
-/** The production stack file, with the e2e override (Pebble as the ACME CA) merged over it. */
+/** The production stack file with the lab's names and ports, and the e2e override (Pebble as the ACME CA). */
 export async function deployStack(): Promise<void> {
-  process.env.SWARMGATE_E2E_EDGE_IP = await edgeAddressForContainers();
-  await deployStackFiles(STACK, [
-    path.join(REPO_ROOT, 'docker-stack.yml'),
-    path.join(REPO_ROOT, 'test', 'e2e', 'stack.e2e.yml'),
-  ]);
+  await deployStackFiles(
+    STACK,
+    [path.join(REPO_ROOT, 'docker-stack.yml'), path.join(REPO_ROOT, 'test', 'e2e', 'stack.e2e.yml')],
+    {
+      SWARMGATE_NETWORK: EDGE_NETWORK,
+      SWARMGATE_HTTP_PORT: String(EDGE_HTTP_PORT),
+      SWARMGATE_HTTPS_PORT: String(EDGE_HTTPS_PORT),
+      SWARMGATE_E2E_EDGE_IP: await edgeAddressForContainers(),
+    },
+  );
   await waitForServiceRunning(`${STACK}_controller`, 1);
   await waitForServiceRunning(`${STACK}_edge`, 1);
   // The edge answers 503 for unknown hosts once nginx runs and the controller has published a bundle.
-  await waitFor('the edge to answer on 127.0.0.1:80', async () => {
+  await waitFor(`the edge to answer on 127.0.0.1:${EDGE_HTTP_PORT}`, async () => {
     const result = await request('unknown.invalid', '/');
     return result.status === 503 ? true : undefined;
   });
@@ -156,25 +178,22 @@ export async function deployStack(): Promise<void> {
   });
 }
 
-export async function removeStack(): Promise<void> {
-  await docker(['stack', 'rm', STACK]).catch(() => '');
-  await waitFor(
-    'the stack to be gone',
-    async () =>
-      (await docker(['service', 'ls', '-q', '--filter', `label=com.docker.stack.namespace=${STACK}`])) === ''
-        ? true
-        : undefined,
-    { timeoutMs: 60_000, intervalMs: 500 },
-  );
-  // The stack's network outlives its services for a moment; a deploy in that window fails with "not found".
-  await waitFor(
-    'the stack network to be gone',
-    async () =>
-      (await docker(['network', 'ls', '-q', '--filter', `label=com.docker.stack.namespace=${STACK}`])) === ''
-        ? true
-        : undefined,
-    { timeoutMs: 60_000, intervalMs: 500 },
-  );
+/**
+ * Removes what the lab's tests leave on the daemon: the lab's stacks, services and networks with the test label,
+ * the lab controller's sealed state (`lab clean`: one definition of "the lab's", shared with `lab down`).
+ */
+export function labClean(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'bash',
+      [path.join(REPO_ROOT, 'scripts', 'lab.sh'), 'clean'],
+      { timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`lab clean failed: ${stderr.trim() || error.message}`));
+        else resolve(stderr.trim());
+      },
+    );
+  });
 }
 
 export interface ServiceOptions {
@@ -355,7 +374,7 @@ export function httpsGet(
 export async function pebbleRoot(): Promise<string> {
   const labCa = readFileSync(path.join(REPO_ROOT, '.lab', 'pebble', 'ca.pem'), 'utf8');
   return waitFor('Pebble root certificate', () =>
-    httpsGet(15000, '/roots/0', 'localhost', labCa).then((result) =>
+    httpsGet(PEBBLE_MANAGEMENT_PORT, '/roots/0', 'localhost', labCa).then((result) =>
       result.status === 200 ? result.body : undefined,
     ),
   );
