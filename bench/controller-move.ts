@@ -11,7 +11,10 @@ import {
   docker,
   edgeAddressForContainers,
   REPO_ROOT,
-  removeStack,
+  labClean,
+  EDGE_HTTP_PORT,
+  EDGE_HTTPS_PORT,
+  EDGE_NETWORK,
   STACK,
   waitFor,
   waitForServiceRunning,
@@ -80,7 +83,7 @@ async function measureMove(): Promise<Move> {
     const container = task?.Status.ContainerStatus?.ContainerID;
     if (!task || !container) continue;
     const ip = task.NetworksAttachments?.find(
-      (attachment) => attachment.Network.Spec.Name === 'swarmgate',
+      (attachment) => attachment.Network.Spec.Name === EDGE_NETWORK,
     )?.Addresses[0]?.split('/')[0];
     if (listening === undefined) {
       const logs = await docker(['logs', container]).catch(() => '');
@@ -127,8 +130,13 @@ async function main(): Promise<void> {
   const results: Record<string, unknown>[] = [];
   try {
     for (const stack of stacks) {
-      await removeStack();
-      await deployStackFiles(STACK, [stack.file, path.join(REPO_ROOT, 'test', 'e2e', 'stack.e2e.yml')]);
+      await labClean();
+      await deployStackFiles(STACK, [stack.file, path.join(REPO_ROOT, 'test', 'e2e', 'stack.e2e.yml')], {
+        SWARMGATE_NETWORK: EDGE_NETWORK,
+        SWARMGATE_HTTP_PORT: String(EDGE_HTTP_PORT),
+        SWARMGATE_HTTPS_PORT: String(EDGE_HTTPS_PORT),
+        SWARMGATE_E2E_EDGE_IP: process.env.SWARMGATE_E2E_EDGE_IP ?? '',
+      });
       await waitForServiceRunning(CONTROLLER, 1);
       await waitForServiceRunning(`${STACK}_edge`, 1);
       await waitFor('the edge to poll the controller', async () => {
@@ -155,7 +163,7 @@ async function main(): Promise<void> {
       });
     }
   } finally {
-    await removeStack();
+    await labClean();
   }
   printTable(
     'controller move (ms; created: after the update was issued; the rest: after the task was created)',
