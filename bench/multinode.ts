@@ -87,6 +87,7 @@ const APP_EXTRA = [
   '1s',
 ];
 const CONTROLLER = `${STACK}_controller`;
+const NODE_IMAGE = process.env.SWARMGATE_LAB_NODE_IMAGE ?? 'swarmgate-lab-node:dev';
 
 // --- what the run is doing now, and the load on the machine -------------------------------------------------
 let current = 'starting';
@@ -243,20 +244,34 @@ async function scaleTo(service: string, replicas: number): Promise<void> {
   await waitForRunning(service, replicas, 240_000);
 }
 
-async function updateDone(service: string, timeoutMs = 300_000): Promise<void> {
-  step(`the update of ${service} to complete`);
+async function updateStatus(service: string): Promise<{ state: string; startedAt: string }> {
+  const [state = '', startedAt = ''] = (
+    await inNode(await manager(), [
+      'service',
+      'inspect',
+      '--format',
+      '{{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt}}{{end}}',
+      service,
+    ])
+  ).split(' ');
+  return { state, startedAt };
+}
+
+/**
+ * `service update --force` and its end: an update that started after the command (its StartedAt differs from the
+ * one before, which may be an earlier update's "completed") and completed.
+ */
+async function forceUpdate(service: string, timeoutMs = 300_000): Promise<void> {
+  const before = await updateStatus(service);
+  await inNode(await manager(), ['service', 'update', '--detach', '--force', service]);
+  step(`the forced update of ${service} to complete`);
   await waitFor(
-    `the update of ${service} to complete`,
+    `the forced update of ${service} to complete`,
     async () => {
-      const state = await inNode(await manager(), [
-        'service',
-        'inspect',
-        '--format',
-        '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}',
-        service,
-      ]);
-      if (/paused|rollback/.test(state)) throw new Error(`the update of ${service} is ${state}`);
-      return state === 'completed' || state === '' ? true : undefined;
+      const now = await updateStatus(service);
+      if (now.startedAt === before.startedAt) return undefined;
+      if (/paused|rollback/.test(now.state)) throw new Error(`the update of ${service} is ${now.state}`);
+      return now.state === 'completed' ? true : undefined;
     },
     { timeoutMs, intervalMs: 1000 },
   );
@@ -479,12 +494,8 @@ async function zeroFailed(nodes: readonly LabNode[]): Promise<void> {
           'stop-first',
           name,
         ]);
-        await updateDone(name);
       },
-      act: async () => {
-        await inNode(await manager(), ['service', 'update', '--detach', '--force', name]);
-        await updateDone(name);
-      },
+      act: () => forceUpdate(name),
     },
     {
       name: 'update --force, 6 replicas, start-first',
@@ -497,13 +508,9 @@ async function zeroFailed(nodes: readonly LabNode[]): Promise<void> {
           'start-first',
           name,
         ]);
-        await updateDone(name);
         await servedEverywhere(name, host, nodes);
       },
-      act: async () => {
-        await inNode(await manager(), ['service', 'update', '--detach', '--force', name]);
-        await updateDone(name);
-      },
+      act: () => forceUpdate(name),
     },
   ];
   for (const scenario of acts) {
@@ -855,6 +862,7 @@ const watchdog = setTimeout(() => {
 watchdog.unref();
 
 let createdNodes = false;
+let nodeImageExisted = true;
 let deployedStack = false;
 const runWindow = openWindow();
 try {
@@ -874,6 +882,9 @@ try {
           'label=swarmgate.lab.role=node',
         ])
       ).length > 0;
+    const imageExisted = await docker(['image', 'inspect', '--format', '{{.Id}}', NODE_IMAGE])
+      .then(() => true)
+      .catch(() => false);
     step(
       `the nested lab is not up (${running.length} node(s) running, ${ready} Ready): bringing it up with ` +
         `\`bash scripts/lab-nodes.sh up ${NODES}\`${existed ? '' : '; it is taken down at the end'}`,
@@ -886,6 +897,7 @@ try {
       ),
     );
     createdNodes = !existed;
+    nodeImageExisted = imageExisted;
   } else {
     // The images inside the nodes should be the host's (the lab builds them from this worktree): say if not.
     for (const image of ['swarmgate:dev', 'swarmgate-test-backend:dev']) {
@@ -951,7 +963,9 @@ try {
     await removeStack().catch((error: unknown) => console.error(`removing the stack: ${String(error)}`));
   if (createdNodes) {
     step('taking the nested nodes down (this run brought them up)');
-    await lockedRun('bash', [path.join(REPO_ROOT, 'scripts', 'lab-nodes.sh'), 'down'], 300_000).catch(
+    // The node image stays when it was there before this run.
+    const down = ['down', ...(nodeImageExisted ? ['--keep-image'] : [])];
+    await lockedRun('bash', [path.join(REPO_ROOT, 'scripts', 'lab-nodes.sh'), ...down], 300_000).catch(
       (error: unknown) => console.error(String(error)),
     );
   }
