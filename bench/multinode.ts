@@ -157,7 +157,7 @@ async function within<T>(name: string, budgetMs: number, body: () => Promise<T>)
   }
 }
 
-function lockedRun(command: string, args: string[], timeoutMs: number): Promise<string> {
+function runCommand(command: string, args: string[], timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(command, args, { timeout: timeoutMs, maxBuffer: 8 * 1024 * 1024 }, (error, stdout, stderr) => {
       if (error) reject(new Error(`${command} ${args.join(' ')} failed: ${stderr.trim() || error.message}`));
@@ -890,7 +890,7 @@ try {
         `\`bash scripts/lab-nodes.sh up ${NODES}\`${existed ? '' : '; it is taken down at the end'}`,
     );
     console.log(
-      await lockedRun(
+      await runCommand(
         'bash',
         [path.join(REPO_ROOT, 'scripts', 'lab-nodes.sh'), 'up', String(NODES)],
         900_000,
@@ -965,7 +965,7 @@ try {
     step('taking the nested nodes down (this run brought them up)');
     // The node image stays when it was there before this run.
     const down = ['down', ...(nodeImageExisted ? ['--keep-image'] : [])];
-    await lockedRun('bash', [path.join(REPO_ROOT, 'scripts', 'lab-nodes.sh'), ...down], 300_000).catch(
+    await runCommand('bash', [path.join(REPO_ROOT, 'scripts', 'lab-nodes.sh'), ...down], 300_000).catch(
       (error: unknown) => console.error(String(error)),
     );
   }
