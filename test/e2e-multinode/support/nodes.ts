@@ -381,16 +381,75 @@ export async function controllerNode(): Promise<string> {
   return running.node;
 }
 
-/** The controller's status, asked inside its own container as an operator would (it listens on the overlay). */
-export async function controllerStatus(): Promise<ControllerStatus> {
+/** The node running the controller and its running container's id there. */
+export async function controllerContainer(): Promise<{ node: string; container: string }> {
   const node = await controllerNode();
   const container = (
     await inNode(node, ['ps', '-q', '--filter', `name=${STACK}_controller`, '--filter', 'status=running'])
   ).split('\n')[0];
   if (!container) throw new Error(`no running controller container on ${node}`);
+  return { node, container };
+}
+
+/** The controller's status, asked inside its own container as an operator would (it listens on the overlay). */
+export async function controllerStatus(): Promise<ControllerStatus> {
+  const { node, container } = await controllerContainer();
   return JSON.parse(
     await docker(['exec', node, 'docker', 'exec', container, 'swarmgate', 'status', '--json']),
   ) as ControllerStatus;
+}
+
+/**
+ * The controller's Prometheus text from inside its container (curl is in the image for the health check; the admin
+ * token is its own secret; -k: loopback inside the container, the name in its certificate is the service's).
+ */
+export async function controllerMetrics(): Promise<string> {
+  const { node, container } = await controllerContainer();
+  return docker([
+    'exec',
+    node,
+    'docker',
+    'exec',
+    container,
+    'sh',
+    '-c',
+    'curl -fsS -k -m 10 -H "authorization: Bearer $(cat /run/secrets/swarmgate_token)" https://127.0.0.1:8443/metrics',
+  ]);
+}
+
+export interface TaskTimes extends TaskRow {
+  readonly id: string;
+  /** Swarm's time of the task's current state (for a running task: when Swarm called it running), ms. */
+  readonly since: number;
+}
+
+/** Tasks Swarm wants running, from `docker inspect` of each task: name as the backend reports it, node, since. */
+export async function taskTimes(service: string): Promise<TaskTimes[]> {
+  const node = await manager();
+  const ids = (
+    await inNode(node, ['service', 'ps', '-q', '--no-trunc', '--filter', 'desired-state=running', service])
+  )
+    .split('\n')
+    .filter(Boolean);
+  if (ids.length === 0) return [];
+  const hostnames = new Map(
+    (await inNode(node, ['node', 'ls', '--format', '{{.ID}} {{.Hostname}}']))
+      .split('\n')
+      .map((row) => row.split(' ') as [string, string]),
+  );
+  const tasks = JSON.parse(await inNode(node, ['inspect', ...ids])) as {
+    ID: string;
+    Slot?: number;
+    NodeID?: string;
+    Status: { State: string; Timestamp: string };
+  }[];
+  return tasks.map((task) => ({
+    id: task.ID,
+    name: `${service}.${task.Slot ?? ''}.${task.ID}`,
+    node: hostnames.get(task.NodeID ?? '') ?? '',
+    state: task.Status.State,
+    since: Date.parse(task.Status.Timestamp),
+  }));
 }
 
 /** The swarmgate CLI inside the controller's container (it reads the token from its secret), with its run time. */
