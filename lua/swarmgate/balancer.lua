@@ -152,6 +152,7 @@ local function failure_of(key)
   if not skip_until then
     return nil
   end
+  flags = flags or 0
   return skip_until, flags % 2, math.floor(flags / 2)
 end
 M.failure_of = failure_of
