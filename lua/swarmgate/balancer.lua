@@ -155,7 +155,6 @@ local function failure_of(key)
   flags = flags or 0
   return skip_until, flags % 2, math.floor(flags / 2)
 end
-M.failure_of = failure_of
 
 local function record_failure(key, kind, now)
   local skip_until, old_kind, count = failure_of(key)
