@@ -32,6 +32,9 @@ local BACKOFF = {
 -- (up to MAX_TRIES, proxy_next_upstream_tries in nginx.conf being the same). A timeout costs the whole connect
 -- timeout, so a request stops after MAX_TIMEOUTS of them.
 local MAX_TRIES = 24
+-- After a timed-out member's backoff, how long the one request trying it again has before others may (longer
+-- than any connect timeout worth configuring; a probe that fails sets a new backoff at once).
+local PROBE_WINDOW = 2
 local MAX_TIMEOUTS = 2
 -- When every member refused (a lone new task whose app is still starting), an idempotent request waits
 -- WAIT_STEP on the edge's wait socket and tries again, at most MAX_WAITS times (1 s in all), instead of a 502.
@@ -194,7 +197,12 @@ local function class_of(key, now, retry)
   if not skip_until then
     return 1, 0
   elseif skip_until <= now then
-    return retry and 2 or 1, skip_until
+    -- A member that timed out is tried again by one request of the edge at a time: every request that tries
+    -- it waits the whole connect timeout if it is still dead. The others skip it until that one knows.
+    if kind == KIND_ERROR or ngx.shared.swarmgate_failures:add("probe " .. key, true, PROBE_WINDOW) then
+      return retry and 2 or 1, skip_until
+    end
+    return 4, skip_until
   elseif kind == KIND_ERROR then
     return 3, skip_until
   end
