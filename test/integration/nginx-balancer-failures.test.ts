@@ -208,7 +208,8 @@ test('a black-holed member costs one slow request for all workers, then none unt
   const port = await freePort();
   await backends(t, ['127.0.0.2', '127.0.0.3'], port);
   await blackHole(t, '127.0.0.5', port);
-  const connectTimeoutMs = 300;
+  // Longer than the default, so a slow machine's ordinary request is never mistaken for one that waited.
+  const connectTimeoutMs = 500;
   const edge = await startEdge(t, ['127.0.0.2', '127.0.0.3', '127.0.0.5'], port, {
     workerProcesses: '2',
     connectTimeoutMs,
