@@ -13,11 +13,36 @@ local balancer = require("ngx.balancer")
 
 local M = {}
 
--- A member that failed is skipped for 0.1 s, doubling with each failure up to 2 s; a failure more than
--- 4 s after the last one starts again at 0.1 s. A new task whose app is not listening yet is tried
--- again soon (nginx's max_fails=1 fail_timeout=2s would bench it for 2 s); a dead one is left alone.
-local FAIL_MIN, FAIL_MAX, FAIL_FORGIVEN = 0.1, 2, 4
-local MAX_TRIES = 3
+-- Failures are known to every worker of the edge (lua_shared_dict swarmgate_failures, keyed by task address):
+-- the first worker that sees a task refuse or time out makes all of them skip it, so a stopped task or a dead
+-- node costs the edge one failed try, not one per worker.
+--
+-- A member that refused (an error: a task that stopped, or whose app is not listening yet) is skipped for
+-- 0.1 s, doubling with each failure up to 2 s; a failure more than 4 s after its backoff ended starts again
+-- at 0.1 s. A new task whose app is not listening yet is tried again soon (nginx's max_fails=1
+-- fail_timeout=2s would bench it for 2 s). A member that timed out (a dead node drops packets: every try
+-- costs a whole connect timeout) is skipped for 1 s doubling to 8 s. Failing again while skipped (requests
+-- already under way) keeps the backoff without doubling it.
+local KIND_ERROR, KIND_TIMEOUT = 0, 1
+local BACKOFF = {
+  [KIND_ERROR] = { first = 0.1, max = 2, forgiven = 4 },
+  [KIND_TIMEOUT] = { first = 1, max = 8, forgiven = 16 },
+}
+-- Tries per request. A refused connection costs well under a millisecond, so a request may try every member
+-- (up to MAX_TRIES, proxy_next_upstream_tries in nginx.conf being the same). A timeout costs the whole connect
+-- timeout, so a request stops after MAX_TIMEOUTS of them.
+local MAX_TRIES = 24
+-- After a timed-out member's backoff, how long the one request trying it again has before others may (longer
+-- than any connect timeout worth configuring; a probe that fails sets a new backoff at once).
+local PROBE_WINDOW = 2
+local MAX_TIMEOUTS = 2
+-- When every member refused (a lone new task whose app is still starting), an idempotent request waits
+-- WAIT_STEP on the edge's wait socket and tries again, at most MAX_WAITS times (1 s in all), instead of a 502.
+local WAIT_STEP = 0.1
+local MAX_WAITS = 10
+local WAIT = "wait"
+-- nginx never resends these once sent (proxy_next_upstream without non_idempotent); a wait would send them.
+local NON_IDEMPOTENT = { POST = true, LOCK = true, PATCH = true }
 
 local function split(text, separator)
   local fields, start = {}, 1
@@ -96,7 +121,7 @@ local parse = M.parse
 
 -- Master process, at every start and reload: the peers of the config being loaded. An error here fails
 -- the start and the reload (but not `nginx -t`, which skips init_by_lua).
-function M.load(path)
+function M.load(path, wait_socket)
   local file, err = io.open(path, "r")
   if not file then
     error("swarmgate: cannot read " .. path .. ": " .. tostring(err))
@@ -108,6 +133,7 @@ function M.load(path)
     error("swarmgate: " .. path .. ": " .. upstreams)
   end
   M.generation = generation
+  M.wait_socket = wait_socket
   M.configured = upstreams
   M.active = upstreams
   -- Peers posted before this load are never newer than the file (the agent writes the file first), and
@@ -121,22 +147,31 @@ end
 -- of an older config (still finishing requests after a reload) keep their own.
 local seen_serial = nil
 local next_index = {}
-local failures = {}
 
-local function record_failure(key, now)
-  local failure = failures[key]
-  if not failure or now - failure.last > FAIL_FORGIVEN then
-    failure = { count = 0 }
-    failures[key] = failure
+-- skip_until (seconds, ngx.now()), kind and count of a member's recent failures, or nil. The entry expires on
+-- its own once forgiven, so the dictionary holds only members that failed lately.
+local function failure_of(key)
+  local skip_until, flags = ngx.shared.swarmgate_failures:get(key)
+  if not skip_until then
+    return nil
   end
-  failure.count = failure.count + 1
-  failure.last = now
-  failure.skip_until = now + math.min(FAIL_MAX, FAIL_MIN * 2 ^ (failure.count - 1))
+  flags = flags or 0
+  return skip_until, flags % 2, math.floor(flags / 2)
 end
 
-local function skipped(key, now)
-  local failure = failures[key]
-  return failure ~= nil and failure.skip_until > now
+local function record_failure(key, kind, now)
+  local skip_until, old_kind, count = failure_of(key)
+  if skip_until and skip_until > now then
+    kind = math.max(kind, old_kind)
+  else
+    count = (count or 0) + 1
+  end
+  local backoff = BACKOFF[kind]
+  local until_ = math.max(skip_until or 0, now + math.min(backoff.max, backoff.first * 2 ^ (count - 1)))
+  local ok, err = ngx.shared.swarmgate_failures:set(key, until_, until_ - now + backoff.forgiven, count * 2 + kind)
+  if not ok then
+    ngx.log(ngx.ERR, "swarmgate: cannot share the failure of ", key, ": ", err)
+  end
 end
 
 local function active_upstreams()
@@ -150,20 +185,34 @@ local function active_upstreams()
       generation, upstreams = parse(text)
     end
     M.active = (generation == M.generation) and upstreams or M.configured
-    -- Forget failures of members that are gone, so a long-lived edge does not collect them.
-    local kept = {}
-    for _, peers in pairs(M.active) do
-      for _, peer in ipairs(peers) do
-        kept[peer.key] = failures[peer.key]
-      end
-    end
-    failures = kept
   end
   return M.active
 end
 
--- balancer_by_lua: round robin over the members; a retry (proxy_next_upstream) marks the member that
--- failed and moves to one not tried yet for this request.
+-- How good a choice a member not yet tried by this request is: 1 never failed lately (or, on a first try, its
+-- backoff is over: that request finds out whether it is back), 2 backoff over (a retry prefers members never
+-- seen failing), 3 refused lately (costs nothing to try again), 4 timed out lately (costs a connect timeout).
+local function class_of(key, now, retry)
+  local skip_until, kind = failure_of(key)
+  if not skip_until then
+    return 1, 0
+  elseif skip_until <= now then
+    -- A member that timed out is tried again by one request of the edge at a time: every request that tries
+    -- it waits the whole connect timeout if it is still dead. The others skip it until that one knows.
+    if kind == KIND_ERROR or ngx.shared.swarmgate_failures:add("probe " .. key, true, PROBE_WINDOW) then
+      return retry and 2 or 1, skip_until
+    end
+    return 4, skip_until
+  elseif kind == KIND_ERROR then
+    return 3, skip_until
+  end
+  return 4, skip_until
+end
+
+-- balancer_by_lua: round robin over the members. On a retry (proxy_next_upstream) the member that failed is
+-- recorded for every worker, and the request moves to the best member it has not tried; when every member
+-- refused, an idempotent request waits a little and tries them again. Each call allows one more try only
+-- while there is something left to try.
 function M.balance(name)
   local peers = active_upstreams()[name] or M.configured[name]
   local count = peers and #peers or 0
@@ -171,40 +220,87 @@ function M.balance(name)
     ngx.log(ngx.ERR, "swarmgate: upstream ", name, " has no members")
     return ngx.exit(ngx.ERROR)
   end
-  local ctx = ngx.ctx
   local now = ngx.now()
-  local tried = ctx.swarmgate_tried
-  if tried then
-    record_failure(ctx.swarmgate_last, now)
+  local ctx = ngx.ctx
+  local state = ctx.swarmgate
+  local retry = state ~= nil
+  if not retry then
+    state = { tried = {}, ntried = 0, tries = 0, timeouts = 0, waits = 0 }
+    ctx.swarmgate = state
+  elseif state.last == WAIT then
+    -- Waited: every member may be tried again.
+    state.tried = {}
+    state.ntried = 0
   else
-    tried = {}
-    ctx.swarmgate_tried = tried
-    if count > 1 then
-      balancer.set_more_tries(math.min(count, MAX_TRIES) - 1)
+    local _, status = balancer.get_last_failure()
+    local kind = status == 504 and KIND_TIMEOUT or KIND_ERROR
+    if kind == KIND_TIMEOUT then
+      state.timeouts = state.timeouts + 1
     end
+    record_failure(state.last, kind, now)
   end
+
   local start = next_index[name] or 0
-  local chosen, fallback
+  local chosen, chosen_class, chosen_until, chosen_index
   for step = 1, count do
     local index = (start + step - 1) % count + 1
     local peer = peers[index]
-    if not tried[peer.key] then
-      if not skipped(peer.key, now) then
-        chosen = peer
-        next_index[name] = index
-        break
+    if not state.tried[peer.key] then
+      local class, skip_until = class_of(peer.key, now, retry)
+      if not chosen or class < chosen_class or (class == chosen_class and class > 2 and skip_until < chosen_until) then
+        chosen, chosen_class, chosen_until, chosen_index = peer, class, skip_until, index
+        if class == 1 then
+          break
+        end
       end
-      fallback = fallback or peer
     end
   end
-  -- Every member failed lately: try one anyway rather than answer 502 without trying.
-  chosen = chosen or fallback or peers[start % count + 1]
-  tried[chosen.key] = true
-  ctx.swarmgate_last = chosen.key
-  local ok, err = balancer.set_current_peer(chosen.host, chosen.port)
-  if not ok then
-    ngx.log(ngx.ERR, "swarmgate: cannot use ", chosen.key, ": ", err)
+
+  local can_wait = M.wait_socket ~= nil and retry and state.timeouts == 0 and state.waits < MAX_WAITS
+    and not NON_IDEMPOTENT[ngx.req.get_method()]
+  state.tries = state.tries + 1
+  local more
+  if can_wait and (not chosen or chosen_class == 4) then
+    state.last = WAIT
+    state.waits = state.waits + 1
+    more = true
+    local ok, err = balancer.set_current_peer(M.wait_socket)
+    if not ok then
+      ngx.log(ngx.ERR, "swarmgate: cannot use the wait socket: ", err)
+    end
+  else
+    if not chosen then
+      -- Tried every member and may not wait: the one that failed first gets the last try it was given.
+      chosen_index = start % count + 1
+      chosen = peers[chosen_index]
+    end
+    if chosen_class and chosen_class <= 2 then
+      next_index[name] = chosen_index
+    end
+    if not state.tried[chosen.key] then
+      state.tried[chosen.key] = true
+      state.ntried = state.ntried + 1
+    end
+    state.last = chosen.key
+    -- If this try times out as well, may the request still go on?
+    more = state.timeouts + 1 < MAX_TIMEOUTS
+      and (state.ntried < count or (M.wait_socket ~= nil and state.waits < MAX_WAITS
+        and not NON_IDEMPOTENT[ngx.req.get_method()]))
+    local ok, err = balancer.set_current_peer(chosen.host, chosen.port)
+    if not ok then
+      ngx.log(ngx.ERR, "swarmgate: cannot use ", chosen.key, ": ", err)
+    end
   end
+  if more and state.tries < MAX_TRIES then
+    balancer.set_more_tries(1)
+  end
+end
+
+-- The wait socket's only location: hold the request WAIT_STEP, then close the connection unanswered, which
+-- nginx counts as an error of that try and moves on to the next (the balancer's choice).
+function M.wait()
+  ngx.sleep(WAIT_STEP)
+  return ngx.exit(444)
 end
 
 -- POST /peers on the local socket: a new peers.txt for the running config. 409 when this worker runs

@@ -1,0 +1,333 @@
+// How the Lua balancer (lua/swarmgate/balancer.lua) handles failing tasks, in a real nginx on loopback. Each test
+// fails when its behaviour is taken out of the Lua: failures shared by all workers (a refused and a black-holed
+// member), enough tries for several refusing members side by side, a lone refusing task waited for instead of a
+// 502 (bounded), and a request that was sent never resent when its method is not idempotent.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import type { ProxySettings } from '../../src/config.ts';
+import { BundleCache } from '../../src/edge/bundle-cache.ts';
+import { createNginxProcess } from '../../src/edge/nginx-process.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { fingerprintBundle } from '../../src/render/render-config.ts';
+import {
+  freePort,
+  loopbackBundle,
+  loopbackSetup,
+  NGINX_BINARY,
+  startBackend,
+  withConf,
+} from '../support/loopback-nginx.ts';
+import type { Backend, LoopbackSetup } from '../support/loopback-nginx.ts';
+
+const HOST = 'app.test';
+
+interface Answer {
+  readonly status: number;
+  readonly body: string;
+  /** The nginx worker that answered (X-Worker, added to the test's config). */
+  readonly worker: string;
+  readonly ms: number;
+}
+
+interface Edge {
+  readonly setup: LoopbackSetup;
+  /** One request on a new connection, or on the given keep-alive agent. */
+  request(options?: { agent?: http.Agent; method?: string }): Promise<Answer>;
+  /** Error-log lines about this member: refused connections or connect timeouts, with the worker's pid. */
+  failures(ip: string, what: 'refused' | 'timed out'): Promise<{ worker: string }[]>;
+}
+
+async function startEdge(
+  t: test.TestContext,
+  ips: readonly string[],
+  backendPort: number,
+  overrides: Partial<ProxySettings>,
+): Promise<Edge> {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-balancer-failures-'));
+  // mkdtemp makes it 0700: nginx's workers (nobody) must reach the wait socket in it, as they do in /run.
+  await chmod(stateDir, 0o755);
+  const setup = await loopbackSetup(stateDir, overrides);
+  const loopback = loopbackBundle(setup, createTemplateRenderer(), HOST, ips, backendPort);
+  // Which worker answered; reuseport spreads new connections over the workers so a test can hold one per worker.
+  const conf = (loopback['nginx.conf'] ?? '')
+    .replace('\nhttp {\n', '\nhttp {\n    add_header X-Worker $pid always;\n')
+    .replace(/listen 127\.0\.0\.1:(\d+);/g, 'listen 127.0.0.1:$1 reuseport;');
+  const files = withConf(loopback, conf);
+  const cache = new BundleCache(stateDir);
+  const fingerprint = fingerprintBundle(files);
+  await cache.stage(fingerprint, files);
+  await cache.activate(fingerprint, { version: 1, fingerprint });
+  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+  t.after(async () => {
+    await nginx.stop(5000);
+    if (!process.env.KEEP) await rm(stateDir, { recursive: true, force: true });
+  });
+  await nginx.start(cache.currentConfPath);
+  return {
+    setup,
+    request: ({ agent, method = 'GET' } = {}) =>
+      new Promise((resolve, reject) => {
+        const started = performance.now();
+        http
+          .request(
+            {
+              host: '127.0.0.1',
+              port: setup.listenPort,
+              path: '/',
+              method,
+              headers: { host: HOST },
+              agent: agent ?? false,
+            },
+            (res) => {
+              let body = '';
+              res.setEncoding('utf8');
+              res.on('data', (chunk: string) => (body += chunk));
+              res.on('end', () =>
+                resolve({
+                  status: res.statusCode ?? 0,
+                  body,
+                  worker: String(res.headers['x-worker'] ?? ''),
+                  ms: performance.now() - started,
+                }),
+              );
+            },
+          )
+          .on('error', reject)
+          .end(method === 'GET' ? undefined : 'payload');
+      }),
+    async failures(ip, what) {
+      const log = await readFile(setup.errorLog, 'utf8').catch(() => '');
+      const marker = what === 'refused' ? 'Connection refused' : 'upstream timed out';
+      return log
+        .split('\n')
+        .filter((line) => line.includes(marker) && line.includes(`${ip}:${backendPort}`))
+        .map((line) => ({ worker: /\[error\] (\d+)#/.exec(line)?.[1] ?? '?' }));
+    },
+  };
+}
+
+async function backends(t: test.TestContext, ips: readonly string[], port: number): Promise<Backend[]> {
+  const started = await Promise.all(ips.map((ip) => startBackend(ip, port)));
+  t.after(() => Promise.all(started.map((backend) => backend.close())));
+  return started;
+}
+
+/** Two keep-alive agents whose connection is held by different nginx workers. */
+async function agentPerWorker(t: test.TestContext, edge: Edge): Promise<[http.Agent, http.Agent]> {
+  const agents: http.Agent[] = [];
+  t.after(() => agents.forEach((agent) => agent.destroy()));
+  const byWorker = new Map<string, http.Agent>();
+  for (let i = 0; i < 50 && byWorker.size < 2; i++) {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    agents.push(agent);
+    const answer = await edge.request({ agent });
+    if (!byWorker.has(answer.worker)) byWorker.set(answer.worker, agent);
+  }
+  const [first, second] = [...byWorker.values()];
+  assert.ok(first && second, 'reuseport gave connections to two workers');
+  return [first, second];
+}
+
+/**
+ * A listener on ip:port whose accept queue is full, in a process that never accepts: the kernel drops every new
+ * SYN, so a connect to it hangs until the connect timeout, as to a task on a node that died.
+ */
+async function blackHole(t: test.TestContext, ip: string, port: number): Promise<void> {
+  const script = `const s = require('node:net').createServer();
+    s.listen({ host: ${JSON.stringify(ip)}, port: ${port}, backlog: 1 }, () => {
+      console.log('listening');
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    });`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`the black hole exited (${code})`)));
+  });
+  // The two connections a backlog of 1 holds (Node reads 0 as its default, 511); after them every SYN is dropped.
+  for (let i = 0; i < 2; i++) {
+    const filler = net.connect(port, ip);
+    t.after(() => filler.destroy());
+    await new Promise<void>((resolve, reject) => filler.once('connect', resolve).once('error', reject));
+  }
+  // Check: a new connection now gets no answer at all.
+  const probe = net.connect(port, ip);
+  const outcome = await new Promise<string>((resolve) => {
+    const timer = setTimeout(() => resolve('no answer'), 300);
+    probe.once('connect', () => resolve('connected'));
+    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
+    probe.once('close', () => clearTimeout(timer));
+  });
+  probe.destroy();
+  assert.equal(outcome, 'no answer', 'the black hole drops connections');
+}
+
+test('a member refused in one worker is skipped by the other worker at once', async (t) => {
+  const port = await freePort();
+  await backends(t, ['127.0.0.2', '127.0.0.3'], port);
+  const edge = await startEdge(t, ['127.0.0.2', '127.0.0.3', '127.0.0.4'], port, { workerProcesses: '2' });
+  const [first, second] = await agentPerWorker(t, edge);
+
+  // The first worker alone meets 127.0.0.4 refusing four times (after 0.1, 0.2 and 0.4 s of backoff): it is now
+  // skipped for 0.8 s, from this moment.
+  const deadline = performance.now() + 5000;
+  let firstWorker = '';
+  let refusedBefore: { worker: string }[] = [];
+  let byFirst = 0;
+  while (byFirst < 4 && performance.now() < deadline) {
+    const answer = await edge.request({ agent: first });
+    assert.equal(answer.status, 200);
+    firstWorker = answer.worker;
+    refusedBefore = await edge.failures('127.0.0.4', 'refused');
+    byFirst = refusedBefore.filter((line) => line.worker === firstWorker).length;
+  }
+  assert.equal(byFirst, 4, 'the first worker tried it again after each backoff');
+  // (Finding a connection per worker may have shown the second worker a refusal too, over a second ago.)
+  const bySecondBefore = refusedBefore.length - byFirst;
+
+  // The second worker has not tried it lately. Shared failures: it skips it too, and all its requests go elsewhere.
+  const bodies: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const answer = await edge.request({ agent: second });
+    assert.equal(answer.status, 200);
+    assert.notEqual(answer.worker, firstWorker);
+    bodies.push(answer.body);
+  }
+  const bySecond = (await edge.failures('127.0.0.4', 'refused')).filter(
+    (line) => line.worker !== firstWorker,
+  );
+  assert.equal(
+    bySecond.length,
+    bySecondBefore,
+    'the second worker did not try the member the first saw refuse',
+  );
+  assert.deepEqual(new Set(bodies), new Set(['127.0.0.2', '127.0.0.3']));
+});
+
+test('a black-holed member costs one slow request for all workers, then none until its backoff ends', async (t) => {
+  const port = await freePort();
+  await backends(t, ['127.0.0.2', '127.0.0.3'], port);
+  await blackHole(t, '127.0.0.5', port);
+  // Longer than the default, so a slow machine's ordinary request is never mistaken for one that waited.
+  const connectTimeoutMs = 500;
+  const edge = await startEdge(t, ['127.0.0.2', '127.0.0.3', '127.0.0.5'], port, {
+    workerProcesses: '2',
+    connectTimeoutMs,
+  });
+  const agents = await agentPerWorker(t, edge);
+
+  // Both workers, alternately, for well under the member's first backoff (1 s after a timeout).
+  const answers: Answer[] = [];
+  for (let i = 0; i < 16; i++) answers.push(await edge.request({ agent: agents[i % 2] }));
+  assert.ok(answers.every((answer) => answer.status === 200 && answer.body !== '127.0.0.5'));
+  const slow = answers.filter((answer) => answer.ms >= connectTimeoutMs * 0.8);
+  assert.equal(
+    slow.length,
+    1,
+    `slow requests (ms): ${answers.map((answer) => Math.round(answer.ms)).join(' ')}`,
+  );
+  assert.equal((await edge.failures('127.0.0.5', 'timed out')).length, 1);
+
+  // After its backoff (1 s), one request of the edge tries it again, and only one: twelve at once, on new
+  // connections spread over both workers, and a single one waits the connect timeout.
+  await new Promise((resolve) => setTimeout(resolve, 1100));
+  const burst = await Promise.all(Array.from({ length: 12 }, () => edge.request()));
+  assert.ok(burst.every((answer) => answer.status === 200 && answer.body !== '127.0.0.5'));
+  const slowInBurst = burst.filter((answer) => answer.ms >= connectTimeoutMs * 0.8);
+  assert.equal(
+    slowInBurst.length,
+    1,
+    `burst (ms): ${burst.map((answer) => Math.round(answer.ms)).join(' ')}`,
+  );
+  assert.equal((await edge.failures('127.0.0.5', 'timed out')).length, 2);
+  assert.ok(new Set(burst.map((answer) => answer.worker)).size === 2, 'both workers served the burst');
+});
+
+test('seven refusing members side by side: every request still reaches the one that listens', async (t) => {
+  const port = await freePort();
+  await backends(t, ['127.0.0.9'], port);
+  const refusing = [
+    '127.0.0.2',
+    '127.0.0.3',
+    '127.0.0.4',
+    '127.0.0.5',
+    '127.0.0.6',
+    '127.0.0.7',
+    '127.0.0.8',
+  ];
+  const edge = await startEdge(t, [...refusing, '127.0.0.9'], port, { workerProcesses: '1' });
+  const answers: Answer[] = [];
+  for (let i = 0; i < 20; i++) answers.push(await edge.request());
+  assert.deepEqual(
+    answers.map((answer) => `${answer.status} ${answer.body}`),
+    answers.map(() => '200 127.0.0.9'),
+  );
+});
+
+test('a lone task that is not listening yet: a GET waits for it (bounded), a POST is not held', async (t) => {
+  const port = await freePort();
+  const edge = await startEdge(t, ['127.0.0.2'], port, { workerProcesses: '1' });
+
+  // The task's app listens 300 ms after the request arrives: the request waits and is answered.
+  const pending = edge.request();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const late = await startBackend('127.0.0.2', port);
+  t.after(() => late.close());
+  const answer = await pending;
+  assert.equal(`${answer.status} ${answer.body}`, '200 127.0.0.2');
+  assert.equal(late.requests, 1);
+  await late.close();
+
+  // Nothing ever listens: a 502 after about a second, not sooner and not much later.
+  const given = await edge.request();
+  assert.equal(given.status, 502);
+  assert.ok(given.ms >= 900 && given.ms < 2500, `answered after ${Math.round(given.ms)} ms`);
+
+  // A POST is never held: the wait would send it, and nginx never resends a non-idempotent request.
+  const post = await edge.request({ method: 'POST' });
+  assert.equal(post.status, 502);
+  assert.ok(post.ms < 500, `answered after ${Math.round(post.ms)} ms`);
+  const log = await readFile(edge.setup.errorLog, 'utf8');
+  const postTries = log.split('\n').filter((line) => line.includes('request: "POST'));
+  assert.ok(
+    postTries.length >= 1 && postTries.every((line) => line.includes('Connection refused')),
+    postTries.join('\n'),
+  );
+});
+
+test('a request that was sent is resent to another member only when its method is idempotent', async (t) => {
+  const port = await freePort();
+  const [good] = await backends(t, ['127.0.0.3'], port);
+  // 127.0.0.2 reads each request, then closes the connection without an answer.
+  let received = 0;
+  const dropper = net.createServer((socket) => {
+    socket.once('data', () => {
+      received++;
+      socket.destroy();
+    });
+  });
+  await new Promise<void>((resolve) => dropper.listen(port, '127.0.0.2', resolve));
+  t.after(() => new Promise((resolve) => dropper.close(resolve)));
+  const edge = await startEdge(t, ['127.0.0.2', '127.0.0.3'], port, { workerProcesses: '1' });
+
+  // Round robin: two requests of each method, so one of each meets the dropper first.
+  const posts = [await edge.request({ method: 'POST' }), await edge.request({ method: 'POST' })];
+  assert.deepEqual(posts.map((answer) => answer.status).sort(), [200, 502]);
+  const servedPosts = good?.requests ?? 0;
+  assert.equal(servedPosts, 1, 'the POST the dropper got was not resent');
+  // 127.0.0.2 is now skipped for its backoff; wait it out so a GET meets it again.
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  const before = received;
+  const gets = [await edge.request(), await edge.request()];
+  assert.deepEqual(
+    gets.map((answer) => answer.status),
+    [200, 200],
+  );
+  assert.equal(received - before, 1, 'one GET met the dropper and was resent');
+});
