@@ -172,7 +172,30 @@ async function open(page: Page): Promise<void> {
       await page.goto(`https://127.0.0.1:${controller.port}/status`);
       return;
     } catch (error) {
-      if (attempt >= 3 || !String(error).includes('ERR_NETWORK_CHANGED')) throw error;
+      if (attempt >= 5 || !networkChanged(error)) throw error;
+    }
+  }
+}
+
+/** Chromium's own abort on a change of the host's interfaces, however Playwright words it. */
+function networkChanged(error: unknown): boolean {
+  return /ERR_NETWORK_CHANGED|chrome-error:\/\/chromewebdata/.test(String(error));
+}
+
+/**
+ * Submits the sign-in form and waits for what follows. The form's POST is a navigation too, which the same
+ * interface change can abort (the page then shows Chromium's error page): the form is opened and sent again.
+ */
+async function submitToken(page: Page, token: string, after: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.getByLabel('Admin token').fill(token);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await after();
+      return;
+    } catch (error) {
+      if (attempt >= 5 || !(networkChanged(error) || page.url().startsWith('chrome-error:'))) throw error;
+      await open(page);
     }
   }
 }
@@ -180,9 +203,7 @@ async function open(page: Page): Promise<void> {
 async function signedIn(context: BrowserContext): Promise<Page> {
   const page = await context.newPage();
   await open(page);
-  await page.getByLabel('Admin token').fill(TOKEN);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.locator('#routes th', { hasText: 'web.example.com' }).waitFor();
+  await submitToken(page, TOKEN, () => page.locator('#routes th', { hasText: 'web.example.com' }).waitFor());
   return page;
 }
 
@@ -192,9 +213,7 @@ test('the page and its events need a session: a login form, a wrong token refuse
   await open(page);
   assert.equal(await page.getByRole('heading', { name: 'Sign in' }).count(), 1);
   assert.equal(await page.locator('#routes').count(), 0, 'no data before signing in');
-  await page.getByLabel('Admin token').fill('not-the-token');
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.getByRole('alert').waitFor();
+  await submitToken(page, 'not-the-token', () => page.getByRole('alert').waitFor());
   assert.match((await page.getByRole('alert').textContent()) ?? '', /not the admin token/);
   assert.equal(await page.locator('#routes').count(), 0);
 
@@ -204,9 +223,7 @@ test('the page and its events need a session: a login form, a wrong token refuse
   });
   assert.equal(events.status, 401);
 
-  await page.getByLabel('Admin token').fill(TOKEN);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.locator('#routes th', { hasText: 'web.example.com' }).waitFor();
+  await submitToken(page, TOKEN, () => page.locator('#routes th', { hasText: 'web.example.com' }).waitFor());
   const cookie = (await context.cookies()).find((candidate) => candidate.name === 'swarmgate_session');
   assert.ok(cookie);
   assert.equal(cookie.httpOnly, true);
