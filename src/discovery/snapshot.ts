@@ -1,5 +1,6 @@
 // fetchSnapshot: all Docker I/O of a reconcile, turned into plain, sorted, JSON-serialisable data.
 // Everything after this point (model, render) is pure and testable from a snapshot file.
+import { isSwarmgateError } from '../errors.ts';
 import type {
   DockerPort,
   RawConfig,
@@ -138,10 +139,34 @@ async function listServiceTasks(
   let next = 0;
   const worker = async (): Promise<void> => {
     for (let batch = batches[next++]; batch; batch = batches[next++])
-      tasks.push(...(await docker.listTasks(signal, { services: batch })));
+      tasks.push(...(await listTasksOf(docker, signal, batch)));
   };
   await Promise.all(Array.from({ length: Math.min(BATCHES_AT_ONCE, batches.length) }, worker));
   return tasks;
+}
+
+/**
+ * The tasks of some services. The Engine answers 404 for the whole list when one of them is gone (removed since it
+ * was listed): then each is asked alone, and a service that is gone has no tasks. Without this, one removed service
+ * that was converging failed every later reconcile (found by the e2e suite on Docker 20.10).
+ */
+async function listTasksOf(
+  docker: DockerPort,
+  signal: AbortSignal,
+  services: readonly string[],
+): Promise<RawTask[]> {
+  try {
+    return await docker.listTasks(signal, { services });
+  } catch (error) {
+    if (!isServiceGone(error)) throw error;
+    if (services.length === 1) return [];
+    const each = await Promise.all(services.map((service) => listTasksOf(docker, signal, [service])));
+    return each.flat();
+  }
+}
+
+function isServiceGone(error: unknown): boolean {
+  return isSwarmgateError(error, 'ERR_DOCKER_REQUEST') && error.details.statusCode === 404;
 }
 
 /** The snapshot with the tasks of `services` replaced by `tasks` (a fast poll's answer for them). */

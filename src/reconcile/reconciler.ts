@@ -279,6 +279,8 @@ export class Reconciler {
       this.outcome = this.finish(started, error === null, error, published);
     } catch (error) {
       this.stats.failures++;
+      // A failed read (a fast poll of a service removed meanwhile, Docker away) is followed by a full one.
+      this.fullWanted = true;
       this.outcome = this.finish(started, false, describeError(error), false);
       this.deps.logger.error(
         { err: describeError(error) },
@@ -299,7 +301,9 @@ export class Reconciler {
       this.serviceVersions = new Map(
         services.map((service) => [service.ID ?? '', service.Version?.Index ?? 0]),
       );
-      return [...this.unconvergedSince.keys(), ...changed];
+      // Only services that still exist: asking for the tasks of a removed one is a 404 from the Engine.
+      const listed = new Set(this.serviceVersions.keys());
+      return [...[...this.unconvergedSince.keys()].filter((id) => listed.has(id)), ...changed];
     };
     return fetchSnapshot(this.deps.docker, signal, watch);
   }

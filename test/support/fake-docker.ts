@@ -66,6 +66,13 @@ export class FakeDocker implements DockerPort {
     this.check();
     this.calls.listTasks++;
     this.taskFilters.push(filter);
+    // As the Engine: a service filter naming a service that does not exist (any more) is a 404 for the whole list.
+    const missing = filter?.services?.find((id) => !this.services.some((service) => service.ID === id));
+    if (missing !== undefined) {
+      throw new SwarmgateError('ERR_DOCKER_REQUEST', `list tasks failed: service ${missing} not found`, {
+        statusCode: 404,
+      });
+    }
     // As the Engine API filters: desired state, and any of the services named.
     return structuredClone(
       this.tasks.filter(

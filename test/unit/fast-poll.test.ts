@@ -152,3 +152,23 @@ test('a service whose spec changed is read in full: a task told to stop but stil
   assert.deepEqual(docker.taskFilters.at(-1), { services: ['stable'] });
   assert.equal(reconciler.fastPolling, false);
 });
+
+test('a converging service removed meanwhile: the fast poll fails once, the next full read drops it and routes on', async (t) => {
+  const { docker, reconciler, tick } = harness(t);
+  await reconciler.reconcileNow();
+  assert.equal(reconciler.fastPolling, true, 'moving-2 is starting');
+  // The Engine answers 404 for a task list naming a service that is gone.
+  docker.services = docker.services.filter((service) => service.ID !== 'moving');
+  docker.tasks = docker.tasks.filter((task) => task.ServiceID !== 'moving');
+  await tick();
+  await reconciler.reconcileNow();
+  assert.equal(reconciler.lastOutcome?.ok, true, reconciler.lastOutcome?.error ?? '');
+  assert.deepEqual(
+    reconciler.currentModel.services.map((service) => service.name),
+    ['stable'],
+    'the removed service left the routes',
+  );
+  // A later full read does not ask for the removed service again.
+  await reconciler.reconcileNow();
+  assert.equal(reconciler.lastOutcome?.ok, true, reconciler.lastOutcome?.error ?? '');
+});
