@@ -281,7 +281,8 @@ interface ServiceTlsLabels {
   readonly directory: string | null;
 }
 
-const KNOWN_SWARMGATE_LABELS = new Set([
+/** Every swarmgate.* label the model reads (others are an UNSUPPORTED_SETTING). */
+export const KNOWN_SWARMGATE_LABELS: ReadonlySet<string> = new Set([
   'swarmgate.network',
   'swarmgate.max-body-size',
   'swarmgate.proxy-timeout',

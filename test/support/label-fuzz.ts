@@ -8,7 +8,12 @@ import { defaultProxySettings } from '../../src/config.ts';
 import { TEST_CHANNEL_CERT_FILE } from './loopback-nginx.ts';
 import type { ServiceInfo, Snapshot, TaskInfo } from '../../src/discovery/snapshot.ts';
 import { PROTOS } from '../../src/model/labels.ts';
-import { buildRoutingModel, DEFAULT_TLS, EMPTY_MODEL } from '../../src/model/routing-model.ts';
+import {
+  buildRoutingModel,
+  DEFAULT_TLS,
+  EMPTY_MODEL,
+  KNOWN_SWARMGATE_LABELS,
+} from '../../src/model/routing-model.ts';
 import type { AvailableCertificate, RoutingModel } from '../../src/model/routing-model.ts';
 import type { NginxValidator } from '../../src/nginx/nginx-validator.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
@@ -26,7 +31,7 @@ export interface FuzzService {
 export type FuzzCase = readonly FuzzService[];
 
 /** Every label the model reads; a Problem must name one of these or a swarmgate.* label the service set. */
-export const LABEL_NAMES = new Set([
+export const LABEL_NAMES: ReadonlySet<string> = new Set([
   'VIRTUAL_HOST',
   'VIRTUAL_PORT',
   'VIRTUAL_PATH',
@@ -41,33 +46,13 @@ export const LABEL_NAMES = new Set([
   'HSTS',
   'CERT_NAME',
   'SSL_POLICY',
-  'swarmgate.network',
-  'swarmgate.max-body-size',
-  'swarmgate.proxy-timeout',
-  'swarmgate.request-buffering',
   'VIRTUAL_HOST_MULTIPORTS',
   'NETWORK_ACCESS',
   'LETSENCRYPT_TEST',
   'ACME_CA_URI',
   'EXTERNAL_HTTPS_PORT',
-  'swarmgate.allow',
-  'swarmgate.deny',
-  'swarmgate.auth.basic',
-  'swarmgate.auth.forward',
-  'swarmgate.auth.forward.headers',
-  'swarmgate.rate-limit',
-  'swarmgate.rate-limit.burst',
-  'swarmgate.max-connections',
-  'swarmgate.gzip',
-  'swarmgate.security-headers',
-  'swarmgate.cors.origins',
-  'swarmgate.cors.methods',
-  'swarmgate.cors.headers',
-  'swarmgate.cors.credentials',
-  'swarmgate.redirect',
-  'swarmgate.www-redirect',
-  'swarmgate.error-page',
-  'swarmgate.buffering',
+  // The swarmgate.* labels from the model's own list, so the two cannot drift apart.
+  ...KNOWN_SWARMGATE_LABELS,
 ]);
 
 // Characters that end or start nginx syntax, control characters, Unicode: what a label must never smuggle in.
