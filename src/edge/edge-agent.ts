@@ -226,10 +226,25 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
         `${PEERS_FILE} names another generation than the bundle's shape`,
       );
     }
-    const confPath = await cache.stage(bundle.fingerprint, bundle.files);
     // Same shape as what nginx runs now (only task addresses differ): nginx accepted it, no new nginx -t needed,
     // and the addresses go to the running nginx without a reload.
     const sameShape = shape === appliedShape;
+    let confPath: string;
+    try {
+      confPath = await cache.stage(bundle.fingerprint, bundle.files);
+    } catch (error) {
+      // A full or read-only volume must not freeze routing on this node: new task addresses need no new files, so
+      // they go to the running nginx from memory. The bundle still counts as not applied (reported, retried from
+      // memory until the volume takes it); a restart meanwhile starts from the older saved bundle and polls.
+      if (sameShape && (await deps.nginx.updatePeers(peersText, shutdown.signal))) {
+        peerUpdates++;
+        logger.warn(
+          { version: bundle.version, err: error },
+          'cannot save the bundle; its task addresses are routed from memory',
+        );
+      }
+      throw error;
+    }
     const test = sameShape ? ({ ok: true } as const) : await deps.testConfig(confPath, shutdown.signal);
     if (!test.ok) {
       if (bundle.fingerprint !== activeFingerprint) await cache.discard(bundle.fingerprint);

@@ -186,3 +186,59 @@ for (const failure of cases) {
     assert.equal(channel.reports.at(-1)?.rejected, null);
   });
 }
+
+// Issue 12 (volume full): scaling while the edge's volume is full. The new task addresses need no new files, so
+// they reach nginx from memory; before, routing on that node froze on the old tasks until the volume had room.
+test('ENOSPC with only task addresses changed: nginx routes the new addresses from memory, the save is retried', async (t) => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-apply-'));
+  t.after(() => rm(stateDir, { recursive: true, force: true }));
+  const clock = new FakeClock();
+  const fs = failingFs(null);
+  const channel = new CountingChannel();
+  const nginx = new FakeNginx();
+  const templates = createTemplateRenderer();
+  const edge = await startEdgeAgent({
+    config: readEdgeConfig({ SWARMGATE_STATE_DIR: stateDir, SWARMGATE_EDGE_HEALTH_PORT: '0' }, 'edge-1'),
+    nodeId: null,
+    channel,
+    nginx,
+    testConfig: async () => ({ ok: true }),
+    templates,
+    logger: createCapturingLogger('debug').logger,
+    clock,
+    version: 'test',
+    fs,
+  });
+  t.after(() => edge.stop());
+  const bundleOf = (version: number, ips: readonly string[]): PublishedBundle => {
+    const model = buildRoutingModel(oneServiceSnapshot('a.test', ips), { networks: ['swarmgate'] });
+    const files = renderConfig(model, { proxy: defaultProxySettings(), generator: 'test' }, templates);
+    return { version, fingerprint: fingerprintBundle(files), files, publishedAt: '2026-06-01T00:00:00Z' };
+  };
+
+  await waitUntil('the first poll', () => channel.waiting);
+  const first = bundleOf(1, ['10.0.0.2']);
+  channel.offer(first);
+  await waitUntil('the first bundle to be applied', () => edge.applied()?.version === 1);
+  const reloads = nginx.reloads;
+
+  fs.set({ errno: 'ENOSPC', operation: 'writeFile' });
+  const scaled = bundleOf(2, ['10.0.0.2', '10.0.0.3']);
+  channel.offer(scaled);
+  await waitUntil('the failure to be reported', () =>
+    channel.reports.some((report) => report.rejected?.fingerprint === scaled.fingerprint),
+  );
+  assert.equal(nginx.peers, scaled.files['peers.txt'], 'nginx routes the new addresses');
+  assert.equal(nginx.reloads, reloads, 'without a reload');
+  assert.equal(edge.applied()?.version, 1, 'the saved bundle is still the first: it is not reported applied');
+  assert.match(channel.reports.at(-1)?.rejected?.error ?? '', /^ERR_EDGE_APPLY \(ENOSPC\)/);
+
+  fs.set(null);
+  for (let second = 0; second < 60 && edge.applied()?.version !== 2; second++) {
+    clock.advance(1000);
+    await waitUntil('the agent to wait in a poll again', () => channel.waiting);
+  }
+  assert.equal(edge.applied()?.fingerprint, scaled.fingerprint, 'the retry saved it');
+  assert.equal(channel.downloads, 2, 'each bundle was sent once');
+  assert.equal(nginx.reloads, reloads);
+});
