@@ -80,6 +80,10 @@ ensure_network() {
 }
 
 # --- nodes -------------------------------------------------------------------------------------------------
+# The engine runs under a loop, as systemd runs it on a real node: a test can restart dockerd (SIGTERM stops every
+# container, then the engine comes back with its state, swarm membership and volumes, as after an upgrade or a
+# reboot) without losing the node. `--init` reaps what an exited engine leaves behind.
+ENGINE_SUPERVISOR='while :; do dockerd --host unix:///var/run/docker.sock; echo "dockerd exited ($?); starting it again" >&2; sleep 1; done'
 # Exactly the flags LAB.md verified: --privileged fails here (CAP_SYS_RESOURCE is not in the bounding set), so all
 # other capabilities; /var/lib/docker on an exec tmpfs because overlayfs does not stack on the host's overlay.
 start_node() {
@@ -99,8 +103,8 @@ start_node() {
     --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
     -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /var/lib/docker:exec \
     --label "$LAB_LABEL" --label "$ROLE_LABEL" \
-    --network "$NETWORK" --hostname "$node" --name "$node" "$NODE_IMAGE" \
-    dockerd --host unix:///var/run/docker.sock >/dev/null
+    --network "$NETWORK" --hostname "$node" --name "$node" --init "$NODE_IMAGE" \
+    sh -c "$ENGINE_SUPERVISOR" >/dev/null
 }
 
 # Swarm node entries that no live node container answers for (a replaced node's old self, a node beyond the count):
