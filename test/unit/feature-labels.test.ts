@@ -372,35 +372,80 @@ test('DEFAULT_HOST marks that host default; an unknown one is reported', () => {
   assert.match(missing.problems[0]?.reason ?? '', /no service routes "c.test"/);
 });
 
-test('LETSENCRYPT_TEST and ACME_CA_URI: ordered only when the controller uses that directory, never silently elsewhere', () => {
+test('LETSENCRYPT_TEST and ACME_CA_URI: each certificate names its directory; only configured ones are chosen', () => {
+  const staging = 'https://acme-staging-v02.api.letsencrypt.org/directory';
+  const tlsDefaults = {
+    httpsMethod: 'redirect' as const,
+    hsts: null,
+    sslPolicy: 'Mozilla-Intermediate' as const,
+    acmeEmail: null,
+    acmeDirectory: 'https://acme-v02.api.letsencrypt.org/directory',
+    acmeDirectories: ['https://acme.zerossl.com/v2/DV90'],
+  };
   const services = [
     service('test', { VIRTUAL_HOST: 'a.test', LETSENCRYPT_HOST: 'a.test', LETSENCRYPT_TEST: 'true' }),
     service('prod', { VIRTUAL_HOST: 'b.test', LETSENCRYPT_HOST: 'b.test' }),
+    service('zero', {
+      VIRTUAL_HOST: 'c.test',
+      LETSENCRYPT_HOST: 'c.test',
+      ACME_CA_URI: 'https://acme.zerossl.com/v2/DV90',
+    }),
+    // The controller's own directory named in a label is the same as no label.
+    service('own', {
+      VIRTUAL_HOST: 'd.test',
+      LETSENCRYPT_HOST: 'd.test',
+      ACME_CA_URI: 'https://acme-v02.api.letsencrypt.org/directory',
+    }),
+    // Any other URL: a Problem, no certificate, and the route itself is still served.
+    service('ssrf', {
+      VIRTUAL_HOST: 'e.test',
+      LETSENCRYPT_HOST: 'e.test',
+      ACME_CA_URI: 'https://169.254.169.254/latest/meta-data',
+    }),
   ];
-  const production = buildRoutingModel(snapshot(services), settings);
+  const model = buildRoutingModel(snapshot(services), { ...settings, tlsDefaults });
   assert.deepEqual(
-    production.certificateRequests.map((request) => request.name),
-    ['b.test'],
-  );
-  assert.equal(production.problems[0]?.label, 'LETSENCRYPT_TEST');
-  assert.equal(production.problems[0]?.code, 'UNSUPPORTED_SETTING');
-  const staging = buildRoutingModel(snapshot(services), {
-    ...settings,
-    tlsDefaults: {
-      httpsMethod: 'redirect',
-      hsts: null,
-      sslPolicy: 'Mozilla-Intermediate',
-      acmeEmail: null,
-      acmeDirectory: 'https://acme-staging-v02.api.letsencrypt.org/directory',
-    },
-  });
-  assert.deepEqual(
-    staging.certificateRequests.map((request) => [request.name, request.directory]),
+    model.certificateRequests.map((request) => [request.name, request.directory]),
     [
-      ['a.test', 'staging'],
+      ['a.test', staging],
       ['b.test', null],
+      ['c.test', 'https://acme.zerossl.com/v2/DV90'],
+      ['d.test', null],
     ],
   );
+  assert.deepEqual(
+    model.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
+    [['ssrf', 'ACME_CA_URI', 'INVALID_LABEL', 'warning']],
+  );
+  assert.match(
+    model.problems[0]?.reason ?? '',
+    /"https:\/\/169\.254\.169\.254\/latest\/meta-data" is not a directory/,
+  );
+  assert.match(model.problems[0]?.reason ?? '', /SWARMGATE_ACME_DIRECTORIES/);
+  assert.ok(
+    model.servers.some((server) => server.host.value === 'e.test'),
+    'the service is routed; only its certificate is not ordered',
+  );
+
+  // The operator's staging directory (here the lab's Pebble) is what LETSENCRYPT_TEST picks; when it is the
+  // controller's own directory, the request names none.
+  const pebble = buildRoutingModel(snapshot(services.slice(0, 1)), {
+    ...settings,
+    tlsDefaults: { ...tlsDefaults, acmeStagingDirectory: 'https://pebble:14000/dir' },
+  });
+  assert.deepEqual(pebble.certificateRequests[0]?.directory, 'https://pebble:14000/dir');
+  const stagingController = buildRoutingModel(snapshot(services.slice(0, 1)), {
+    ...settings,
+    tlsDefaults: { ...tlsDefaults, acmeDirectory: staging },
+  });
+  assert.deepEqual(stagingController.certificateRequests[0]?.directory, null);
+  // Without an allow-list, ACME_CA_URI may only name the controller's or the staging directory.
+  const closed = buildRoutingModel(snapshot(services.slice(2, 3)), {
+    ...settings,
+    tlsDefaults: { ...tlsDefaults, acmeDirectories: [] },
+  });
+  assert.deepEqual(closed.certificateRequests, []);
+  assert.equal(closed.problems[0]?.label, 'ACME_CA_URI');
 });
 
 test('nginx-proxy options left on the controller are named with what to use instead', async () => {
