@@ -55,6 +55,7 @@ import {
   parseWwwRedirect,
   SECURITY_HEADERS,
 } from './feature-labels.ts';
+import { parseLabelDocument } from './label-document.ts';
 import { UNSUPPORTED_SETTINGS, unsupportedPrefixSetting } from './unsupported.ts';
 import { compareProblems } from './problems.ts';
 import type { Problem } from './problems.ts';
@@ -976,25 +977,22 @@ function decodePolicy(
 }
 
 /**
- * nginx-proxy's VIRTUAL_HOST_MULTIPORTS in its JSON form: {"host": null | {"/path": null | {"port", "proto",
- * "dest"}}}. A host with null gets "/" with the service's VIRTUAL_PORT/PROTO/DEST. Routes with the same path,
- * port, proto and dest share one entry with several hosts.
+ * nginx-proxy's VIRTUAL_HOST_MULTIPORTS, in YAML or JSON: host → path → {port, proto, dest}. A host with no paths
+ * (empty, null or {}) gets "/"; a path with no settings (empty, null or {}) gets the service's
+ * VIRTUAL_PORT/PROTO/DEST; dest "" means no rewrite. Routes with the same path, port, proto and dest share one
+ * entry with several hosts.
  */
 function parseMultiports(
   raw: string,
   defaults: { port: number; proto: Proto; dest: string | null },
 ): Parsed<RouteSpec[]> {
   const fail = (reason: string): Parsed<RouteSpec[]> => ({ ok: false, reason });
-  let document: unknown;
-  try {
-    document = JSON.parse(raw);
-  } catch {
-    return fail(
-      'only the JSON form is read (YAML is not supported yet): write the same map as JSON, e.g. {"api.example.com": {"/": {"port": 8080}}}',
-    );
-  }
+  const parsed = parseLabelDocument(raw);
+  if (!parsed.ok)
+    return fail(`${parsed.reason} (write a YAML or JSON map host → path → {port, proto, dest})`);
+  const document = parsed.value;
   if (!isPlainObject(document) || Object.keys(document).length === 0) {
-    return fail('must be a JSON object of host names');
+    return fail('must be a map of host names (YAML or JSON)');
   }
   if (Object.keys(document).length > 100) return fail('at most 100 hosts');
   const grouped = new Map<string, RouteSpec>();
@@ -1002,18 +1000,18 @@ function parseMultiports(
     const host = parseHost(hostRaw);
     if (!host.ok) return fail(host.reason);
     const entries: [string, unknown][] =
-      paths === null || paths === undefined
+      paths === null || paths === undefined || (isPlainObject(paths) && Object.keys(paths).length === 0)
         ? [['/', null]]
         : isPlainObject(paths)
           ? Object.entries(paths)
           : [];
-    if (entries.length === 0) return fail(`host "${hostRaw}": give null or an object of paths`);
+    if (entries.length === 0) return fail(`host "${hostRaw}": give nothing or a map of paths`);
     if (entries.length > 50) return fail(`host "${hostRaw}": at most 50 paths`);
     for (const [pathRaw, options] of entries) {
       const path = parsePath(pathRaw);
       if (!path.ok) return fail(path.reason);
       if (options !== null && !isPlainObject(options))
-        return fail(`host "${hostRaw}" path "${pathRaw}": give null or {port, proto, dest}`);
+        return fail(`host "${hostRaw}" path "${pathRaw}": give nothing or a map of port, proto, dest`);
       const given: Record<string, unknown> = options ?? {};
       const unknown = Object.keys(given).filter((name) => !['port', 'proto', 'dest'].includes(name));
       if (unknown.length > 0)
@@ -1033,7 +1031,9 @@ function parseMultiports(
       const dest =
         given.dest === undefined
           ? { ok: true as const, value: defaults.dest }
-          : parseDest(scalar(given.dest));
+          : given.dest === ''
+            ? { ok: true as const, value: null }
+            : parseDest(scalar(given.dest));
       if (!dest.ok) return fail(`host "${hostRaw}" path "${pathRaw}": ${dest.reason}`);
       const key = JSON.stringify([path.value.value, port.value, proto.value, dest.value]);
       const spec = grouped.get(key);
