@@ -708,3 +708,25 @@ test("every directory's account survives a restart: no new account key after the
       `${order.domains[0]} uses the stored account`,
     );
 });
+
+test('the controller moved from staging to production (SWARMGATE_ACME_DIRECTORY): its certificates are ordered again', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const staging = manager(docker, acme, clock, undefined, { settings: { directoryUrl: STAGING } });
+  await staging.certificates.loadState(signal);
+  staging.certificates.sync([shop]);
+  await staging.certificates.idle();
+  await staging.certificates.stop();
+  const served = staging.certificates.material('shop.test')?.certificatePem;
+
+  const production = manager(docker, acme, clock);
+  await production.certificates.loadState(signal);
+  production.certificates.sync([shop]);
+  await production.certificates.idle();
+  assert.deepEqual(
+    acme.orders.map((order) => order.directoryUrl),
+    [STAGING, settings.directoryUrl],
+  );
+  assert.notEqual(production.certificates.material('shop.test')?.certificatePem, served);
+});
