@@ -1,6 +1,6 @@
 // Configuration is read once, from the environment, into a frozen object. Every bad key is listed at once.
 import { SwarmgateError } from './errors.ts';
-import { parseCidrList, parseHstsLenient } from './model/feature-labels.ts';
+import { parseCidrList, parseDirectoryUrl, parseHstsLenient } from './model/feature-labels.ts';
 import { parseHost } from './model/labels.ts';
 
 export interface DebounceWindow {
@@ -63,6 +63,13 @@ export interface TlsConfig {
   readonly acme: {
     readonly enabled: boolean;
     readonly directoryUrl: string;
+    /** SWARMGATE_ACME_STAGING_DIRECTORY: where LETSENCRYPT_TEST=true orders (default: Let's Encrypt staging). */
+    readonly stagingDirectoryUrl: string;
+    /**
+     * SWARMGATE_ACME_DIRECTORIES: further directories ACME_CA_URI may name. A label picks only among the
+     * controller's, the staging and these: it never makes the controller contact a URL the operator did not list.
+     */
+    readonly allowedDirectoryUrls: readonly string[];
     readonly email: string | null;
     readonly caFile: string | null;
     readonly renewFraction: number;
@@ -348,13 +355,40 @@ export const ACME_DIRECTORY_ALIASES: Readonly<Record<string, string>> = {
   'letsencrypt-staging': 'https://acme-staging-v02.api.letsencrypt.org/directory',
 };
 
-function readTlsConfig(reader: EnvReader): TlsConfig {
-  const directory = reader.string('SWARMGATE_ACME_DIRECTORY', 'letsencrypt');
-  const directoryUrl = ACME_DIRECTORY_ALIASES[directory] ?? directory;
-  if (!/^https:\/\/[^\s]+$/.test(directoryUrl)) {
+/** An ACME directory setting: an alias or an https URL (the grammar ACME_CA_URI labels use). */
+function readDirectory(reader: EnvReader, key: string, raw: string): string {
+  const url = ACME_DIRECTORY_ALIASES[raw.trim()] ?? raw.trim();
+  if (!parseDirectoryUrl(url).ok) {
     reader.problems.push(
-      `SWARMGATE_ACME_DIRECTORY: "${directory}" is neither letsencrypt, letsencrypt-staging nor an https:// URL`,
+      `${key}: "${raw}" is neither letsencrypt, letsencrypt-staging nor an https:// directory URL`,
     );
+  }
+  return url;
+}
+
+function readTlsConfig(reader: EnvReader): TlsConfig {
+  const directoryUrl = readDirectory(
+    reader,
+    'SWARMGATE_ACME_DIRECTORY',
+    reader.string('SWARMGATE_ACME_DIRECTORY', 'letsencrypt'),
+  );
+  const stagingDirectoryUrl = readDirectory(
+    reader,
+    'SWARMGATE_ACME_STAGING_DIRECTORY',
+    reader.string('SWARMGATE_ACME_STAGING_DIRECTORY', 'letsencrypt-staging'),
+  );
+  const allowedDirectoryUrls = [
+    ...new Set(
+      reader
+        .string('SWARMGATE_ACME_DIRECTORIES', '')
+        .split(',')
+        .map((item) => item.trim())
+        .filter((item) => item !== '')
+        .map((item) => readDirectory(reader, 'SWARMGATE_ACME_DIRECTORIES', item)),
+    ),
+  ].sort();
+  if (allowedDirectoryUrls.length > 16) {
+    reader.problems.push('SWARMGATE_ACME_DIRECTORIES: at most 16 directories');
   }
   const email = reader.string('SWARMGATE_ACME_EMAIL', '');
   if (email !== '' && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) {
@@ -391,6 +425,8 @@ function readTlsConfig(reader: EnvReader): TlsConfig {
     acme: {
       enabled: reader.boolean('SWARMGATE_ACME_ENABLED', true),
       directoryUrl,
+      stagingDirectoryUrl,
+      allowedDirectoryUrls,
       email: email === '' ? null : email,
       caFile: caFile === '' ? null : caFile,
       renewFraction: renewPercent / 100,

@@ -29,6 +29,8 @@ export const ERROR_CODES = {
   ERR_EDGE_APPLY: 'the edge could not write or activate a bundle (its volume or nginx failed)',
   ERR_NGINX_RELOAD: 'nginx did not take a new configuration after a reload',
   ERR_VERSION_EPOCH: 'no version epoch from Swarm yet, or it is used up or not above the current one',
+  ERR_ACME_DIRECTORY:
+    "an ACME directory that is neither the controller's, its staging one nor one in SWARMGATE_ACME_DIRECTORIES",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -29,7 +29,12 @@ const DAY = 24 * HOUR;
 
 export interface AcmeSettings {
   readonly enabled: boolean;
+  /** The controller's directory: a certificate request without a directory of its own is ordered here. */
   readonly directoryUrl: string;
+  /** Where LETSENCRYPT_TEST=true certificates are ordered (the model resolves the label to this URL). */
+  readonly stagingDirectoryUrl?: string;
+  /** Further directories an ACME_CA_URI label may name; a request for any other directory is never sent. */
+  readonly allowedDirectoryUrls?: readonly string[];
   /** Renew when this fraction of the certificate's lifetime remains (1/3 by default). */
   readonly renewFraction: number;
   readonly concurrency: number;
@@ -109,6 +114,8 @@ export interface CertificateStatus {
   readonly name: string;
   readonly domains: readonly string[];
   readonly source: 'acme' | 'user';
+  /** The ACME directory it is (to be) ordered from (acme only). */
+  readonly directory?: string;
   readonly state:
     | 'valid'
     | 'expired'
@@ -132,8 +139,10 @@ export interface CertificateStatus {
   readonly lastError: string | null;
 }
 
+export type OrderReason = 'missing' | 'names-changed' | 'directory-changed' | 'renewal' | 'expired';
+
 export type CertificateAction =
-  | { readonly kind: 'order'; readonly reason: 'missing' | 'names-changed' | 'renewal' | 'expired' }
+  | { readonly kind: 'order'; readonly reason: OrderReason }
   | { readonly kind: 'wait'; readonly until: number | null }
   | { readonly kind: 'blocked' };
 
@@ -143,10 +152,15 @@ export function renewalTime(notBefore: string, notAfter: string, renewFraction: 
   return end - (end - start) * renewFraction;
 }
 
-/** Pure: what to do about one requested certificate now. */
+/**
+ * Pure: what to do about one requested certificate now. A certificate from another directory than the one now
+ * chosen (LETSENCRYPT_TEST or ACME_CA_URI changed) is ordered again: a staging certificate must not stay served
+ * once production is asked for. Until the new one is issued the old one is still served.
+ */
 export function decideCertificateAction(
-  stored: Pick<StoredCertificate, 'domains' | 'notBefore' | 'notAfter'> | undefined,
-  request: Pick<CertificateRequest, 'domains'>,
+  stored:
+    (Pick<StoredCertificate, 'domains' | 'notBefore' | 'notAfter'> & { directoryUrl?: string }) | undefined,
+  request: Pick<CertificateRequest, 'domains'> & { directoryUrl?: string },
   tracker: Pick<Tracker, 'inFlight' | 'nextAttemptAt'>,
   blocked: boolean,
   now: number,
@@ -154,9 +168,15 @@ export function decideCertificateAction(
 ): CertificateAction {
   if (blocked) return { kind: 'blocked' };
   if (tracker.inFlight) return { kind: 'wait', until: null };
-  let reason: 'missing' | 'names-changed' | 'renewal' | 'expired';
+  let reason: OrderReason;
   if (!stored) reason = 'missing';
   else if (!sameNames(stored.domains, request.domains)) reason = 'names-changed';
+  else if (
+    stored.directoryUrl !== undefined &&
+    request.directoryUrl !== undefined &&
+    stored.directoryUrl !== request.directoryUrl
+  )
+    reason = 'directory-changed';
   else if (now >= Date.parse(stored.notAfter)) reason = 'expired';
   else {
     const renewAt = renewalTime(stored.notBefore, stored.notAfter, renewFraction);
@@ -222,7 +242,8 @@ export class CertificateManager implements CertificateSource {
   private damaged = new Map<string, string>();
   private readonly orderHistory = new Map<string, { orders: number[]; failed: number[] }>();
   private readonly unsaved = new Map<string, UnsavedRecord>();
-  private account: StoredAccount | null = null;
+  /** One ACME account per directory, keyed by directory URL. */
+  private readonly accounts = new Map<string, StoredAccount>();
   private requests: readonly CertificateRequest[] = [];
   private readonly challenges = new Map<string, string>();
   private readonly orders: BoundedQueue;
@@ -242,9 +263,25 @@ export class CertificateManager implements CertificateSource {
     this.orders = new BoundedQueue(deps.settings.concurrency);
   }
 
-  private get accountStateName(): string {
-    const digest = createHash('sha256').update(this.deps.settings.directoryUrl).digest('hex').slice(0, 12);
-    return `account.${digest}`;
+  /** The directories this controller may contact: its own, the staging one and the operator's allow-list. */
+  private knownDirectories(): string[] {
+    const { directoryUrl, stagingDirectoryUrl, allowedDirectoryUrls } = this.deps.settings;
+    return [
+      ...new Set([
+        directoryUrl,
+        ...(stagingDirectoryUrl === undefined ? [] : [stagingDirectoryUrl]),
+        ...(allowedDirectoryUrls ?? []),
+      ]),
+    ];
+  }
+
+  /** Account records of the known directories, record name → directory URL. */
+  private accountRecords(): Map<string, string> {
+    return new Map(this.knownDirectories().map((url) => [accountStateName(url), url]));
+  }
+
+  private directoryOf(request: CertificateRequest): string {
+    return request.directory ?? this.deps.settings.directoryUrl;
   }
 
   private get maxOrders(): number {
@@ -277,7 +314,7 @@ export class CertificateManager implements CertificateSource {
     this.deps.logger.info(
       {
         certificates: this.certificates.size,
-        account: this.account !== null,
+        accounts: this.accounts.size,
         sealedWithOtherKey: this.otherKey.size,
         damaged: this.damaged.size,
       },
@@ -288,7 +325,7 @@ export class CertificateManager implements CertificateSource {
   }
 
   private isMine(name: string): boolean {
-    return name === this.accountStateName || name.startsWith('cert.') || name.startsWith('orders.');
+    return this.accountRecords().has(name) || name.startsWith('cert.') || name.startsWith('orders.');
   }
 
   /** Folds stored state into memory; newer certificates win, order stamps add up. Returns whether what is
@@ -311,10 +348,13 @@ export class CertificateManager implements CertificateSource {
           failed: [],
         });
     }
+    const accountRecords = this.accountRecords();
     for (const [name, value] of values) {
       if (this.unsaved.has(name)) continue;
-      if (name === this.accountStateName) {
-        if (this.account?.keyPem !== (value as StoredAccount).keyPem) this.account = value as StoredAccount;
+      const accountDirectory = accountRecords.get(name);
+      if (accountDirectory !== undefined) {
+        if (this.accounts.get(accountDirectory)?.keyPem !== (value as StoredAccount).keyPem)
+          this.accounts.set(accountDirectory, value as StoredAccount);
       } else if (name.startsWith('cert.')) {
         const stored = value as StoredCertificate;
         const current = this.certificates.get(stored.name);
@@ -371,8 +411,9 @@ export class CertificateManager implements CertificateSource {
 
   publishBlocked(): string | null {
     if (!this.loaded) return 'the certificate state has not been read yet';
+    const accountRecords = this.accountRecords();
     const records = [...this.otherKey.keys()].filter(
-      (name) => name.startsWith('cert.') || name === this.accountStateName,
+      (name) => name.startsWith('cert.') || accountRecords.has(name),
     );
     if (records.length === 0) return null;
     return (
@@ -409,7 +450,7 @@ export class CertificateManager implements CertificateSource {
       const stored = this.certificates.get(request.name);
       const tracker = this.trackers.get(request.name);
       const record = `cert.${request.name}`;
-      const otherKey = this.otherKeyReason(request.name);
+      const otherKey = this.otherKeyReason(request);
       const unsaved = this.unsaved.get(record);
       const budget = this.budgetOf(request.name, now);
       const budgetSpent = tracker?.budgetUntil != null && tracker.budgetUntil > now;
@@ -440,6 +481,7 @@ export class CertificateManager implements CertificateSource {
         name: request.name,
         domains: request.domains,
         source: 'acme',
+        directory: this.directoryOf(request),
         state,
         notAfter: stored?.notAfter ?? null,
         renewAt: stored
@@ -500,11 +542,11 @@ export class CertificateManager implements CertificateSource {
     }
   }
 
-  private otherKeyReason(certificate: string): string | undefined {
+  private otherKeyReason(request: CertificateRequest): string | undefined {
     return (
-      this.otherKey.get(`cert.${certificate}`) ??
-      this.otherKey.get(`orders.${certificate}`) ??
-      this.otherKey.get(this.accountStateName)
+      this.otherKey.get(`cert.${request.name}`) ??
+      this.otherKey.get(`orders.${request.name}`) ??
+      this.otherKey.get(accountStateName(this.directoryOf(request)))
     );
   }
 
@@ -554,12 +596,26 @@ export class CertificateManager implements CertificateSource {
   /** Orders one certificate if it is due and allowed; returns when to look again, if at a known time. */
   private evaluateOne(request: CertificateRequest, now: number): number | null {
     const tracker = this.trackerFor(request.name);
+    const directoryUrl = this.directoryOf(request);
+    // The model only names directories the operator configured; this holds even if a request came from elsewhere:
+    // the controller never contacts a directory it was not given (it holds the Docker socket).
+    if (!this.knownDirectories().includes(directoryUrl)) {
+      const reason = new SwarmgateError(
+        'ERR_ACME_DIRECTORY',
+        `${directoryUrl} is not the controller's ACME directory, its staging directory or one in SWARMGATE_ACME_DIRECTORIES; nothing is ordered for ${request.name}`,
+        { certificate: request.name, directory: directoryUrl },
+      );
+      if (tracker.lastError !== reason.message)
+        this.deps.logger.error({ certificate: request.name, err: reason }, 'ACME directory not allowed');
+      tracker.lastError = reason.message;
+      return null;
+    }
     const skew = this.clockAheadMs;
     const action = decideCertificateAction(
       this.certificates.get(request.name),
-      request,
+      { domains: request.domains, directoryUrl },
       { inFlight: tracker.inFlight, nextAttemptAt: tracker.nextAttemptAt - skew },
-      this.otherKeyReason(request.name) !== undefined,
+      this.otherKeyReason(request) !== undefined,
       now - skew,
       this.deps.settings.renewFraction,
     );
@@ -585,7 +641,7 @@ export class CertificateManager implements CertificateSource {
     tracker.budgetUntil = null;
     tracker.inFlight = true;
     this.deps.logger.info(
-      { certificate: request.name, domains: request.domains, reason: action.reason },
+      { certificate: request.name, domains: request.domains, directory: directoryUrl, reason: action.reason },
       'ordering certificate',
     );
     void this.orders.add(() => this.order(request));
@@ -605,11 +661,12 @@ export class CertificateManager implements CertificateSource {
   private async order(request: CertificateRequest): Promise<void> {
     const tracker = this.trackerFor(request.name);
     const signal = this.shutdown.signal;
+    const directoryUrl = this.directoryOf(request);
     let issued: Awaited<ReturnType<AcmePort['order']>>;
     let account: StoredAccount;
     let stamp: number | null = null;
     try {
-      account = await this.ensureAccount(signal);
+      account = await this.ensureAccount(directoryUrl, signal);
       // The order is counted in Swarm before the CA is asked: no crash, failed save or restart buys another one.
       const now = this.deps.clock.now();
       const known = this.orderHistory.get(request.name) ?? { orders: [], failed: [] };
@@ -626,7 +683,7 @@ export class CertificateManager implements CertificateSource {
       issued = await this.withTimeout(
         request.name,
         this.deps.acme.order({
-          directoryUrl: this.deps.settings.directoryUrl,
+          directoryUrl,
           accountKeyPem: account.keyPem,
           accountUrl: account.url,
           email: request.email,
@@ -653,14 +710,15 @@ export class CertificateManager implements CertificateSource {
       privateKeyPem: issued.privateKeyPem,
       notBefore,
       notAfter,
-      directoryUrl: this.deps.settings.directoryUrl,
+      directoryUrl,
     };
     this.certificates.set(request.name, stored);
     this.damaged.delete(`cert.${request.name}`);
     this.noteCaTime(request.name, notBefore);
     if (account.url !== issued.accountUrl) {
-      this.account = { ...account, url: issued.accountUrl };
-      this.persist(this.accountStateName, this.account);
+      const updated = { ...account, url: issued.accountUrl };
+      this.accounts.set(directoryUrl, updated);
+      this.persist(accountStateName(directoryUrl), updated);
     }
     this.persist(`cert.${request.name}`, stored);
     tracker.attempts = 0;
@@ -670,7 +728,10 @@ export class CertificateManager implements CertificateSource {
     tracker.lastError = null;
     tracker.inFlight = false;
     this.stats.ordersSucceeded++;
-    this.deps.logger.info({ certificate: request.name, notAfter }, 'certificate issued');
+    this.deps.logger.info(
+      { certificate: request.name, directory: directoryUrl, notAfter },
+      'certificate issued',
+    );
     this.deps.onChange();
     this.evaluate();
   }
@@ -812,27 +873,36 @@ export class CertificateManager implements CertificateSource {
     return Promise.race([work, timeout]).finally(() => timer?.cancel());
   }
 
-  private accountCreation: Promise<StoredAccount> | null = null;
+  private readonly accountCreations = new Map<string, Promise<StoredAccount>>();
 
-  /** One account per directory; concurrent first orders share one creation. */
-  private ensureAccount(signal: AbortSignal): Promise<StoredAccount> {
-    if (this.account && this.account.directoryUrl === this.deps.settings.directoryUrl) {
-      return Promise.resolve(this.account);
+  /** One account per directory, its key sealed in Swarm; concurrent first orders share one creation. */
+  private ensureAccount(directoryUrl: string, signal: AbortSignal): Promise<StoredAccount> {
+    const known = this.accounts.get(directoryUrl);
+    if (known) return Promise.resolve(known);
+    let creation = this.accountCreations.get(directoryUrl);
+    if (!creation) {
+      creation = this.createAccount(directoryUrl, signal).finally(() => {
+        this.accountCreations.delete(directoryUrl);
+      });
+      this.accountCreations.set(directoryUrl, creation);
     }
-    this.accountCreation ??= this.createAccount(signal).finally(() => {
-      this.accountCreation = null;
-    });
-    return this.accountCreation;
+    return creation;
   }
 
-  private async createAccount(signal: AbortSignal): Promise<StoredAccount> {
+  private async createAccount(directoryUrl: string, signal: AbortSignal): Promise<StoredAccount> {
     const account: StoredAccount = {
-      directoryUrl: this.deps.settings.directoryUrl,
+      directoryUrl,
       keyPem: await this.deps.acme.createAccountKey(),
       url: null,
     };
-    await this.deps.store.save(this.accountStateName, account, signal);
-    this.account = account;
+    await this.deps.store.save(accountStateName(directoryUrl), account, signal);
+    this.accounts.set(directoryUrl, account);
     return account;
   }
+}
+
+/** The state record of a directory's account: named by a digest of its URL (the name the first version used). */
+function accountStateName(directoryUrl: string): string {
+  const digest = createHash('sha256').update(directoryUrl).digest('hex').slice(0, 12);
+  return `account.${digest}`;
 }

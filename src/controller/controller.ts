@@ -124,6 +124,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
         sslPolicy: config.tls.sslPolicy,
         acmeEmail: config.tls.acme.email,
         acmeDirectory: config.tls.acme.directoryUrl,
+        acmeStagingDirectory: config.tls.acme.stagingDirectoryUrl,
+        acmeDirectories: config.tls.acme.allowedDirectoryUrls,
       },
       nonGetRedirect: config.tls.nonGetRedirect,
       defaultCertificate: config.tls.defaultCertificate,

@@ -55,6 +55,7 @@ import {
   parseWwwRedirect,
   SECURITY_HEADERS,
 } from './feature-labels.ts';
+import { parseLabelDocument } from './label-document.ts';
 import { UNSUPPORTED_SETTINGS, unsupportedPrefixSetting } from './unsupported.ts';
 import { compareProblems } from './problems.ts';
 import type { Problem } from './problems.ts';
@@ -83,6 +84,10 @@ export interface TlsDefaults {
   readonly acmeEmail: string | null;
   /** The controller's ACME directory URL (SWARMGATE_ACME_DIRECTORY); default: Let's Encrypt production. */
   readonly acmeDirectory?: string;
+  /** Where LETSENCRYPT_TEST=true orders (SWARMGATE_ACME_STAGING_DIRECTORY); default: Let's Encrypt staging. */
+  readonly acmeStagingDirectory?: string;
+  /** Further directories an ACME_CA_URI label may name (SWARMGATE_ACME_DIRECTORIES); no other is ever used. */
+  readonly acmeDirectories?: readonly string[];
 }
 
 /** Let's Encrypt's staging directory: what LETSENCRYPT_TEST=true asks for. */
@@ -116,8 +121,8 @@ export interface CertificateRequest {
   readonly email: string | null;
   readonly service: string;
   /**
-   * The ACME directory for this certificate: null for the controller's (SWARMGATE_ACME_DIRECTORY), 'staging' for
-   * LETSENCRYPT_TEST=true (SWARMGATE_ACME_STAGING_DIRECTORY), or an https URL from ACME_CA_URI.
+   * The ACME directory URL this certificate is ordered from: null for the controller's (SWARMGATE_ACME_DIRECTORY);
+   * else the staging one (LETSENCRYPT_TEST=true) or one the operator allowed (ACME_CA_URI), never any other.
    */
   readonly directory?: string | null;
 }
@@ -277,7 +282,7 @@ interface ServiceTlsLabels {
   readonly certName: string | null;
   readonly sslPolicy: SslPolicy | null;
   readonly httpsPort: number | null;
-  /** See CertificateRequest.directory; null: the controller's. */
+  /** LETSENCRYPT_TEST=true ('staging'), or the URL ACME_CA_URI names; null: neither label is set. */
   readonly directory: string | null;
 }
 
@@ -472,17 +477,13 @@ function collectCertificateRequests(
     }
     const name = domains[0];
     if (!name) continue;
-    // One ACME directory per controller for now: a certificate asked of another CA (LETSENCRYPT_TEST, ACME_CA_URI)
-    // is not ordered at all, rather than ordered silently from the wrong one (a production order for a test).
-    const wantedDirectory = route.tls.directory === 'staging' ? LETSENCRYPT_STAGING : route.tls.directory;
-    const controllerDirectory = settings.tlsDefaults?.acmeDirectory ?? LETSENCRYPT_PRODUCTION;
-    if (wantedDirectory !== null && wantedDirectory !== controllerDirectory) {
-      const label = route.tls.directory === 'staging' ? 'LETSENCRYPT_TEST' : 'ACME_CA_URI';
+    const directory = chooseDirectory(route, settings.tlsDefaults ?? DEFAULT_TLS);
+    if (!directory.ok) {
       problems.push({
         service: route.service.name,
-        label,
-        code: 'UNSUPPORTED_SETTING',
-        reason: `the controller orders from ${controllerDirectory} only; no certificate is ordered for this service (set SWARMGATE_ACME_DIRECTORY=${route.tls.directory === 'staging' ? 'letsencrypt-staging' : wantedDirectory} on the controller, or remove ${label})`,
+        label: directory.label,
+        code: 'INVALID_LABEL',
+        reason: directory.reason,
         severity: 'warning',
       });
       continue;
@@ -502,10 +503,34 @@ function collectCertificateRequests(
       domains,
       email: route.tls.email ?? settings.tlsDefaults?.acmeEmail ?? null,
       service: route.service.name,
-      directory: route.tls.directory,
+      directory: directory.value,
     });
   }
   return [...requests.values()].sort((a, b) => compareStrings(a.name, b.name));
+}
+
+/**
+ * The ACME directory a service's certificate is ordered from. A label only picks among the directories the operator
+ * configured: the controller's, the staging one, and SWARMGATE_ACME_DIRECTORIES. The controller holds the Docker
+ * socket, so a label that could name any URL would let every service owner make it send requests anywhere (SSRF).
+ */
+function chooseDirectory(
+  route: ServiceRoute,
+  defaults: TlsDefaults,
+): { ok: true; value: string | null } | { ok: false; label: string; reason: string } {
+  const wanted = route.tls.directory;
+  if (wanted === null) return { ok: true, value: null };
+  const controller = defaults.acmeDirectory ?? LETSENCRYPT_PRODUCTION;
+  const staging = defaults.acmeStagingDirectory ?? LETSENCRYPT_STAGING;
+  const url = wanted === 'staging' ? staging : wanted;
+  if (url === controller) return { ok: true, value: null };
+  if (url === staging || (defaults.acmeDirectories ?? []).includes(url)) return { ok: true, value: url };
+  const allowed = [controller, staging, ...(defaults.acmeDirectories ?? [])].join(', ');
+  return {
+    ok: false,
+    label: 'ACME_CA_URI',
+    reason: `"${url}" is not a directory this controller orders from (${allowed}); no certificate is ordered for this service (the operator may add it to SWARMGATE_ACME_DIRECTORIES)`,
+  };
 }
 
 /**
@@ -952,25 +977,22 @@ function decodePolicy(
 }
 
 /**
- * nginx-proxy's VIRTUAL_HOST_MULTIPORTS in its JSON form: {"host": null | {"/path": null | {"port", "proto",
- * "dest"}}}. A host with null gets "/" with the service's VIRTUAL_PORT/PROTO/DEST. Routes with the same path,
- * port, proto and dest share one entry with several hosts.
+ * nginx-proxy's VIRTUAL_HOST_MULTIPORTS, in YAML or JSON: host → path → {port, proto, dest}. A host with no paths
+ * (empty, null or {}) gets "/"; a path with no settings (empty, null or {}) gets the service's
+ * VIRTUAL_PORT/PROTO/DEST; dest "" means no rewrite. Routes with the same path, port, proto and dest share one
+ * entry with several hosts.
  */
 function parseMultiports(
   raw: string,
   defaults: { port: number; proto: Proto; dest: string | null },
 ): Parsed<RouteSpec[]> {
   const fail = (reason: string): Parsed<RouteSpec[]> => ({ ok: false, reason });
-  let document: unknown;
-  try {
-    document = JSON.parse(raw);
-  } catch {
-    return fail(
-      'only the JSON form is read (YAML is not supported yet): write the same map as JSON, e.g. {"api.example.com": {"/": {"port": 8080}}}',
-    );
-  }
+  const parsed = parseLabelDocument(raw);
+  if (!parsed.ok)
+    return fail(`${parsed.reason} (write a YAML or JSON map host → path → {port, proto, dest})`);
+  const document = parsed.value;
   if (!isPlainObject(document) || Object.keys(document).length === 0) {
-    return fail('must be a JSON object of host names');
+    return fail('must be a map of host names (YAML or JSON)');
   }
   if (Object.keys(document).length > 100) return fail('at most 100 hosts');
   const grouped = new Map<string, RouteSpec>();
@@ -978,18 +1000,18 @@ function parseMultiports(
     const host = parseHost(hostRaw);
     if (!host.ok) return fail(host.reason);
     const entries: [string, unknown][] =
-      paths === null || paths === undefined
+      paths === null || paths === undefined || (isPlainObject(paths) && Object.keys(paths).length === 0)
         ? [['/', null]]
         : isPlainObject(paths)
           ? Object.entries(paths)
           : [];
-    if (entries.length === 0) return fail(`host "${hostRaw}": give null or an object of paths`);
+    if (entries.length === 0) return fail(`host "${hostRaw}": give nothing or a map of paths`);
     if (entries.length > 50) return fail(`host "${hostRaw}": at most 50 paths`);
     for (const [pathRaw, options] of entries) {
       const path = parsePath(pathRaw);
       if (!path.ok) return fail(path.reason);
       if (options !== null && !isPlainObject(options))
-        return fail(`host "${hostRaw}" path "${pathRaw}": give null or {port, proto, dest}`);
+        return fail(`host "${hostRaw}" path "${pathRaw}": give nothing or a map of port, proto, dest`);
       const given: Record<string, unknown> = options ?? {};
       const unknown = Object.keys(given).filter((name) => !['port', 'proto', 'dest'].includes(name));
       if (unknown.length > 0)
@@ -1009,7 +1031,9 @@ function parseMultiports(
       const dest =
         given.dest === undefined
           ? { ok: true as const, value: defaults.dest }
-          : parseDest(scalar(given.dest));
+          : given.dest === ''
+            ? { ok: true as const, value: null }
+            : parseDest(scalar(given.dest));
       if (!dest.ok) return fail(`host "${hostRaw}" path "${pathRaw}": ${dest.reason}`);
       const key = JSON.stringify([path.value.value, port.value, proto.value, dest.value]);
       const spec = grouped.get(key);

@@ -122,6 +122,13 @@ export function goldenText(model: RoutingModel, files: BundleFiles): string {
     if (name.startsWith('certs/')) parts.push(`==> ${name} <== (${content.length} bytes)\n`);
     else parts.push(`==> ${name} <==\n${content}`);
   }
+  // What the controller is asked to order, and from which ACME directory (null: the controller's own).
+  if (model.certificateRequests.length > 0) {
+    const requests = model.certificateRequests.map((request) =>
+      JSON.stringify({ name: request.name, domains: request.domains, directory: request.directory ?? null }),
+    );
+    parts.push(`==> certificate requests <==\n${requests.join('\n')}\n`);
+  }
   parts.push(`==> problems <==\n${model.problems.map((problem) => JSON.stringify(problem)).join('\n')}\n`);
   return parts.join('\n');
 }

@@ -332,11 +332,17 @@ const labelsArbitrary = fc
         spiced(
           fc
             .tuple(exactHost, prefixPath, fc.integer({ min: 1, max: 65_535 }), fc.option(prefixPath))
-            .map(([host, route, port, dest]) =>
-              JSON.stringify({
-                [host]: { [route]: dest === null ? { port } : { port, dest } },
-                'm.fuzz.test': null,
-              }),
+            .chain(([host, route, port, dest]) =>
+              fc.constantFrom(
+                JSON.stringify({
+                  [host]: { [route]: dest === null ? { port } : { port, dest } },
+                  'm.fuzz.test': null,
+                }),
+                // nginx-proxy's YAML form of the same map.
+                `${host}:\n  ${JSON.stringify(route)}:\n    port: ${port}\n` +
+                  (dest === null ? '' : `    dest: ${JSON.stringify(dest)}\n`) +
+                  'm.fuzz.test:\n',
+              ),
             ),
         ),
       ),

@@ -37,6 +37,10 @@ const other: CertificateRequest = {
   service: 'other',
 };
 const signal = new AbortController().signal;
+/** The controller's staging directory and one more the operator allowed (SWARMGATE_ACME_DIRECTORIES). */
+const STAGING = 'https://staging.ca.test/dir';
+const ALLOWED = 'https://other-ca.test/dir';
+const directories: Partial<AcmeSettings> = { stagingDirectoryUrl: STAGING, allowedDirectoryUrls: [ALLOWED] };
 
 function manager(
   docker: FakeDocker,
@@ -143,6 +147,32 @@ test('decide: missing → order; valid → wait for renewal; due → renew; name
   assert.deepEqual(decideCertificateAction(undefined, { domains: ['a.test'] }, idle, true, now, 1 / 3), {
     kind: 'blocked',
   });
+});
+
+test('decide: a certificate from another directory than the chosen one is ordered again', () => {
+  const now = Date.parse('2026-02-01T00:00:00Z');
+  const stored = {
+    domains: ['a.test'],
+    notBefore: '2026-01-01T00:00:00Z',
+    notAfter: '2026-04-01T00:00:00Z',
+    directoryUrl: STAGING,
+  };
+  const idle = { inFlight: false, nextAttemptAt: 0 };
+  assert.deepEqual(
+    decideCertificateAction(
+      stored,
+      { domains: ['a.test'], directoryUrl: settings.directoryUrl },
+      idle,
+      false,
+      now,
+      1 / 3,
+    ),
+    { kind: 'order', reason: 'directory-changed' },
+  );
+  assert.deepEqual(
+    decideCertificateAction(stored, { domains: ['a.test'], directoryUrl: STAGING }, idle, false, now, 1 / 3),
+    { kind: 'wait', until: Date.parse('2026-03-02T00:00:00Z') },
+  );
 });
 
 test('backoff doubles from the minimum up to the maximum', () => {
@@ -555,4 +585,148 @@ test('two controllers on one Swarm: only the lease holder orders and writes; the
   }
   assert.equal(acme.orders.length, 2, 'the new holder renews');
   await alive.certificates.stop();
+});
+
+/** The sealed records in Swarm, by name. */
+function storedRecords(docker: FakeDocker): string[] {
+  return docker.configs.map((config) => config.Spec?.Labels?.['swarmgate.state'] ?? '').sort();
+}
+
+test('LETSENCRYPT_TEST: the certificate is ordered from the staging directory, with its own account', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const { certificates } = manager(docker, acme, clock, undefined, { settings: directories });
+  await certificates.loadState(signal);
+  certificates.sync([shop, { ...other, directory: STAGING }]);
+  await certificates.idle();
+  const byName = new Map(acme.orders.map((order) => [order.domains[0], order]));
+  assert.equal(byName.get('shop.test')?.directoryUrl, settings.directoryUrl);
+  assert.equal(byName.get('other.test')?.directoryUrl, STAGING);
+  assert.equal(acme.accountKeys, 2, 'one account per directory');
+  assert.notEqual(byName.get('shop.test')?.accountKeyPem, byName.get('other.test')?.accountKeyPem);
+  assert.equal(storedRecords(docker).filter((name) => name.startsWith('account.')).length, 2);
+  assert.deepEqual(
+    certificates.status().map((row) => [row.name, row.directory, row.state]),
+    [
+      ['other.test', STAGING, 'valid'],
+      ['shop.test', settings.directoryUrl, 'valid'],
+    ],
+  );
+});
+
+test('a directory the controller was not given is never contacted, whatever the request says (SSRF)', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const { certificates, logs } = manager(docker, acme, clock, undefined, { settings: directories });
+  await certificates.loadState(signal);
+  certificates.sync([shop, { ...other, directory: 'https://169.254.169.254/latest' }]);
+  await certificates.idle();
+  clock.advance(DAY);
+  await certificates.idle();
+  assert.deepEqual(
+    acme.orders.map((order) => [order.domains[0], order.directoryUrl]),
+    [['shop.test', settings.directoryUrl]],
+    'only the allowed request is ordered',
+  );
+  assert.equal(acme.accountKeys, 1, 'no account is made for it either');
+  assert.ok(!storedRecords(docker).includes('orders.other.test'), 'no order is counted for it');
+  const row = certificates.status().find((status) => status.name === 'other.test');
+  assert.equal(row?.state, 'failed');
+  assert.match(row?.lastError ?? '', /169\.254\.169\.254.*SWARMGATE_ACME_DIRECTORIES/);
+  assert.equal(logs.filter((line) => line.msg === 'ACME directory not allowed').length, 1, 'logged once');
+
+  // An allowed directory is ordered from.
+  certificates.sync([shop, { ...other, directory: ALLOWED }]);
+  await certificates.idle();
+  assert.equal(acme.orders.at(-1)?.directoryUrl, ALLOWED);
+});
+
+test('switching a certificate to another directory and back re-orders it each time, within the order budget', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const { certificates, logs } = manager(docker, acme, clock, undefined, { settings: directories });
+  await certificates.loadState(signal);
+  certificates.sync([{ ...shop, directory: STAGING }]);
+  await certificates.idle();
+  const staged = certificates.material('shop.test')?.certificatePem;
+  assert.equal(acme.orders.at(-1)?.directoryUrl, STAGING);
+
+  // Back to the controller's directory: ordered again once the minimum retry time has passed.
+  certificates.sync([shop]);
+  await certificates.idle();
+  assert.equal(acme.orders.length, 1, 'not within the minimum retry time');
+  assert.equal(certificates.material('shop.test')?.certificatePem, staged, 'the old one is served meanwhile');
+  clock.advance(settings.retryMinMs);
+  await certificates.idle();
+  assert.equal(acme.orders.length, 2);
+  assert.equal(acme.orders.at(-1)?.directoryUrl, settings.directoryUrl);
+  assert.notEqual(certificates.material('shop.test')?.certificatePem, staged);
+  assert.ok(logs.some((line) => line.msg === 'ordering certificate' && line.reason === 'directory-changed'));
+  assert.equal(certificates.status()[0]?.directory, settings.directoryUrl);
+
+  // Flapping the label cannot loop against a CA: the third switch in a day spends the budget (3 orders).
+  certificates.sync([{ ...shop, directory: STAGING }]);
+  clock.advance(settings.retryMinMs);
+  await certificates.idle();
+  certificates.sync([shop]);
+  clock.advance(settings.retryMinMs);
+  await certificates.idle();
+  assert.equal(acme.orders.length, 3);
+  assert.equal(certificates.status()[0]?.state, 'budget-spent');
+});
+
+test("every directory's account survives a restart: no new account key after the controller moves", async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const first = manager(docker, acme, clock, undefined, { settings: directories });
+  await first.certificates.loadState(signal);
+  first.certificates.sync([shop, { ...other, directory: STAGING }]);
+  await first.certificates.idle();
+  await first.certificates.stop();
+  const keyOf = new Map(acme.orders.map((order) => [order.directoryUrl, order.accountKeyPem]));
+  assert.equal(acme.accountKeys, 2);
+
+  const second = manager(docker, acme, clock, undefined, { settings: directories });
+  await second.certificates.loadState(signal);
+  // Swap the two certificates' directories: both are ordered again, each with the stored account of its new one.
+  second.certificates.sync([
+    { ...shop, directory: STAGING },
+    { ...other, directory: null },
+  ]);
+  clock.advance(settings.retryMinMs);
+  await second.certificates.idle();
+  assert.equal(acme.orders.length, 4);
+  assert.equal(acme.accountKeys, 2, 'no account key is made after the restart');
+  for (const order of acme.orders.slice(2))
+    assert.equal(
+      order.accountKeyPem,
+      keyOf.get(order.directoryUrl),
+      `${order.domains[0]} uses the stored account`,
+    );
+});
+
+test('the controller moved from staging to production (SWARMGATE_ACME_DIRECTORY): its certificates are ordered again', async () => {
+  const docker = new FakeDocker();
+  const acme = new FakeAcme();
+  const clock = new FakeClock(Date.now());
+  const staging = manager(docker, acme, clock, undefined, { settings: { directoryUrl: STAGING } });
+  await staging.certificates.loadState(signal);
+  staging.certificates.sync([shop]);
+  await staging.certificates.idle();
+  await staging.certificates.stop();
+  const served = staging.certificates.material('shop.test')?.certificatePem;
+
+  const production = manager(docker, acme, clock);
+  await production.certificates.loadState(signal);
+  production.certificates.sync([shop]);
+  await production.certificates.idle();
+  assert.deepEqual(
+    acme.orders.map((order) => order.directoryUrl),
+    [STAGING, settings.directoryUrl],
+  );
+  assert.notEqual(production.certificates.material('shop.test')?.certificatePem, served);
 });

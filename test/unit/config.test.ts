@@ -129,3 +129,30 @@ test('config: SWARMGATE_ENABLE_IPV6 is off unless set, and must be a boolean', (
       isSwarmgateError(error, 'ERR_CONFIG_INVALID') && /SWARMGATE_ENABLE_IPV6/.test(error.message),
   );
 });
+
+test('config: ACME directories: the staging one (default Let’s Encrypt staging) and an https allow-list', () => {
+  const defaults = readControllerConfig({}).tls.acme;
+  assert.equal(defaults.directoryUrl, 'https://acme-v02.api.letsencrypt.org/directory');
+  assert.equal(defaults.stagingDirectoryUrl, 'https://acme-staging-v02.api.letsencrypt.org/directory');
+  assert.deepEqual(defaults.allowedDirectoryUrls, []);
+  const set = readControllerConfig({
+    SWARMGATE_ACME_STAGING_DIRECTORY: 'https://pebble:14000/dir',
+    SWARMGATE_ACME_DIRECTORIES:
+      ' https://acme.zerossl.com/v2/DV90 ,letsencrypt-staging,,https://acme.zerossl.com/v2/DV90',
+  }).tls.acme;
+  assert.equal(set.stagingDirectoryUrl, 'https://pebble:14000/dir');
+  assert.deepEqual(set.allowedDirectoryUrls, [
+    'https://acme-staging-v02.api.letsencrypt.org/directory',
+    'https://acme.zerossl.com/v2/DV90',
+  ]);
+  for (const [key, bad] of [
+    ['SWARMGATE_ACME_STAGING_DIRECTORY', 'http://pebble:14000/dir'],
+    ['SWARMGATE_ACME_DIRECTORIES', 'https://ok.test/dir,file:///etc/passwd'],
+    ['SWARMGATE_ACME_DIRECTORIES', 'https://a b/dir'],
+  ] as const)
+    assert.throws(
+      () => readControllerConfig({ [key]: bad }),
+      (error: unknown) => isSwarmgateError(error, 'ERR_CONFIG_INVALID') && error.message.includes(key),
+      bad,
+    );
+});

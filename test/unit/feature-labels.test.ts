@@ -328,12 +328,130 @@ test('VIRTUAL_HOST_MULTIPORTS: one service, several hosts, paths and ports; its 
     [['api.test', 'admin.test', 'www.test']],
   );
 
-  const yaml = buildRoutingModel(
-    snapshot([service('yaml', {}, { VIRTUAL_HOST_MULTIPORTS: 'a.test:\n  "/":\n    port: 80\n' })]),
+  // The same map in YAML, as nginx-proxy documents it for compose files, gives the same routes.
+  const yaml = [
+    'api.test:',
+    '  "/":',
+    '    port: 8080',
+    '  /admin/:',
+    '    port: "9000"',
+    '    dest: /',
+    'admin.test:',
+    '  "/":',
+    '    port: 9000',
+    'www.test:',
+    '',
+  ].join('\n');
+  const fromYaml = buildRoutingModel(
+    snapshot([service('multi', {}, { VIRTUAL_HOST_MULTIPORTS: yaml, VIRTUAL_PORT: '3000' })]),
     settings,
   );
-  assert.deepEqual(yaml.services, []);
-  assert.match(yaml.problems[0]?.reason ?? '', /only the JSON form/);
+  assert.deepEqual(fromYaml.problems, []);
+  assert.deepEqual(fromYaml.servers, model.servers);
+  assert.deepEqual(fromYaml.upstreams, model.upstreams);
+});
+
+test('VIRTUAL_HOST_MULTIPORTS: nginx-proxy defaults: a host or path given nothing, {} or null gets "/" and the service port; dest "" is no rewrite', () => {
+  const routesOf = (value: string): string[] => {
+    const model = buildRoutingModel(
+      snapshot([
+        service('multi', {}, { VIRTUAL_HOST_MULTIPORTS: value, VIRTUAL_PORT: '80', VIRTUAL_DEST: '/app/' }),
+      ]),
+      settings,
+    );
+    assert.deepEqual(model.problems, [], value);
+    const ports = new Map(model.upstreams.map((upstream) => [upstream.name, upstream.servers[0]?.port]));
+    return model.servers.flatMap((server) =>
+      server.locations.map(
+        (location) =>
+          `${server.host.value}${location.path.value} :${ports.get(location.upstream ?? '') ?? '?'} ${location.dest ?? '-'}`,
+      ),
+    );
+  };
+  const expected = ['a.test/ :80 /app/', 'b.test/ :8000 -', 'b.test/c :80 /app/', 'd.test/ :80 /app/'];
+  assert.deepEqual(
+    routesOf('a.test:\nb.test:\n  "/":\n    port: 8000\n    dest: ""\n  /c:\nd.test: {}\n'),
+    expected,
+  );
+  assert.deepEqual(
+    routesOf('{"a.test": {}, "b.test": {"/": {"port": 8000, "dest": ""}, "/c": {}}, "d.test": null}'),
+    expected,
+  );
+});
+
+/** VIRTUAL_HOST_MULTIPORTS values that are refused, each with what the reason must say. */
+const MULTIPORTS_REFUSED: readonly (readonly [name: string, value: string, reason: RegExp])[] = [
+  [
+    'alias bomb',
+    'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n',
+    /anchors \(&a\) are not accepted/,
+  ],
+  ['alias', 'a.test:\n  "/": *opts\n', /not YAML or JSON|aliases/],
+  ['anchor', 'a.test: &h\n  "/":\n    port: 80\n', /anchors \(&h\)/],
+  ['duplicate host (YAML)', 'a.test:\na.test:\n  "/":\n    port: 81\n', /a key appears twice/],
+  ['duplicate host (JSON)', '{"a.test": null, "a.test": {"/": {"port": 81}}}', /a key appears twice/],
+  ['duplicate option', 'a.test:\n  "/":\n    port: 80\n    port: 81\n', /a key appears twice/],
+  ['number host', '80:\n  "/":\n    port: 80\n', /keys must be strings, not number 80/],
+  ['boolean host', 'true:\n', /keys must be strings, not boolean true/],
+  ['null host', '~: \n', /keys must be strings, not null/],
+  ['list as key', '? [a.test, b.test]\n: null\n', /keys must be strings, not a list/],
+  ['tag', 'a.test:\n  "/":\n    port: !!str 80\n', /tags \(tag:yaml.org,2002:str\) are not accepted/],
+  ['unknown tag', 'a.test: !include /etc/passwd\n', /not YAML or JSON|tags/],
+  ['several documents', 'a.test:\n---\nb.test:\n', /several YAML documents/],
+  ['a list', '- a.test\n- b.test\n', /must be a map of host names/],
+  ['a scalar', 'a.test', /must be a map of host names/],
+  ['too deep', 'a.test:\n  "/":\n    port:\n      nested: 1\n', /nested deeper than 3 levels/],
+  [
+    'deep flow nesting (the parser would run out of memory)',
+    '{"a":'.repeat(3_000),
+    /nested deeper than 8 brackets/,
+  ],
+  [
+    'deep block nesting',
+    Array.from({ length: 40 }, (_, i) => `${' '.repeat(i)}a:`).join('\n'),
+    /indented more than 32/,
+  ],
+  [
+    'too long',
+    `{${Array.from({ length: 1000 }, (_, i) => `"h${i}.test": null`).join(', ')}}`,
+    /longer than 16384/,
+  ],
+  ['not YAML', 'a.test: [\n', /not YAML or JSON/],
+  ['bad port', 'a.test:\n  "/":\n    port: http\n', /host "a.test" path "\/"/],
+  ['unknown option', 'a.test:\n  "/":\n    pot: 80\n', /unknown keys pot/],
+];
+
+test('VIRTUAL_HOST_MULTIPORTS: refused values are a Problem naming the service, label and reason; the others are routed', () => {
+  for (const [name, value, reason] of MULTIPORTS_REFUSED) {
+    const model = buildRoutingModel(
+      snapshot([
+        service('bad', {}, { VIRTUAL_HOST_MULTIPORTS: value }),
+        service('good', { VIRTUAL_HOST: 'good.test' }),
+      ]),
+      settings,
+    );
+    assert.deepEqual(
+      model.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
+      [['bad', 'VIRTUAL_HOST_MULTIPORTS', 'INVALID_LABEL', 'error']],
+      name,
+    );
+    assert.match(model.problems[0]?.reason ?? '', reason, name);
+    assert.deepEqual(
+      model.services.map((one) => one.name),
+      ['good'],
+      `${name}: only the bad service is left out`,
+    );
+  }
+  // A "__proto__" key is a plain key (here a host name the host grammar accepts), never the map's prototype.
+  const proto = buildRoutingModel(
+    snapshot([service('proto', {}, { VIRTUAL_HOST_MULTIPORTS: '__proto__:\n  "/":\n    port: 81\n' })]),
+    settings,
+  );
+  assert.deepEqual(
+    proto.servers.map((server) => server.host.value),
+    ['__proto__'],
+  );
+  assert.equal(proto.upstreams[0]?.servers[0]?.port, 81);
 });
 
 test('VIRTUAL_HOST_MULTIPORTS: one conflicting route refuses the whole service', () => {
@@ -372,35 +490,80 @@ test('DEFAULT_HOST marks that host default; an unknown one is reported', () => {
   assert.match(missing.problems[0]?.reason ?? '', /no service routes "c.test"/);
 });
 
-test('LETSENCRYPT_TEST and ACME_CA_URI: ordered only when the controller uses that directory, never silently elsewhere', () => {
+test('LETSENCRYPT_TEST and ACME_CA_URI: each certificate names its directory; only configured ones are chosen', () => {
+  const staging = 'https://acme-staging-v02.api.letsencrypt.org/directory';
+  const tlsDefaults = {
+    httpsMethod: 'redirect' as const,
+    hsts: null,
+    sslPolicy: 'Mozilla-Intermediate' as const,
+    acmeEmail: null,
+    acmeDirectory: 'https://acme-v02.api.letsencrypt.org/directory',
+    acmeDirectories: ['https://acme.zerossl.com/v2/DV90'],
+  };
   const services = [
     service('test', { VIRTUAL_HOST: 'a.test', LETSENCRYPT_HOST: 'a.test', LETSENCRYPT_TEST: 'true' }),
     service('prod', { VIRTUAL_HOST: 'b.test', LETSENCRYPT_HOST: 'b.test' }),
+    service('zero', {
+      VIRTUAL_HOST: 'c.test',
+      LETSENCRYPT_HOST: 'c.test',
+      ACME_CA_URI: 'https://acme.zerossl.com/v2/DV90',
+    }),
+    // The controller's own directory named in a label is the same as no label.
+    service('own', {
+      VIRTUAL_HOST: 'd.test',
+      LETSENCRYPT_HOST: 'd.test',
+      ACME_CA_URI: 'https://acme-v02.api.letsencrypt.org/directory',
+    }),
+    // Any other URL: a Problem, no certificate, and the route itself is still served.
+    service('ssrf', {
+      VIRTUAL_HOST: 'e.test',
+      LETSENCRYPT_HOST: 'e.test',
+      ACME_CA_URI: 'https://169.254.169.254/latest/meta-data',
+    }),
   ];
-  const production = buildRoutingModel(snapshot(services), settings);
+  const model = buildRoutingModel(snapshot(services), { ...settings, tlsDefaults });
   assert.deepEqual(
-    production.certificateRequests.map((request) => request.name),
-    ['b.test'],
-  );
-  assert.equal(production.problems[0]?.label, 'LETSENCRYPT_TEST');
-  assert.equal(production.problems[0]?.code, 'UNSUPPORTED_SETTING');
-  const staging = buildRoutingModel(snapshot(services), {
-    ...settings,
-    tlsDefaults: {
-      httpsMethod: 'redirect',
-      hsts: null,
-      sslPolicy: 'Mozilla-Intermediate',
-      acmeEmail: null,
-      acmeDirectory: 'https://acme-staging-v02.api.letsencrypt.org/directory',
-    },
-  });
-  assert.deepEqual(
-    staging.certificateRequests.map((request) => [request.name, request.directory]),
+    model.certificateRequests.map((request) => [request.name, request.directory]),
     [
-      ['a.test', 'staging'],
+      ['a.test', staging],
       ['b.test', null],
+      ['c.test', 'https://acme.zerossl.com/v2/DV90'],
+      ['d.test', null],
     ],
   );
+  assert.deepEqual(
+    model.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
+    [['ssrf', 'ACME_CA_URI', 'INVALID_LABEL', 'warning']],
+  );
+  assert.match(
+    model.problems[0]?.reason ?? '',
+    /"https:\/\/169\.254\.169\.254\/latest\/meta-data" is not a directory/,
+  );
+  assert.match(model.problems[0]?.reason ?? '', /SWARMGATE_ACME_DIRECTORIES/);
+  assert.ok(
+    model.servers.some((server) => server.host.value === 'e.test'),
+    'the service is routed; only its certificate is not ordered',
+  );
+
+  // The operator's staging directory (here the lab's Pebble) is what LETSENCRYPT_TEST picks; when it is the
+  // controller's own directory, the request names none.
+  const pebble = buildRoutingModel(snapshot(services.slice(0, 1)), {
+    ...settings,
+    tlsDefaults: { ...tlsDefaults, acmeStagingDirectory: 'https://pebble:14000/dir' },
+  });
+  assert.deepEqual(pebble.certificateRequests[0]?.directory, 'https://pebble:14000/dir');
+  const stagingController = buildRoutingModel(snapshot(services.slice(0, 1)), {
+    ...settings,
+    tlsDefaults: { ...tlsDefaults, acmeDirectory: staging },
+  });
+  assert.deepEqual(stagingController.certificateRequests[0]?.directory, null);
+  // Without an allow-list, ACME_CA_URI may only name the controller's or the staging directory.
+  const closed = buildRoutingModel(snapshot(services.slice(2, 3)), {
+    ...settings,
+    tlsDefaults: { ...tlsDefaults, acmeDirectories: [] },
+  });
+  assert.deepEqual(closed.certificateRequests, []);
+  assert.equal(closed.problems[0]?.label, 'ACME_CA_URI');
 });
 
 test('nginx-proxy options left on the controller are named with what to use instead', async () => {
