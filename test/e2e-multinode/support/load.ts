@@ -90,7 +90,11 @@ export function startLoad(
   const timer = setInterval(() => {
     const now = performance.now();
     if (now > deadline) stopped = true;
-    if (stopped) return;
+    if (stopped) {
+      // Past its time limit the load ends by itself: no timer left to keep the test process alive.
+      clearInterval(timer);
+      return;
+    }
     const due = Math.floor((now - start) / interval);
     for (const node of nodes) {
       while ((sentPerNode.get(node.name) ?? 0) < due) {
