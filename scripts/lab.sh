@@ -181,12 +181,17 @@ build_pebble() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pebble >/dev/null
   fi
   mkdir -p "$dir"
-  if [ ! -s "$dir/cert.pem" ]; then
+  if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca.key" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=swarmgate-lab-ca \
       -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    rm -f "$dir/cert.pem"
+  fi
+  # The same Pebble answers as "pebble" (the lab controller's directory) and "pebble-staging" (its staging
+  # directory, for LETSENCRYPT_TEST): a certificate from before the second name is made again under the same CA.
+  if [ ! -s "$dir/cert.pem" ] || ! openssl x509 -in "$dir/cert.pem" -noout -ext subjectAltName 2>/dev/null | grep -q pebble-staging; then
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=pebble \
       -keyout "$dir/key.pem" -out "$dir/cert.csr" 2>/dev/null
-    printf 'subjectAltName=DNS:pebble,DNS:localhost,IP:127.0.0.1\n' >"$dir/san.ext"
+    printf 'subjectAltName=DNS:pebble,DNS:pebble-staging,DNS:localhost,IP:127.0.0.1\n' >"$dir/san.ext"
     openssl x509 -req -in "$dir/cert.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
       -extfile "$dir/san.ext" -out "$dir/cert.pem" 2>/dev/null
   fi

@@ -1,6 +1,7 @@
 // TLS on a real Swarm with a real ACME CA (Pebble): certificates through any edge, HTTPS semantics, state that
 // survives the controller moving, and a CA outage that leaves HTTP routing alone.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import tls from 'node:tls';
 import type { HttpsResult } from './support/lab.ts';
@@ -96,6 +97,69 @@ test('a labelled service gets a certificate from the CA through the edge, with n
   assert.ok(!JSON.stringify(status).includes('PRIVATE KEY'), 'no key in the status API');
 
   await assert.rejects(negotiatedProtocol('unknown-name.e2e.test', root), 'unknown names get no handshake');
+});
+
+/** The lab controller's staging directory (stack.e2e.yml): the same Pebble under a second name. */
+const STAGING_DIRECTORY = 'https://pebble-staging:14000/dir';
+
+test('LETSENCRYPT_TEST=true orders from the staging directory with its own account; an ACME_CA_URI not allowed orders nothing', async (t) => {
+  const staged = uniqueName('sg-e2e-staging');
+  const stagedHost = `${staged}.e2e.test`;
+  const refused = uniqueName('sg-e2e-ca');
+  const refusedHost = `${refused}.e2e.test`;
+  t.after(() => Promise.all([removeService(staged), removeService(refused)]));
+  await createService({
+    name: staged,
+    labels: { VIRTUAL_HOST: stagedHost, LETSENCRYPT_HOST: stagedHost, LETSENCRYPT_TEST: 'true' },
+  });
+  // A directory no operator listed (the cloud metadata address): the controller must never contact it.
+  await createService({
+    name: refused,
+    labels: {
+      VIRTUAL_HOST: refusedHost,
+      LETSENCRYPT_HOST: refusedHost,
+      ACME_CA_URI: 'https://169.254.169.254/directory',
+    },
+  });
+
+  await waitForHttps(stagedHost, staged);
+  const status = await controllerStatus();
+  const certificate = status.certificates.find((entry) => entry.name === stagedHost);
+  assert.equal(certificate?.state, 'valid');
+  assert.equal(certificate.directory, STAGING_DIRECTORY, 'ordered from the staging directory');
+  // Its account is a sealed record of its own, beside the one of the controller's directory.
+  const accounts = (
+    await docker([
+      'config',
+      'ls',
+      '--filter',
+      'label=swarmgate.instance=sg-e2e',
+      '--format',
+      '{{.Label "swarmgate.state"}}',
+    ])
+  )
+    .split('\n')
+    .filter((record) => record.startsWith('account.'));
+  const accountOf = (directory: string): string =>
+    `account.${createHash('sha256').update(directory).digest('hex').slice(0, 12)}`;
+  assert.ok(
+    accounts.includes(accountOf(STAGING_DIRECTORY)),
+    `a staging account among ${accounts.join(', ')}`,
+  );
+  assert.ok(
+    accounts.includes(accountOf('https://pebble:14000/dir')),
+    'the production account is still there',
+  );
+
+  const problem = status.problems.find((entry) => entry.service === refused);
+  assert.equal(problem?.label, 'ACME_CA_URI');
+  assert.equal(problem.code, 'INVALID_LABEL');
+  assert.ok(
+    !status.certificates.some((entry) => entry.name === refusedHost && entry.state !== 'pending'),
+    `nothing ordered for ${refusedHost}: ${JSON.stringify(status.certificates.filter((entry) => entry.name === refusedHost))}`,
+  );
+  const plain = await request(refusedHost, '/');
+  assert.equal(plain.status, 200, 'the refused service is still routed over HTTP');
 });
 
 test('the controller moved to a fresh container serves the same certificate, and the CA sees no new order', async (t) => {

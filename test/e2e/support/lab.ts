@@ -301,6 +301,8 @@ export interface ControllerStatus {
     attempts: number;
     lastError: string | null;
     notAfter: string | null;
+    /** The ACME directory it is (to be) ordered from. */
+    directory?: string;
   }[];
   edges: {
     edge: string;
