@@ -251,6 +251,38 @@ test('a black-holed member costs one slow request for all workers, then none unt
   assert.ok(new Set(burst.map((answer) => answer.worker)).size === 2, 'both workers served the burst');
 });
 
+// Found by the multi-node bench: a scale 6→3 while the controller was away left the three removed tasks side by side
+// in the list (the last slots), and a request that met one tried the next, timed out twice and got a 504.
+test('three black-holed members side by side: no request fails, each costs one slow request', async (t) => {
+  const port = await freePort();
+  await backends(t, ['127.0.0.2', '127.0.0.3', '127.0.0.4'], port);
+  for (const ip of ['127.0.0.5', '127.0.0.6', '127.0.0.7']) await blackHole(t, ip, port);
+  const connectTimeoutMs = 500;
+  const edge = await startEdge(
+    t,
+    ['127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.2', '127.0.0.3', '127.0.0.4'],
+    port,
+    { workerProcesses: '1', connectTimeoutMs },
+  );
+  const answers: Answer[] = [];
+  for (let i = 0; i < 12; i++) answers.push(await edge.request());
+  assert.deepEqual(
+    answers.filter((answer) => answer.status !== 200).map((answer) => `${answer.status} ${answer.body}`),
+    [],
+    'every request was answered by a live member',
+  );
+  // Each dead member is met once, then skipped for its 1 s backoff; these requests take about 2 s, so one of them
+  // may meet a member again as its backoff ends (one probe), never more.
+  const timeouts = await Promise.all(
+    ['127.0.0.5', '127.0.0.6', '127.0.0.7'].map(async (ip) => (await edge.failures(ip, 'timed out')).length),
+  );
+  const slow = answers.filter((answer) => answer.ms >= connectTimeoutMs * 0.8);
+  assert.ok(
+    timeouts.every((count) => count >= 1 && count <= 2) && slow.length <= 6,
+    `timeouts per dead member ${timeouts.join(' ')}; requests (ms): ${answers.map((answer) => Math.round(answer.ms)).join(' ')}`,
+  );
+});
+
 test('seven refusing members side by side: every request still reaches the one that listens', async (t) => {
   const port = await freePort();
   await backends(t, ['127.0.0.9'], port);
