@@ -264,14 +264,12 @@ test('redirects: a whole host to another, and www to the apex', async (t) => {
   assert.equal(apex.status, 200);
 });
 
-test('VIRTUAL_HOST_MULTIPORTS: one service on two hosts, one with a rewritten path; an error page while it has no task', async (t) => {
+test('VIRTUAL_HOST_MULTIPORTS in YAML: one service on two hosts, one with a rewritten path; an error page while it has no task', async (t) => {
   const page = await createConfig(t, 'error-page', '<h1>sg-e2e maintenance</h1>\n');
   const name = uniqueName('sg-e2e-multi');
   t.after(() => removeService(name));
-  const multiports = JSON.stringify({
-    [`${name}.e2e.test`]: null,
-    [`api.${name}.e2e.test`]: { '/api/': { dest: '/' } },
-  });
+  // nginx-proxy's YAML form (JSON is read the same way): a host with nothing under it gets the defaults.
+  const multiports = [`${name}.e2e.test:`, `api.${name}.e2e.test:`, `  "/api/":`, `    dest: "/"`].join('\n');
   await createService({
     name,
     env: { VIRTUAL_HOST_MULTIPORTS: multiports },
