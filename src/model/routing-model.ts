@@ -509,9 +509,13 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     });
   }
 
+  // A service routed only as a canary (or a group's oldest, on its shared routes) has no location of its own.
+  const used = new Set(servers.flatMap((server) => server.locations.map((location) => location.upstream)));
   return {
     servers,
-    upstreams: upstreams.sort((a, b) => compareStrings(a.name, b.name)),
+    upstreams: upstreams
+      .filter((upstream) => used.has(upstream.name))
+      .sort((a, b) => compareStrings(a.name, b.name)),
     services: services.sort((a, b) => compareStrings(a.name, b.name)),
     problems: problems.sort(compareProblems),
     certificateRequests,
@@ -1349,7 +1353,7 @@ function weightedServers(
       warning(
         group[0]?.service.name ?? '',
         'swarmgate.weight',
-        `every service sharing this route has weight 0 (${withTasks.map((route) => route.service.name).join(', ')}); requests are split evenly`,
+        `every service sharing this route has weight 0 (${withTasks.map((route) => route.service.name).join(', ')}); the services share requests evenly`,
       ),
     );
   }
