@@ -8,7 +8,6 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import type { ServiceInfo, Snapshot } from '../../src/discovery/snapshot.ts';
 import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { createNginxProcess } from '../../src/edge/nginx-process.ts';
 import type { NginxProcess } from '../../src/edge/nginx-process.ts';
@@ -33,48 +32,9 @@ import {
   workerPids,
 } from '../support/loopback-nginx.ts';
 import type { LoopbackSetup } from '../support/loopback-nginx.ts';
+import { labelledSnapshot as snapshotOf } from '../support/labelled-services.ts';
+import type { ServiceSpec } from '../support/labelled-services.ts';
 import { waitUntil } from '../support/wait.ts';
-
-interface ServiceSpec {
-  readonly name: string;
-  readonly host: string;
-  readonly labels?: Record<string, string>;
-  readonly ips: readonly string[];
-  readonly createdAt?: string;
-}
-
-function snapshotOf(specs: readonly ServiceSpec[], port: number): Snapshot {
-  return {
-    services: specs.map((spec): ServiceInfo => ({
-      id: spec.name,
-      name: spec.name,
-      createdAt: spec.createdAt ?? '2026-01-01T00:00:00Z',
-      labels: { VIRTUAL_HOST: spec.host, VIRTUAL_PORT: String(port), ...spec.labels },
-      env: {},
-      mode: 'replicated',
-      replicas: spec.ips.length,
-      networks: ['swarmgate'],
-      image: 'example/web:1',
-      updateState: null,
-    })),
-    tasks: specs.flatMap((spec) =>
-      spec.ips.map((ip, index) => ({
-        id: `${spec.name}-t${index}`,
-        serviceId: spec.name,
-        nodeId: 'n1',
-        slot: index + 1,
-        desiredState: 'running',
-        state: 'running',
-        stateSince: '2026-01-01T00:00:00Z',
-        error: null,
-        image: 'example/web:1',
-        addresses: [{ networkId: 'net-swarmgate', networkName: 'swarmgate', ip }],
-      })),
-    ),
-    networks: [],
-    nodes: [],
-  };
-}
 
 const templates = createTemplateRenderer();
 
