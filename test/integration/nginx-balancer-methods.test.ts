@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -34,6 +35,7 @@ import {
 import type { LoopbackSetup } from '../support/loopback-nginx.ts';
 import { labelledSnapshot as snapshotOf } from '../support/labelled-services.ts';
 import type { ServiceSpec } from '../support/labelled-services.ts';
+import { startProtocolEdge } from '../support/protocol-edge.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const templates = createTemplateRenderer();
@@ -474,4 +476,35 @@ test('retry policy: tries bound how many tasks one request reaches; a sent POST 
   assert.equal(await reached({ host: 'two.test', method: 'POST' }), 1, 'a POST that was sent is not resent');
   // Without the label a GET goes on to every task (the failures above put them in backoff; they are still tried).
   assert.ok((await reached({ host: 'default.test' })) >= ips.length);
+});
+
+test('sticky over HTTPS: the cookie is Secure there, and not over plain HTTP (a browser would drop it)', async (t) => {
+  const port = await freePort();
+  const ips = ['127.0.0.2', '127.0.0.3'];
+  await startBackends(t, ips, port);
+  const host = 'sticky.example.com';
+  const edge = await startProtocolEdge(t, host, ips, port, {
+    labels: { 'swarmgate.sticky': 'cookie', 'swarmgate.sticky.cookie': 'route' },
+    tls: true,
+  });
+  const cookieOver = (secure: boolean): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const options = {
+        host: '127.0.0.1',
+        port: secure ? edge.setup.tlsPort : edge.setup.listenPort,
+        path: '/',
+        headers: { host },
+        agent: false as const,
+      };
+      const done = (res: http.IncomingMessage): void => {
+        res.resume();
+        resolve((res.headers['set-cookie'] ?? []).join('\n'));
+      };
+      (secure
+        ? https.get({ ...options, servername: host, rejectUnauthorized: false }, done)
+        : http.get(options, done)
+      ).on('error', reject);
+    });
+  assert.match(await cookieOver(true), /^route=[0-9a-f]{16}; Path=\/; HttpOnly; SameSite=Lax; Secure$/);
+  assert.match(await cookieOver(false), /^route=[0-9a-f]{16}; Path=\/; HttpOnly; SameSite=Lax$/);
 });
