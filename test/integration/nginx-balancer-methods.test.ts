@@ -343,18 +343,36 @@ test('hash by header: keys spread over the tasks, and scaling moves only the key
   assert.ok(Object.keys(count(keyless.map((answer) => answer.body))).length >= 3);
 });
 
-test('hash by client address: one client stays on one task', async (t) => {
+test('hash by client address and by cookie: one client, or one cookie value, stays on one task', async (t) => {
   const port = await freePort();
   const ips = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
   await startBackends(t, ips, port);
-  const host = 'ip.test';
   const edge = await startEdge(
     t,
-    [{ name: 'web', host, ips, labels: { 'swarmgate.balance': 'hash' } }],
+    [
+      { name: 'by-ip', host: 'ip.test', ips, labels: { 'swarmgate.balance': 'hash' } },
+      {
+        name: 'by-cookie',
+        host: 'cookie.test',
+        ips,
+        labels: { 'swarmgate.balance': 'hash', 'swarmgate.balance.key': 'cookie:user-id' },
+      },
+    ],
     port,
   );
-  const answers = await Promise.all(Array.from({ length: 15 }, () => edge.request({ host })));
-  assert.equal(Object.keys(count(answers.map((answer) => answer.body))).length, 1);
+  const byIp = await Promise.all(Array.from({ length: 15 }, () => edge.request({ host: 'ip.test' })));
+  assert.equal(Object.keys(count(byIp.map((answer) => answer.body))).length, 1);
+  // Each of 30 users keeps one task over 3 requests; together they use every task.
+  const tasks = new Set<string>();
+  for (let user = 0; user < 30; user++) {
+    const headers = { cookie: `other=1; user-id=u${user}` };
+    const answers = await Promise.all(
+      Array.from({ length: 3 }, () => edge.request({ host: 'cookie.test', headers })),
+    );
+    assert.equal(new Set(answers.map((answer) => answer.body)).size, 1, `user u${user}`);
+    tasks.add(answers[0]?.body ?? '');
+  }
+  assert.equal(tasks.size, 3);
 });
 
 test('least_conn: while a task holds a slow request, the others get the new ones', async (t) => {
