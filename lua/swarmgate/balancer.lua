@@ -404,7 +404,8 @@ function M.balance(name)
   local state = ctx.swarmgate
   local retry = state ~= nil
   if not retry then
-    state = { tried = {}, ntried = 0, tries = 0, timeouts = 0, waits = 0 }
+    -- Every field the request will set, so the table is sized once (no rehash on the common path).
+    state = { tried = {}, ntried = 0, tries = 0, timeouts = 0, waits = 0, last = false, peer = false }
     ctx.swarmgate = state
   elseif state.last == WAIT then
     -- Waited: every member may be tried again.
