@@ -481,6 +481,8 @@ function M.balance(name)
       end
       active_conns[chosen.key] = (active_conns[chosen.key] or 0) + 1
       state.counted = chosen.key
+      -- error_page drops ngx.ctx but not variables: the error location releases by this one.
+      ngx.var.swarmgate_counted = chosen.key
     end
     -- If this try times out as well, may the request still go on?
     more = state.timeouts + 1 < MAX_TIMEOUTS
@@ -503,6 +505,16 @@ function M.release()
   if counted then
     active_conns[counted] = active_conns[counted] - 1
     state.counted = nil
+  end
+end
+
+-- log_by_lua of the error-page location of servers with least_conn locations: a request that failed and was
+-- redirected to an error page lost its ngx.ctx, so its count is released by the variable the balancer set.
+function M.release_redirected()
+  local counted = ngx.var.swarmgate_counted
+  if counted and counted ~= "" and active_conns[counted] then
+    active_conns[counted] = active_conns[counted] - 1
+    ngx.var.swarmgate_counted = ""
   end
 end
 

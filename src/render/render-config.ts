@@ -61,6 +61,13 @@ export function renderConfig(
       (auth) => auth.key,
     ),
     hasErrorPages: server.locations.some((location) => location.policy.errorPage !== null),
+    // A least_conn request that ends on an error page is released there (error_page drops the Lua context).
+    releasesOnErrorPage: server.locations.some(
+      (location) =>
+        location.policy.errorPage !== null &&
+        location.upstream !== null &&
+        balanceOf.get(location.upstream)?.method === 'least_conn',
+    ),
     hasRoot: server.locations.some(
       (location) => location.path.kind === 'prefix' && location.path.value === '/',
     ),

@@ -3,7 +3,7 @@
 // production. Each test fails when its behaviour is taken out: round robin would spread a sticky client, move
 // keys between old members, ignore a held request, split 50/50 and retry more often than the label allows.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import os from 'node:os';
@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { createNginxProcess } from '../../src/edge/nginx-process.ts';
 import type { NginxProcess } from '../../src/edge/nginx-process.ts';
+import type { Snapshot } from '../../src/discovery/snapshot.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import type { RoutingModel } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
@@ -68,10 +69,17 @@ interface Answer {
 }
 
 /** One worker, so what a test sees is one worker's balancing. */
-async function startEdge(t: test.TestContext, specs: readonly ServiceSpec[], port: number): Promise<Edge> {
+async function startEdge(
+  t: test.TestContext,
+  specs: readonly ServiceSpec[],
+  port: number,
+  configs: Snapshot['configs'] = [],
+): Promise<Edge> {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-methods-'));
+  // mkdtemp makes it 0700: nginx's workers (nobody) read error pages from the bundle in it.
+  await chmod(stateDir, 0o755);
   const setup = await loopbackSetup(stateDir, { workerProcesses: '1' });
-  const model = buildRoutingModel(snapshotOf(specs, port), { networks: ['swarmgate'] });
+  const model = buildRoutingModel({ ...snapshotOf(specs, port), configs }, { networks: ['swarmgate'] });
   assert.deepEqual(
     model.problems.filter((problem) => problem.severity === 'error'),
     [],
@@ -87,7 +95,13 @@ async function startEdge(t: test.TestContext, specs: readonly ServiceSpec[], por
     await nginx.stop(5000);
     await rm(stateDir, { recursive: true, force: true });
   });
-  await nginx.start(cache.currentConfPath);
+  try {
+    await nginx.start(cache.currentConfPath);
+  } catch (error) {
+    // Say why (a port another process took between freePort and the start, a config nginx refused).
+    const log = await readFile(setup.errorLog, 'utf8').catch(() => '(no error log)');
+    throw new Error(`${(error as Error).message}\n${log}`, { cause: error });
+  }
   const parsed = parsePeers(files[PEERS_FILE] ?? '');
   assert.ok(parsed.ok);
   const generation = parsed.peers.generation;
@@ -137,8 +151,8 @@ interface Backend {
 }
 
 /**
- * A backend on one loopback address that answers with its address; /slow is held 600 ms. With reset, it reads the
- * request and closes the connection unanswered (a task that dies mid-request).
+ * A backend on one loopback address that answers with its address; /slow is held 600 ms. With reset (always, or
+ * for /reset), it reads the request and closes the connection unanswered (a task that dies mid-request).
  */
 async function startBackends(
   t: test.TestContext,
@@ -150,7 +164,7 @@ async function startBackends(
     ips.map(async (ip) => {
       const server = http.createServer((req, res) => {
         backend.received++;
-        if (reset) {
+        if (reset || req.url === '/reset') {
           req.socket.destroy();
           return;
         }
@@ -400,6 +414,33 @@ test('least_conn: while a task holds a slow request, the others get the new ones
   const idle: string[] = [];
   for (let i = 0; i < 10; i++) idle.push((await edge.request({ host })).body);
   assert.deepEqual(count(idle), { '127.0.0.2': 5, '127.0.0.3': 5 });
+});
+
+test('least_conn: a request that failed onto an error page stops counting against its task', async (t) => {
+  const port = await freePort();
+  const ips = ['127.0.0.2', '127.0.0.3'];
+  await startBackends(t, ips, port);
+  const host = 'least-errors.test';
+  const edge = await startEdge(
+    t,
+    [
+      {
+        name: 'web',
+        host,
+        ips,
+        labels: { 'swarmgate.balance': 'least_conn', 'swarmgate.error-page': 'down' },
+      },
+    ],
+    port,
+    [{ name: 'down', kind: 'error-page', data: '<h1>down</h1>\n' }],
+  );
+  // A POST that its task resets: not resent, 502, answered by the error page (an internal redirect).
+  const failed = await edge.request({ host, path: '/reset', method: 'POST' });
+  assert.deepEqual([failed.status, failed.body], [502, '<h1>down</h1>\n']);
+  // Had it kept counting, every request would go to the other task.
+  const after: string[] = [];
+  for (let i = 0; i < 10; i++) after.push((await edge.request({ host })).body);
+  assert.deepEqual(count(after), { '127.0.0.2': 5, '127.0.0.3': 5 });
 });
 
 test('canary: two weighted services share a host and path 90/10, and new weights apply without a reload', async (t) => {
