@@ -509,6 +509,7 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     });
   }
 
+  reportSharedStickyCookies(servers, upstreams, problems);
   // A service routed only as a canary (or a group's oldest, on its shared routes) has no location of its own.
   const used = new Set(servers.flatMap((server) => server.locations.map((location) => location.upstream)));
   return {
@@ -521,6 +522,39 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     certificateRequests,
     certificatesInUse: [...certificatesInUse].sort(compareStrings),
   };
+}
+
+/**
+ * Two sticky upstreams on one host with the same cookie name (Path=/) overwrite each other's cookie: a client
+ * moving between their paths is re-balanced on every switch. Both stay routed; the later path is warned.
+ */
+function reportSharedStickyCookies(
+  servers: readonly VirtualServer[],
+  upstreams: readonly Upstream[],
+  problems: Problem[],
+): void {
+  const byName = new Map(upstreams.map((upstream) => [upstream.name, upstream]));
+  const reported = new Set<string>();
+  for (const server of servers) {
+    const owners = new Map<string, Upstream>();
+    for (const location of server.locations) {
+      const upstream = location.upstream === null ? undefined : byName.get(location.upstream);
+      const cookie = upstream?.balance.sticky?.cookie;
+      if (!upstream || !cookie) continue;
+      const owner = owners.get(cookie);
+      if (!owner) owners.set(cookie, upstream);
+      else if (owner.name !== upstream.name && !reported.has(`${upstream.service} ${cookie}`)) {
+        reported.add(`${upstream.service} ${cookie}`);
+        problems.push({
+          service: upstream.service,
+          label: 'swarmgate.sticky.cookie',
+          code: 'CONFLICT',
+          reason: `service "${owner.service}" uses the sticky cookie "${cookie}" on host "${server.host.value}" too; each overwrites the other's, so choose another name`,
+          severity: 'warning',
+        });
+      }
+    }
+  }
 }
 
 /** One ACME certificate per LETSENCRYPT_HOST list, named by its first host; the oldest service wins a name. */

@@ -251,6 +251,39 @@ test('hash defaults to the client address; sticky defaults to a cookie named aft
   assert.equal(b?.maxAge, null);
 });
 
+test('two sticky services on one host with one cookie name: a warning, both stay routed', () => {
+  const routing = model(
+    [
+      service('app', {
+        VIRTUAL_HOST: 'one.test',
+        'swarmgate.sticky': 'cookie',
+        'swarmgate.sticky.cookie': 'route',
+      }),
+      service(
+        'api',
+        {
+          VIRTUAL_HOST: 'one.test',
+          VIRTUAL_PATH: '/api/',
+          'swarmgate.sticky': 'cookie',
+          'swarmgate.sticky.cookie': 'route',
+        },
+        '2026-01-02T00:00:00Z',
+      ),
+      service('other', {
+        VIRTUAL_HOST: 'two.test',
+        'swarmgate.sticky': 'cookie',
+        'swarmgate.sticky.cookie': 'route',
+      }),
+    ],
+    { app: ['10.0.0.1'], api: ['10.0.0.2'], other: ['10.0.0.3'] },
+  );
+  assert.deepEqual(
+    routing.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
+    [['api', 'swarmgate.sticky.cookie', 'CONFLICT', 'warning']],
+  );
+  assert.equal(routing.services.length, 3);
+});
+
 const stable = (weight: string, extra: Record<string, string> = {}): ServiceInfo =>
   service('web', { VIRTUAL_HOST: 'app.test', 'swarmgate.weight': weight, ...extra });
 const canary = (weight: string | null, extra: Record<string, string> = {}): ServiceInfo =>
