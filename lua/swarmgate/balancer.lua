@@ -10,6 +10,7 @@
 -- TypeScript (src/render/peers-text.ts) before nginx ever loads it; test/support/peers-cases.ts holds the
 -- table of inputs both must agree on.
 local balancer = require("ngx.balancer")
+local bit = require("bit")
 
 local M = {}
 
@@ -65,7 +66,19 @@ local function decimal(digits, max)
     and tonumber(digits) <= max
 end
 
+local MAX_WEIGHT = 1000000
+
 local function parse_member(token)
+  local weight = 1
+  local at = token:find("@", 1, true)
+  if at then
+    local digits = token:sub(at + 1)
+    if not digits:match("^%d+$") or not decimal(digits, MAX_WEIGHT) or tonumber(digits) < 1 then
+      return nil
+    end
+    weight = tonumber(digits)
+    token = token:sub(1, at - 1)
+  end
   local a, b, c, d, port = token:match("^(%d+)%.(%d+)%.(%d+)%.(%d+):(%d+)$")
   if not a then
     return nil
@@ -79,10 +92,12 @@ local function parse_member(token)
     return nil
   end
   local host = a .. "." .. b .. "." .. c .. "." .. d
-  return { host = host, port = tonumber(port), key = host .. ":" .. port }
+  return { host = host, port = tonumber(port), key = host .. ":" .. port, weight = weight }
 end
 
--- peers.txt = "generation " 64 lowercase hex "\n" *( "upstream " name *( " " ipv4 ":" port ) "\n" ).
+-- peers.txt = "generation " 64 lowercase hex "\n" *( "upstream " name *( " " ipv4 ":" port [ "@" weight ] ) "\n" ).
+-- A weight (1..1000000, absent: 1) is a canary group's share per task; an upstream with unequal weights is marked
+-- weighted, so the others keep the plain round robin.
 -- Anything else is refused whole: a file that half parses would route some services to nothing.
 function M.parse(text)
   if type(text) ~= "string" or text:sub(-1) ~= "\n" then
@@ -108,12 +123,22 @@ function M.parse(text)
       return nil, where .. ": upstream " .. name .. " appears twice"
     end
     local peers = {}
+    local weighted = false
     for position = 3, #tokens do
       local peer = parse_member(tokens[position])
       if not peer then
-        return nil, where .. ": not <IPv4>:<port>"
+        return nil, where .. ": not <IPv4>:<port>[@<weight>]"
       end
       peers[#peers + 1] = peer
+      weighted = weighted or peer.weight ~= peers[1].weight
+    end
+    if weighted then
+      local total = 0
+      for _, peer in ipairs(peers) do
+        total = total + peer.weight
+        peer.current = 0
+      end
+      peers.total_weight = total
     end
     upstreams[name] = peers
   end
@@ -212,10 +237,164 @@ local function class_of(key, now, retry)
   return 4, skip_until
 end
 
--- balancer_by_lua: round robin over the members. On a retry (proxy_next_upstream) the member that failed is
--- recorded for every worker, and the request moves to the best member it has not tried; when every member
--- refused, an idempotent request waits a little and tries them again. Each call allows one more try only
--- while there is something left to try.
+-- Per-upstream balancing settings (swarmgate.balance, swarmgate.sticky), registered by M.configure from the
+-- config's init_by_lua (src/render/balancer-options.ts writes the calls from validated labels only). An upstream
+-- without them is round robin: its requests look them up once and go on as before.
+M.options = {}
+
+function M.configure(name, options)
+  local attributes = "; Path=/; HttpOnly; SameSite=Lax"
+  if options.max_age then
+    attributes = attributes .. "; Max-Age=" .. options.max_age
+  end
+  options.attributes = attributes
+  M.options[name] = options
+end
+
+-- least_conn: requests under way per member, per worker (as nginx's least_conn without a shared zone).
+local active_conns = {}
+
+local function u32(x)
+  return x % 4294967296
+end
+
+-- a * b mod 2^32 in doubles: both halves stay below 2^53.
+local function mul32(a, b)
+  local low = a % 65536
+  return (low * b + ((a - low) / 65536 * b % 65536) * 65536) % 4294967296
+end
+
+-- MurmurHash3's finaliser: crc32 alone is linear, and rendezvous hashing needs scores that look independent.
+local function mix(h)
+  h = u32(bit.bxor(h, bit.rshift(h, 16)))
+  h = mul32(h, 0x85ebca6b)
+  h = u32(bit.bxor(h, bit.rshift(h, 13)))
+  h = mul32(h, 0xc2b2ae35)
+  return u32(bit.bxor(h, bit.rshift(h, 16)))
+end
+
+-- Rendezvous (highest random weight) hashing: every member scores the key, the best wins. When a member comes or
+-- goes, only the keys it wins (or won) move: 1/N of them, and none between the others. Weighted: w / -ln(u).
+local function hash_pick(peers, value)
+  local key_hash = mix(ngx.crc32_long(value))
+  local weighted = peers.total_weight ~= nil
+  local best, best_score
+  for index = 1, #peers do
+    local peer = peers[index]
+    local member_hash = peer.hash
+    if not member_hash then
+      member_hash = mix(ngx.crc32_long(peer.key))
+      peer.hash = member_hash
+    end
+    local score = mix(u32(bit.bxor(key_hash, member_hash)))
+    if weighted then
+      score = peer.weight / -math.log((score + 0.5) / 4294967296)
+    end
+    if not best_score or score > best_score then
+      best, best_score = index, score
+    end
+  end
+  return best
+end
+
+-- The fewest requests under way per unit of weight; ties go round robin.
+local function least_conn_pick(peers, name)
+  local count = #peers
+  local start = next_index[name] or 0
+  local best, best_load
+  for step = 1, count do
+    local index = (start + step - 1) % count + 1
+    local peer = peers[index]
+    local load = (active_conns[peer.key] or 0) / peer.weight
+    if not best_load or load < best_load then
+      best, best_load = index, load
+      if load == 0 then
+        break
+      end
+    end
+  end
+  next_index[name] = best
+  return best
+end
+
+-- nginx's smooth weighted round robin, per worker: 90/10 gives 9 of every 10 requests to the first, spread out.
+local function weighted_pick(peers)
+  local best, best_current
+  for index = 1, #peers do
+    local peer = peers[index]
+    local current = peer.current + peer.weight
+    peer.current = current
+    if not best_current or current > best_current then
+      best, best_current = index, current
+    end
+  end
+  peers[best].current = best_current - peers.total_weight
+  return best
+end
+
+-- The cookie value naming a member: opaque and the same on every edge (the upstream name and the address).
+local function peer_id(name, peer)
+  local id = peer.id
+  if not id then
+    id = ngx.md5(name .. " " .. peer.key):sub(1, 16)
+    peer.id = id
+  end
+  return id
+end
+
+-- The member a sticky cookie names, among the members routed now (a task no longer in peers is never found).
+local function sticky_index(peers, name, options)
+  local id = ngx.var[options.sticky_var]
+  if not id then
+    return nil
+  end
+  local ids = peers.ids
+  if not ids then
+    ids = {}
+    for index, peer in ipairs(peers) do
+      ids[peer_id(name, peer)] = index
+    end
+    peers.ids = ids
+  end
+  return ids[id]
+end
+
+-- A first try's member by the upstream's method: the sticky member if it is fit, else the method's choice.
+-- Returns the index and its class_of, or nil (round robin: the scan below decides).
+local function preferred(peers, name, options, now)
+  local sticky
+  if options and options.sticky_var then
+    sticky = sticky_index(peers, name, options)
+    if sticky then
+      local class, skip_until = class_of(peers[sticky].key, now, false)
+      if class == 1 then
+        return sticky, class, skip_until
+      end
+    end
+  end
+  local index
+  local method = options and options.method
+  if method == "hash" then
+    local value = ngx.var[options.key_var]
+    if value and value ~= "" then
+      index = hash_pick(peers, value)
+    end
+  elseif method == "least_conn" then
+    index = least_conn_pick(peers, name)
+  end
+  if not index and peers.total_weight then
+    index = weighted_pick(peers)
+  end
+  if not index or index == sticky then
+    return nil
+  end
+  return index, class_of(peers[index].key, now, false)
+end
+
+-- balancer_by_lua: the upstream's method picks a member for a first try (round robin unless configured). On a
+-- retry (proxy_next_upstream) the member that failed is recorded for every worker, and the request moves to the
+-- best member it has not tried; when every member refused, an idempotent request waits a little and tries them
+-- again. Each call allows one more try only while there is something left to try.
 function M.balance(name)
   local peers = active_upstreams()[name] or M.configured[name]
   local count = peers and #peers or 0
@@ -228,7 +407,11 @@ function M.balance(name)
   local state = ctx.swarmgate
   local retry = state ~= nil
   if not retry then
-    state = { tried = {}, ntried = 0, tries = 0, timeouts = 0, waits = 0 }
+    -- Every field the request will set, so the table is sized once (no rehash on the common path).
+    state = {
+      tried = {}, ntried = 0, tries = 0, timeouts = 0, waits = 0, last = false, peer = false,
+      timed_out = false, last_index = false,
+    }
     ctx.swarmgate = state
   elseif state.last == WAIT then
     -- Waited: every member may be tried again.
@@ -244,21 +427,32 @@ function M.balance(name)
     state.timed_out = kind == KIND_TIMEOUT
   end
 
+  local options = M.options[name]
+  local chosen, chosen_class, chosen_until, chosen_index
+  -- Round robin over equal members (the common case) skips this: no options, no weights.
+  if not retry and (options or peers.total_weight) then
+    local index, class, skip_until = preferred(peers, name, options, now)
+    if class == 1 then
+      chosen, chosen_class, chosen_until, chosen_index = peers[index], class, skip_until, index
+    end
+  end
   local start = next_index[name] or 0
   if state.timed_out and state.last_index then
     -- The scan begins at the member half the list away from the one that timed out (see MAX_TRIES).
     start = (state.last_index + math.floor(count / 2) - 1) % count
   end
-  local chosen, chosen_class, chosen_until, chosen_index
-  for step = 1, count do
-    local index = (start + step - 1) % count + 1
-    local peer = peers[index]
-    if not state.tried[peer.key] then
-      local class, skip_until = class_of(peer.key, now, retry)
-      if not chosen or class < chosen_class or (class == chosen_class and class > 2 and skip_until < chosen_until) then
-        chosen, chosen_class, chosen_until, chosen_index = peer, class, skip_until, index
-        if class == 1 then
-          break
+  local scanned = chosen == nil
+  if scanned then
+    for step = 1, count do
+      local index = (start + step - 1) % count + 1
+      local peer = peers[index]
+      if not state.tried[peer.key] then
+        local class, skip_until = class_of(peer.key, now, retry)
+        if not chosen or class < chosen_class or (class == chosen_class and class > 2 and skip_until < chosen_until) then
+          chosen, chosen_class, chosen_until, chosen_index = peer, class, skip_until, index
+          if class == 1 then
+            break
+          end
         end
       end
     end
@@ -282,7 +476,7 @@ function M.balance(name)
       chosen_index = start % count + 1
       chosen = peers[chosen_index]
     end
-    if chosen_class and chosen_class <= 2 then
+    if scanned and chosen_class and chosen_class <= 2 then
       next_index[name] = chosen_index
     end
     if not state.tried[chosen.key] then
@@ -291,6 +485,17 @@ function M.balance(name)
     end
     state.last = chosen.key
     state.last_index = chosen_index
+    state.peer = chosen
+    if options and options.method == "least_conn" then
+      local counted = state.counted
+      if counted then
+        active_conns[counted] = active_conns[counted] - 1
+      end
+      active_conns[chosen.key] = (active_conns[chosen.key] or 0) + 1
+      state.counted = chosen.key
+      -- error_page drops ngx.ctx but not variables: the error location releases by this one.
+      ngx.var.swarmgate_counted = chosen.key
+    end
     -- If this try times out as well, may the request still go on?
     more = state.timeouts + 1 < MAX_TIMEOUTS
       and (state.ntried < count or (M.wait_socket ~= nil and state.waits < MAX_WAITS
@@ -302,6 +507,51 @@ function M.balance(name)
   end
   if more and state.tries < MAX_TRIES then
     balancer.set_more_tries(1)
+  end
+end
+
+-- log_by_lua of least_conn locations: the request no longer counts against its member.
+function M.release()
+  local state = ngx.ctx.swarmgate
+  local counted = state and state.counted
+  if counted then
+    active_conns[counted] = active_conns[counted] - 1
+    state.counted = nil
+  end
+end
+
+-- log_by_lua of the error-page location of servers with least_conn locations: a request that failed and was
+-- redirected to an error page lost its ngx.ctx, so its count is released by the variable the balancer set.
+function M.release_redirected()
+  local counted = ngx.var.swarmgate_counted
+  if counted and counted ~= "" and active_conns[counted] then
+    active_conns[counted] = active_conns[counted] - 1
+    ngx.var.swarmgate_counted = ""
+  end
+end
+
+-- header_filter_by_lua of sticky locations: a client whose cookie does not name the member that answered (no
+-- cookie yet, or its member is gone or refused) gets one that does. Secure when the request came over HTTPS.
+function M.stick(name)
+  local options = M.options[name]
+  local state = ngx.ctx.swarmgate
+  local peer = state and state.peer
+  if not options or not peer then
+    return
+  end
+  local id = peer_id(name, peer)
+  if ngx.var[options.sticky_var] == id then
+    return
+  end
+  local cookie = options.cookie .. "=" .. id .. options.attributes .. (ngx.var.https == "on" and "; Secure" or "")
+  local existing = ngx.header["Set-Cookie"]
+  if existing == nil then
+    ngx.header["Set-Cookie"] = cookie
+  elseif type(existing) == "table" then
+    existing[#existing + 1] = cookie
+    ngx.header["Set-Cookie"] = existing
+  else
+    ngx.header["Set-Cookie"] = { existing, cookie }
   end
 end
 
@@ -327,7 +577,7 @@ function M.update()
     for _, name in ipairs(names) do
       local keys = {}
       for _, peer in ipairs(upstreams[name]) do
-        keys[#keys + 1] = " " .. peer.key
+        keys[#keys + 1] = peer.weight == 1 and " " .. peer.key or " " .. peer.key .. "@" .. peer.weight
       end
       ngx.say("upstream ", name, table.concat(keys))
     end

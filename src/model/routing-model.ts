@@ -56,6 +56,17 @@ import {
   SECURITY_HEADERS,
 } from './feature-labels.ts';
 import { parseLabelDocument } from './label-document.ts';
+import type { BalanceMethod, HashKey } from './balance-labels.ts';
+import {
+  parseBalanceMethod,
+  parseCookieMaxAge,
+  parseCookieName,
+  parseHashKey,
+  parseRetryTimeout,
+  parseRetryTries,
+  parseSticky,
+  parseWeight,
+} from './balance-labels.ts';
 import { UNSUPPORTED_SETTINGS, unsupportedPrefixSetting } from './unsupported.ts';
 import { compareProblems } from './problems.ts';
 import type { Problem } from './problems.ts';
@@ -132,12 +143,33 @@ export interface UpstreamServer {
   readonly port: number;
   readonly taskId: string;
   readonly nodeId: string;
+  /** A canary group's share of this task (peers.txt "@weight"); absent: 1, like every other member. */
+  readonly weight?: number;
 }
+
+/** How the edge's Lua balancer picks a task of an upstream (swarmgate.balance, swarmgate.sticky). */
+export interface UpstreamBalance {
+  readonly method: BalanceMethod;
+  /** What the hash method hashes; null for the other methods. */
+  readonly key: HashKey | null;
+  /** Cookie stickiness, or null. */
+  readonly sticky: StickyCookie | null;
+}
+
+export interface StickyCookie {
+  readonly cookie: string;
+  /** Max-Age in seconds; null: a session cookie. */
+  readonly maxAge: number | null;
+}
+
+export const ROUND_ROBIN: UpstreamBalance = { method: 'round_robin', key: null, sticky: null };
 
 export interface Upstream {
   readonly name: string;
+  /** The service it belongs to; for a canary group, the group's oldest service (whose location it serves). */
   readonly service: string;
   readonly servers: readonly UpstreamServer[];
+  readonly balance: UpstreamBalance;
 }
 
 export interface RouteLocation {
@@ -219,6 +251,10 @@ export interface LocationTuning {
   readonly buffering: boolean | null;
   /** swarmgate.access_log; null: the edge's default (SWARMGATE_ACCESS_LOG, SWARMGATE_ACCESS_LOG_FORMAT). */
   readonly accessLog: AccessLog | null;
+  /** swarmgate.retry.tries: tries per request in all (1: none); null: the edge's (every task, 24 at most). */
+  readonly retryTries: number | null;
+  /** swarmgate.retry.timeout in milliseconds; null: the edge's 10 s. */
+  readonly retryTimeoutMs: number | null;
 }
 
 export interface VirtualServer {
@@ -270,6 +306,9 @@ interface ServiceRoute {
   readonly index: number;
   /** The port of the service's first route: its upstream keeps the plain name. */
   readonly primaryPort: number;
+  readonly balance: UpstreamBalance;
+  /** swarmgate.weight: the service may share a host and path with other weighted services; null: it may not. */
+  readonly weight: number | null;
 }
 
 /** TLS labels as written on one service; null: not set there. */
@@ -311,6 +350,14 @@ export const KNOWN_SWARMGATE_LABELS: ReadonlySet<string> = new Set([
   'swarmgate.redirect',
   'swarmgate.www-redirect',
   'swarmgate.error-page',
+  'swarmgate.balance',
+  'swarmgate.balance.key',
+  'swarmgate.sticky',
+  'swarmgate.sticky.cookie',
+  'swarmgate.sticky.max_age',
+  'swarmgate.weight',
+  'swarmgate.retry.tries',
+  'swarmgate.retry.timeout',
 ]);
 /** swarmgate.header.<Name>=<value>: one response header per label. */
 const HEADER_LABEL_PREFIX = 'swarmgate.header.';
@@ -339,7 +386,7 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     if (routes) candidates.push(...routes);
   }
 
-  const accepted = claimRoutes(candidates, problems);
+  const { accepted, shared } = claimRoutes(candidates, problems);
   // Tasks on a node Swarm reports down are unreachable: leave them out at once, before Swarm reschedules them.
   const downNodes = new Set(snapshot.nodes.filter(isNodeDown).map((node) => node.id));
   const tasksByService = groupTasks(snapshot.tasks.filter((task) => !downNodes.has(task.nodeId)));
@@ -351,22 +398,44 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     { host: HostPattern; locations: RouteLocation[]; routes: ServiceRoute[] }
   >();
   // One upstream per service and port (VIRTUAL_HOST_MULTIPORTS may route several ports of one service).
-  const upstreamByPort = new Map<string, string | null>();
-  for (const route of accepted) {
+  const upstreamByPort = new Map<string, { name: string | null; servers: UpstreamServer[] }>();
+  const ownUpstream = (route: ServiceRoute): { name: string | null; servers: UpstreamServer[] } => {
     const portKey = `${route.service.name}\u0000${route.port}`;
-    let upstreamName = upstreamByPort.get(portKey);
-    let servers: UpstreamServer[] = [];
-    if (upstreamName === undefined) {
-      servers = routableServers(tasksByService.get(route.service.id) ?? [], route, problems);
-      upstreamName =
+    let own = upstreamByPort.get(portKey);
+    if (!own) {
+      const servers = routableServers(tasksByService.get(route.service.id) ?? [], route, problems);
+      const name =
         servers.length > 0
           ? upstreamNameFor(
               route.port === route.primaryPort ? route.service.name : `${route.service.name}:${route.port}`,
             )
           : null;
-      upstreamByPort.set(portKey, upstreamName);
-      if (upstreamName) upstreams.push({ name: upstreamName, service: route.service.name, servers });
+      own = { name, servers };
+      upstreamByPort.set(portKey, own);
+      if (name) upstreams.push({ name, service: route.service.name, servers, balance: route.balance });
     }
+    return own;
+  };
+  // A canary group (weighted services sharing a host and path) gets one upstream of all their tasks.
+  const groupUpstreams = new Map<string, string | null>();
+  const groupUpstream = (group: readonly ServiceRoute[]): string | null => {
+    const groupKey = group.map((route) => `${route.service.name}:${route.port}`).join(' ');
+    let name = groupUpstreams.get(groupKey);
+    if (name === undefined) {
+      const servers = weightedServers(
+        group,
+        group.map((route) => ownUpstream(route).servers),
+        problems,
+      );
+      const owner = group[0] as ServiceRoute;
+      name = servers.length > 0 ? `svc_split_${shortHash(groupKey)}${shortHash(`${groupKey}#`)}` : null;
+      groupUpstreams.set(groupKey, name);
+      if (name) upstreams.push({ name, service: owner.service.name, servers, balance: owner.balance });
+    }
+    return name;
+  };
+  for (const route of accepted) {
+    const own = ownUpstream(route);
     if (route.index === 0) {
       services.push({
         id: route.service.id,
@@ -383,11 +452,14 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
         proto: route.proto,
         network: route.network,
         desiredReplicas: route.service.replicas,
-        servers,
+        servers: own.servers,
       });
     }
     const names = new Set(route.hosts.map((host) => host.value));
     for (const host of route.hosts) {
+      const group = shared.get(`${host.value} ${route.path.value}`);
+      // A canary's share of a host and path is served by the location of the group's oldest service.
+      if (group && group[0] !== route) continue;
       let entry = locationsByHost.get(host.value);
       if (!entry) locationsByHost.set(host.value, (entry = { host, locations: [], routes: [] }));
       entry.routes.push(route);
@@ -397,7 +469,7 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
         proto: route.proto,
         dest: route.dest,
         root: route.root,
-        upstream: upstreamName,
+        upstream: group ? groupUpstream(group) : own.name,
         tuning: route.tuning,
         policy: route.policy,
         redirect: wwwRedirect(route, host, names, problems) ?? route.redirect,
@@ -437,14 +509,52 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     });
   }
 
+  reportSharedStickyCookies(servers, upstreams, problems);
+  // A service routed only as a canary (or a group's oldest, on its shared routes) has no location of its own.
+  const used = new Set(servers.flatMap((server) => server.locations.map((location) => location.upstream)));
   return {
     servers,
-    upstreams: upstreams.sort((a, b) => compareStrings(a.name, b.name)),
+    upstreams: upstreams
+      .filter((upstream) => used.has(upstream.name))
+      .sort((a, b) => compareStrings(a.name, b.name)),
     services: services.sort((a, b) => compareStrings(a.name, b.name)),
     problems: problems.sort(compareProblems),
     certificateRequests,
     certificatesInUse: [...certificatesInUse].sort(compareStrings),
   };
+}
+
+/**
+ * Two sticky upstreams on one host with the same cookie name (Path=/) overwrite each other's cookie: a client
+ * moving between their paths is re-balanced on every switch. Both stay routed; the later path is warned.
+ */
+function reportSharedStickyCookies(
+  servers: readonly VirtualServer[],
+  upstreams: readonly Upstream[],
+  problems: Problem[],
+): void {
+  const byName = new Map(upstreams.map((upstream) => [upstream.name, upstream]));
+  const reported = new Set<string>();
+  for (const server of servers) {
+    const owners = new Map<string, Upstream>();
+    for (const location of server.locations) {
+      const upstream = location.upstream === null ? undefined : byName.get(location.upstream);
+      const cookie = upstream?.balance.sticky?.cookie;
+      if (!upstream || !cookie) continue;
+      const owner = owners.get(cookie);
+      if (!owner) owners.set(cookie, upstream);
+      else if (owner.name !== upstream.name && !reported.has(`${upstream.service} ${cookie}`)) {
+        reported.add(`${upstream.service} ${cookie}`);
+        problems.push({
+          service: upstream.service,
+          label: 'swarmgate.sticky.cookie',
+          code: 'CONFLICT',
+          reason: `service "${owner.service}" uses the sticky cookie "${cookie}" on host "${server.host.value}" too; each overwrites the other's, so choose another name`,
+          severity: 'warning',
+        });
+      }
+    }
+  }
 }
 
 /** One ACME certificate per LETSENCRYPT_HOST list, named by its first host; the oldest service wins a name. */
@@ -803,7 +913,11 @@ function decodeServiceRoutes(
     requestBuffering: field<boolean | null>('swarmgate.request-buffering', null, parseSwitch),
     buffering: field<boolean | null>('swarmgate.buffering', null, parseSwitch),
     accessLog: field<AccessLog | null>('swarmgate.access_log', null, parseAccessLog),
+    retryTries: field<number | null>('swarmgate.retry.tries', null, parseRetryTries),
+    retryTimeoutMs: field<number | null>('swarmgate.retry.timeout', null, parseRetryTimeout),
   };
+  const balance = decodeBalance(service, field, problems);
+  const weight = field<number | null>('swarmgate.weight', null, parseWeight);
   if (tuning.buffering !== null && (proto === 'grpc' || proto === 'grpcs')) {
     problems.push({
       service: service.name,
@@ -832,7 +946,39 @@ function decodeServiceRoutes(
     www,
     index,
     primaryPort,
+    balance,
+    weight,
   }));
+}
+
+/** swarmgate.balance, swarmgate.balance.key and the sticky labels; settings that do nothing are warned about. */
+function decodeBalance(service: ServiceInfo, field: FieldReader, problems: Problem[]): UpstreamBalance {
+  const method = field<BalanceMethod>('swarmgate.balance', 'round_robin', parseBalanceMethod);
+  const key = field<HashKey | null>('swarmgate.balance.key', null, parseHashKey);
+  if (key && method !== 'hash') {
+    problems.push(warning(service.name, 'swarmgate.balance.key', 'ignored without swarmgate.balance=hash'));
+  }
+  const sticky = field<boolean>('swarmgate.sticky', false, parseSticky);
+  const cookie = field<string | null>('swarmgate.sticky.cookie', null, parseCookieName);
+  const maxAge = field<number | null | undefined>('swarmgate.sticky.max_age', undefined, parseCookieMaxAge);
+  if (!sticky) {
+    for (const [label, value] of [
+      ['swarmgate.sticky.cookie', cookie],
+      ['swarmgate.sticky.max_age', maxAge],
+    ] as const) {
+      if (value !== null && value !== undefined) {
+        problems.push(warning(service.name, label, 'ignored without swarmgate.sticky=cookie'));
+      }
+    }
+  }
+  return {
+    method,
+    key: method === 'hash' ? (key ?? { kind: 'client_ip' }) : null,
+    // The default name is the service's own, so two sticky services on one host never overwrite each other's.
+    sticky: sticky
+      ? { cookie: cookie ?? `swarmgate_${shortHash(service.name)}`, maxAge: maxAge ?? null }
+      : null,
+  };
 }
 
 type FieldReader = <T>(label: string, fallback: T, parse: (raw: string) => Parsed<T>) => T;
@@ -1106,21 +1252,27 @@ function chooseNetwork(
 }
 
 /**
- * Two services may not claim the same host and path. The service created first keeps the route, so deploying a
- * conflicting service never takes a working route away; the newcomer is left out with a Problem. Nor may a newcomer
- * take over a host an older service routes by other means: a regex VIRTUAL_PATH (nginx tries regex locations before
- * prefixes, so `~^/` would take every request), or TLS labels the host's oldest service did not set (HSTS or a
- * redirect to HTTPS change how browsers reach that service too).
+ * Two services may not claim the same host and path, unless both opt in with swarmgate.weight: then the newcomer
+ * joins the older one's location as a canary, and the requests are split by weight. Otherwise the service created
+ * first keeps the route, so deploying a conflicting service never takes a working route away; the newcomer is left
+ * out with a Problem. Nor may a newcomer take over a host an older service routes by other means: a regex
+ * VIRTUAL_PATH (nginx tries regex locations before prefixes, so `~^/` would take every request), or TLS labels the
+ * host's oldest service did not set (HSTS or a redirect to HTTPS change how browsers reach that service too).
  */
-function claimRoutes(candidates: readonly ServiceRoute[], problems: Problem[]): ServiceRoute[] {
+function claimRoutes(
+  candidates: readonly ServiceRoute[],
+  problems: Problem[],
+): { accepted: ServiceRoute[]; shared: Map<string, ServiceRoute[]> } {
   const ordered = [...candidates].sort(
     (a, b) =>
       compareStrings(a.service.createdAt, b.service.createdAt) ||
       compareStrings(a.service.name, b.service.name),
   );
-  const owners = new Map<string, string>();
+  const owners = new Map<string, ServiceRoute>();
   const oldestByHost = new Map<string, ServiceRoute>();
   const accepted: ServiceRoute[] = [];
+  /** "host path" → the routes sharing it as a canary group, oldest first. */
+  const shared = new Map<string, ServiceRoute[]>();
   // A service's routes (several with VIRTUAL_HOST_MULTIPORTS) are accepted or refused together.
   const byService = new Map<string, ServiceRoute[]>();
   for (const route of ordered) {
@@ -1134,20 +1286,33 @@ function claimRoutes(candidates: readonly ServiceRoute[], problems: Problem[]): 
         ? 'VIRTUAL_HOST'
         : 'VIRTUAL_HOST_MULTIPORTS';
     let refusal: Problem | null = null;
+    const joins = new Map<ServiceRoute, string[]>();
     for (const route of routes) {
-      const taken = route.hosts.find((host) => owners.has(`${host.value} ${route.path.value}`));
-      if (taken) {
-        const owner = owners.get(`${taken.value} ${route.path.value}`) ?? '';
+      const joined: string[] = [];
+      for (const host of route.hosts) {
+        const owner = owners.get(`${host.value} ${route.path.value}`);
+        if (!owner) continue;
+        const where = `host "${host.value}" path "${route.path.value}"`;
+        if (owner.weight !== null && route.weight !== null && owner.proto === route.proto) {
+          joined.push(host.value);
+          continue;
+        }
+        const reason =
+          owner.weight !== null && route.weight !== null
+            ? `${where} is routed to service "${owner.service.name}" over ${owner.proto}; a canary must use the same VIRTUAL_PROTO (${route.proto} here)`
+            : `${where} is already routed to service "${owner.service.name}"${owner.weight !== null || route.weight !== null ? '; both services must set swarmgate.weight to share it' : ''}`;
         refusal = {
           service: route.service.name,
           label: label(route),
           code: 'CONFLICT',
-          reason: `host "${taken.value}" path "${route.path.value}" is already routed to service "${owner}"`,
+          reason,
           severity: 'error',
         };
         break;
       }
-      const takeover = findTakeover(route, oldestByHost);
+      if (refusal) break;
+      joins.set(route, joined);
+      const takeover = findTakeover(route, oldestByHost, new Set(joined));
       if (takeover) {
         refusal = {
           service: route.service.name,
@@ -1164,14 +1329,78 @@ function claimRoutes(candidates: readonly ServiceRoute[], problems: Problem[]): 
       continue;
     }
     for (const route of routes) {
+      const joined = new Set(joins.get(route) ?? []);
       for (const host of route.hosts) {
-        owners.set(`${host.value} ${route.path.value}`, route.service.name);
+        const key = `${host.value} ${route.path.value}`;
+        if (joined.has(host.value)) {
+          const owner = owners.get(key) as ServiceRoute;
+          const group = shared.get(key) ?? [owner];
+          group.push(route);
+          shared.set(key, group);
+          const ignored = canaryDifferences(owner, route);
+          if (ignored.length > 0) {
+            problems.push(
+              warning(
+                route.service.name,
+                'swarmgate.weight',
+                `host "${host.value}" path "${route.path.value}" is served with service "${owner.service.name}"'s settings; this service's ${ignored.join(', ')} do not apply there`,
+              ),
+            );
+          }
+        } else owners.set(key, route);
         if (!oldestByHost.has(host.value)) oldestByHost.set(host.value, route);
       }
       accepted.push(route);
     }
   }
-  return accepted;
+  return { accepted, shared };
+}
+
+/** The settings of a canary that the group's location (its oldest service's) does not follow. */
+function canaryDifferences(owner: ServiceRoute, canary: ServiceRoute): string[] {
+  const differs = (a: unknown, b: unknown): boolean => JSON.stringify(a) !== JSON.stringify(b);
+  const out: string[] = [];
+  if (differs(owner.dest, canary.dest) || differs(owner.root, canary.root))
+    out.push('VIRTUAL_DEST/VIRTUAL_ROOT');
+  if (differs(owner.tuning, canary.tuning)) out.push('proxy and retry settings');
+  if (differs({ ...owner.policy, key: '' }, { ...canary.policy, key: '' }))
+    out.push('access, limit and header settings');
+  if (differs(owner.redirect, canary.redirect) || differs(owner.www, canary.www)) out.push('redirects');
+  if (differs(owner.balance, canary.balance)) out.push('balancing settings');
+  return out;
+}
+
+/**
+ * The members of a canary group's upstream: each service's tasks share its weight equally. A service of weight 0
+ * gets no requests; if every service with tasks has weight 0, they share evenly (a group is never left empty by
+ * its weights alone, so changing weights never changes the config's shape).
+ */
+function weightedServers(
+  group: readonly ServiceRoute[],
+  serversOf: readonly (readonly UpstreamServer[])[],
+  problems: Problem[],
+): UpstreamServer[] {
+  const withTasks = group.filter((_, index) => (serversOf[index]?.length ?? 0) > 0);
+  const allZero = withTasks.every((route) => (route.weight ?? 0) === 0);
+  if (allZero && withTasks.length > 1) {
+    problems.push(
+      warning(
+        group[0]?.service.name ?? '',
+        'swarmgate.weight',
+        `every service sharing this route has weight 0 (${withTasks.map((route) => route.service.name).join(', ')}); the services share requests evenly`,
+      ),
+    );
+  }
+  const out: UpstreamServer[] = [];
+  group.forEach((route, index) => {
+    const servers = serversOf[index] ?? [];
+    const weight = allZero ? 1 : (route.weight ?? 0);
+    if (weight === 0 || servers.length === 0) return;
+    // Per task: weight × 1000 / tasks, so 90/10 stays 90/10 whatever the replica counts (1000 × 1000 at most).
+    const each = Math.max(1, Math.round((weight * 1000) / servers.length));
+    for (const server of servers) out.push({ ...server, weight: each });
+  });
+  return out;
 }
 
 /** Host-wide TLS labels: only a host's oldest service may set them (a later one may repeat or differ, see pick). */
@@ -1192,12 +1421,14 @@ function isSet(labels: ServiceTlsLabels, key: keyof ServiceTlsLabels): boolean {
 function findTakeover(
   route: ServiceRoute,
   oldestByHost: ReadonlyMap<string, ServiceRoute>,
+  joined: ReadonlySet<string>,
 ): { label: string; reason: string } | null {
   for (const host of route.hosts) {
     const oldest = oldestByHost.get(host.value);
     if (!oldest || oldest.service.id === route.service.id) continue;
     const owner = oldest.service.name;
-    if (route.path.kind === 'regex') {
+    // A canary's regex path is the group's own location: it takes nothing meant for another.
+    if (route.path.kind === 'regex' && !joined.has(host.value)) {
       return {
         label: 'VIRTUAL_PATH',
         reason: `host "${host.value}" is already routed to service "${owner}"; a regex path "${route.path.value}" would take requests meant for it (nginx tries regex locations first)`,

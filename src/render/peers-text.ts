@@ -5,15 +5,24 @@
 // table both are tested against (the Lua through a real nginx).
 //
 //   peers.txt  = "generation " 64 lowercase hex "\n" *( upstream "\n" )
-//   upstream   = "upstream " name *( " " ipv4 ":" port )          a name appears once
+//   upstream   = "upstream " name *( " " member )                 a name appears once
+//   member     = ipv4 ":" port [ "@" weight ]                     no weight: 1
 //   name       = 1*64 ( A-Z / a-z / 0-9 / "_" )
 //   ipv4       = four decimal octets 0-255 without leading zeros, separated by "."
 //   port       = 1-65535 without leading zeros
+//   weight     = 1-1000000 without leading zeros (a canary group's share per task; changes without a reload)
 import { SwarmgateError } from '../errors.ts';
+
+export interface PeersMember {
+  readonly ip: string;
+  readonly port: number;
+  /** Absent: 1. */
+  readonly weight?: number;
+}
 
 export interface PeersUpstream {
   readonly name: string;
-  readonly members: readonly { readonly ip: string; readonly port: number }[];
+  readonly members: readonly PeersMember[];
 }
 
 export interface PeersFile {
@@ -29,6 +38,8 @@ const GENERATION = /^[0-9a-f]{64}$/;
 const NAME = /^[A-Za-z0-9_]{1,64}$/;
 const OCTET = /^(0|[1-9][0-9]{0,2})$/;
 const PORT = /^[1-9][0-9]{0,4}$/;
+const WEIGHT = /^[1-9][0-9]{0,6}$/;
+export const MAX_PEER_WEIGHT = 1_000_000;
 
 export function isUpstreamName(name: string): boolean {
   return NAME.test(name);
@@ -44,14 +55,24 @@ export function isPeerPort(port: number): boolean {
   return PORT.test(String(port)) && port >= 1 && port <= 65535;
 }
 
-function parseMember(token: string): { ip: string; port: number } | null {
-  const colon = token.lastIndexOf(':');
+export function isPeerWeight(weight: number): boolean {
+  return WEIGHT.test(String(weight)) && weight <= MAX_PEER_WEIGHT;
+}
+
+function parseMember(token: string): PeersMember | null {
+  const at = token.indexOf('@');
+  const address = at < 0 ? token : token.slice(0, at);
+  const colon = address.lastIndexOf(':');
   if (colon < 0) return null;
-  const ip = token.slice(0, colon);
-  const portText = token.slice(colon + 1);
+  const ip = address.slice(0, colon);
+  const portText = address.slice(colon + 1);
   if (!isPeerAddress(ip) || !PORT.test(portText)) return null;
   const port = Number(portText);
-  return isPeerPort(port) ? { ip, port } : null;
+  if (!isPeerPort(port)) return null;
+  if (at < 0) return { ip, port };
+  const weightText = token.slice(at + 1);
+  if (!WEIGHT.test(weightText) || !isPeerWeight(Number(weightText))) return null;
+  return { ip, port, weight: Number(weightText) };
 }
 
 export function parsePeers(text: string): PeersParse {
@@ -77,7 +98,7 @@ export function parsePeers(text: string): PeersParse {
     const members = [];
     for (const token of tokens.slice(2)) {
       const member = parseMember(token);
-      if (!member) return fail(`${where}: "${token.slice(0, 80)}" is not <IPv4>:<port>`);
+      if (!member) return fail(`${where}: "${token.slice(0, 80)}" is not <IPv4>:<port>[@<weight>]`);
       members.push(member);
     }
     upstreams.push({ name, members });
@@ -90,9 +111,14 @@ export function formatPeers(peers: PeersFile): string {
   const lines = [`generation ${peers.generation}`];
   for (const upstream of peers.upstreams) {
     lines.push(
-      ['upstream', upstream.name, ...upstream.members.map((member) => `${member.ip}:${member.port}`)].join(
-        ' ',
-      ),
+      [
+        'upstream',
+        upstream.name,
+        ...upstream.members.map(
+          (member) =>
+            `${member.ip}:${member.port}${member.weight !== undefined && member.weight !== 1 ? `@${member.weight}` : ''}`,
+        ),
+      ].join(' '),
     );
   }
   const text = `${lines.join('\n')}\n`;

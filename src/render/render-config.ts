@@ -4,6 +4,7 @@ import type { ProxySettings } from '../config.ts';
 import type { RoutingModel } from '../model/routing-model.ts';
 import type { TemplateRenderer } from './nunjucks-env.ts';
 import { SwarmgateError } from '../errors.ts';
+import { balancerOptions } from './balancer-options.ts';
 import { formatPeers, isPeerAddress, isPeerPort, isUpstreamName } from './peers-text.ts';
 
 /** Bundle-relative path → file content. nginx.conf is the entry point; everything else is relative to it. */
@@ -45,6 +46,8 @@ export function renderConfig(
     settings.defaultCertificate && certificates(settings.defaultCertificate)
       ? settings.defaultCertificate
       : null;
+  // What each upstream's locations need besides proxy_pass: a cookie for sticky ones, a release for least_conn.
+  const balanceOf = new Map(model.upstreams.map((upstream) => [upstream.name, upstream.balance]));
   const servers = model.servers.map((server) => ({
     host: server.host,
     tls: server.tls,
@@ -58,11 +61,23 @@ export function renderConfig(
       (auth) => auth.key,
     ),
     hasErrorPages: server.locations.some((location) => location.policy.errorPage !== null),
+    // A least_conn request that ends on an error page is released there (error_page drops the Lua context).
+    releasesOnErrorPage: server.locations.some(
+      (location) =>
+        location.policy.errorPage !== null &&
+        location.upstream !== null &&
+        balanceOf.get(location.upstream)?.method === 'least_conn',
+    ),
     hasRoot: server.locations.some(
       (location) => location.path.kind === 'prefix' && location.path.value === '/',
     ),
     locations: server.locations.map((location) => ({
       ...location,
+      sticky: location.upstream !== null && !location.redirect && !!balanceOf.get(location.upstream)?.sticky,
+      leastConn:
+        location.upstream !== null &&
+        !location.redirect &&
+        balanceOf.get(location.upstream)?.method === 'least_conn',
       path: {
         ...location.path,
         // "~*^/img/" → modifier "~*", body "^/img/"
@@ -94,6 +109,10 @@ export function renderConfig(
     nonGetRedirect: settings.nonGetRedirect ?? 308,
     defaultCertificate,
     upstreams: model.upstreams,
+    balancerOptions: model.upstreams.flatMap((upstream) => {
+      const options = balancerOptions(upstream);
+      return options ? [{ name: upstream.name, options }] : [];
+    }),
     servers,
   });
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
@@ -145,7 +164,9 @@ function renderPeers(model: RoutingModel, shape: string): string {
           { service: upstream.service },
         );
       }
-      return { ip: server.ip, port: server.port };
+      return server.weight === undefined
+        ? { ip: server.ip, port: server.port }
+        : { ip: server.ip, port: server.port, weight: server.weight };
     });
     return { name: upstream.name, members };
   });

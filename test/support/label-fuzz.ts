@@ -373,6 +373,22 @@ const labelsArbitrary = fc
       'swarmgate.redirect': sometimes(spiced(mostly(['https://new.fuzz.test'], ['https://x/$uri']))),
       'swarmgate.www-redirect': sometimes(spiced(mostly(['to-www', 'to-apex', 'off'], ['apex']))),
       'swarmgate.error-page': sometimes(spiced(mostly(['fuzz-page'], ['fuzz-users', 'missing']))),
+      'swarmgate.balance': sometimes(
+        spiced(mostly(['round_robin', 'least_conn', 'hash', 'Least-Conn'], ['random', 'ip_hash'])),
+      ),
+      'swarmgate.balance.key': sometimes(
+        spiced(mostly(['client_ip', 'header:X-User', 'cookie:session'], ['header:', 'cookie:a b', 'uri'])),
+      ),
+      'swarmgate.sticky': sometimes(spiced(mostly(['cookie', 'off'], ['on', 'ip']))),
+      'swarmgate.sticky.cookie': sometimes(spiced(mostly(['route', 'SERVERID', 'a_b-c'], ['a.b', '-x']))),
+      'swarmgate.sticky.max_age': sometimes(spiced(mostly(['3600', '30m', '7d', 'session'], ['366d', '-1']))),
+      // Often set, so services on the same host and path become canary groups.
+      'swarmgate.weight': fc.oneof(
+        { weight: 1, arbitrary: fc.constant(undefined) },
+        { weight: 1, arbitrary: spiced(mostly(['0', '1', '10', '90', '1000'], ['1001', '-1', '0.5'])) },
+      ),
+      'swarmgate.retry.tries': sometimes(spiced(mostly(['1', '2', '24'], ['0', '25']))),
+      'swarmgate.retry.timeout': sometimes(spiced(mostly(['500ms', '5s', '1m'], ['50ms', '6m']))),
     },
     { requiredKeys: ['VIRTUAL_HOST'] },
   )
@@ -399,10 +415,40 @@ const serviceArbitrary: fc.Arbitrary<FuzzService> = fc.record({
   ),
 });
 
-export const caseArbitrary: fc.Arbitrary<FuzzCase> = fc.array(serviceArbitrary, {
-  minLength: 1,
-  maxLength: 5,
-});
+/**
+ * A third of the cases: the second service routes the first one's hosts and path (a conflict); another third: the
+ * same as a weighted canary of it, keeping only its balancing labels (with all its labels it is nearly always left
+ * out for one of them, and canary groups would go unfuzzed).
+ */
+export const caseArbitrary: fc.Arbitrary<FuzzCase> = fc
+  .tuple(
+    fc.array(serviceArbitrary, { minLength: 1, maxLength: 5 }),
+    fc.constantFrom('none', 'conflict', 'canary'),
+    fc.constantFrom('0', '1', '10', '90', '1000'),
+    fc.constantFrom('0', '1', '10', '90'),
+  )
+  .map(([services, share, firstWeight, secondWeight]) => {
+    const [first, second, ...rest] = services;
+    if (share === 'none' || !first || !second) return services;
+    const labels: Record<string, string> =
+      share === 'conflict'
+        ? { ...second.labels }
+        : Object.fromEntries(
+            Object.entries(second.labels).filter(
+              ([key]) => key.startsWith('swarmgate.balance') || key.startsWith('swarmgate.sticky'),
+            ),
+          );
+    labels.VIRTUAL_HOST = first.labels.VIRTUAL_HOST ?? '';
+    delete labels.VIRTUAL_PATH;
+    if (first.labels.VIRTUAL_PATH !== undefined) labels.VIRTUAL_PATH = first.labels.VIRTUAL_PATH;
+    if (share === 'conflict') return [first, { ...second, labels }, ...rest];
+    labels['swarmgate.weight'] = secondWeight;
+    return [
+      { ...first, labels: { ...first.labels, 'swarmgate.weight': firstWeight } },
+      { ...second, labels, networks: ['net-sg'] },
+      ...rest,
+    ];
+  });
 
 export const CERTIFICATES: AvailableCertificate[] = [
   { name: 'a.fuzz.test', domains: ['a.fuzz.test'], source: 'acme' },

@@ -69,6 +69,23 @@ export const PEERS_CASES: readonly PeersCase[] = [
   { name: 'two colons', text: `generation ${g}\nupstream a 10.0.0.1:80:81\n`, ok: false },
   { name: 'a negative port', text: `generation ${g}\nupstream a 10.0.0.1:-80\n`, ok: false },
   { name: 'a plus sign', text: `generation ${g}\nupstream a 10.0.0.1:+80\n`, ok: false },
+  // Canary weights (issue 15): "@<1..1000000>" after a member.
+  {
+    name: 'weighted members',
+    text: `generation ${g}\nupstream a 10.0.0.1:80@900 10.0.0.2:80 10.0.0.3:8080@1000000\n`,
+    ok: true,
+  },
+  { name: 'weight 1 written out', text: `generation ${g}\nupstream a 10.0.0.1:80@1\n`, ok: true },
+  { name: 'weight 0', text: `generation ${g}\nupstream a 10.0.0.1:80@0\n`, ok: false },
+  { name: 'a weight above 1000000', text: `generation ${g}\nupstream a 10.0.0.1:80@1000001\n`, ok: false },
+  { name: 'a weight of 8 digits', text: `generation ${g}\nupstream a 10.0.0.1:80@10000000\n`, ok: false },
+  { name: 'a weight with a leading zero', text: `generation ${g}\nupstream a 10.0.0.1:80@09\n`, ok: false },
+  { name: 'an empty weight', text: `generation ${g}\nupstream a 10.0.0.1:80@\n`, ok: false },
+  { name: 'a negative weight', text: `generation ${g}\nupstream a 10.0.0.1:80@-5\n`, ok: false },
+  { name: 'a fractional weight', text: `generation ${g}\nupstream a 10.0.0.1:80@1.5\n`, ok: false },
+  { name: 'two weights', text: `generation ${g}\nupstream a 10.0.0.1:80@5@5\n`, ok: false },
+  { name: 'a weight without a port', text: `generation ${g}\nupstream a 10.0.0.1@5\n`, ok: false },
+  { name: 'a weight before the port', text: `generation ${g}\nupstream a 10.0.0.1@5:80\n`, ok: false },
   { name: 'a NUL byte', text: `generation ${g}\nupstream a 10.0.0.1:80\u0000\n`, ok: false },
 ];
 

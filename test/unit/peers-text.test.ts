@@ -50,3 +50,43 @@ test('formatPeers writes what parsePeers reads, and refuses to write what it wou
     (error: unknown) => (error as { code?: string }).code === 'ERR_TEMPLATE',
   );
 });
+
+test('weights: written as "@<weight>" only when not 1, read back the same', () => {
+  const peers = {
+    generation: GENERATION,
+    upstreams: [
+      {
+        name: 'svc_split',
+        members: [
+          { ip: '10.0.0.1', port: 80, weight: 90_000 },
+          { ip: '10.0.0.2', port: 80, weight: 10_000 },
+          { ip: '10.0.0.3', port: 80 },
+        ],
+      },
+    ],
+  };
+  const text = formatPeers(peers);
+  assert.equal(
+    text,
+    `generation ${GENERATION}\nupstream svc_split 10.0.0.1:80@90000 10.0.0.2:80@10000 10.0.0.3:80\n`,
+  );
+  assert.deepEqual(parsePeers(text), { ok: true, peers });
+  assert.equal(
+    formatPeers({
+      generation: GENERATION,
+      upstreams: [{ name: 'a', members: [{ ip: '10.0.0.1', port: 80, weight: 1 }] }],
+    }),
+    `generation ${GENERATION}\nupstream a 10.0.0.1:80\n`,
+  );
+  for (const weight of [0, 1_000_001, 1.5, -1]) {
+    assert.throws(
+      () =>
+        formatPeers({
+          generation: GENERATION,
+          upstreams: [{ name: 'a', members: [{ ip: '10.0.0.1', port: 80, weight }] }],
+        }),
+      (error: unknown) => (error as { code?: string }).code === 'ERR_TEMPLATE',
+      `weight ${weight}`,
+    );
+  }
+});
