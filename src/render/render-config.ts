@@ -95,6 +95,7 @@ export function renderConfig(
     defaultCertificate,
     upstreams: model.upstreams,
     servers,
+    adminServer: model.adminServer,
   });
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
   // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).
