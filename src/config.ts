@@ -54,6 +54,16 @@ export interface ProxySettings {
    * controller renders one config for all edges, and an edge cannot bind [::] where its node has no IPv6.
    */
   readonly ipv6: boolean;
+  /**
+   * SWARMGATE_ADMIN_HOST: the host name whose edge server shows the status page (and nothing else of the controller),
+   * with a certificate from the controller's ACME; null (the default): the page is reachable only on the overlay.
+   */
+  readonly adminHost: string | null;
+  /**
+   * Where edges send the admin host's requests: the controller's status listener (HTTPS with the channel key pair,
+   * serves the status page and nothing else), verified against the pinned channel certificate like the challenge.
+   */
+  readonly statusAddress: string;
 }
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
@@ -95,6 +105,11 @@ export interface ControllerConfig {
   readonly challengePort: number;
   /** Plain HTTP on 127.0.0.1 only: /healthz and /readyz for the container health check. */
   readonly healthPort: number;
+  /**
+   * HTTPS, the status page only (login, page, assets, events): what the edges proxy SWARMGATE_ADMIN_HOST to. Opened
+   * only when an admin host is set.
+   */
+  readonly statusPort: number;
   /** The admin token (operators); never mounted in edges. */
   readonly tokenFile: string;
   /** The edges' token: it can only poll for the bundle. */
@@ -260,6 +275,7 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
     listenPort: reader.integer('SWARMGATE_LISTEN_PORT', 8443, 0, 65535),
     challengePort: reader.integer('SWARMGATE_CHALLENGE_PORT', 8402, 0, 65535),
     healthPort: reader.integer('SWARMGATE_HEALTH_PORT', 8081, 0, 65535),
+    statusPort: reader.integer('SWARMGATE_STATUS_PORT', 8403, 0, 65535),
     tokenFile: reader.string('SWARMGATE_TOKEN_FILE', '/run/secrets/swarmgate_token'),
     edgeTokenFile: reader.string('SWARMGATE_EDGE_TOKEN_FILE', '/run/secrets/swarmgate_edge_token'),
     channelKeyFile: reader.string('SWARMGATE_CHANNEL_KEY_FILE', '/run/secrets/swarmgate_channel_key'),
@@ -291,10 +307,17 @@ export function readControllerConfig(env: Env): Readonly<ControllerConfig> {
       `SWARMGATE_INSTANCE: "${config.instance}" must be 1-63 of a-z 0-9 _ . - starting with a letter or digit`,
     );
   }
-  const ports = [config.listenPort, config.challengePort, config.healthPort].filter((port) => port !== 0);
+  const ports = [config.listenPort, config.challengePort, config.healthPort, config.statusPort].filter(
+    (port) => port !== 0,
+  );
   if (new Set(ports).size !== ports.length) {
     reader.problems.push(
-      'SWARMGATE_LISTEN_PORT, SWARMGATE_CHALLENGE_PORT and SWARMGATE_HEALTH_PORT must be three different ports',
+      'SWARMGATE_LISTEN_PORT, SWARMGATE_CHALLENGE_PORT, SWARMGATE_HEALTH_PORT and SWARMGATE_STATUS_PORT must be different ports',
+    );
+  }
+  if (config.proxy.adminHost !== null && config.proxy.adminHost === config.proxy.defaultHost) {
+    reader.problems.push(
+      `SWARMGATE_ADMIN_HOST: "${config.proxy.adminHost}" is also SWARMGATE_DEFAULT_HOST; the admin host answers only its own name`,
     );
   }
   return reader.finish(config);
@@ -473,7 +496,24 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     trustedProxies: readTrustedProxies(reader),
     defaultHost: readDefaultHost(reader),
     ipv6: reader.boolean('SWARMGATE_ENABLE_IPV6', false),
+    adminHost: readAdminHost(reader),
+    // The controller's status listener (SWARMGATE_STATUS_PORT), found by the same alias as the challenge listener.
+    statusAddress: reader.string('SWARMGATE_STATUS_ADDRESS', 'swarmgate-controller:8403'),
   };
+}
+
+/** One exact name: it gets its own ACME certificate, and nginx must match it before any service's pattern. */
+function readAdminHost(reader: EnvReader): string | null {
+  const raw = reader.string('SWARMGATE_ADMIN_HOST', '');
+  if (raw === '') return null;
+  const parsed = parseHost(raw);
+  if (!parsed.ok || parsed.value.kind !== 'exact') {
+    reader.problems.push(
+      `SWARMGATE_ADMIN_HOST: "${raw}" is not an exact host name (no wildcard, pattern, port or path)`,
+    );
+    return null;
+  }
+  return parsed.value.value;
 }
 
 function readAccessLogFormat(reader: EnvReader): 'json' | 'nginx-proxy' {

@@ -16,6 +16,9 @@ import type { CertificateManager } from '../acme/certificate-manager.ts';
 import { addAdminRoutes } from '../admin/admin-routes.ts';
 import type { AdminDeps } from '../admin/admin-routes.ts';
 import { describeEdges } from '../admin/rollout-status.ts';
+import { addStatusPage } from '../admin/status-page/status-routes.ts';
+import type { StatusPageDeps } from '../admin/status-page/status-routes.ts';
+import { isIP } from 'node:net';
 import type { Liveness } from './liveness.ts';
 
 export interface ControllerApiDeps {
@@ -183,6 +186,38 @@ export function createChallengeServer(
   server.requestTimeout = 15_000;
   server.maxConnections = 512;
   return server;
+}
+
+/**
+ * The status listener (SWARMGATE_ADMIN_HOST): what the edges proxy the admin host to. HTTPS with the channel key pair
+ * (edges verify it as for the challenge), and the status page's routes only, so even an edge that forwarded
+ * anything could reach no admin route, no JSON API and no edge channel here: the surface the internet reaches
+ * through the admin host is exactly the page and its login.
+ */
+export function createStatusServer(
+  channelTls: { readonly key: string; readonly cert: string },
+  statusPage: StatusPageDeps,
+): { readonly server: https.Server; readonly routes: readonly { method: string; path: string }[] } {
+  const router = addStatusPage(new Router(), { ...statusPage, clientAddress: forwardedClient });
+  const server = https.createServer(
+    { key: channelTls.key, cert: channelTls.cert, minVersion: 'TLSv1.3' },
+    (req, res) => void router.handle(req, res),
+  );
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 15_000;
+  server.maxConnections = 512;
+  return { server, routes: router.list() };
+}
+
+/**
+ * The visitor's address as the admin host's server sets it (X-Real-IP, replacing whatever the visitor sent). A
+ * container on the overlay can reach this listener directly and claim any address: the throttle's cap on all
+ * failures together still bounds it, and the admin token's length (at least 32 characters with an admin host) is what keeps it out.
+ */
+export function forwardedClient(req: IncomingMessage): string {
+  const header = req.headers['x-real-ip'];
+  const value = typeof header === 'string' ? header.trim() : '';
+  return isIP(value) ? value : (req.socket.remoteAddress ?? '');
 }
 
 /** The loopback health listener for the container health check: liveness and readiness, no token. */

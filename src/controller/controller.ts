@@ -25,7 +25,13 @@ import { Reconciler } from '../reconcile/reconciler.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { EdgeTraffic } from '../admin/status-page/edge-traffic.ts';
 import { buildStatusView } from '../admin/status-page/status-view.ts';
-import { createChallengeServer, createControllerRouter, createHealthRouter } from './controller-api.ts';
+import type { StatusPageDeps } from '../admin/status-page/status-routes.ts';
+import {
+  createChallengeServer,
+  createControllerRouter,
+  createHealthRouter,
+  createStatusServer,
+} from './controller-api.ts';
 import { livenessOf, reconcileBoundOf, trackDockerCalls } from './liveness.ts';
 import type { Liveness } from './liveness.ts';
 
@@ -58,6 +64,10 @@ export interface RunningController {
   readonly challengePort: number;
   /** Plain HTTP on 127.0.0.1: /healthz and /readyz. */
   readonly healthPort: number;
+  /** HTTPS with the channel key pair, the status page only (the admin host's way in); null: no admin host. */
+  readonly statusPort: number | null;
+  /** Every route of the status listener; empty without an admin host. */
+  readonly statusRoutes: readonly { readonly method: string; readonly path: string }[];
   liveness(): Liveness;
   /** Every route of the HTTPS API (method and path pattern). */
   readonly routes: readonly { readonly method: string; readonly path: string }[];
@@ -67,6 +77,9 @@ export interface RunningController {
   stop(): Promise<void>;
 }
 
+/** Shortest admin token accepted when the login form faces the internet (SWARMGATE_ADMIN_HOST). */
+export const MIN_ADMIN_TOKEN_WITH_ADMIN_HOST = 32;
+
 export async function startController(deps: ControllerDeps): Promise<RunningController> {
   const { config, logger, clock } = deps;
   if (deps.adminToken === deps.edgeToken) {
@@ -74,6 +87,13 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     throw new SwarmgateError(
       'ERR_CONFIG_INVALID',
       `the edge token (${config.edgeTokenFile}) must differ from the admin token (${config.tokenFile})`,
+    );
+  }
+  if (config.proxy.adminHost !== null && deps.adminToken.length < MIN_ADMIN_TOKEN_WITH_ADMIN_HOST) {
+    // The admin host puts the login form on the internet: a short token could be guessed there.
+    throw new SwarmgateError(
+      'ERR_CONFIG_INVALID',
+      `SWARMGATE_ADMIN_HOST needs an admin token (${config.tokenFile}) of at least ${MIN_ADMIN_TOKEN_WITH_ADMIN_HOST} characters (scripts/create-secrets.sh makes 64)`,
     );
   }
   const startedAt = clock.now();
@@ -139,6 +159,24 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     clock,
     logger: logger.child({ component: 'edge-traffic' }),
   });
+  const statusPage: StatusPageDeps = {
+    adminToken: deps.adminToken,
+    clock,
+    logger: logger.child({ component: 'status-page' }),
+    pushIntervalMs: 1000,
+    view: () =>
+      buildStatusView({
+        now: clock.now(),
+        version: deps.version,
+        snapshot: reconciler.lastSnapshot,
+        model: reconciler.currentModel,
+        current: store.current,
+        edges: store.edges(),
+        certificates: certificates.status(),
+        traffic: traffic.enabled ? traffic.routes() : null,
+        edgeStaleMs: 90_000,
+      }),
+  };
   const router = createControllerRouter({
     adminToken: deps.adminToken,
     edgeToken: deps.edgeToken,
@@ -159,24 +197,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
       maxReplicas: config.maxReplicas,
       edgeLongPollMs: config.edgeLongPollMs,
       requestCounts: new Map(),
-      statusPage: {
-        adminToken: deps.adminToken,
-        clock,
-        logger: logger.child({ component: 'status-page' }),
-        pushIntervalMs: 1000,
-        view: () =>
-          buildStatusView({
-            now: clock.now(),
-            version: deps.version,
-            snapshot: reconciler.lastSnapshot,
-            model: reconciler.currentModel,
-            current: store.current,
-            edges: store.edges(),
-            certificates: certificates.status(),
-            traffic: traffic.enabled ? traffic.routes() : null,
-            edgeStaleMs: 90_000,
-          }),
-      },
+      statusPage,
     },
   });
   // A slow poll makes a Docker call every slowPollMs: the bound is never shorter than a few of them.
@@ -203,7 +224,9 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   api.keepAliveTimeout = 75_000;
   const challenge = createChallengeServer(deps.channelTls, certificates);
   const health = http.createServer((req, res) => void healthRouter.handle(req, res));
-  const servers = [api, challenge, health];
+  // Opened only with an admin host: without one, nothing of the page is meant to be reachable through an edge.
+  const status = config.proxy.adminHost === null ? null : createStatusServer(deps.channelTls, statusPage);
+  const servers = [api, challenge, health, ...(status ? [status.server] : [])];
   const listen = (server: http.Server, port: number, host?: string): Promise<number> =>
     new Promise<number>((resolve, reject) => {
       server.once('error', reject);
@@ -212,7 +235,18 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
   const port = await listen(api, config.listenPort);
   const challengePort = await listen(challenge, config.challengePort);
   const healthPort = await listen(health, config.healthPort, '127.0.0.1');
-  logger.info({ port, challengePort, healthPort, networks: config.networks }, 'controller listening');
+  const statusPort = status ? await listen(status.server, config.statusPort) : null;
+  logger.info(
+    {
+      port,
+      challengePort,
+      healthPort,
+      statusPort,
+      adminHost: config.proxy.adminHost,
+      networks: config.networks,
+    },
+    'controller listening',
+  );
 
   // Certificates first: a first bundle rendered without them would drop HTTPS on every edge, and an order placed
   // before the stored certificates are known could duplicate one.
@@ -275,6 +309,8 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     port,
     challengePort,
     healthPort,
+    statusPort,
+    statusRoutes: status?.routes ?? [],
     liveness,
     routes: router.list(),
     store,

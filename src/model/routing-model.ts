@@ -79,6 +79,8 @@ export interface ModelSettings {
   readonly tlsDefaults?: TlsDefaults;
   /** SWARMGATE_DEFAULT_HOST: the exact host whose server answers names no service routes (null: 503). */
   readonly defaultHost?: string | null;
+  /** SWARMGATE_ADMIN_HOST: the exact host whose server shows the status page; no service may route it. */
+  readonly adminHost?: string | null;
 }
 
 export interface AvailableCertificate {
@@ -265,6 +267,20 @@ export interface VirtualServer {
   readonly isDefault: boolean;
 }
 
+/**
+ * The status page's server (SWARMGATE_ADMIN_HOST). Its certificate is ordered like a LETSENCRYPT_HOST's (or an
+ * operator certificate covers it); without one its port 80 answers 503: the login form never travels in clear.
+ */
+export interface AdminServer {
+  readonly host: string;
+  readonly certificate: string | null;
+  readonly hsts: string | null;
+  readonly sslPolicy: SslPolicy;
+}
+
+/** The certificate request and problems of the admin host carry this in place of a service name. */
+export const ADMIN_HOST_SETTING = 'SWARMGATE_ADMIN_HOST';
+
 export interface RoutedService {
   readonly id: string;
   readonly name: string;
@@ -285,6 +301,8 @@ export interface RoutingModel {
   readonly certificateRequests: readonly CertificateRequest[];
   /** Certificates the rendered config uses (their files go into the bundle). */
   readonly certificatesInUse: readonly string[];
+  /** null: no SWARMGATE_ADMIN_HOST. */
+  readonly adminServer: AdminServer | null;
 }
 
 /** The settings a service asks for through its labels, once every label has parsed. */
@@ -369,6 +387,7 @@ export const EMPTY_MODEL: RoutingModel = {
   problems: [],
   certificateRequests: [],
   certificatesInUse: [],
+  adminServer: null,
 };
 
 export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): RoutingModel {
@@ -386,7 +405,8 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     if (routes) candidates.push(...routes);
   }
 
-  const { accepted, shared } = claimRoutes(candidates, problems);
+  const adminHost = settings.adminHost ?? null;
+  const { accepted, shared } = claimRoutes(candidates, problems, adminHost);
   // Tasks on a node Swarm reports down are unreachable: leave them out at once, before Swarm reschedules them.
   const downNodes = new Set(snapshot.nodes.filter(isNodeDown).map((node) => node.id));
   const tasksByService = groupTasks(snapshot.tasks.filter((task) => !downNodes.has(task.nodeId)));
@@ -478,6 +498,8 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
   }
 
   const certificateRequests = collectCertificateRequests(accepted, settings, problems);
+  if (adminHost) certificateRequests.push(adminCertificateRequest(adminHost, settings));
+  certificateRequests.sort((a, b) => compareStrings(a.name, b.name));
   const available = [...(settings.certificates ?? [])].sort((a, b) => compareStrings(a.name, b.name));
   const certificatesInUse = new Set<string>();
   const servers: VirtualServer[] = [...locationsByHost.values()]
@@ -499,6 +521,8 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
       };
     })
     .sort((a, b) => compareHosts(a.host, b.host));
+  const adminServer = adminHost ? decideAdminServer(adminHost, available, settings, problems) : null;
+  if (adminServer?.certificate) certificatesInUse.add(adminServer.certificate);
   if (settings.defaultHost && !servers.some((server) => server.isDefault)) {
     problems.push({
       service: '',
@@ -521,6 +545,7 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     problems: problems.sort(compareProblems),
     certificateRequests,
     certificatesInUse: [...certificatesInUse].sort(compareStrings),
+    adminServer,
   };
 }
 
@@ -555,6 +580,40 @@ function reportSharedStickyCookies(
       }
     }
   }
+}
+
+/** The admin host's certificate, from the controller's own ACME directory and default e-mail. */
+function adminCertificateRequest(host: string, settings: ModelSettings): CertificateRequest {
+  return {
+    name: host,
+    domains: [host],
+    email: settings.tlsDefaults?.acmeEmail ?? null,
+    service: ADMIN_HOST_SETTING,
+    directory: null,
+  };
+}
+
+/** The ACME certificate once issued, else an operator certificate that covers the name; none: no HTTPS yet. */
+function decideAdminServer(
+  host: string,
+  available: readonly AvailableCertificate[],
+  settings: ModelSettings,
+  problems: Problem[],
+): AdminServer {
+  const acme = available.find((cert) => cert.source === 'acme' && cert.name === host);
+  const covering = available.find((cert) => cert.source === 'user' && coversHost(cert.domains, host));
+  const certificate = acme?.name ?? covering?.name ?? null;
+  if (!certificate) {
+    problems.push({
+      service: '',
+      label: ADMIN_HOST_SETTING,
+      code: 'CERTIFICATE',
+      reason: `no certificate for "${host}" yet; the status page is not served there until one is issued (never over plain HTTP)`,
+      severity: 'warning',
+    });
+  }
+  const defaults = settings.tlsDefaults ?? DEFAULT_TLS;
+  return { host, certificate, hsts: certificate ? defaults.hsts : null, sslPolicy: defaults.sslPolicy };
 }
 
 /** One ACME certificate per LETSENCRYPT_HOST list, named by its first host; the oldest service wins a name. */
@@ -1262,6 +1321,7 @@ function chooseNetwork(
 function claimRoutes(
   candidates: readonly ServiceRoute[],
   problems: Problem[],
+  adminHost: string | null,
 ): { accepted: ServiceRoute[]; shared: Map<string, ServiceRoute[]> } {
   const ordered = [...candidates].sort(
     (a, b) =>
@@ -1288,6 +1348,18 @@ function claimRoutes(
     let refusal: Problem | null = null;
     const joins = new Map<ServiceRoute, string[]>();
     for (const route of routes) {
+      // The status page's host belongs to the controller: a service that could claim it could show its own login
+      // form there and collect the admin token.
+      if (adminHost && route.hosts.some((host) => host.value === adminHost)) {
+        refusal = {
+          service: route.service.name,
+          label: label(route),
+          code: 'CONFLICT',
+          reason: `host "${adminHost}" is the admin host (SWARMGATE_ADMIN_HOST): only the status page is served there`,
+          severity: 'error',
+        };
+        break;
+      }
       const joined: string[] = [];
       for (const host of route.hosts) {
         const owner = owners.get(`${host.value} ${route.path.value}`);

@@ -9,7 +9,13 @@ import { describeError, SwarmgateError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { NO_CERTIFICATES } from '../acme/certificate-manager.ts';
 import type { CertificateSource } from '../acme/certificate-manager.ts';
-import { buildRoutingModel, DEFAULT_TLS, EMPTY_MODEL, isRouted } from '../model/routing-model.ts';
+import {
+  ADMIN_HOST_SETTING,
+  buildRoutingModel,
+  DEFAULT_TLS,
+  EMPTY_MODEL,
+  isRouted,
+} from '../model/routing-model.ts';
 import type { RoutingModel, TlsDefaults } from '../model/routing-model.ts';
 import { compareProblems } from '../model/problems.ts';
 import type { Problem } from '../model/problems.ts';
@@ -342,6 +348,7 @@ export class Reconciler {
       certificates: this.certificates.available(),
       tlsDefaults: this.settings.tlsDefaults ?? DEFAULT_TLS,
       defaultHost: this.settings.proxy.defaultHost,
+      adminHost: this.settings.proxy.adminHost,
     });
     const candidate = this.withoutKnownBad(model);
     const files = this.render(candidate);
@@ -807,8 +814,17 @@ export function restrictModel(
     upstreams: model.upstreams.filter((upstream) => keep.has(upstream.service)),
     services: model.services.filter((service) => keep.has(service.name)),
     problems: [...model.problems, ...extraProblems].sort(compareProblems),
-    certificateRequests: model.certificateRequests.filter((request) => keep.has(request.service)),
-    certificatesInUse: [...new Set(servers.flatMap((server) => server.tls.certificate ?? []))].sort(),
+    // The admin host is no service: a quarantine never takes its server or certificate away.
+    certificateRequests: model.certificateRequests.filter(
+      (request) => keep.has(request.service) || request.service === ADMIN_HOST_SETTING,
+    ),
+    certificatesInUse: [
+      ...new Set([
+        ...servers.flatMap((server) => server.tls.certificate ?? []),
+        ...(model.adminServer?.certificate ? [model.adminServer.certificate] : []),
+      ]),
+    ].sort(),
+    adminServer: model.adminServer,
   };
 }
 

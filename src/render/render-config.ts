@@ -114,6 +114,7 @@ export function renderConfig(
       return options ? [{ name: upstream.name, options }] : [];
     }),
     servers,
+    adminServer: model.adminServer,
   });
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
   // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).

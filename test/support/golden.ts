@@ -97,6 +97,7 @@ export function renderCase(
     certificates: settings.certificates ?? [],
     tlsDefaults: { ...DEFAULT_TLS, ...settings.tlsDefaults },
     defaultHost: settings.proxy?.defaultHost ?? null,
+    adminHost: settings.proxy?.adminHost ?? null,
   });
   const known = new Set((settings.certificates ?? []).map((certificate) => certificate.name));
   const files = renderConfig(

@@ -582,6 +582,7 @@ export function mergeModels(models: readonly RoutingModel[]): RoutingModel {
     problems: models.flatMap((model) => model.problems),
     certificateRequests: models.flatMap((model) => model.certificateRequests),
     certificatesInUse: [...new Set(models.flatMap((model) => model.certificatesInUse))].sort(),
+    adminServer: null,
   };
 }
 

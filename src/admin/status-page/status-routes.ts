@@ -10,6 +10,8 @@ import type { RouteContext, Router } from '../../http/router.ts';
 import type { Logger } from '../../logger.ts';
 import type { Clock } from '../../reconcile/clock.ts';
 import { TEMPLATE_DIR } from '../../render/nunjucks-env.ts';
+import { LoginThrottle } from './login-throttle.ts';
+import type { LoginThrottleLimits } from './login-throttle.ts';
 import { StatusSessions, tokenMatches } from './sessions.ts';
 import type { StatusView } from './status-view.ts';
 
@@ -22,7 +24,15 @@ export interface StatusPageDeps {
   /** How often an open page gets fresh state (it is sent only when it changed, and at least every 15 s). */
   readonly pushIntervalMs: number;
   readonly sessionTtlMs?: number;
+  /**
+   * The visitor's address, for the login throttle and the logs. Default: the socket's peer. The status listener
+   * behind the edges reads the X-Real-IP the admin host's server sets (the peer is always an edge there).
+   */
+  readonly clientAddress?: (req: IncomingMessage) => string;
+  readonly loginLimits?: LoginThrottleLimits;
 }
+
+const socketAddress = (req: IncomingMessage): string => req.socket.remoteAddress ?? '';
 
 const ASSET_DIR = path.join(TEMPLATE_DIR, 'status-page');
 const FORM_LIMIT_BYTES = 4096;
@@ -69,6 +79,9 @@ function sameOrigin(req: IncomingMessage): boolean {
 
 export function addStatusPage(router: Router, deps: StatusPageDeps): Router {
   const sessions = new StatusSessions(deps.clock, deps.sessionTtlMs ?? 12 * 3600_000);
+  // One per listener: a flood of wrong tokens at the admin host never locks operators out of the overlay's page.
+  const throttle = new LoginThrottle(deps.clock, deps.loginLimits);
+  const clientAddress = deps.clientAddress ?? socketAddress;
   const loginPage = asset('login.html');
   const statusPage = asset('status.html');
   const files: Record<string, { type: string; body: string }> = {
@@ -99,13 +112,29 @@ export function addStatusPage(router: Router, deps: StatusPageDeps): Router {
       login(res, 403, '<p class="error" role="alert">This form was sent from another site.</p>');
       return;
     }
+    const remote = clientAddress(req);
+    // Refused before the token is read: a throttled address learns nothing, even with the right token.
+    const waitMs = throttle.retryAfterMs(remote);
+    if (waitMs > 0) {
+      html(
+        res,
+        429,
+        loginPage.replace(
+          '<!--message-->',
+          '<p class="error" role="alert">Too many failed sign-ins. Try again in a minute.</p>',
+        ),
+        { 'retry-after': String(Math.ceil(waitMs / 1000)) },
+      );
+      return;
+    }
     const form = await readForm(req);
     if (!tokenMatches(form.get('token') ?? '', deps.adminToken)) {
-      deps.logger.warn({ remote: req.socket.remoteAddress }, 'status page: wrong admin token');
+      throttle.failed(remote);
+      deps.logger.warn({ remote }, 'status page: wrong admin token');
       login(res, 401, '<p class="error" role="alert">That is not the admin token.</p>');
       return;
     }
-    deps.logger.info({ remote: req.socket.remoteAddress }, 'status page: signed in');
+    deps.logger.info({ remote }, 'status page: signed in');
     res.writeHead(303, { location: '/status', 'set-cookie': sessions.create(), ...SECURITY_HEADERS }).end();
   });
   router.add('POST', '/status/logout', ({ req, res }) => {
