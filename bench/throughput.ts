@@ -3,21 +3,35 @@
 // overlay network, the four targets alternate in each round, and results are reported as ratios to direct, with
 // the CPU time each proxy spent per request (read from its container's cgroup).
 //
+// What traffic counting costs (lua/swarmgate/metrics.lua, SWARMGATE_TRAFFIC_METRICS): two more edges, rendered here
+// by the controller's own renderer from one model and differing only in that setting, run the image's nginx with
+// that bundle (no agent: nothing else in their containers). They are measured in the same rounds as the others, in
+// alternating order, and the cost is taken round by round from the pair. The lab's edge (its agent, every lab
+// service in its bundle, counting on) stays in the table as the production path.
+//
 // Two set-ups, because on a small machine they answer different questions:
 // - "app-bound": the backend gets a fixed CPU budget (BENCH_BACKEND_CPUS, default 0.5 of a core), as an app has
 //   with `resources.limits.cpus` and as it is on a real node where the proxy does not take the app's cores. The
 //   ratio then says how much throughput the proxy hop itself costs the app. The 0.85 target is for this one.
 // - "shared CPU": no limit; the load generator, the proxy and the backend share this machine's cores, so every
 //   proxy's CPU comes out of the backend's and the ratio mostly measures how the cores are split.
+import { readFileSync } from 'node:fs';
+import { defaultProxySettings } from '../src/config.ts';
+import { buildRoutingModel } from '../src/model/routing-model.ts';
+import { createTemplateRenderer } from '../src/render/nunjucks-env.ts';
+import { renderConfig } from '../src/render/render-config.ts';
+import type { BundleFiles } from '../src/render/render-config.ts';
 import {
   createService,
   deployStack,
   docker,
   EDGE_NETWORK,
+  IMAGE as SWARMGATE_IMAGE,
   removeService,
   STACK,
   waitFor,
 } from '../test/e2e/support/lab.ts';
+import { oneServiceSnapshot } from '../test/support/one-service.ts';
 import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
 
 // Many short rounds rather than a few long ones: this machine's CPU time is shared (steal time), and a ratio taken
@@ -31,6 +45,12 @@ if (!(Number(BACKEND_CPUS) > 0))
 const BACKEND = 'sg-bench-tp';
 const CADDY = 'sg-bench-caddy';
 const HAPROXY = 'sg-bench-haproxy';
+const EDGE_COUNTING = 'sg-bench-edge-counting';
+const EDGE_NOT_COUNTING = 'sg-bench-edge-not-counting';
+const COUNTING_ON = 'edge, counting on (bench bundle)';
+const COUNTING_OFF = 'edge, counting off (bench bundle)';
+/** Where a bench edge writes its bundle; nginx runs with it as its prefix, as the agent runs it with its own. */
+const BUNDLE_DIR = '/tmp/swarmgate-bundle';
 const HOST = 'tp.bench.test';
 const IMAGE = 'swarmgate-bench:dev';
 
@@ -205,6 +225,62 @@ async function measure(target: Target, backendContainer: string): Promise<RoundR
   };
 }
 
+/**
+ * The edge's bundle for the backend alone, rendered as the controller renders it, with counting on or off. The
+ * access log is off as on the lab's edge here; the channel certificate (the ACME location loads it at start) is the
+ * test fixture, shipped in the bundle.
+ */
+function benchEdgeBundle(backendAddress: string, trafficMetrics: boolean): BundleFiles {
+  const model = buildRoutingModel(oneServiceSnapshot(HOST, [backendAddress], 80), {
+    networks: ['swarmgate'],
+  });
+  const files = renderConfig(
+    model,
+    {
+      proxy: {
+        ...defaultProxySettings(),
+        accessLog: false,
+        trafficMetrics,
+        channelCertFile: `${BUNDLE_DIR}/channel.crt`,
+      },
+      generator: 'bench',
+    },
+    createTemplateRenderer(),
+  );
+  const conf = files['nginx.conf'] ?? '';
+  // The pair must differ in the setting, or the bench measures nothing.
+  if (conf.includes('log_by_lua') !== trafficMetrics)
+    throw new Error(`the bench bundle with trafficMetrics=${trafficMetrics} does not look like it`);
+  return {
+    ...files,
+    'channel.crt': readFileSync(new URL('../test/fixtures/test-only.crt', import.meta.url), 'utf8'),
+  };
+}
+
+/** A service running the swarmgate image's nginx with `files` as its bundle (no agent, no controller). */
+async function createBenchEdge(name: string, files: BundleFiles): Promise<void> {
+  const bundle = Buffer.from(JSON.stringify(files)).toString('base64');
+  // One argument of a command line holds at most 128 KiB on Linux.
+  if (bundle.length > 100_000)
+    throw new Error(`the bench bundle is too large to pass (${bundle.length} bytes)`);
+  const write =
+    `const fs = require('node:fs'); const path = require('node:path');` +
+    `const files = JSON.parse(Buffer.from(process.env.SG_BUNDLE, 'base64').toString());` +
+    `for (const [name, text] of Object.entries(files)) {` +
+    `const file = path.join('${BUNDLE_DIR}', name); fs.mkdirSync(path.dirname(file), { recursive: true });` +
+    `fs.writeFileSync(file, text); }`;
+  await createService({
+    name,
+    image: SWARMGATE_IMAGE,
+    env: { SG_BUNDLE: bundle },
+    extra: ['--entrypoint', 'sh'],
+    args: [
+      '-c',
+      `node -e "${write.replaceAll('"', '\\"')}" && exec nginx -p ${BUNDLE_DIR}/ -c ${BUNDLE_DIR}/nginx.conf -g 'daemon off;'`,
+    ],
+  });
+}
+
 interface ModeResult {
   readonly byPath: Map<string, RoundResult[]>;
   readonly headersAdded: Map<string, string>;
@@ -259,35 +335,94 @@ async function measureMode(mode: Mode): Promise<ModeResult> {
         `printf '%s\\n' '${haproxyConfig.split('\n').join("' '")}' > /tmp/haproxy.cfg && exec haproxy -f /tmp/haproxy.cfg`,
       ],
     });
+    await createBenchEdge(EDGE_COUNTING, benchEdgeBundle(backend.address, true));
+    await createBenchEdge(EDGE_NOT_COUNTING, benchEdgeBundle(backend.address, false));
     const edge = await runningTask(`${STACK}_edge`);
     const caddy = await runningTask(CADDY);
     const haproxy = await runningTask(HAPROXY);
+    const counting = await runningTask(EDGE_COUNTING);
+    const notCounting = await runningTask(EDGE_NOT_COUNTING);
+    const countingTarget: Target = {
+      path: COUNTING_ON,
+      url: `http://${counting.address}:80/`,
+      container: counting.container,
+    };
+    const notCountingTarget: Target = {
+      path: COUNTING_OFF,
+      url: `http://${notCounting.address}:80/`,
+      container: notCounting.container,
+    };
     const targets: Target[] = [
       { path: 'direct', url: `http://${backend.address}:80/` },
       { path: 'swarmgate edge', url: `http://${edge.address}:80/`, container: edge.container },
+      countingTarget,
+      notCountingTarget,
       { path: 'caddy', url: `http://${caddy.address}:8080/`, container: caddy.container },
       { path: 'haproxy', url: `http://${haproxy.address}:8081/`, container: haproxy.container },
     ];
-    await waitFor(
-      'the edge to route the backend',
-      async () => ((await wrkOnce(`http://${edge.address}:80/`)) ? true : undefined),
-      { timeoutMs: 60_000, intervalMs: 1000 },
-    );
+    for (const target of targets.filter((one) => one.container))
+      await waitFor(
+        `${target.path} to route the backend`,
+        async () => ((await wrkOnce(target.url)) ? true : undefined),
+        { timeoutMs: 60_000, intervalMs: 1000 },
+      );
     for (const target of targets) added.set(target.path, await headersAdded(target.url));
     // The Node backend gets faster for a while as V8 optimises it (direct went 13k → 20k r/s over three rounds
     // in a trial): one unrecorded round first, so the rounds compare a warm backend.
     if (!SMOKE) for (const target of targets) await wrk(target.url);
     for (let round = 0; round < ROUNDS; round++) {
-      for (const target of targets) {
+      // The counting pair swaps places every round: neither always runs right after the lab's edge.
+      const order =
+        round % 2 === 0
+          ? targets
+          : targets.map((target) =>
+              target === countingTarget
+                ? notCountingTarget
+                : target === notCountingTarget
+                  ? countingTarget
+                  : target,
+            );
+      for (const target of order) {
         const result = await measure(target, backend.container);
         byPath.set(target.path, [...(byPath.get(target.path) ?? []), result]);
         await sleep(500);
       }
     }
   } finally {
-    for (const name of [BACKEND, CADDY, HAPROXY]) await removeService(name);
+    for (const name of [BACKEND, CADDY, HAPROXY, EDGE_COUNTING, EDGE_NOT_COUNTING]) await removeService(name);
   }
   return { byPath, headersAdded: added };
+}
+
+interface CountingCost {
+  /** Throughput lost to counting, % of the edge's without it: 100 × (1 − on/off), per round. */
+  readonly throughputPercent: { median: number; min: number; max: number; rounds: number[] };
+  /** Extra CPU of the edge's container per request: on − off, µs, per round. */
+  readonly cpuUsPerRequest: { median: number; min: number; max: number; rounds: number[] };
+  /**
+   * Counting's share of the counting edge's CPU per request, 100 × (on − off) / on, per round: the throughput an
+   * edge that is short of CPU loses (where the backend is the limit, as app-bound, throughput hides it).
+   */
+  readonly cpuPercent: { median: number; min: number; max: number; rounds: number[] };
+}
+
+function countingCost(byPath: Map<string, RoundResult[]>): CountingCost {
+  const on = byPath.get(COUNTING_ON) ?? [];
+  const off = byPath.get(COUNTING_OFF) ?? [];
+  const percent = on.map(
+    (result, round) => 100 * (1 - result.requestsPerSecond / (off[round]?.requestsPerSecond ?? NaN)),
+  );
+  const cpu = on.map(
+    (result, round) => result.proxyCpuUsPerRequest - (off[round]?.proxyCpuUsPerRequest ?? NaN),
+  );
+  const spread = (values: number[]): { median: number; min: number; max: number; rounds: number[] } => ({
+    median: summary(values).p50,
+    min: Math.min(...values),
+    max: Math.max(...values),
+    rounds: values,
+  });
+  const share = on.map((result, round) => (100 * (cpu[round] ?? NaN)) / result.proxyCpuUsPerRequest);
+  return { throughputPercent: spread(percent), cpuUsPerRequest: spread(cpu), cpuPercent: spread(share) };
 }
 
 function rowsOf({ byPath, headersAdded }: ModeResult): Record<string, unknown>[] {
@@ -315,12 +450,22 @@ function rowsOf({ byPath, headersAdded }: ModeResult): Record<string, unknown>[]
 // Like for like: the Caddy and HAProxy set-ups write no access log, so the edge runs without one here too.
 process.env.SWARMGATE_ACCESS_LOG = 'false';
 await deployStack();
-const results: { mode: string; rows: Record<string, unknown>[]; raw: Record<string, RoundResult[]> }[] = [];
+const results: {
+  mode: string;
+  rows: Record<string, unknown>[];
+  countingCost: CountingCost;
+  raw: Record<string, RoundResult[]>;
+}[] = [];
 try {
-  for (const name of [BACKEND, CADDY, HAPROXY]) await removeService(name);
+  for (const name of [BACKEND, CADDY, HAPROXY, EDGE_COUNTING, EDGE_NOT_COUNTING]) await removeService(name);
   for (const mode of MODES) {
     const measured = await measureMode(mode);
-    results.push({ mode: mode.name, rows: rowsOf(measured), raw: Object.fromEntries(measured.byPath) });
+    results.push({
+      mode: mode.name,
+      rows: rowsOf(measured),
+      countingCost: countingCost(measured.byPath),
+      raw: Object.fromEntries(measured.byPath),
+    });
   }
 } finally {
   // Leave the stack as the other benchmarks and tests expect it: access log on.
@@ -328,11 +473,19 @@ try {
   await deployStack();
 }
 
-for (const { mode, rows } of results)
+for (const { mode, rows, countingCost: cost } of results) {
   printTable(
     `Throughput, ${mode}: wrk -t2 -c${CONNECTIONS}, ${SECONDS} s × ${ROUNDS} rounds, alternating`,
     rows,
   );
+  const { throughputPercent: percent, cpuUsPerRequest: cpu, cpuPercent: share } = cost;
+  const range = (spread: { median: number; min: number; max: number }): string =>
+    `${spread.median.toFixed(1)} (rounds ${spread.min.toFixed(1)} .. ${spread.max.toFixed(1)})`;
+  console.log(
+    `counting costs ${range(percent)} % of edge throughput, ${range(cpu)} µs CPU per request = ` +
+      `${range(share)} % of the edge's CPU; target ≤ 3 %`,
+  );
+}
 writeResult('throughput', {
   connections: CONNECTIONS,
   seconds: SECONDS,

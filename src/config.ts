@@ -38,6 +38,12 @@ export interface ProxySettings {
   readonly peersMemory: string;
   /** Shared memory for the traffic counters (lua/swarmgate/metrics.lua); full, it drops the least recently used. */
   readonly metricsMemory: string;
+  /**
+   * SWARMGATE_TRAFFIC_METRICS: count traffic inside nginx (lua/swarmgate/metrics.lua). Off, the edge config has no
+   * log phase, counter dictionary or per-location service variable, and the edges' metrics port says counting is
+   * off instead of serving traffic series: for operators who do not scrape the edges.
+   */
+  readonly trafficMetrics: boolean;
   /** The access log's format where a service does not choose one (swarmgate.access_log). */
   readonly accessLogFormat: 'json' | 'nginx-proxy';
   /** gzip for text types, on unless turned off (per service: swarmgate.gzip). */
@@ -491,6 +497,7 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     peersMemory: '16m',
     // About 150 bytes an entry: 16 MiB hold ~100,000 series (2,000 services with 10 tasks each need ~60,000).
     metricsMemory: '16m',
+    trafficMetrics: reader.boolean('SWARMGATE_TRAFFIC_METRICS', true),
     accessLogFormat: readAccessLogFormat(reader),
     gzip: reader.boolean('SWARMGATE_GZIP', true),
     trustedProxies: readTrustedProxies(reader),

@@ -152,9 +152,10 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
     },
   );
 
-  // Live traffic per route for the status page, from every edge's metrics port.
+  // Live traffic per route for the status page, from every edge's metrics port; none to read while edges count
+  // nothing (SWARMGATE_TRAFFIC_METRICS=false), and the page then says traffic is off.
   const traffic = new EdgeTraffic({
-    targets: config.edgeMetricsTargets,
+    targets: config.proxy.trafficMetrics ? config.edgeMetricsTargets : [],
     intervalMs: config.edgeMetricsIntervalMs,
     clock,
     logger: logger.child({ component: 'edge-traffic' }),

@@ -18,6 +18,8 @@ interface Entry {
 
 /** What GET /metrics on the local socket returned, parsed. Lines that do not fit the grammar are skipped. */
 export interface NginxTraffic {
+  /** false: the config counts nothing (SWARMGATE_TRAFFIC_METRICS=false); nginx says so with a "counting\toff" line. */
+  readonly counting: boolean;
   readonly buckets: readonly number[];
   readonly entries: readonly Entry[];
 }
@@ -38,10 +40,15 @@ const FIELDS: Readonly<Record<string, number>> = {
 
 export function parseNginxTraffic(text: string): NginxTraffic {
   let buckets: number[] = [];
+  let counting = true;
   const entries: Entry[] = [];
   for (const line of text.split('\n')) {
     const parts = line.split('\t');
     const kind = parts[0] ?? '';
+    if (line === 'counting\toff') {
+      counting = false;
+      continue;
+    }
     if (kind === 'buckets') {
       buckets = (parts[1] ?? '').split(',').map(Number);
       continue;
@@ -53,7 +60,7 @@ export function parseNginxTraffic(text: string): NginxTraffic {
     entries.push({ kind, fields: parts.slice(1, expected + 1), value });
   }
   if (!buckets.every((bound) => Number.isFinite(bound) && bound > 0)) buckets = [];
-  return { buckets, entries };
+  return { counting, buckets, entries };
 }
 
 /** What the agent itself knows, beside nginx's counts. */
@@ -158,8 +165,26 @@ export function edgeMetricsText(
     ]);
   if (!traffic) return writer.text();
   const { entries, buckets } = traffic;
+  writer.metric(
+    'swarmgate_edge_traffic_counting',
+    'gauge',
+    '1 when nginx counts traffic; 0: SWARMGATE_TRAFFIC_METRICS=false on the controller, no traffic series.',
+    [[{}, traffic.counting ? 1 : 0]],
+  );
+  const connections = (): void => {
+    writer.metric(
+      'swarmgate_edge_connections',
+      'gauge',
+      'Client connections by state (nginx stub_status).',
+      samples(entries, 'conn', ['state']),
+    );
+  };
+  if (!traffic.counting) {
+    connections();
+    return writer.text();
+  }
   const current = (labels: Labels): boolean => members.has(labels.task ?? '');
-  return writer
+  writer
     .metric(
       'swarmgate_edge_requests_total',
       'counter',
@@ -215,18 +240,13 @@ export function edgeMetricsText(
       samples(entries, 'retry', ['service']),
     )
     .metric(
-      'swarmgate_edge_connections',
-      'gauge',
-      'Client connections by state (nginx stub_status).',
-      samples(entries, 'conn', ['state']),
-    )
-    .metric(
       'swarmgate_edge_metrics_evictions_total',
       'counter',
       'Counter entries nginx dropped because its metrics memory was full.',
       [[{}, entries.find((entry) => entry.kind === 'evict')?.value ?? 0]],
-    )
-    .text();
+    );
+  connections();
+  return writer.text();
 }
 
 /** "ip:port" of every member in a peers.txt (what nginx routes to now). */

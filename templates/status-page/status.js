@@ -136,7 +136,7 @@
     if (!body.children.length) body.append(row([el('td', filter ? 'No route matches the filter.' : 'No routes yet.')]));
     $('traffic-note').textContent =
       view.traffic === null
-        ? 'Live traffic is off: set SWARMGATE_EDGE_METRICS_TARGETS on the controller (docs/observability.md).'
+        ? 'Live traffic is off: set SWARMGATE_EDGE_METRICS_TARGETS on the controller, and leave SWARMGATE_TRAFFIC_METRICS on (docs/observability.md).'
         : 'Requests/s, 5xx share and p95 over the last scrape of every edge.';
   }
 

@@ -220,3 +220,66 @@ test('counts, buckets, upstream failures and retries after a known sequence of r
     26,
   );
 });
+
+test('with SWARMGATE_TRAFFIC_METRICS=false nginx serves, counts nothing and the metrics port says so', async (t) => {
+  const backendPort = await freePort();
+  await startTask(t, '127.0.0.2', backendPort);
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-metrics-off-'));
+  const setup = await loopbackSetup(stateDir, { workerProcesses: '1', trafficMetrics: false });
+  const files = loopbackBundle(setup, createTemplateRenderer(), HOST, ['127.0.0.2'], backendPort);
+  const conf = files['nginx.conf'] ?? '';
+  // Off means off: no Lua runs per request and no counter memory is set aside.
+  assert.doesNotMatch(conf, /log_by_lua|swarmgate_metrics|swarmgate_service/);
+  const cache = new BundleCache(stateDir);
+  const fingerprint = fingerprintBundle(files);
+  await cache.stage(fingerprint, files);
+  await cache.activate(fingerprint, { version: 1, fingerprint });
+  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+  const metrics = await startEdgeMetricsServer({
+    port: 0,
+    host: '127.0.0.1',
+    socketPath: setup.proxy.peersSocket,
+    now: () => Date.now(),
+    logger: createLogger('silent'),
+    agent: () => ({
+      edge: 'edge-1',
+      node: 'node-1',
+      applied: { version: 1, fingerprint },
+      lastContact: null,
+      reloads: 0,
+      peerUpdates: 0,
+      applyFailing: false,
+    }),
+  });
+  t.after(async () => {
+    await metrics.close();
+    await nginx.stop(5000);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+  await nginx.start(cache.currentConfPath);
+
+  const statuses: number[] = [];
+  for (const target of ['/', '/fail', '/missing'])
+    statuses.push(await request(setup.listenPort, HOST, target));
+  statuses.push(await request(setup.listenPort, 'unknown.test', '/'));
+  assert.deepEqual(statuses, [200, 500, 404, 503]);
+
+  const text = await scrape(metrics.port);
+  assert.equal(
+    sample(text, 'swarmgate_edge_nginx_metrics_up'),
+    1,
+    'nginx answered: counting is off, not broken',
+  );
+  assert.equal(sample(text, 'swarmgate_edge_traffic_counting'), 0);
+  assert.equal(sample(text, 'swarmgate_edge_config_version'), 1);
+  // nginx's connection gauges stay (they cost nothing per request): at least the agent's own read is active.
+  assert.ok((sample(text, 'swarmgate_edge_connections{state="active"}') ?? 0) >= 1);
+  for (const name of [
+    'swarmgate_edge_requests_total',
+    'swarmgate_edge_request_duration_seconds_count',
+    'swarmgate_edge_upstream_responses_total',
+    'swarmgate_edge_requests_by_protocol_total',
+  ]) {
+    assert.ok(!text.includes(`${name}{`) && !text.includes(`${name} `), `${name} is not exposed`);
+  }
+});

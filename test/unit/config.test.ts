@@ -130,6 +130,18 @@ test('config: SWARMGATE_ENABLE_IPV6 is off unless set, and must be a boolean', (
   );
 });
 
+test('config: SWARMGATE_TRAFFIC_METRICS is on unless turned off, and must be a boolean', () => {
+  assert.equal(readControllerConfig({}).proxy.trafficMetrics, true);
+  assert.equal(readControllerConfig({ SWARMGATE_TRAFFIC_METRICS: 'false' }).proxy.trafficMetrics, false);
+  assert.equal(readControllerConfig({ SWARMGATE_TRAFFIC_METRICS: ' Off ' }).proxy.trafficMetrics, false);
+  assert.throws(
+    () => readControllerConfig({ SWARMGATE_TRAFFIC_METRICS: 'disabled' }),
+    (error: unknown) =>
+      isSwarmgateError(error, 'ERR_CONFIG_INVALID') &&
+      error.message.includes('SWARMGATE_TRAFFIC_METRICS: "disabled" is not a boolean'),
+  );
+});
+
 test('config: ACME directories: the staging one (default Let’s Encrypt staging) and an https allow-list', () => {
   const defaults = readControllerConfig({}).tls.acme;
   assert.equal(defaults.directoryUrl, 'https://acme-v02.api.letsencrypt.org/directory');
