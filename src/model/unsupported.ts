@@ -39,7 +39,8 @@ export const UNSUPPORTED_SETTINGS: Readonly<Record<string, UnsupportedSetting>> 
   },
   // nginx-proxy, container labels
   [`${NP}loadbalance`]: {
-    instead: 'no raw upstream directives; the edge balances round robin',
+    instead:
+      'no raw upstream directives; use swarmgate.balance (round_robin, least_conn, hash with swarmgate.balance.key) and swarmgate.sticky',
     failClosed: false,
   },
   [`${NP}keepalive`]: {
