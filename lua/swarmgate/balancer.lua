@@ -510,6 +510,28 @@ function M.balance(name)
   end
 end
 
+-- log_by_lua of locations with swarmgate.retry.tries: the failure of a request's last try is recorded too. The
+-- balancer records a failure when it is called for the next try; after the last one it is not called again, so
+-- with tries=1 a refusing task was never recorded and every request sent to it failed. Only a try that got no
+-- response header failed here (an app's own 502 has a header time).
+function M.record_last_try()
+  local state = ngx.ctx.swarmgate
+  local key = state and state.last
+  if not key or key == WAIT then
+    return
+  end
+  local status = ngx.var.upstream_status
+  local last = status and string.match(status, "(%d+)%s*$")
+  if last ~= "502" and last ~= "504" then
+    return
+  end
+  local header_time = ngx.var.upstream_header_time
+  if header_time and string.match(header_time, "[%d.]+%s*$") then
+    return
+  end
+  record_failure(key, last == "504" and KIND_TIMEOUT or KIND_ERROR, ngx.now())
+end
+
 -- log_by_lua of least_conn locations: the request no longer counts against its member.
 function M.release()
   local state = ngx.ctx.swarmgate

@@ -537,6 +537,32 @@ test('retry policy: tries bound how many tasks one request reaches; a sent POST 
   assert.ok((await reached({ host: 'default.test' })) >= ips.length);
 });
 
+// Found by the lab e2e: with tries=1 the balancer is never called after the only try, so a refusing task was
+// never recorded as failed and every other request failed (19–20 of 40 on the lab).
+test('retry policy tries=1: a refusing task fails one request, then every worker skips it for its backoff', async (t) => {
+  const port = await freePort();
+  await startBackends(t, ['127.0.0.2'], port);
+  // 127.0.0.3 refuses: nothing listens there.
+  const edge = await startEdge(
+    t,
+    [
+      {
+        name: 'one',
+        host: 'one.test',
+        ips: ['127.0.0.2', '127.0.0.3'],
+        labels: { 'swarmgate.retry.tries': '1' },
+      },
+    ],
+    port,
+  );
+  const statuses: number[] = [];
+  for (let i = 0; i < 20; i++) statuses.push((await edge.request({ host: 'one.test' })).status);
+  const failed = statuses.filter((status) => status !== 200).length;
+  // The first refusal puts the task in backoff (0.1 s, doubling): these 20 requests take well under that window
+  // each time, so at most a couple meet it (round robin alone would send it every other one: 10).
+  assert.ok(failed >= 1 && failed <= 3, `statuses: ${statuses.join(' ')}`);
+});
+
 test('sticky over HTTPS: the cookie is Secure there, and not over plain HTTP (a browser would drop it)', async (t) => {
   const port = await freePort();
   const ips = ['127.0.0.2', '127.0.0.3'];
