@@ -1,6 +1,8 @@
 // What an edge's active health checks (lua/swarmgate/health.lua) think of each task: GET /health on nginx's local
 // socket, one line per checked task, "address \t upstream \t new|up|down \t since (epoch seconds) \t reason".
 // The agent reports the tasks that are down to the controller on each poll, bounded.
+import { MAX_REASON_CHARS, MAX_REPORTED_DOWN } from '../publish/bundle-store.ts';
+import type { TaskDown } from '../publish/bundle-store.ts';
 
 export type TaskHealthState = 'new' | 'up' | 'down';
 
@@ -15,17 +17,7 @@ export interface TaskHealth {
   readonly reason: string;
 }
 
-/** A task down in an edge's poll report. */
-export interface TaskDown {
-  readonly address: string;
-  readonly upstream: string;
-  readonly since: string;
-  readonly reason: string;
-}
-
-/** Down tasks one report carries at most (the poll body is bounded; beyond this the report says how many more). */
-export const MAX_REPORTED_DOWN = 256;
-export const MAX_REASON_CHARS = 120;
+export type { TaskDown } from '../publish/bundle-store.ts';
 
 const ADDRESS = /^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/;
 const UPSTREAM = /^[A-Za-z0-9_]{1,64}$/;

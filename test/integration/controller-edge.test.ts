@@ -396,3 +396,71 @@ test('the API refuses a missing or wrong token with a coded error', async (t) =>
   const logs = JSON.stringify(system.logs);
   assert.ok(!logs.includes(TOKEN) && !logs.includes(EDGE_TOKEN), 'no token reaches a log line');
 });
+
+test("health checks: the tasks an edge's checks took out reach the controller's status, named; a forged report is bounded", async (t) => {
+  const docker = new FakeDocker();
+  docker.services = [
+    rawService('web', { VIRTUAL_HOST: 'web.example.com', 'swarmgate.healthcheck.path': '/healthz' }),
+  ];
+  docker.tasks = [rawTask('t1', 'web', '10.0.0.11'), rawTask('t2', 'web', '10.0.0.12')];
+  const system = await startSystem({ docker });
+  t.after(() => system.stop());
+  await waitUntil('the edge to apply a bundle', () => system.edge.applied() !== null);
+  const upstream = /upstream (svc_web_\w+) /.exec(await system.served())?.[1];
+  assert.ok(upstream);
+  // What lua/swarmgate/health.lua answers on GET /health: t2's app answers 500.
+  system.nginx.health =
+    `10.0.0.11:80\t${upstream}\tup\t1790000000.000\tstatus 200\n` +
+    `10.0.0.12:80\t${upstream}\tdown\t1790000001.500\tstatus 500\n`;
+  const status = async (): Promise<Record<string, unknown>[]> =>
+    (await apiRequest(system.controller.port, channelTls.cert, 'GET', '/v1/status', { token: TOKEN })).json
+      .edges as Record<string, unknown>[];
+  await waitUntil('the status to list the down task', async () =>
+    JSON.stringify((await status())[0]?.tasksDown ?? []).includes('10.0.0.12'),
+  );
+  assert.deepEqual((await status())[0]?.tasksDown, [
+    {
+      address: '10.0.0.12:80',
+      upstream,
+      since: new Date(1_790_000_001_500).toISOString(),
+      reason: 'status 500',
+      service: 'web',
+      task: 't2',
+    },
+  ]);
+  // It recovers: the agent notices during its poll and the status empties.
+  system.nginx.health = `10.0.0.11:80\t${upstream}\tup\t1790000000.000\tstatus 200\n`;
+  await waitUntil(
+    'the status to list no down task',
+    async () => ((await status())[0]?.tasksDown as unknown[] | undefined)?.length === 0,
+  );
+
+  // An edge token holder sends junk and too much: bad entries are dropped, the list is cut at 128 and counted,
+  // reasons are cut at 120 characters and lose control characters.
+  const entries = Array.from({ length: 200 }, (_, index) => ({
+    address: `10.1.0.${index}:80`,
+    upstream: 'svc_x',
+    since: '2026-11-25T00:00:00.000Z',
+    reason: `bad\n${'x'.repeat(130)}`,
+  }));
+  const forged = await apiRequest(system.controller.port, channelTls.cert, 'POST', '/v1/edge/poll?waitMs=0', {
+    token: EDGE_TOKEN,
+    body: {
+      edge: 'edge-forged',
+      node: null,
+      applied: null,
+      rejected: null,
+      reloads: 0,
+      peerUpdates: 0,
+      tasksDown: [{ address: 'not an address', upstream: 'svc_x', since: 'x' }, ...entries],
+      tasksDownOmitted: 5,
+    },
+  });
+  assert.ok(forged.status === 200 || forged.status === 204, `poll answered ${forged.status}`);
+  const edge = (await status()).find((one) => one.edge === 'edge-forged');
+  const down = edge?.tasksDown as { reason: string; service: unknown }[];
+  assert.equal(down.length, 128);
+  assert.equal(edge?.tasksDownOmitted, 5 + 200 - 128);
+  assert.equal(down[0]?.reason, `bad ${'x'.repeat(116)}`);
+  assert.equal(down[0]?.service, null, 'an upstream the model does not have is named as unknown');
+});
