@@ -14,7 +14,10 @@ export function nameTasksDown<
 >(
   edges: readonly E[],
   model: Pick<RoutingModel, 'upstreams'>,
-): (E & { readonly tasksDown: TaskDownView[]; readonly tasksDownOmitted: number })[] {
+): (Omit<E, 'tasksDown' | 'tasksDownOmitted'> & {
+  readonly tasksDown: TaskDownView[];
+  readonly tasksDownOmitted: number;
+})[] {
   const services = new Map<string, string>();
   const tasks = new Map<string, string>();
   for (const upstream of model.upstreams) {
