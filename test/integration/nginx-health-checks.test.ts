@@ -28,6 +28,7 @@ import {
   NGINX_BINARY,
   REPO_LUA_DIR,
   withConf,
+  workerPids,
 } from '../support/loopback-nginx.ts';
 import type { LoopbackSetup } from '../support/loopback-nginx.ts';
 import { waitUntil } from '../support/wait.ts';
@@ -277,5 +278,48 @@ test('a service without the label is never probed; a task that leaves the peers 
   assert.deepEqual(
     tasks.slice(2).map((task) => task.probes),
     [0, 0],
+  );
+});
+
+test('a reload hands the checks to a new worker: a down task stays out, and each task is still probed once per interval', async (t) => {
+  const port = await freePort();
+  const ips = ['127.0.0.2', '127.0.0.3'];
+  const tasks = await startTasks(t, ips, port);
+  const sick = tasks[1] as Task;
+  // Hanging: a new checker that forgot the state would route it for a whole probe timeout before finding out.
+  sick.mode = 'hang';
+  const host = 'reload.test';
+  const edge = await startEdge(t, [{ name: 'web', host, ips, labels: LABELS }], port);
+  await waitUntil(
+    'the failing task down',
+    async () => stateOf(await edge.health(), sick.ip, port) === 'down',
+  );
+  const oldWorkers = await workerPids(edge.setup);
+  edge.nginx.reload();
+  await waitUntil('only new workers', async () => {
+    const now = await workerPids(edge.setup);
+    return now.length === 2 && now.every((pid) => !oldWorkers.includes(pid));
+  });
+  // The new workers route around it from their first request: the state outlives the old workers.
+  for (let index = 0; index < 20; index++) {
+    const before = sick.requests;
+    const answer = await edge.get(host);
+    assert.equal(answer.status, 200);
+    assert.equal(sick.requests, before, `request ${index} after the reload went to the down task`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  // The old checker let go of the lock when it exited; one new worker took over: about one probe per interval.
+  const healthy = tasks[0] as Task;
+  await new Promise((resolve) => setTimeout(resolve, INTERVAL_MS));
+  const start = healthy.probes;
+  await new Promise((resolve) => setTimeout(resolve, 3 * INTERVAL_MS + 200));
+  const probed = healthy.probes - start;
+  t.diagnostic(`${probed} probes of one task in the three intervals after a reload`);
+  assert.ok(probed >= 2 && probed <= 4, `${probed} probes in three intervals`);
+  assert.equal(stateOf(await edge.health(), sick.ip, port), 'down');
+  sick.mode = 'ok';
+  await waitUntil(
+    'the task back up after the reload',
+    async () => stateOf(await edge.health(), sick.ip, port) === 'up',
   );
 });
