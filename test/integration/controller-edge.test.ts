@@ -67,6 +67,11 @@ async function startSystem(
     edgeRejectIf?: (config: string) => boolean;
     stateDir?: string;
     acme?: AcmePort;
+    /** SWARMGATE_EDGE_LONG_POLL and the edge's request timeout (it waits that less 10 s); 2s unless a test needs a
+     * poll that outlasts what it watches. */
+    longPoll?: { controller: string; channelTimeoutMs: number };
+    /** What the fake nginx answers on GET /health from the start (a config with health checks). */
+    nginxHealth?: string;
   } = {},
 ): Promise<System> {
   const docker = options.docker ?? new FakeDocker();
@@ -87,7 +92,7 @@ async function startSystem(
       SWARMGATE_DEBOUNCE: '5ms:20ms',
       SWARMGATE_FAST_POLL: '50ms',
       SWARMGATE_SLOW_POLL: '1h',
-      SWARMGATE_EDGE_LONG_POLL: '2s',
+      SWARMGATE_EDGE_LONG_POLL: options.longPoll?.controller ?? '2s',
     }),
     adminToken: TOKEN,
     edgeToken: EDGE_TOKEN,
@@ -104,6 +109,7 @@ async function startSystem(
   });
   const stateDir = options.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), 'swarmgate-edge-')));
   const nginx = new FakeNginx();
+  nginx.health = options.nginxHealth ?? null;
   const edge = await startEdgeAgent({
     config: readEdgeConfig(
       {
@@ -115,7 +121,7 @@ async function startSystem(
       'edge-1',
     ),
     nodeId: 'node-1',
-    channel: edgeChannel(controller.port),
+    channel: edgeChannel(controller.port, options.longPoll?.channelTimeoutMs),
     nginx,
     testConfig: async (confPath) => {
       const config = await readFile(confPath, 'utf8');
@@ -463,4 +469,34 @@ test("health checks: the tasks an edge's checks took out reach the controller's 
   assert.equal(edge?.tasksDownOmitted, 5 + 200 - 128);
   assert.equal(down[0]?.reason, `bad ${'x'.repeat(116)}`);
   assert.equal(down[0]?.service, null, 'an upstream the model does not have is named as unknown');
+});
+
+test('health checks: a change the edge sees during a long poll reaches the status within seconds, not at its end', async (t) => {
+  const docker = new FakeDocker();
+  docker.services = [
+    rawService('web', { VIRTUAL_HOST: 'web.example.com', 'swarmgate.healthcheck.path': '/healthz' }),
+  ];
+  docker.tasks = [rawTask('t1', 'web', '10.0.0.11')];
+  const up = 'svc_web_000000';
+  const system = await startSystem({
+    docker,
+    longPoll: { controller: '10s', channelTimeoutMs: 25_000 },
+    nginxHealth: `10.0.0.11:80\t${up}\tup\t1790000000.000\tstatus 200\n`,
+  });
+  t.after(() => system.stop());
+  await waitUntil('the controller to see the edge in sync', () =>
+    system.controller.store.edges().some((edge) => edge.edge === 'edge-1' && edge.inSync),
+  );
+  // The edge is now in a 10 s long poll; its health view changes.
+  system.nginx.health = `10.0.0.11:80\t${up}\tdown\t1790000001.000\tstatus 503\n`;
+  const changedAt = Date.now();
+  await waitUntil(
+    'the controller to hear of the down task',
+    () =>
+      system.controller.store
+        .edges()
+        .some((edge) => edge.edge === 'edge-1' && edge.tasksDown?.[0]?.address === '10.0.0.11:80'),
+    { timeoutMs: 5000 },
+  );
+  t.diagnostic(`the controller heard ${Date.now() - changedAt} ms after the change (long poll 10 s)`);
 });
