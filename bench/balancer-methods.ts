@@ -2,8 +2,10 @@
 // a second nginx that answers 200 at once on 100 loopback addresses (100 tasks), loaded with ApacheBench
 // (keep-alive, 16 connections). Variants: round robin with the Lua from before the methods existed (the common
 // path must not get slower), round robin, least_conn, hash on the client address, and sticky (every request with a
-// valid cookie). Each round reports requests/s and the edge worker's CPU time per request (/proc/<pid>/schedstat),
-// which shared cores disturb far less than throughput. No Docker: `node bench/balancer-methods.ts [--smoke]`;
+// valid cookie), and round robin with active health checks of all 100 tasks every second (the one worker is also the
+// checker: 100 probes/s). Each round reports requests/s and the edge worker's CPU time per request
+// (/proc/<pid>/schedstat), which shared cores disturb far less than throughput, and its CPU while idle (the checks'
+// own cost). No Docker: `node bench/balancer-methods.ts [--smoke]`;
 // BEFORE_REF names the git revision whose lua/ is "before" (default: the merge base with main).
 import { execFile, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -33,6 +35,7 @@ const run = promisify(execFile);
 const ROUNDS = SMOKE ? 1 : Number(process.env.ROUNDS ?? 5);
 const REQUESTS = SMOKE ? 5000 : 60_000;
 const TASKS = 100;
+const IDLE_MS = SMOKE ? 1000 : 3000;
 const HOST = 'app.test';
 
 async function cpuNs(pid: number): Promise<number> {
@@ -119,6 +122,15 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
         files: bundle(setup, ips, backendPort, { 'swarmgate.sticky': 'cookie' }, REPO_LUA_DIR),
         sticky: true,
       },
+      'health checks 1s': {
+        files: bundle(
+          setup,
+          ips,
+          backendPort,
+          { 'swarmgate.healthcheck.path': '/', 'swarmgate.healthcheck.interval': '1s' },
+          REPO_LUA_DIR,
+        ),
+      },
     };
     // Round 0 is a warm-up, not reported (the first nginx started measured twice slower, whatever it ran); the
     // order rotates each round so no variant is always first.
@@ -142,6 +154,10 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
           const before = await cpuNs(worker);
           const { stdout } = await run('ab', [...ab, '-n', String(REQUESTS), url], { timeout: 120_000 });
           const cpu = (await cpuNs(worker)) - before;
+          // Idle: no requests, only what the worker does on its own (timers, health probes).
+          const idleFrom = await cpuNs(worker);
+          await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+          const idleMsPerSecond = ((await cpuNs(worker)) - idleFrom) / 1e6 / (IDLE_MS / 1000);
           const rps = Number(/Requests per second:\s+([\d.]+)/.exec(stdout)?.[1]);
           const failed = Number(/Failed requests:\s+(\d+)/.exec(stdout)?.[1]);
           const non2xx = Number(/Non-2xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
@@ -150,7 +166,13 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
           const errors = (await readFile(setup.errorLog, 'utf8').catch(() => '')).trim();
           if (errors !== '') throw new Error(`${name}: nginx logged errors: ${errors.slice(0, 300)}`);
           if (round > 0) {
-            results.push({ round, variant: name, rps, cpuUsPerRequest: +(cpu / 1000 / REQUESTS).toFixed(2) });
+            results.push({
+              round,
+              variant: name,
+              rps,
+              cpuUsPerRequest: +(cpu / 1000 / REQUESTS).toFixed(2),
+              idleCpuMsPerSecond: +idleMsPerSecond.toFixed(2),
+            });
           }
         } finally {
           await nginx.stop(5000);
@@ -171,6 +193,7 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
     variant,
     rpsMedian: median(variant, 'rps'),
     cpuUsPerRequestMedian: median(variant, 'cpuUsPerRequest'),
+    idleCpuMsPerSecondMedian: median(variant, 'idleCpuMsPerSecond'),
   }));
   printTable(`balancer methods at ${TASKS} tasks: medians`, summary);
   writeResult(

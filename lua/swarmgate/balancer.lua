@@ -217,10 +217,28 @@ local function active_upstreams()
   return M.active
 end
 
--- How good a choice a member not yet tried by this request is: 1 never failed lately (or, on a first try, its
--- backoff is over: that request finds out whether it is back), 2 backoff over (a retry prefers members never
--- seen failing), 3 refused lately (costs nothing to try again), 4 timed out lately (costs a connect timeout).
-local function class_of(key, now, retry)
+M.upstreams = active_upstreams
+
+-- Tasks the active health checks (lua/swarmgate/health.lua) found down, per worker: the set is parsed again only
+-- when the checker's serial moved, so a request of an upstream with checks costs one shared-dictionary lookup.
+local down_serial = false
+local down_set = {}
+
+local function down_tasks()
+  local dict = ngx.shared.swarmgate_health
+  local serial = dict:get("serial")
+  if serial ~= down_serial then
+    down_serial = serial
+    local set = {}
+    for key in (dict:get("down") or ""):gmatch("%S+") do
+      set[key] = true
+    end
+    down_set = set
+  end
+  return down_set
+end
+
+local function failure_class(key, now, retry)
   local skip_until, kind = failure_of(key)
   if not skip_until then
     return 1, 0
@@ -235,6 +253,19 @@ local function class_of(key, now, retry)
     return 3, skip_until
   end
   return 4, skip_until
+end
+
+-- How good a choice a member not yet tried by this request is: 1 never failed lately (or, on a first try, its
+-- backoff is over: that request finds out whether it is back), 2 backoff over (a retry prefers members never
+-- seen failing), 3 refused lately (costs nothing to try again) or down by its health check (skip_until 0), 4 timed
+-- out lately (costs a connect timeout). A down member is still tried when nothing better is left: a broken health
+-- path must not turn every request into a 502.
+local function class_of(key, now, retry, down)
+  local class, skip_until = failure_class(key, now, retry)
+  if down and class <= 2 and down[key] then
+    return 3, 0
+  end
+  return class, skip_until
 end
 
 -- Per-upstream balancing settings (swarmgate.balance, swarmgate.sticky), registered by M.configure from the
@@ -361,12 +392,12 @@ end
 
 -- A first try's member by the upstream's method: the sticky member if it is fit, else the method's choice.
 -- Returns the index and its class_of, or nil (round robin: the scan below decides).
-local function preferred(peers, name, options, now)
+local function preferred(peers, name, options, now, down)
   local sticky
   if options and options.sticky_var then
     sticky = sticky_index(peers, name, options)
     if sticky then
-      local class, skip_until = class_of(peers[sticky].key, now, false)
+      local class, skip_until = class_of(peers[sticky].key, now, false, down)
       if class == 1 then
         return sticky, class, skip_until
       end
@@ -388,7 +419,7 @@ local function preferred(peers, name, options, now)
   if not index or index == sticky then
     return nil
   end
-  return index, class_of(peers[index].key, now, false)
+  return index, class_of(peers[index].key, now, false, down)
 end
 
 -- balancer_by_lua: the upstream's method picks a member for a first try (round robin unless configured). On a
@@ -428,10 +459,12 @@ function M.balance(name)
   end
 
   local options = M.options[name]
+  -- Only upstreams with active health checks look at what the checker found.
+  local down = options and options.health and down_tasks() or nil
   local chosen, chosen_class, chosen_until, chosen_index
   -- Round robin over equal members (the common case) skips this: no options, no weights.
   if not retry and (options or peers.total_weight) then
-    local index, class, skip_until = preferred(peers, name, options, now)
+    local index, class, skip_until = preferred(peers, name, options, now, down)
     if class == 1 then
       chosen, chosen_class, chosen_until, chosen_index = peers[index], class, skip_until, index
     end
@@ -447,7 +480,7 @@ function M.balance(name)
       local index = (start + step - 1) % count + 1
       local peer = peers[index]
       if not state.tried[peer.key] then
-        local class, skip_until = class_of(peer.key, now, retry)
+        local class, skip_until = class_of(peer.key, now, retry, down)
         if not chosen or class < chosen_class or (class == chosen_class and class > 2 and skip_until < chosen_until) then
           chosen, chosen_class, chosen_until, chosen_index = peer, class, skip_until, index
           if class == 1 then
@@ -476,7 +509,9 @@ function M.balance(name)
       chosen_index = start % count + 1
       chosen = peers[chosen_index]
     end
-    if scanned and chosen_class and chosen_class <= 2 then
+    -- Round robin moves on past members that were fit, and past down ones (when every member is down, requests
+    -- still spread over them).
+    if scanned and chosen_class and (chosen_class <= 2 or (down and chosen_class == 3 and chosen_until == 0)) then
       next_index[name] = chosen_index
     end
     if not state.tried[chosen.key] then

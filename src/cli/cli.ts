@@ -105,6 +105,15 @@ interface StatusBody {
     /** Absent from older controllers. */
     condition?: string;
     lastContact: string;
+    /** Tasks the edge's health checks took out of its rotation; absent from older controllers. */
+    tasksDown?: {
+      address: string;
+      service: string | null;
+      task: string | null;
+      since: string;
+      reason: string;
+    }[];
+    tasksDownOmitted?: number;
   }[];
   problems: { service: string; label: string; code: string; reason: string; severity: string }[];
   services: {
@@ -137,6 +146,12 @@ export async function runCli(args: readonly string[], io: CliIo): Promise<void> 
         io.out(
           `  ${edge.edge}  v${edge.applied?.version ?? '-'}  ${edge.condition === undefined || edge.condition === 'in-sync' || edge.condition === 'behind' ? (edge.inSync ? 'in sync' : 'BEHIND') : edge.condition.toUpperCase()}  last contact ${edge.lastContact}`,
         );
+        for (const down of edge.tasksDown ?? []) {
+          io.out(
+            `    task down: ${down.service ?? '?'} ${down.task ?? '?'} ${down.address} since ${down.since} (${down.reason})`,
+          );
+        }
+        if (edge.tasksDownOmitted) io.out(`    and ${edge.tasksDownOmitted} more tasks down`);
       }
       io.out('services:');
       for (const service of status.services) {

@@ -8,13 +8,15 @@ import { SwarmgateError } from '../errors.ts';
 import { hasBearerToken, readJsonBody, sendError, sendJson } from '../http/json-http.ts';
 import type { RouteContext, RouteHandler } from '../http/router.ts';
 import { Router } from '../http/router.ts';
-import type { BundleStore, EdgeReport } from '../publish/bundle-store.ts';
+import { MAX_REASON_CHARS, MAX_REPORTED_DOWN } from '../publish/bundle-store.ts';
+import type { BundleStore, EdgeReport, TaskDown } from '../publish/bundle-store.ts';
 import { SHA256 } from '../publish/bundle-delta.ts';
 import type { WantedFile } from '../publish/bundle-delta.ts';
 import type { Reconciler } from '../reconcile/reconciler.ts';
 import type { CertificateManager } from '../acme/certificate-manager.ts';
 import { addAdminRoutes } from '../admin/admin-routes.ts';
 import type { AdminDeps } from '../admin/admin-routes.ts';
+import { nameTasksDown } from '../admin/edge-health.ts';
 import { describeEdges } from '../admin/rollout-status.ts';
 import { addStatusPage } from '../admin/status-page/status-routes.ts';
 import type { StatusPageDeps } from '../admin/status-page/status-routes.ts';
@@ -252,10 +254,14 @@ function statusOf(deps: ControllerApiDeps): object {
     lastReconcile: deps.reconciler.lastOutcome,
     // Seconds from a task reaching running (Swarm's clock) to the first published config that routes it.
     routingLagSeconds: deps.reconciler.stats.routingLagsSeconds.slice(-200),
-    // Each edge with its condition: a gone or unreachable edge is shown here and never waited for.
-    edges: describeEdges(deps.store.edges(), deps.reconciler.lastSnapshot, deps.admin.clock.now(), {
-      longPollMs: deps.edgeLongPollMs,
-    }),
+    // Each edge with its condition: a gone or unreachable edge is shown here and never waited for. With it, the
+    // tasks its health checks took out of its rotation.
+    edges: nameTasksDown(
+      describeEdges(deps.store.edges(), deps.reconciler.lastSnapshot, deps.admin.clock.now(), {
+        longPollMs: deps.edgeLongPollMs,
+      }),
+      model,
+    ),
     problems: model.problems,
     certificates: deps.certificates.status(),
     services: model.services.map((service) => ({
@@ -309,7 +315,41 @@ function parseEdgeReport(body: unknown): EdgeReport {
     rejected,
     reloads: count(body.reloads),
     peerUpdates: count(body.peerUpdates),
+    ...parseTasksDown(body.tasksDown, count(body.tasksDownOmitted)),
   };
+}
+
+const TASK_ADDRESS = /^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/;
+const UPSTREAM_NAME = /^[A-Za-z0-9_]{1,64}$/;
+
+/**
+ * The tasks an edge's health checks found down. Edge token holders can send anything: entries that do not fit are
+ * dropped, the list is bounded (what is cut off is counted), and reasons are cut short.
+ */
+function parseTasksDown(
+  value: unknown,
+  omitted: number,
+): { tasksDown: TaskDown[]; tasksDownOmitted: number } {
+  const tasksDown: TaskDown[] = [];
+  let extra = 0;
+  for (const entry of Array.isArray(value) ? (value as unknown[]) : []) {
+    if (!isObject(entry)) continue;
+    const { address, upstream, since, reason } = entry;
+    if (typeof address !== 'string' || !TASK_ADDRESS.test(address)) continue;
+    if (typeof upstream !== 'string' || !UPSTREAM_NAME.test(upstream)) continue;
+    if (typeof since !== 'string' || since.length > 40 || !Number.isFinite(Date.parse(since))) continue;
+    if (tasksDown.length >= MAX_REPORTED_DOWN) {
+      extra++;
+      continue;
+    }
+    tasksDown.push({
+      address,
+      upstream,
+      since,
+      reason: typeof reason === 'string' ? reason.replace(/\p{Cc}/gu, ' ').slice(0, MAX_REASON_CHARS) : '',
+    });
+  }
+  return { tasksDown, tasksDownOmitted: Math.min(omitted + extra, 1_000_000) };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -14,7 +14,7 @@ import type { Logger } from '../logger.ts';
 import { EMPTY_MODEL } from '../model/routing-model.ts';
 import type { BundleFs } from '../nginx/bundle-dir.ts';
 import type { ValidationResult } from '../nginx/nginx-validator.ts';
-import type { AppliedBundle, EdgeReport, PublishedBundle } from '../publish/bundle-store.ts';
+import type { AppliedBundle, EdgeReport, PublishedBundle, TaskDown } from '../publish/bundle-store.ts';
 import type { Clock, TimerHandle } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { parsePeers } from '../render/peers-text.ts';
@@ -22,6 +22,7 @@ import { fingerprintBundle, PEERS_FILE, renderConfig, shapeFingerprint } from '.
 import type { BundleFiles } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
 import { startEdgeMetricsServer } from './edge-metrics.ts';
+import { downForReport, parseTaskHealth } from './task-health.ts';
 import type { ControllerChannel } from './controller-channel.ts';
 import type { NginxProcess } from './nginx-process.ts';
 
@@ -62,6 +63,9 @@ const REFUSALS: readonly ErrorCode[] = ['ERR_BUNDLE_INVALID', 'ERR_NGINX_INVALID
 /** Any other failure (a full or read-only volume, nginx -t that could not run): retried from memory, backing off. */
 export const APPLY_RETRY_MIN_MS = 1000;
 export const APPLY_RETRY_MAX_MS = 60_000;
+/** How often a polling edge looks at its health checks' view, and how long one read may take. */
+export const HEALTH_WATCH_MS = 2000;
+const HEALTH_READ_TIMEOUT_MS = 1000;
 
 export interface ApplyFailure {
   readonly code: ErrorCode;
@@ -331,6 +335,41 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     }
   }
 
+  // What the health checks found (lua/swarmgate/health.lua), as the last report said it; `checking` once nginx
+  // answered GET /health (its config has checks): only then is it watched during a poll.
+  let tasksDown: TaskDown[] = [];
+  let tasksDownOmitted = 0;
+  let checking = false;
+  const downKey = (down: readonly TaskDown[], omitted: number): string =>
+    JSON.stringify([down.map((task) => [task.address, task.upstream, task.since]), omitted]);
+  async function readTaskHealth(): Promise<{ down: TaskDown[]; omitted: number }> {
+    const text = await deps.nginx
+      .taskHealth(AbortSignal.any([shutdown.signal, AbortSignal.timeout(HEALTH_READ_TIMEOUT_MS)]))
+      .catch(() => null);
+    checking = text !== null;
+    return text === null ? { down: [], omitted: 0 } : downForReport(parseTaskHealth(text));
+  }
+  /**
+   * During a long poll, nginx's health view is read every HEALTH_WATCH_MS; a change ends the poll (`wake`), so the
+   * next report tells the controller within seconds and not at the end of the long-poll window.
+   */
+  function watchTaskHealth(wake: AbortController): () => void {
+    let timer: TimerHandle | null = null;
+    let done = false;
+    const check = (): void => {
+      void readTaskHealth().then(({ down, omitted }) => {
+        if (done) return;
+        if (downKey(down, omitted) !== downKey(tasksDown, tasksDownOmitted)) wake.abort();
+        else timer = clock.setTimer(HEALTH_WATCH_MS, check);
+      });
+    };
+    if (checking) timer = clock.setTimer(HEALTH_WATCH_MS, check);
+    return () => {
+      done = true;
+      timer?.cancel();
+    };
+  }
+
   const loop = (async () => {
     let backoff = 250;
     let failures = 0;
@@ -341,6 +380,8 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       const wake = new AbortController();
       let timer: TimerHandle | null = null;
       if (retained) timer = clock.setTimer(Math.max(0, retained.retryAt - clock.now()), () => wake.abort());
+      ({ down: tasksDown, omitted: tasksDownOmitted } = await readTaskHealth());
+      const stopWatching = watchTaskHealth(wake);
       try {
         const report: EdgeReport = {
           edge: config.edgeId,
@@ -349,6 +390,8 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
           rejected,
           reloads,
           peerUpdates,
+          tasksDown,
+          tasksDownOmitted,
         };
         // The applied bundle is the base: the controller sends only what changed since it.
         const bundle = await deps.channel.poll(
@@ -386,6 +429,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
         backoff = Math.min(backoff * 2, config.retryMaxMs);
       } finally {
         timer?.cancel();
+        stopWatching();
       }
     }
   })();

@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { ChildProcess } from 'node:child_process';
 import { SwarmgateError } from '../errors.ts';
 import { bundleArguments } from '../nginx/nginx-validator.ts';
+import { localSocketGet } from './edge-metrics.ts';
 
 export interface NginxProcess {
   /**
@@ -22,6 +23,11 @@ export interface NginxProcess {
   updatePeers(peersText: string, signal: AbortSignal): Promise<boolean>;
   /** GET /peers: what a worker routes to now, in peers.txt form; null when nothing answers. */
   runningPeers(signal: AbortSignal): Promise<string | null>;
+  /**
+   * GET /health: what the active health checks think of each checked task (src/edge/task-health.ts has the
+   * grammar); null when nothing answers or the config has no checks.
+   */
+  taskHealth(signal: AbortSignal): Promise<string | null>;
   stop(graceMs: number): Promise<void>;
   readonly running: boolean;
   /** Called if nginx exits without being asked to, after start resolved. */
@@ -152,6 +158,7 @@ export function createNginxProcess(
       return false;
     },
     runningPeers,
+    taskHealth: (signal) => localSocketGet(peersSocket, '/health', signal),
     async stop(graceMs) {
       stopping = true;
       const proc = child;

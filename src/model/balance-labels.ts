@@ -103,3 +103,100 @@ export function parseRetryTimeout(raw: string): Parsed<number> {
   const ms = Number(match[1]) * ({ ms: 1, s: 1000, m: 60_000 }[match[2] ?? 's'] ?? 1000);
   return ms >= 100 && ms <= 300_000 ? ok(ms) : fail(`${raw} is outside 100ms..5m`);
 }
+
+/**
+ * Active health checks (swarmgate.healthcheck.*): each edge sends GET <path> to every task of the service, every
+ * interval, and stops routing to a task that fails `fails` checks in a row until it passes `passes` in a row.
+ */
+export interface HealthCheck {
+  /** Origin-form target of the probe (path and query), characters that need no quoting in Lua or a request line. */
+  readonly path: string;
+  readonly intervalMs: number;
+  /** Always below intervalMs: a probe ends before the next one of the same task is due. */
+  readonly timeoutMs: number;
+  /** Accepted statuses as inclusive ranges ([200, 399] for the default 2xx/3xx). */
+  readonly status: readonly (readonly [number, number])[];
+  readonly fails: number;
+  readonly passes: number;
+}
+
+export const HEALTH_LABELS = [
+  'swarmgate.healthcheck.path',
+  'swarmgate.healthcheck.interval',
+  'swarmgate.healthcheck.timeout',
+  'swarmgate.healthcheck.status',
+  'swarmgate.healthcheck.fails',
+  'swarmgate.healthcheck.passes',
+] as const;
+
+export const HEALTH_INTERVAL_MS = { min: 1000, max: 60_000, default: 5000 } as const;
+export const HEALTH_TIMEOUT_MS = { min: 100, default: 2000 } as const;
+export const HEALTH_COUNT_MAX = 10;
+export const HEALTH_STATUS_DEFAULT: HealthCheck['status'] = [[200, 399]];
+
+// No quote, backslash, space or control character: the path goes into a Lua string and an HTTP request line as is.
+const HEALTH_PATH = /^\/[A-Za-z0-9._~!$&()*+,;=:@%/?-]{0,255}$/;
+
+/** swarmgate.healthcheck.path: the probe's target, e.g. /healthz or /status?full=0. */
+export function parseHealthPath(raw: string): Parsed<string> {
+  const value = raw.trim();
+  return HEALTH_PATH.test(value)
+    ? ok(value)
+    : fail(
+        `"${raw}" is not a path such as /healthz (starts with /, at most 256 URL characters, no quotes or spaces)`,
+      );
+}
+
+function durationMs(raw: string): number | null {
+  const match = /^(\d{1,6})(ms|s|m)?$/.exec(raw.trim().toLowerCase());
+  if (!match) return null;
+  return Number(match[1]) * ({ ms: 1, s: 1000, m: 60_000 }[match[2] ?? 's'] ?? 1000);
+}
+
+/** swarmgate.healthcheck.interval: time between two probes of one task, 1s..60s. */
+export function parseHealthInterval(raw: string): Parsed<number> {
+  const ms = durationMs(raw);
+  if (ms === null) return fail(`"${raw}" is not a duration such as 5s, 1500ms or 1m`);
+  return ms >= HEALTH_INTERVAL_MS.min && ms <= HEALTH_INTERVAL_MS.max
+    ? ok(ms)
+    : fail(`${raw} is outside 1s..60s`);
+}
+
+/** swarmgate.healthcheck.timeout: how long a probe may take (connect, send, status line); below the interval. */
+export function parseHealthTimeout(raw: string): Parsed<number> {
+  const ms = durationMs(raw);
+  if (ms === null) return fail(`"${raw}" is not a duration such as 2s or 500ms`);
+  return ms >= HEALTH_TIMEOUT_MS.min && ms < HEALTH_INTERVAL_MS.max
+    ? ok(ms)
+    : fail(`${raw} is outside 100ms..59s`);
+}
+
+/** swarmgate.healthcheck.status: statuses and classes that pass, e.g. 200, 2xx or 200,204,3xx (at most 8). */
+export function parseHealthStatus(raw: string): Parsed<HealthCheck['status']> {
+  const items = raw
+    .split(',')
+    .map((item) => item.trim().toLowerCase())
+    .filter((item) => item !== '');
+  if (items.length === 0 || items.length > 8) return fail(`"${raw}" is not 1 to 8 statuses such as 200, 2xx`);
+  const ranges: [number, number][] = [];
+  for (const item of items) {
+    const klass = /^([1-5])xx$/.exec(item);
+    if (klass) {
+      const hundred = Number(klass[1]) * 100;
+      ranges.push([hundred, hundred + 99]);
+    } else if (/^[1-5]\d\d$/.test(item)) ranges.push([Number(item), Number(item)]);
+    else return fail(`"${item}" is not a status (100..599) or a class (2xx)`);
+  }
+  ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  return ok(ranges);
+}
+
+/** swarmgate.healthcheck.fails and .passes: checks in a row that take a task out, or put it back (1..10). */
+export function parseHealthCount(raw: string): Parsed<number> {
+  const value = raw.trim();
+  if (!/^\d{1,2}$/.test(value)) return fail(`"${raw}" is not a whole number 1..${HEALTH_COUNT_MAX}`);
+  const count = Number(value);
+  return count >= 1 && count <= HEALTH_COUNT_MAX
+    ? ok(count)
+    : fail(`${count} is outside 1..${HEALTH_COUNT_MAX}`);
+}

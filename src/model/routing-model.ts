@@ -56,9 +56,18 @@ import {
   SECURITY_HEADERS,
 } from './feature-labels.ts';
 import { parseLabelDocument } from './label-document.ts';
-import type { BalanceMethod, HashKey } from './balance-labels.ts';
+import type { BalanceMethod, HashKey, HealthCheck } from './balance-labels.ts';
 import {
+  HEALTH_INTERVAL_MS,
+  HEALTH_LABELS,
+  HEALTH_STATUS_DEFAULT,
+  HEALTH_TIMEOUT_MS,
   parseBalanceMethod,
+  parseHealthCount,
+  parseHealthInterval,
+  parseHealthPath,
+  parseHealthStatus,
+  parseHealthTimeout,
   parseCookieMaxAge,
   parseCookieName,
   parseHashKey,
@@ -172,6 +181,8 @@ export interface Upstream {
   readonly service: string;
   readonly servers: readonly UpstreamServer[];
   readonly balance: UpstreamBalance;
+  /** swarmgate.healthcheck.*: each edge probes the tasks; absent: passive checks only (the default). */
+  readonly health?: HealthCheck;
 }
 
 export interface RouteLocation {
@@ -325,6 +336,8 @@ interface ServiceRoute {
   /** The port of the service's first route: its upstream keeps the plain name. */
   readonly primaryPort: number;
   readonly balance: UpstreamBalance;
+  /** swarmgate.healthcheck.*; null: off. */
+  readonly health: HealthCheck | null;
   /** swarmgate.weight: the service may share a host and path with other weighted services; null: it may not. */
   readonly weight: number | null;
 }
@@ -376,6 +389,7 @@ export const KNOWN_SWARMGATE_LABELS: ReadonlySet<string> = new Set([
   'swarmgate.weight',
   'swarmgate.retry.tries',
   'swarmgate.retry.timeout',
+  ...HEALTH_LABELS,
 ]);
 /** swarmgate.header.<Name>=<value>: one response header per label. */
 const HEADER_LABEL_PREFIX = 'swarmgate.header.';
@@ -432,7 +446,15 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
           : null;
       own = { name, servers };
       upstreamByPort.set(portKey, own);
-      if (name) upstreams.push({ name, service: route.service.name, servers, balance: route.balance });
+      if (name) {
+        upstreams.push({
+          name,
+          service: route.service.name,
+          servers,
+          balance: route.balance,
+          ...(route.health ? { health: route.health } : {}),
+        });
+      }
     }
     return own;
   };
@@ -450,7 +472,15 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
       const owner = group[0] as ServiceRoute;
       name = servers.length > 0 ? `svc_split_${shortHash(groupKey)}${shortHash(`${groupKey}#`)}` : null;
       groupUpstreams.set(groupKey, name);
-      if (name) upstreams.push({ name, service: owner.service.name, servers, balance: owner.balance });
+      if (name) {
+        upstreams.push({
+          name,
+          service: owner.service.name,
+          servers,
+          balance: owner.balance,
+          ...(owner.health ? { health: owner.health } : {}),
+        });
+      }
     }
     return name;
   };
@@ -976,6 +1006,7 @@ function decodeServiceRoutes(
     retryTimeoutMs: field<number | null>('swarmgate.retry.timeout', null, parseRetryTimeout),
   };
   const balance = decodeBalance(service, field, problems);
+  const health = decodeHealthCheck(service, proto, field, problems);
   const weight = field<number | null>('swarmgate.weight', null, parseWeight);
   if (tuning.buffering !== null && (proto === 'grpc' || proto === 'grpcs')) {
     problems.push({
@@ -1006,6 +1037,7 @@ function decodeServiceRoutes(
     index,
     primaryPort,
     balance,
+    health,
     weight,
   }));
 }
@@ -1037,6 +1069,68 @@ function decodeBalance(service: ServiceInfo, field: FieldReader, problems: Probl
     sticky: sticky
       ? { cookie: cookie ?? `swarmgate_${shortHash(service.name)}`, maxAge: maxAge ?? null }
       : null,
+  };
+}
+
+/**
+ * swarmgate.healthcheck.*: on with a path; the other labels alone do nothing (warned). A timeout that is not below
+ * the interval is warned and halved to it: probes of one task must never overlap.
+ */
+function decodeHealthCheck(
+  service: ServiceInfo,
+  proto: Proto,
+  field: FieldReader,
+  problems: Problem[],
+): HealthCheck | null {
+  const path = field<string | null>('swarmgate.healthcheck.path', null, parseHealthPath);
+  const interval = field<number | null>('swarmgate.healthcheck.interval', null, parseHealthInterval);
+  const timeout = field<number | null>('swarmgate.healthcheck.timeout', null, parseHealthTimeout);
+  const status = field<HealthCheck['status'] | null>('swarmgate.healthcheck.status', null, parseHealthStatus);
+  const fails = field<number | null>('swarmgate.healthcheck.fails', null, parseHealthCount);
+  const passes = field<number | null>('swarmgate.healthcheck.passes', null, parseHealthCount);
+  const others: readonly (readonly [string, unknown])[] = [
+    ['swarmgate.healthcheck.interval', interval],
+    ['swarmgate.healthcheck.timeout', timeout],
+    ['swarmgate.healthcheck.status', status],
+    ['swarmgate.healthcheck.fails', fails],
+    ['swarmgate.healthcheck.passes', passes],
+  ];
+  const ignore = (reason: string): null => {
+    for (const [label, value] of others) {
+      if (value !== null) problems.push(warning(service.name, label, reason));
+    }
+    return null;
+  };
+  if (path === null) return ignore('ignored without swarmgate.healthcheck.path');
+  if (proto !== 'http' && proto !== 'https') {
+    problems.push(
+      warning(
+        service.name,
+        'swarmgate.healthcheck.path',
+        `ignored: health checks are HTTP GETs, and this service speaks ${proto}`,
+      ),
+    );
+    return ignore(`ignored: health checks are HTTP GETs, and this service speaks ${proto}`);
+  }
+  const intervalMs = interval ?? HEALTH_INTERVAL_MS.default;
+  let timeoutMs = timeout ?? Math.min(HEALTH_TIMEOUT_MS.default, Math.floor(intervalMs / 2));
+  if (timeoutMs >= intervalMs) {
+    problems.push({
+      service: service.name,
+      label: 'swarmgate.healthcheck.timeout',
+      code: 'INVALID_LABEL',
+      reason: `${timeoutMs} ms is not below the interval (${intervalMs} ms); half the interval is used`,
+      severity: 'warning',
+    });
+    timeoutMs = Math.floor(intervalMs / 2);
+  }
+  return {
+    path,
+    intervalMs,
+    timeoutMs,
+    status: status ?? HEALTH_STATUS_DEFAULT,
+    fails: fails ?? 1,
+    passes: passes ?? 1,
   };
 }
 
@@ -1439,6 +1533,7 @@ function canaryDifferences(owner: ServiceRoute, canary: ServiceRoute): string[] 
     out.push('access, limit and header settings');
   if (differs(owner.redirect, canary.redirect) || differs(owner.www, canary.www)) out.push('redirects');
   if (differs(owner.balance, canary.balance)) out.push('balancing settings');
+  if (differs(owner.health, canary.health)) out.push('health checks');
   return out;
 }
 

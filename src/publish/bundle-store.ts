@@ -32,7 +32,26 @@ export interface EdgeReport {
   /** Since the agent started: bundles applied with an nginx reload, and with posted task addresses only. */
   readonly reloads: number;
   readonly peerUpdates: number;
+  /** Tasks this edge's active health checks found down (absent from edges of older releases). */
+  readonly tasksDown?: readonly TaskDown[];
+  /** Down tasks beyond the ones listed (a report carries at most MAX_REPORTED_DOWN). */
+  readonly tasksDownOmitted?: number;
 }
+
+/** A task an edge's health checks (lua/swarmgate/health.lua) took out of its rotation. */
+export interface TaskDown {
+  /** "ip:port", as in peers.txt. */
+  readonly address: string;
+  readonly upstream: string;
+  /** Since when (ISO 8601, the edge's clock). */
+  readonly since: string;
+  /** What the probe got: "status 500", "status line: timeout", "connect: connection refused". */
+  readonly reason: string;
+}
+
+/** Down tasks one report carries at most: with the rest of a report they stay well inside its 64 KiB bound. */
+export const MAX_REPORTED_DOWN = 128;
+export const MAX_REASON_CHARS = 120;
 
 export interface EdgeState extends EdgeReport {
   readonly lastContact: string;

@@ -5,6 +5,7 @@ import type { RoutingModel } from '../model/routing-model.ts';
 import type { TemplateRenderer } from './nunjucks-env.ts';
 import { SwarmgateError } from '../errors.ts';
 import { balancerOptions } from './balancer-options.ts';
+import type { ProbeTarget } from './balancer-options.ts';
 import { formatPeers, isPeerAddress, isPeerPort, isUpstreamName } from './peers-text.ts';
 
 /** Bundle-relative path → file content. nginx.conf is the entry point; everything else is relative to it. */
@@ -98,6 +99,22 @@ export function renderConfig(
     ),
     (zone) => zone.name,
   );
+  // Upstreams that locations send requests to, with the Host their health probes send (the first exact host).
+  const probeTargets = new Map<string, ProbeTarget>();
+  for (const server of [...model.servers].sort((a, b) => (a.host.value < b.host.value ? -1 : 1))) {
+    for (const location of server.locations) {
+      if (location.upstream === null || location.redirect) continue;
+      const known = probeTargets.get(location.upstream);
+      const host = server.host.kind === 'exact' ? server.host.value : null;
+      if (!known || (known.host === null && host !== null)) {
+        probeTargets.set(location.upstream, { host, tls: location.proto === 'https' });
+      }
+    }
+  }
+  const options = model.upstreams.flatMap((upstream) => {
+    const lua = balancerOptions(upstream, probeTargets.get(upstream.name) ?? null);
+    return lua ? [{ name: upstream.name, options: lua }] : [];
+  });
   const nginxConf = templates.render('nginx.conf.njk', {
     luaDir,
     rateZones,
@@ -109,10 +126,8 @@ export function renderConfig(
     nonGetRedirect: settings.nonGetRedirect ?? 308,
     defaultCertificate,
     upstreams: model.upstreams,
-    balancerOptions: model.upstreams.flatMap((upstream) => {
-      const options = balancerOptions(upstream);
-      return options ? [{ name: upstream.name, options }] : [];
-    }),
+    balancerOptions: options,
+    healthChecks: model.upstreams.some((upstream) => upstream.health && probeTargets.has(upstream.name)),
     servers,
     adminServer: model.adminServer,
   });

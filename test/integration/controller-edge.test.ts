@@ -67,6 +67,11 @@ async function startSystem(
     edgeRejectIf?: (config: string) => boolean;
     stateDir?: string;
     acme?: AcmePort;
+    /** SWARMGATE_EDGE_LONG_POLL and the edge's request timeout (it waits that less 10 s); 2s unless a test needs a
+     * poll that outlasts what it watches. */
+    longPoll?: { controller: string; channelTimeoutMs: number };
+    /** What the fake nginx answers on GET /health from the start (a config with health checks). */
+    nginxHealth?: string;
   } = {},
 ): Promise<System> {
   const docker = options.docker ?? new FakeDocker();
@@ -87,7 +92,7 @@ async function startSystem(
       SWARMGATE_DEBOUNCE: '5ms:20ms',
       SWARMGATE_FAST_POLL: '50ms',
       SWARMGATE_SLOW_POLL: '1h',
-      SWARMGATE_EDGE_LONG_POLL: '2s',
+      SWARMGATE_EDGE_LONG_POLL: options.longPoll?.controller ?? '2s',
     }),
     adminToken: TOKEN,
     edgeToken: EDGE_TOKEN,
@@ -104,6 +109,7 @@ async function startSystem(
   });
   const stateDir = options.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), 'swarmgate-edge-')));
   const nginx = new FakeNginx();
+  nginx.health = options.nginxHealth ?? null;
   const edge = await startEdgeAgent({
     config: readEdgeConfig(
       {
@@ -115,7 +121,7 @@ async function startSystem(
       'edge-1',
     ),
     nodeId: 'node-1',
-    channel: edgeChannel(controller.port),
+    channel: edgeChannel(controller.port, options.longPoll?.channelTimeoutMs),
     nginx,
     testConfig: async (confPath) => {
       const config = await readFile(confPath, 'utf8');
@@ -395,4 +401,102 @@ test('the API refuses a missing or wrong token with a coded error', async (t) =>
   );
   const logs = JSON.stringify(system.logs);
   assert.ok(!logs.includes(TOKEN) && !logs.includes(EDGE_TOKEN), 'no token reaches a log line');
+});
+
+test("health checks: the tasks an edge's checks took out reach the controller's status, named; a forged report is bounded", async (t) => {
+  const docker = new FakeDocker();
+  docker.services = [
+    rawService('web', { VIRTUAL_HOST: 'web.example.com', 'swarmgate.healthcheck.path': '/healthz' }),
+  ];
+  docker.tasks = [rawTask('t1', 'web', '10.0.0.11'), rawTask('t2', 'web', '10.0.0.12')];
+  const system = await startSystem({ docker });
+  t.after(() => system.stop());
+  await waitUntil('the edge to apply a bundle', () => system.edge.applied() !== null);
+  const upstream = /upstream (svc_web_\w+) /.exec(await system.served())?.[1];
+  assert.ok(upstream);
+  // What lua/swarmgate/health.lua answers on GET /health: t2's app answers 500.
+  system.nginx.health =
+    `10.0.0.11:80\t${upstream}\tup\t1790000000.000\tstatus 200\n` +
+    `10.0.0.12:80\t${upstream}\tdown\t1790000001.500\tstatus 500\n`;
+  const status = async (): Promise<Record<string, unknown>[]> =>
+    (await apiRequest(system.controller.port, channelTls.cert, 'GET', '/v1/status', { token: TOKEN })).json
+      .edges as Record<string, unknown>[];
+  await waitUntil('the status to list the down task', async () =>
+    JSON.stringify((await status())[0]?.tasksDown ?? []).includes('10.0.0.12'),
+  );
+  assert.deepEqual((await status())[0]?.tasksDown, [
+    {
+      address: '10.0.0.12:80',
+      upstream,
+      since: new Date(1_790_000_001_500).toISOString(),
+      reason: 'status 500',
+      service: 'web',
+      task: 't2',
+    },
+  ]);
+  // It recovers: the agent notices during its poll and the status empties.
+  system.nginx.health = `10.0.0.11:80\t${upstream}\tup\t1790000000.000\tstatus 200\n`;
+  await waitUntil(
+    'the status to list no down task',
+    async () => ((await status())[0]?.tasksDown as unknown[] | undefined)?.length === 0,
+  );
+
+  // An edge token holder sends junk and too much: bad entries are dropped, the list is cut at 128 and counted,
+  // reasons are cut at 120 characters and lose control characters.
+  const entries = Array.from({ length: 200 }, (_, index) => ({
+    address: `10.1.0.${index}:80`,
+    upstream: 'svc_x',
+    since: '2026-11-25T00:00:00.000Z',
+    reason: `bad\n${'x'.repeat(130)}`,
+  }));
+  const forged = await apiRequest(system.controller.port, channelTls.cert, 'POST', '/v1/edge/poll?waitMs=0', {
+    token: EDGE_TOKEN,
+    body: {
+      edge: 'edge-forged',
+      node: null,
+      applied: null,
+      rejected: null,
+      reloads: 0,
+      peerUpdates: 0,
+      tasksDown: [{ address: 'not an address', upstream: 'svc_x', since: 'x' }, ...entries],
+      tasksDownOmitted: 5,
+    },
+  });
+  assert.ok(forged.status === 200 || forged.status === 204, `poll answered ${forged.status}`);
+  const edge = (await status()).find((one) => one.edge === 'edge-forged');
+  const down = edge?.tasksDown as { reason: string; service: unknown }[];
+  assert.equal(down.length, 128);
+  assert.equal(edge?.tasksDownOmitted, 5 + 200 - 128);
+  assert.equal(down[0]?.reason, `bad ${'x'.repeat(116)}`);
+  assert.equal(down[0]?.service, null, 'an upstream the model does not have is named as unknown');
+});
+
+test('health checks: a change the edge sees during a long poll reaches the status within seconds, not at its end', async (t) => {
+  const docker = new FakeDocker();
+  docker.services = [
+    rawService('web', { VIRTUAL_HOST: 'web.example.com', 'swarmgate.healthcheck.path': '/healthz' }),
+  ];
+  docker.tasks = [rawTask('t1', 'web', '10.0.0.11')];
+  const up = 'svc_web_000000';
+  const system = await startSystem({
+    docker,
+    longPoll: { controller: '10s', channelTimeoutMs: 25_000 },
+    nginxHealth: `10.0.0.11:80\t${up}\tup\t1790000000.000\tstatus 200\n`,
+  });
+  t.after(() => system.stop());
+  await waitUntil('the controller to see the edge in sync', () =>
+    system.controller.store.edges().some((edge) => edge.edge === 'edge-1' && edge.inSync),
+  );
+  // The edge is now in a 10 s long poll; its health view changes.
+  system.nginx.health = `10.0.0.11:80\t${up}\tdown\t1790000001.000\tstatus 503\n`;
+  const changedAt = Date.now();
+  await waitUntil(
+    'the controller to hear of the down task',
+    () =>
+      system.controller.store
+        .edges()
+        .some((edge) => edge.edge === 'edge-1' && edge.tasksDown?.[0]?.address === '10.0.0.11:80'),
+    { timeoutMs: 5000 },
+  );
+  t.diagnostic(`the controller heard ${Date.now() - changedAt} ms after the change (long poll 10 s)`);
 });

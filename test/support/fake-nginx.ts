@@ -35,6 +35,11 @@ export class FakeNginx implements NginxProcess {
   async runningPeers(): Promise<string | null> {
     return this.running ? this.peers : null;
   }
+  /** GET /health's answer (lua/swarmgate/health.lua's lines); null: a config without health checks. */
+  health: string | null = null;
+  async taskHealth(): Promise<string | null> {
+    return this.running ? this.health : null;
+  }
   async stop(): Promise<void> {
     this.running = false;
   }
