@@ -8,6 +8,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import type { TestContext } from 'node:test';
 import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { startEdgeMetricsServer } from '../../src/edge/edge-metrics.ts';
 import { createNginxProcess } from '../../src/edge/nginx-process.ts';
@@ -15,7 +16,9 @@ import { createLogger } from '../../src/logger.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { parsePeers } from '../../src/render/peers-text.ts';
 import { fingerprintBundle, PEERS_FILE } from '../../src/render/render-config.ts';
+import type { BundleFiles } from '../../src/render/render-config.ts';
 import { freePort, loopbackBundle, loopbackSetup, NGINX_BINARY } from '../support/loopback-nginx.ts';
+import type { LoopbackSetup } from '../support/loopback-nginx.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const HOST = 'app.test';
@@ -75,13 +78,17 @@ function total(text: string, name: string): number {
     .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
 }
 
-test('counts, buckets, upstream failures and retries after a known sequence of requests', async (t) => {
-  const backendPort = await freePort();
-  await startTask(t, '127.0.0.2', backendPort);
-  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-metrics-'));
-  // One worker: the round robin and the counts are one worker's.
-  const setup = await loopbackSetup(stateDir, { workerProcesses: '1' });
-  const files = loopbackBundle(setup, createTemplateRenderer(), HOST, ['127.0.0.2'], backendPort);
+/** The bundle applied as the agent does, nginx started on it, and the agent's metrics server in front of it. */
+async function startMeteredEdge(
+  t: TestContext,
+  stateDir: string,
+  setup: LoopbackSetup,
+  files: BundleFiles,
+): Promise<{
+  metrics: Awaited<ReturnType<typeof startEdgeMetricsServer>>;
+  nginx: ReturnType<typeof createNginxProcess>;
+  fingerprint: string;
+}> {
   const cache = new BundleCache(stateDir);
   const fingerprint = fingerprintBundle(files);
   await cache.stage(fingerprint, files);
@@ -109,6 +116,17 @@ test('counts, buckets, upstream failures and retries after a known sequence of r
     await rm(stateDir, { recursive: true, force: true });
   });
   await nginx.start(cache.currentConfPath);
+  return { metrics, nginx, fingerprint };
+}
+
+test('counts, buckets, upstream failures and retries after a known sequence of requests', async (t) => {
+  const backendPort = await freePort();
+  await startTask(t, '127.0.0.2', backendPort);
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-metrics-'));
+  // One worker: the round robin and the counts are one worker's.
+  const setup = await loopbackSetup(stateDir, { workerProcesses: '1' });
+  const files = loopbackBundle(setup, createTemplateRenderer(), HOST, ['127.0.0.2'], backendPort);
+  const { metrics, nginx } = await startMeteredEdge(t, stateDir, setup, files);
   const parsed = parsePeers(files[PEERS_FILE] ?? '');
   assert.ok(parsed.ok);
   const upstream = parsed.peers.upstreams[0]?.name ?? '';
@@ -230,33 +248,7 @@ test('with SWARMGATE_TRAFFIC_METRICS=false nginx serves, counts nothing and the 
   const conf = files['nginx.conf'] ?? '';
   // Off means off: no Lua runs per request and no counter memory is set aside.
   assert.doesNotMatch(conf, /log_by_lua|swarmgate_metrics|swarmgate_service/);
-  const cache = new BundleCache(stateDir);
-  const fingerprint = fingerprintBundle(files);
-  await cache.stage(fingerprint, files);
-  await cache.activate(fingerprint, { version: 1, fingerprint });
-  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
-  const metrics = await startEdgeMetricsServer({
-    port: 0,
-    host: '127.0.0.1',
-    socketPath: setup.proxy.peersSocket,
-    now: () => Date.now(),
-    logger: createLogger('silent'),
-    agent: () => ({
-      edge: 'edge-1',
-      node: 'node-1',
-      applied: { version: 1, fingerprint },
-      lastContact: null,
-      reloads: 0,
-      peerUpdates: 0,
-      applyFailing: false,
-    }),
-  });
-  t.after(async () => {
-    await metrics.close();
-    await nginx.stop(5000);
-    await rm(stateDir, { recursive: true, force: true });
-  });
-  await nginx.start(cache.currentConfPath);
+  const { metrics } = await startMeteredEdge(t, stateDir, setup, files);
 
   const statuses: number[] = [];
   for (const target of ['/', '/fail', '/missing'])
