@@ -1,11 +1,14 @@
 // Convergence on the lab: scale a backend 1→N under a steady request rate and measure, for each new task, Swarm's
 // own "running" timestamp → the first request it serves through the edge; then scale N→1 and measure Swarm's
-// time of the change (the service's UpdatedAt) → the last request a removed task serves.
+// time of the change (the service's UpdatedAt) → the last request a removed task serves. Then active health checks
+// (issue 15): a task whose app starts failing its health path while it still accepts connections → the last request
+// the edge sends it.
 import {
   createService,
   deployStack,
   docker,
   removeService,
+  request,
   serviceTasks,
   STACK,
   waitFor,
@@ -93,6 +96,61 @@ try {
 } finally {
   await removeService(BACKEND);
 }
+// Active health checks: one of HEALTH_REPLICAS tasks turns unhealthy (its app answers 503 on the health path and
+// keeps accepting connections, so only the health check can tell). Measured from the moment its flip was answered
+// to the last request of the load it served; then it is made healthy again from inside its container.
+const HEALTH_BACKEND = 'sg-bench-conv-health';
+const HEALTH_HOST = 'health.conv.bench.test';
+const HEALTH_REPLICAS = 3;
+const HEALTH_INTERVAL_S = 1;
+const healthLags: number[] = [];
+try {
+  await removeService(HEALTH_BACKEND);
+  await createService({
+    name: HEALTH_BACKEND,
+    labels: {
+      VIRTUAL_HOST: HEALTH_HOST,
+      'swarmgate.healthcheck.path': '/health',
+      'swarmgate.healthcheck.interval': `${HEALTH_INTERVAL_S}s`,
+    },
+    replicas: HEALTH_REPLICAS,
+    extra: HEALTH_CHECK,
+  });
+  await waitFor(`${HEALTH_HOST} to answer from every task`, async () => {
+    const run = startLoad(HEALTH_HOST, 50, { maxSeconds: 2 });
+    await sleep(1500);
+    return (await run.stop()).tasks.size === HEALTH_REPLICAS ? true : undefined;
+  });
+  for (let round = 0; round < ROUNDS; round++) {
+    const load = startLoad(HEALTH_HOST, RATE);
+    await sleep(1500);
+    const flip = await request(HEALTH_HOST, '/health/fail', { method: 'POST' });
+    const flippedAt = Date.now();
+    const failing = (JSON.parse(flip.body) as { task: string }).task;
+    await sleep(HEALTH_INTERVAL_S * 4000);
+    const report = await load.stop();
+    const served = report.tasks.get(failing);
+    if (served) healthLags.push(Math.max(0, (load.startedAt + served.last - flippedAt) / 1000));
+    // Healthy again, from inside its own container (the edge no longer sends it anything).
+    // The backend's task name is Swarm's {{.Task.Name}}, which is also its container's task-name label.
+    const container = (
+      await docker(['ps', '-q', '--filter', `label=com.docker.swarm.task.name=${failing}`])
+    ).split('\n')[0];
+    if (container)
+      await docker([
+        'exec',
+        container,
+        'node',
+        '-e',
+        "fetch('http://127.0.0.1/health/ok', { method: 'POST' }).then((r) => process.exit(r.ok ? 0 : 1))",
+      ]);
+    await sleep(HEALTH_INTERVAL_S * 3000);
+  }
+} finally {
+  await removeService(HEALTH_BACKEND);
+}
+const health = summary(healthLags);
+
 const routedLags = (await controllerLags()).slice(lagsBefore);
 const routed = summary(routedLags);
 const up = summary(upLags);
@@ -122,6 +180,14 @@ printTable(`Convergence (1→${N}→1, ${ROUNDS} round(s), ${RATE} requests/s)`,
     'max s': down.max,
     target: 'p95 ≤ 0.5 s',
   },
+  {
+    direction: `health check (every ${HEALTH_INTERVAL_S} s) failing → last request served`,
+    samples: health.n,
+    'p50 s': health.p50,
+    'p95 s': health.p95,
+    'max s': health.max,
+    target: `≤ 2 intervals (${2 * HEALTH_INTERVAL_S} s)`,
+  },
 ]);
 if (neverServed > 0) console.log(`\n${neverServed} new task(s) served no request before the scale-down`);
 writeResult('convergence', {
@@ -131,8 +197,11 @@ writeResult('convergence', {
   routedSeconds: routed,
   upSeconds: up,
   downSeconds: down,
+  healthCheckSeconds: health,
+  healthCheckIntervalSeconds: HEALTH_INTERVAL_S,
   neverServed,
   routedLags,
   upLags,
   downLags,
+  healthLags,
 });

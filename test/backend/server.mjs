@@ -15,8 +15,17 @@ function send(res, status, body) {
   res.end(text);
 }
 
+// What /health answers: a test turns it to 503 (POST /health/fail) to stand for an app that runs but is broken,
+// and back (POST /health/ok), while the task keeps accepting connections.
+let healthy = true;
+
 const server = http.createServer((req, res) => {
   const url = new URL(req.url ?? '/', 'http://backend');
+  if (url.pathname === '/health') return send(res, healthy ? 200 : 503, { task, healthy });
+  if (req.method === 'POST' && (url.pathname === '/health/fail' || url.pathname === '/health/ok')) {
+    healthy = url.pathname === '/health/ok';
+    return send(res, 200, { task, healthy });
+  }
   const statusMatch = /^\/status\/(\d{3})$/.exec(url.pathname);
   if (statusMatch) return send(res, Number(statusMatch[1]), { task, status: Number(statusMatch[1]) });
   if (url.pathname === '/headers') return send(res, 200, { task, headers: req.headers });
