@@ -392,3 +392,78 @@ test('least_conn: while one task holds a slow request, every new request goes to
   for (let i = 0; i < 4; i += 1) later.add(await h2Get(session, host, `/?after=${i}`));
   assert.equal(later.size, 2, `both tasks again: ${[...later].join(', ')}`);
 });
+
+test('active health checks: a task whose health path fails gets no requests, is listed down, and returns when it recovers', async (t) => {
+  const name = uniqueName('sg-e2e-health');
+  const host = `${name}.e2e.test`;
+  t.after(() => removeService(name));
+  await createService({
+    name,
+    replicas: 2,
+    labels: {
+      VIRTUAL_HOST: host,
+      'swarmgate.healthcheck.path': '/health',
+      'swarmgate.healthcheck.interval': '1s',
+    },
+  });
+  await waitForRouted(name, 2);
+  const seen = new Set<string>();
+  await waitFor('both tasks to answer', async () => {
+    const answer = await ask(host);
+    if (answer.task) seen.add(answer.task);
+    return seen.size === 2 ? true : undefined;
+  });
+
+  // The app of one task breaks: its health path answers 503 while it still accepts connections and answers `/`.
+  const flip = await request(host, '/health/fail', { method: 'POST' });
+  const failing = (JSON.parse(flip.body) as { task: string }).task;
+  const healthy = [...seen].find((task) => task !== failing) ?? '';
+  const failed: number[] = [];
+  // Out of the rotation: 30 requests in a row reach the other task (round robin would give the failing one 15).
+  await waitFor(
+    `${failing} to be out of the rotation`,
+    async () => {
+      for (let i = 0; i < 30; i++) {
+        const answer = await ask(host);
+        if (answer.status !== 200) failed.push(answer.status);
+        if (answer.task === failing) return undefined;
+      }
+      return true;
+    },
+    { timeoutMs: 20_000, intervalMs: 100 },
+  );
+  const down = await waitFor(
+    `the edge to report ${failing} down`,
+    async () => {
+      const status = await controllerStatus();
+      const entries = status.edges.flatMap((edge) => edge.tasksDown ?? []);
+      return entries.find((entry) => entry.task !== null && failing.endsWith(`.${entry.task}`));
+    },
+    { timeoutMs: 20_000, intervalMs: 250 },
+  );
+  assert.equal(down.service, name);
+
+  // Healthy again, from inside its container (the edge sends it nothing now): it returns to the rotation.
+  const container = (
+    await docker(['ps', '-q', '--filter', `label=com.docker.swarm.task.name=${failing}`])
+  ).split('\n')[0];
+  assert.ok(container, `the container of ${failing}`);
+  await docker([
+    'exec',
+    container,
+    'node',
+    '-e',
+    "fetch('http://127.0.0.1/health/ok', { method: 'POST' }).then((r) => process.exit(r.ok ? 0 : 1))",
+  ]);
+  await waitFor(
+    `${failing} to be back in the rotation`,
+    async () => {
+      const answer = await ask(host);
+      if (answer.status !== 200) failed.push(answer.status);
+      return answer.task === failing ? true : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 50 },
+  );
+  assert.ok(healthy, 'the other task answered');
+  assert.deepEqual(failed, [], 'no request failed while the task was out and back');
+});

@@ -311,6 +311,8 @@ export interface ControllerStatus {
     lastContact: string;
     reloads: number;
     peerUpdates: number;
+    /** Tasks this edge's active health checks took out (service name and task id). */
+    tasksDown?: { service: string | null; task: string | null; address: string }[];
   }[];
   problems: { service: string; label: string; code: string; reason: string }[];
   services: { name: string; hosts: string[]; routedTasks: number }[];
