@@ -123,7 +123,6 @@ export function renderConfig(
     defaultHttps: model.servers.some((server) => server.isDefault && server.tls.https),
     // HTTP/3 anywhere: the catch-all server then opens the QUIC socket (reuseport may be set once per port).
     http3: model.servers.some((server) => server.tls.http3),
-    defaultHttp3: model.servers.some((server) => server.isDefault && server.tls.http3),
     generator: settings.generator,
     proxy: settings.proxy,
     nonGetRedirect: settings.nonGetRedirect ?? 308,

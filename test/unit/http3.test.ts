@@ -195,13 +195,15 @@ test('render: reuseport once per address and port, whatever the number of HTTP/3
       conf.match(/^ {8}listen \[::\]:443 quic reuseport( default_server)?;$/gm)?.length ?? 0,
       ipv6 ? 1 : 0,
     );
-    // The default host takes the QUIC default too, so the catch-all does not claim it: one default per socket.
+    // The catch-all is QUIC's one default server, even beside SWARMGATE_DEFAULT_HOST: a QUIC handshake for a name
+    // without HTTP/3 is refused there, never answered by the default host's service.
     assert.equal(conf.match(/^ {8}listen 443 quic( reuseport)? default_server;$/gm)?.length, 1);
+    assert.match(conf, /^ {8}listen 443 quic reuseport default_server;\n(?:.*\n)*? {8}server_name _;$/m);
     for (const host of hosts) {
       const [, https] = serverBlocks(conf, host);
       assert.ok(https, `${host} has an HTTPS server`);
-      assert.match(https, /^ {8}listen 443 quic( default_server)?;$/m);
-      assert.equal(/^ {8}listen \[::\]:443 quic( default_server)?;$/m.test(https), ipv6);
+      assert.match(https, /^ {8}listen 443 quic;$/m);
+      assert.equal(/^ {8}listen \[::\]:443 quic;$/m.test(https), ipv6);
     }
     const [, tcpHttps] = serverBlocks(conf, 'tcp.example.com');
     assert.doesNotMatch(tcpHttps ?? '', /quic|Alt-Svc/);
