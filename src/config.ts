@@ -100,6 +100,11 @@ export interface TlsConfig {
   readonly sslPolicy: 'Mozilla-Modern' | 'Mozilla-Intermediate';
   readonly nonGetRedirect: 301 | 307 | 308;
   readonly defaultCertificate: string | null;
+  /**
+   * SWARMGATE_ENABLE_HTTP3: HTTP/3 (QUIC on 443/udp, advertised with Alt-Svc) for every host with a certificate,
+   * unless its service says swarmgate.http3=off. Off by default: it needs 443/udp published and open to clients.
+   */
+  readonly http3: boolean;
 }
 
 export interface ControllerConfig {
@@ -345,7 +350,7 @@ export const NGINX_PROXY_GLOBALS: Readonly<Record<string, string>> = {
   TRUST_DEFAULT_CERT: 'SWARMGATE_DEFAULT_CERT (unknown names only)',
   ENABLE_HTTP_ON_MISSING_CERT: 'nothing: a host without a certificate is served over HTTP',
   ENABLE_HTTP2: 'nothing: HTTP/2 is always on',
-  ENABLE_HTTP3: 'nothing yet: HTTP/3 is not offered',
+  ENABLE_HTTP3: 'SWARMGATE_ENABLE_HTTP3 (and publish 443/udp)',
   ENABLE_IPV6: 'nothing yet: the edge listens on IPv4',
   PREFER_IPV6_NETWORK: 'nothing yet: IPv4 task addresses are routed',
   ENABLE_PROXY_PROTOCOL: 'nothing yet: PROXY protocol is not read',
@@ -470,6 +475,7 @@ function readTlsConfig(reader: EnvReader): TlsConfig {
     sslPolicy: sslPolicy as TlsConfig['sslPolicy'],
     nonGetRedirect: nonGetRedirect as TlsConfig['nonGetRedirect'],
     defaultCertificate: defaultCertificate === '' ? null : defaultCertificate,
+    http3: reader.boolean('SWARMGATE_ENABLE_HTTP3', false),
   };
 }
 

@@ -146,6 +146,7 @@ export async function startController(deps: ControllerDeps): Promise<RunningCont
         acmeDirectory: config.tls.acme.directoryUrl,
         acmeStagingDirectory: config.tls.acme.stagingDirectoryUrl,
         acmeDirectories: config.tls.acme.allowedDirectoryUrls,
+        http3: config.tls.http3,
       },
       nonGetRedirect: config.tls.nonGetRedirect,
       defaultCertificate: config.tls.defaultCertificate,

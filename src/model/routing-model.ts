@@ -76,7 +76,7 @@ import {
   parseSticky,
   parseWeight,
 } from './balance-labels.ts';
-import { UNSUPPORTED_SETTINGS, unsupportedPrefixSetting } from './unsupported.ts';
+import { NGINX_PROXY_HTTP3_LABEL, UNSUPPORTED_SETTINGS, unsupportedPrefixSetting } from './unsupported.ts';
 import { compareProblems } from './problems.ts';
 import type { Problem } from './problems.ts';
 
@@ -110,6 +110,8 @@ export interface TlsDefaults {
   readonly acmeStagingDirectory?: string;
   /** Further directories an ACME_CA_URI label may name (SWARMGATE_ACME_DIRECTORIES); no other is ever used. */
   readonly acmeDirectories?: readonly string[];
+  /** SWARMGATE_ENABLE_HTTP3: HTTP/3 for hosts whose services do not say (absent: off). */
+  readonly http3?: boolean;
 }
 
 /** Let's Encrypt's staging directory: what LETSENCRYPT_TEST=true asks for. */
@@ -134,6 +136,11 @@ export interface HostTls {
   readonly sslPolicy: SslPolicy;
   /** EXTERNAL_HTTPS_PORT: the port the HTTP→HTTPS redirect names (null: 443, none in the URL). */
   readonly httpsPort: number | null;
+  /**
+   * HTTP/3 over QUIC on the HTTPS port (udp), advertised with Alt-Svc: swarmgate.http3 or nginx-proxy's http3.enable
+   * label, else SWARMGATE_ENABLE_HTTP3. Only with a certificate (false whenever https is).
+   */
+  readonly http3: boolean;
 }
 
 /** A certificate the controller should obtain over ACME. */
@@ -352,9 +359,14 @@ interface ServiceTlsLabels {
   readonly certName: string | null;
   readonly sslPolicy: SslPolicy | null;
   readonly httpsPort: number | null;
+  /** swarmgate.http3 (or nginx-proxy's http3.enable label); null: not set there. */
+  readonly http3: boolean | null;
   /** LETSENCRYPT_TEST=true ('staging'), or the URL ACME_CA_URI names; null: neither label is set. */
   readonly directory: string | null;
 }
+
+/** HTTP/3 per service (a host's oldest service decides, like the other TLS labels). */
+export const HTTP3_LABEL = 'swarmgate.http3';
 
 /** Every swarmgate.* label the model reads (others are an UNSUPPORTED_SETTING). */
 export const KNOWN_SWARMGATE_LABELS: ReadonlySet<string> = new Set([
@@ -389,6 +401,7 @@ export const KNOWN_SWARMGATE_LABELS: ReadonlySet<string> = new Set([
   'swarmgate.weight',
   'swarmgate.retry.tries',
   'swarmgate.retry.timeout',
+  HTTP3_LABEL,
   ...HEALTH_LABELS,
 ]);
 /** swarmgate.header.<Name>=<value>: one response header per label. */
@@ -769,6 +782,7 @@ function decideHostTls(
   const certName = pick('certName', 'CERT_NAME') ?? null;
   const sslPolicy = pick('sslPolicy', 'SSL_POLICY') ?? defaults.sslPolicy;
   const httpsPort = pick('httpsPort', 'EXTERNAL_HTTPS_PORT') ?? null;
+  const http3Label = pick('http3', HTTP3_LABEL) ?? defaults.http3 ?? false;
 
   let certificate: string | null = null;
   // A regex host gets HTTPS only from CERT_NAME (as in nginx-proxy): no certificate can be matched to a pattern.
@@ -805,7 +819,16 @@ function decideHostTls(
         : 'serve';
   // HSTS would force browsers onto HTTPS, which noredirect promises not to do.
   const hsts = !https || method === 'noredirect' ? null : hstsLabel === undefined ? defaults.hsts : hstsLabel;
-  return { certificate, http, https, hsts, sslPolicy, httpsPort: httpsPort === 443 ? null : httpsPort };
+  return {
+    certificate,
+    http,
+    https,
+    hsts,
+    sslPolicy,
+    httpsPort: httpsPort === 443 ? null : httpsPort,
+    // QUIC is TLS 1.3 only: there is nothing to offer on a host served over HTTP.
+    http3: https && http3Label,
+  };
 }
 
 /** Exact name, or a wildcard one label deep ("*.example.com" covers "a.example.com", not "a.b.example.com"). */
@@ -927,6 +950,19 @@ function decodeServiceRoutes(
     });
   }
   const httpsPort = field<number | null>('EXTERNAL_HTTPS_PORT', null, parsePort);
+  // HTTP/3: swarmgate's label, or nginx-proxy's (a container label there); ours wins when both are set.
+  const http3Own = field<boolean | null>(HTTP3_LABEL, null, parseSwitch);
+  const http3NginxProxy = field<boolean | null>(NGINX_PROXY_HTTP3_LABEL, null, parseBoolean);
+  if (http3Own !== null && http3NginxProxy !== null && http3Own !== http3NginxProxy) {
+    problems.push(
+      warning(
+        service.name,
+        NGINX_PROXY_HTTP3_LABEL,
+        `${HTTP3_LABEL} is set too and wins; this value is ignored`,
+      ),
+    );
+  }
+  const http3 = http3Own ?? http3NginxProxy;
   const tls: ServiceTlsLabels = {
     certificateHosts,
     email,
@@ -935,6 +971,7 @@ function decodeServiceRoutes(
     certName: field<string | null>('CERT_NAME', null, parseCertName),
     sslPolicy,
     httpsPort,
+    http3,
     directory: staging ? 'staging' : caUri,
   };
 
@@ -1577,6 +1614,7 @@ const HOST_TLS_LABELS: readonly (readonly [keyof ServiceTlsLabels, string])[] = 
   ['certName', 'CERT_NAME'],
   ['sslPolicy', 'SSL_POLICY'],
   ['httpsPort', 'EXTERNAL_HTTPS_PORT'],
+  ['http3', HTTP3_LABEL],
 ];
 
 function isSet(labels: ServiceTlsLabels, key: keyof ServiceTlsLabels): boolean {

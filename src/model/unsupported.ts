@@ -14,6 +14,11 @@ export interface UnsupportedSetting {
 
 const NP = 'com.github.nginx-proxy.nginx-proxy.';
 
+/** nginx-proxy's per-container HTTP/3 switch: read as swarmgate.http3 is (routing-model.ts). */
+export const NGINX_PROXY_HTTP3_LABEL = `${NP}http3.enable`;
+/** com.github.nginx-proxy.* labels swarmgate honours: never reported as unsupported. */
+const HONOURED_PREFIXED_LABELS: ReadonlySet<string> = new Set([NGINX_PROXY_HTTP3_LABEL]);
+
 /** Keyed by the exact label or env name; read from service labels and container env like every other label. */
 export const UNSUPPORTED_SETTINGS: Readonly<Record<string, UnsupportedSetting>> = {
   // nginx-proxy, per container
@@ -48,7 +53,6 @@ export const UNSUPPORTED_SETTINGS: Readonly<Record<string, UnsupportedSetting>> 
     failClosed: false,
   },
   [`${NP}http2.enable`]: { instead: 'HTTP/2 is always on over HTTPS', failClosed: false, harmless: ['true'] },
-  [`${NP}http3.enable`]: { instead: 'HTTP/3 is not offered yet', failClosed: false, harmless: ['false'] },
   [`${NP}non-get-redirect`]: {
     instead: 'SWARMGATE_NON_GET_REDIRECT on the controller (global)',
     failClosed: false,
@@ -112,7 +116,7 @@ export const UNSUPPORTED_SETTINGS: Readonly<Record<string, UnsupportedSetting>> 
 
 /** Any other com.github.nginx-proxy.* label (acme-companion's included): warned about, never silent. */
 export function unsupportedPrefixSetting(key: string): UnsupportedSetting | null {
-  if (key.startsWith('com.github.nginx-proxy.')) {
+  if (key.startsWith('com.github.nginx-proxy.') && !HONOURED_PREFIXED_LABELS.has(key)) {
     return {
       instead: 'swarmgate reads no other com.github.nginx-proxy.* label; see docs/migration.md',
       failClosed: false,

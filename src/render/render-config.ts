@@ -121,6 +121,8 @@ export function renderConfig(
     usesConnectionLimit: locations.some((location) => location.policy.maxConnections !== null),
     defaultHttp: model.servers.some((server) => server.isDefault),
     defaultHttps: model.servers.some((server) => server.isDefault && server.tls.https),
+    // HTTP/3 anywhere: the catch-all server then opens the QUIC socket (reuseport may be set once per port).
+    http3: model.servers.some((server) => server.tls.http3),
     generator: settings.generator,
     proxy: settings.proxy,
     nonGetRedirect: settings.nonGetRedirect ?? 308,

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -10,11 +11,19 @@ import type { GoldenSettings } from '../support/golden.ts';
 
 const casesDir = path.join(import.meta.dirname, 'cases');
 const update = process.env.UPDATE_GOLDEN === '1';
-const validator = createNginxValidator(process.env.SWARMGATE_NGINX ?? 'nginx');
+const nginxBinary = process.env.SWARMGATE_NGINX ?? 'nginx';
+const validator = createNginxValidator(nginxBinary);
+// HTTP/3 needs nginx built with http_v3 (the edge image's is; Debian 12's is not). Where the nginx at hand lacks it,
+// the text of a QUIC case is still compared and its nginx -t is skipped, visibly. The image's nginx checks them all:
+//   flock /tmp/swarmgate-daemon.lock timeout 600 env SWARMGATE_NGINX=test/support/image-nginx.sh \
+//     node --test test/golden/golden.test.ts
+// nginx -V prints its configure arguments on stderr.
+const version = spawnSync(nginxBinary, ['-V'], { encoding: 'utf8', timeout: 60_000 });
+const nginxHasHttp3 = `${version.stdout}${version.stderr}`.includes('--with-http_v3_module');
 
 for (const name of readdirSync(casesDir).sort()) {
   const dir = path.join(casesDir, name);
-  test(`golden: ${name}`, async () => {
+  test(`golden: ${name}`, async (t) => {
     const settingsFile = path.join(dir, 'settings.json');
     const settings = existsSync(settingsFile)
       ? (JSON.parse(readFileSync(settingsFile, 'utf8')) as GoldenSettings)
@@ -36,7 +45,11 @@ for (const name of readdirSync(casesDir).sort()) {
       defaultProxySettings().channelCertFile,
       TEST_CHANNEL_CERT_FILE,
     );
-    const result = await validator.validate({ ...files, 'nginx.conf': conf }, AbortSignal.timeout(20_000));
-    assert.ok(result.ok, `nginx -t rejected the ${name} output:\n${result.ok ? '' : result.output}`);
+    const quic = /^\s*listen \S+ quic\b/m.test(conf);
+    const skip = quic && !nginxHasHttp3 ? `${nginxBinary} is built without http_v3 (HTTP/3)` : false;
+    await t.test('nginx -t', { skip }, async () => {
+      const result = await validator.validate({ ...files, 'nginx.conf': conf }, AbortSignal.timeout(20_000));
+      assert.ok(result.ok, `nginx -t rejected the ${name} output:\n${result.ok ? '' : result.output}`);
+    });
   });
 }
