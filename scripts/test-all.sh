@@ -73,6 +73,8 @@ phase "host prerequisites" host_prerequisites
 phase "npm ci" npm ci --no-audit --no-fund
 phase "npm test" npm test
 phase "lab up" npm run lab -- up
+# The host's nginx may lack http_v3: every golden config, QUIC lines included, through the edge image's nginx.
+phase "goldens, image nginx" npm run test:golden-image-nginx
 phase "e2e" e2e
 phase "e2e multi-node" bash -c 'bash scripts/lab-nodes.sh up 3 && npm run test:e2e-multinode; status=$?; bash scripts/lab-nodes.sh down; exit $status'
 if [ -f bench/run-all.ts ]; then phase "bench smoke" npm run bench -- --smoke; fi
