@@ -572,7 +572,7 @@ test('nginx-proxy options left on the controller are named with what to use inst
     unsupportedProxyEnv({ DEFAULT_HOST: 'a.test', ENABLE_IPV6: 'true', SWARMGATE_GZIP: 'off', HSTS: '' }),
     [
       { name: 'DEFAULT_HOST', instead: 'SWARMGATE_DEFAULT_HOST' },
-      { name: 'ENABLE_IPV6', instead: 'nothing yet: the edge listens on IPv4' },
+      { name: 'ENABLE_IPV6', instead: 'SWARMGATE_ENABLE_IPV6 (the edges listen on [::] too)' },
     ],
   );
 });
