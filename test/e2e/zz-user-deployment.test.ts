@@ -23,7 +23,7 @@ interface ServiceSpec {
       ContainerSpec: { Env?: string[]; Secrets?: { SecretName: string; File: { Name: string } }[] };
       Networks?: { Target: string }[];
     };
-    EndpointSpec?: { Ports?: { PublishedPort: number }[] };
+    EndpointSpec?: { Ports?: { PublishedPort: number; Protocol?: string }[] };
   };
 }
 
@@ -38,8 +38,11 @@ test('the lab swarmgate has names and ports of its own: none of a real swarmgate
     [...networkIds].map((id) => docker(['network', 'inspect', '--format', '{{.Name}}', id])),
   );
   assert.deepEqual(networks, [EDGE_NETWORK]);
-  const ports = services.flatMap((s) => s.Spec.EndpointSpec?.Ports?.map((p) => p.PublishedPort) ?? []).sort();
-  assert.deepEqual(ports, [EDGE_HTTP_PORT, EDGE_HTTPS_PORT]);
+  const ports = services
+    .flatMap((s) => s.Spec.EndpointSpec?.Ports?.map((p) => `${p.PublishedPort}/${p.Protocol ?? 'tcp'}`) ?? [])
+    .sort();
+  // HTTPS over TCP, and over UDP for HTTP/3 (QUIC).
+  assert.deepEqual(ports, [`${EDGE_HTTP_PORT}/tcp`, `${EDGE_HTTPS_PORT}/tcp`, `${EDGE_HTTPS_PORT}/udp`]);
   const env = services[0]?.Spec.TaskTemplate.ContainerSpec.Env ?? [];
   assert.ok(env.includes(`SWARMGATE_INSTANCE=${LAB}`), 'the lab controller keeps its state apart');
   assert.ok(env.includes(`SWARMGATE_NETWORKS=${EDGE_NETWORK}`));
