@@ -27,7 +27,7 @@ snapshot() {
     'service {{.ID}} {{.Version.Index}} {{.Spec.Name}} ns={{index .Spec.Labels "com.docker.stack.namespace"}} test={{index .Spec.Labels "sg-e2e"}}' $ids 2>/dev/null || true
   ids=$(docker network ls -q 2>/dev/null || true)
   [ -z "$ids" ] || docker network inspect --format \
-    'network {{.Id}} - {{.Name}} ns={{index .Labels "com.docker.stack.namespace"}} test={{index .Labels "sg-e2e"}}' $ids 2>/dev/null || true
+    'network {{.Id}} - {{.Name}} ns={{index .Labels "com.docker.stack.namespace"}} test={{index .Labels "sg-e2e"}} lab={{index .Labels "swarmgate.lab"}}' $ids 2>/dev/null || true
   ids=$(docker secret ls -q 2>/dev/null || true)
   [ -z "$ids" ] || docker secret inspect --format \
     'secret {{.ID}} {{.Version.Index}} {{.Spec.Name}} lab={{index .Spec.Labels "swarmgate.lab"}}' $ids 2>/dev/null || true
@@ -49,6 +49,8 @@ lab_marked() {
     }
     function lab_stack(ns) { return ns == lab || index(ns, lab "-") == 1 }
     ($1 == "service" || $1 == "network") && (lab_stack(value("ns")) || value("test") == "1") { print; next }
+    # The multi-node lab'\''s bridge network (scripts/lab-nodes.sh labels everything it makes swarmgate.lab=1).
+    $1 == "network" && value("lab") == "1" && $4 == "swarmgate-lab-nodes" { print; next }
     $1 == "volume" && lab_stack(value("ns")) { print; next }
     $1 == "secret" && value("lab") == "1" && index($4, lab "_") == 1 { print; next }
     $1 == "config" && value("instance") == lab { print; next }
