@@ -1,3 +1,7 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { Parsed } from '../../src/model/labels.ts';
+
 // Label tables shared by the grammar tests (test/unit/labels.test.ts) and the real-nginx check of the rows the
 // grammar accepts (test/unit/label-fuzz.test.ts).
 
@@ -68,3 +72,24 @@ export const REGEX_TABLE: readonly (readonly [string, RegExp | 'ok'])[] = [
   ['^*a$', /repeats nothing/],
   ['^[z-a]$', /does not compile/],
 ];
+
+type Row = readonly [input: string, expected: unknown];
+
+/** Each row: the value, then the parsed value or, for a refusal, a RegExp the reason must match. */
+export function labelTable<T>(name: string, parse: (raw: string) => Parsed<T>, rows: readonly Row[]): void {
+  test(`label table: ${name}`, () => {
+    for (const [input, expected] of rows) {
+      const parsed = parse(input);
+      if (expected instanceof RegExp) {
+        assert.ok(
+          !parsed.ok,
+          `${name} ${JSON.stringify(input)} should be refused, got ${JSON.stringify(parsed)}`,
+        );
+        assert.match(parsed.reason, expected, `${name} ${JSON.stringify(input)}`);
+      } else {
+        assert.ok(parsed.ok, `${name} ${JSON.stringify(input)}: ${parsed.ok ? '' : parsed.reason}`);
+        assert.deepEqual(parsed.value, expected, `${name} ${JSON.stringify(input)}`);
+      }
+    }
+  });
+}

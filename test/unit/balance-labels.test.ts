@@ -15,33 +15,12 @@ import {
   parseSticky,
   parseWeight,
 } from '../../src/model/balance-labels.ts';
-import type { Parsed } from '../../src/model/labels.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import type { RoutingModel, Upstream } from '../../src/model/routing-model.ts';
 import { balancerOptions } from '../../src/render/balancer-options.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { PEERS_FILE, renderConfig, shapeFingerprint } from '../../src/render/render-config.ts';
-
-type Row = readonly [input: string, expected: unknown];
-
-/** Each row: the value, then the parsed value or, for a refusal, a RegExp the reason must match. */
-function table<T>(name: string, parse: (raw: string) => Parsed<T>, rows: readonly Row[]): void {
-  test(`label table: ${name}`, () => {
-    for (const [input, expected] of rows) {
-      const parsed = parse(input);
-      if (expected instanceof RegExp) {
-        assert.ok(
-          !parsed.ok,
-          `${name} ${JSON.stringify(input)} should be refused, got ${JSON.stringify(parsed)}`,
-        );
-        assert.match(parsed.reason, expected, `${name} ${JSON.stringify(input)}`);
-      } else {
-        assert.ok(parsed.ok, `${name} ${JSON.stringify(input)}: ${parsed.ok ? '' : parsed.reason}`);
-        assert.deepEqual(parsed.value, expected, `${name} ${JSON.stringify(input)}`);
-      }
-    }
-  });
-}
+import { labelTable as table } from '../support/label-tables.ts';
 
 table('swarmgate.balance', parseBalanceMethod, [
   ['round_robin', 'round_robin'],
