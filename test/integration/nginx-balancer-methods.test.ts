@@ -3,35 +3,28 @@
 // production. Each test fails when its behaviour is taken out: round robin would spread a sticky client, move
 // keys between old members, ignore a held request, split 50/50 and retry more often than the label allows.
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { BundleCache } from '../../src/edge/bundle-cache.ts';
-import { createNginxProcess } from '../../src/edge/nginx-process.ts';
 import type { NginxProcess } from '../../src/edge/nginx-process.ts';
 import type { Snapshot } from '../../src/discovery/snapshot.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import type { RoutingModel } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { parsePeers } from '../../src/render/peers-text.ts';
-import {
-  fingerprintBundle,
-  PEERS_FILE,
-  renderConfig,
-  shapeFingerprint,
-} from '../../src/render/render-config.ts';
+import { PEERS_FILE, renderConfig, shapeFingerprint } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
 import {
   freePort,
   loopbackConf,
   loopbackSetup,
-  NGINX_BINARY,
   REPO_LUA_DIR,
   withConf,
   workerPids,
+  startBundleNginx,
 } from '../support/loopback-nginx.ts';
 import type { LoopbackSetup } from '../support/loopback-nginx.ts';
 import { labelledSnapshot as snapshotOf } from '../support/labelled-services.ts';
@@ -86,22 +79,7 @@ async function startEdge(
   );
   const rendered = render(setup, model);
   const files = withConf(rendered, loopbackConf(setup, rendered['nginx.conf'] ?? ''));
-  const cache = new BundleCache(stateDir);
-  const fingerprint = fingerprintBundle(files);
-  await cache.stage(fingerprint, files);
-  await cache.activate(fingerprint, { version: 1, fingerprint });
-  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
-  t.after(async () => {
-    await nginx.stop(5000);
-    await rm(stateDir, { recursive: true, force: true });
-  });
-  try {
-    await nginx.start(cache.currentConfPath);
-  } catch (error) {
-    // Say why (a port another process took between freePort and the start, a config nginx refused).
-    const log = await readFile(setup.errorLog, 'utf8').catch(() => '(no error log)');
-    throw new Error(`${(error as Error).message}\n${log}`, { cause: error });
-  }
+  const { nginx } = await startBundleNginx(t, stateDir, setup, files);
   const parsed = parsePeers(files[PEERS_FILE] ?? '');
   assert.ok(parsed.ok);
   const generation = parsed.peers.generation;

@@ -3,32 +3,30 @@
 // production. Each backend's port keeps accepting connections while its app answers 500 or hangs: only the health
 // checks can tell, so without them the failing task keeps getting its share of the requests.
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { localSocketGet } from '../../src/edge/edge-metrics.ts';
 import { parseTaskHealth } from '../../src/edge/task-health.ts';
 import type { TaskHealth } from '../../src/edge/task-health.ts';
-import { createNginxProcess } from '../../src/edge/nginx-process.ts';
 import type { NginxProcess } from '../../src/edge/nginx-process.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import type { RoutingModel } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { parsePeers } from '../../src/render/peers-text.ts';
-import { fingerprintBundle, PEERS_FILE, renderConfig } from '../../src/render/render-config.ts';
+import { PEERS_FILE, renderConfig } from '../../src/render/render-config.ts';
 import { labelledSnapshot } from '../support/labelled-services.ts';
 import type { ServiceSpec } from '../support/labelled-services.ts';
 import {
   freePort,
   loopbackConf,
   loopbackSetup,
-  NGINX_BINARY,
   REPO_LUA_DIR,
   withConf,
   workerPids,
+  startBundleNginx,
 } from '../support/loopback-nginx.ts';
 import type { LoopbackSetup } from '../support/loopback-nginx.ts';
 import { waitUntil } from '../support/wait.ts';
@@ -62,21 +60,7 @@ async function startEdge(t: test.TestContext, specs: readonly ServiceSpec[], por
     templates,
   );
   const files = withConf(rendered, loopbackConf(setup, rendered['nginx.conf'] ?? ''));
-  const cache = new BundleCache(stateDir);
-  const fingerprint = fingerprintBundle(files);
-  await cache.stage(fingerprint, files);
-  await cache.activate(fingerprint, { version: 1, fingerprint });
-  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
-  t.after(async () => {
-    await nginx.stop(5000);
-    await rm(stateDir, { recursive: true, force: true });
-  });
-  try {
-    await nginx.start(cache.currentConfPath);
-  } catch (error) {
-    const log = await readFile(setup.errorLog, 'utf8').catch(() => '(no error log)');
-    throw new Error(`${(error as Error).message}\n${log}`, { cause: error });
-  }
+  const { nginx } = await startBundleNginx(t, stateDir, setup, files);
   const parsed = parsePeers(files[PEERS_FILE] ?? '');
   assert.ok(parsed.ok);
   return {

@@ -3,21 +3,20 @@
 // answer, an unknown host, and retries off a member that refuses connections) the counters and histogram buckets
 // are exactly what the sequence implies; a task that leaves the peers leaves the exposition.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { startEdgeMetricsServer } from '../../src/edge/edge-metrics.ts';
-import { createNginxProcess } from '../../src/edge/nginx-process.ts';
+import type { createNginxProcess } from '../../src/edge/nginx-process.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { parsePeers } from '../../src/render/peers-text.ts';
-import { fingerprintBundle, PEERS_FILE } from '../../src/render/render-config.ts';
+import { PEERS_FILE } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
-import { freePort, loopbackBundle, loopbackSetup, NGINX_BINARY } from '../support/loopback-nginx.ts';
+import { freePort, loopbackBundle, loopbackSetup, startBundleNginx } from '../support/loopback-nginx.ts';
 import type { LoopbackSetup } from '../support/loopback-nginx.ts';
 import { waitUntil } from '../support/wait.ts';
 
@@ -89,11 +88,7 @@ async function startMeteredEdge(
   nginx: ReturnType<typeof createNginxProcess>;
   fingerprint: string;
 }> {
-  const cache = new BundleCache(stateDir);
-  const fingerprint = fingerprintBundle(files);
-  await cache.stage(fingerprint, files);
-  await cache.activate(fingerprint, { version: 1, fingerprint });
-  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+  const { nginx, fingerprint } = await startBundleNginx(t, stateDir, setup, files);
   const metrics = await startEdgeMetricsServer({
     port: 0,
     host: '127.0.0.1',
@@ -110,12 +105,7 @@ async function startMeteredEdge(
       applyFailing: false,
     }),
   });
-  t.after(async () => {
-    await metrics.close();
-    await nginx.stop(5000);
-    await rm(stateDir, { recursive: true, force: true });
-  });
-  await nginx.start(cache.currentConfPath);
+  t.after(() => metrics.close());
   return { metrics, nginx, fingerprint };
 }
 

@@ -1,13 +1,22 @@
 // A real nginx (the edge's config, Lua balancer and all) on loopback ports, for integration tests.
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import type { TestContext } from 'node:test';
 import { defaultProxySettings } from '../../src/config.ts';
 import type { ProxySettings } from '../../src/config.ts';
+import { BundleCache } from '../../src/edge/bundle-cache.ts';
+import { createNginxProcess } from '../../src/edge/nginx-process.ts';
+import type { NginxProcess } from '../../src/edge/nginx-process.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import type { TemplateRenderer } from '../../src/render/nunjucks-env.ts';
-import { PEERS_FILE, renderConfig, shapeFingerprint } from '../../src/render/render-config.ts';
+import {
+  fingerprintBundle,
+  PEERS_FILE,
+  renderConfig,
+  shapeFingerprint,
+} from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
 import { oneServiceSnapshot } from './one-service.ts';
 
@@ -147,4 +156,33 @@ export async function workerPids(setup: LoopbackSetup): Promise<number[]> {
     .filter(Boolean)
     .map(Number)
     .sort((a, b) => a - b);
+}
+
+/**
+ * The bundle applied as the edge agent applies it (staged, `current` pointing at it) and a real nginx started on it,
+ * stopped and its state directory removed when the test ends. A start that fails says why, from nginx's error log
+ * (a port another process took between freePort and the start, a config nginx refused).
+ */
+export async function startBundleNginx(
+  t: TestContext,
+  stateDir: string,
+  setup: LoopbackSetup,
+  files: BundleFiles,
+): Promise<{ nginx: NginxProcess; fingerprint: string }> {
+  const cache = new BundleCache(stateDir);
+  const fingerprint = fingerprintBundle(files);
+  await cache.stage(fingerprint, files);
+  await cache.activate(fingerprint, { version: 1, fingerprint });
+  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+  t.after(async () => {
+    await nginx.stop(5000);
+    await rm(stateDir, { recursive: true, force: true });
+  });
+  try {
+    await nginx.start(cache.currentConfPath);
+  } catch (error) {
+    const log = await readFile(setup.errorLog, 'utf8').catch(() => '(no error log)');
+    throw new Error(`${(error as Error).message}\n${log}`, { cause: error });
+  }
+  return { nginx, fingerprint };
 }
