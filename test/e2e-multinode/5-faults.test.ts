@@ -1,5 +1,5 @@
 // Fault injection at steady load (issue 12): the edge's volume corrupted, the edge's volume full, the controller
-// killed with SIGKILL during a publish, dockerd restarted on a worker node. Load goes through every node's edge the whole
+// killed with SIGKILL during a publish, dockerd restarted on a node. Load goes through every node's edge the whole
 // time. Each fault ends with the right routes on every edge and nothing lost; the figures are test diagnostics.
 // Faults hit node3 (the spare node: the controller never runs there) or the controller's own container; every
 // object touched is one this suite deployed inside the lab's nodes.
@@ -368,41 +368,29 @@ test('the controller killed (SIGKILL) during a publish: versions move forward, e
   assert.equal(all.failed, 0, `the controller's death cost no request: ${describe(all)}`);
 });
 
-/** A node's role in the swarm as the managers see it. */
-async function role(node: string): Promise<string> {
-  return inNode(await manager(), ['node', 'inspect', '--format', '{{.Spec.Role}}', node]);
+/** How the managers see a manager node's raft membership: `reachable` once it has rejoined. */
+async function reachability(node: string): Promise<string> {
+  return inNode(await manager(), [
+    'node',
+    'inspect',
+    '--format',
+    '{{.ManagerStatus.Reachability}}',
+    node,
+  ]).catch(() => '');
 }
 
-test('dockerd restarted on a worker (what a reboot does to its tasks): its edge comes back on its saved bundle, the rest serve on', async (t) => {
-  // The lab's nodes are all managers (so one can be lost); for this fault node3 is a worker, as most edges' nodes
-  // are. Two managers keep quorum while it restarts; it is promoted again at the end.
-  await inNode(await manager(), ['node', 'demote', victim.name]);
+test('dockerd restarted on a node (what a reboot does to its tasks): its edge comes back on its saved bundle, the rest serve on', async (t) => {
+  // node3 stays a manager: the other two keep quorum while it restarts. Demoting it first (as most edges run on
+  // workers) and promoting it after is what a reboot of a worker would look like, but the lab's engine (20.10) then
+  // panics in a loop on "tocommit(N) is out of range [lastIndex(0)]" (moby/moby#29180) and the next test finds no
+  // engine on node3. The edge sees the same fault either way: every container on the node stops and starts again.
   t.after(async () => {
-    await inNode(await manager(), ['node', 'promote', victim.name]);
     await waitFor(
       `${victim.name} to be a reachable manager again`,
-      async () =>
-        (await inNode(await manager(), [
-          'node',
-          'inspect',
-          '--format',
-          '{{.ManagerStatus.Reachability}}',
-          victim.name,
-        ]).catch(() => '')) === 'reachable'
-          ? true
-          : undefined,
+      async () => ((await reachability(victim.name)) === 'reachable' ? true : undefined),
       { timeoutMs: 120_000, intervalMs: 500 },
     );
   });
-  await waitFor(
-    `${victim.name} to be a worker`,
-    async () =>
-      (await role(victim.name)) === 'worker' &&
-      (await shInNode(victim.name, "docker info --format '{{.Swarm.ControlAvailable}}'")) === 'false'
-        ? true
-        : undefined,
-    { timeoutMs: 60_000, intervalMs: 250 },
-  );
   const load = loadDuring(t, 240);
   await sleep(3000);
   const restartAt = Date.now() - load.startedAt;
