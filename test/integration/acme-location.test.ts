@@ -3,7 +3,7 @@
 // well-formed token reaches it, at exactly the URI the template builds.
 // Traversal forms (backslash, %5c, %2e%2e, %2f, double slashes, dot-dot) once reached every admin route.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -23,9 +23,15 @@ import { oneServiceSnapshot } from '../support/one-service.ts';
 import { waitUntil } from '../support/wait.ts';
 
 /** One raw HTTP/1.1 request, byte for byte as written (no client-side normalisation of the target). */
-function rawRequest(port: number, method: string, target: string, host: string): Promise<number> {
+function rawRequest(
+  port: number,
+  method: string,
+  target: string,
+  host: string,
+  localAddress = '127.0.0.1',
+): Promise<number> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress });
     let answer = '';
     socket.setEncoding('latin1');
     socket.setTimeout(5000, () => socket.destroy(new Error(`no answer to ${method} ${target}`)));
@@ -54,6 +60,8 @@ async function freePort(): Promise<number> {
 
 test('the ACME location forwards only GET/HEAD of one token, to a fixed URI; every other form is 404 from nginx', async (t) => {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-acme-location-'));
+  // nginx's workers (nobody) connect to the ACME relay's unix socket in it.
+  await chmod(stateDir, 0o755);
   const seen: string[] = [];
   const channel = await makeChannelKeyPair();
   const controller = https.createServer({ key: channel.key, cert: channel.cert }, (req, res) => {
@@ -160,4 +168,14 @@ test('the ACME location forwards only GET/HEAD of one token, to a fixed URI; eve
       `GET ${prefix}${token}`,
     ]);
   }
+
+  // The rate limit is per visitor, also behind the edge's one ACME relay: a flood from one address is refused
+  // (429) while another address still gets its challenge through.
+  let refused = 0;
+  for (let sent = 0; sent < 60 && refused === 0; sent += 1) {
+    if ((await rawRequest(listenPort, 'GET', `${prefix}${token}`, 'x.test', '127.0.0.3')) === 429)
+      refused += 1;
+  }
+  assert.equal(refused, 1, 'a flood from 127.0.0.3 is refused within 60 requests');
+  assert.equal(await rawRequest(listenPort, 'GET', `${prefix}${token}`, 'x.test', '127.0.0.1'), 200);
 });

@@ -5,7 +5,7 @@
 // aimed at one, is a 404 from nginx itself; a bearer token (admin or edge) opens nothing; the login throttle counts
 // the visitor's address, whatever X-Real-IP the visitor claims; port 80 redirects to HTTPS.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -202,6 +202,8 @@ before(async () => {
     (controller.store.current?.files['nginx.conf'] ?? '').includes(`server_name "${ADMIN_HOST}"`),
   );
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-admin-host-'));
+  // nginx's workers (nobody) connect to the ACME relay's unix socket in it.
+  await chmod(stateDir, 0o755);
   const peersSocket = path.join(stateDir, 'peers.sock');
   setup = {
     stateDir,

@@ -4,7 +4,7 @@
 // else, and /healthz fails when Docker has been gone past the bound.
 import { FakeNginx } from '../support/fake-nginx.ts';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -107,6 +107,8 @@ async function startTestEdge(
   t: { after: (fn: () => Promise<void>) => void },
 ): Promise<{ edge: RunningEdge; nginx: FakeNginx; logs: Record<string, unknown>[] }> {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-edge-'));
+  // nginx's workers (nobody) connect to the ACME relay's unix socket in it.
+  await chmod(stateDir, 0o755);
   const { logger, lines } = createCapturingLogger('debug');
   const nginx = new FakeNginx();
   const edge = await startEdgeAgent({

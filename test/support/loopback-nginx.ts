@@ -1,5 +1,5 @@
 // A real nginx (the edge's config, Lua balancer and all) on loopback ports, for integration tests.
-import { readFile, rm } from 'node:fs/promises';
+import { chmod, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -92,6 +92,8 @@ export async function loopbackSetup(
   stateDir: string,
   overrides: Partial<ProxySettings> = {},
 ): Promise<LoopbackSetup> {
+  // nginx's workers run as nobody and connect to the unix listeners here (the ACME relay, the balancer's wait).
+  await chmod(stateDir, 0o755);
   return {
     stateDir,
     listenPort: await freePort(),
