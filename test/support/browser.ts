@@ -50,6 +50,8 @@ export async function submitToken(
 /** What has the keyboard focus now: its id or text, and whether its focus ring shows. */
 export interface Focused {
   readonly id: string;
+  /** Its ARIA role attribute, or '' (a scrolling table region says 'region'). */
+  readonly role: string;
   readonly text: string;
   readonly outline: string;
   readonly width: number;
@@ -62,6 +64,7 @@ export function focused(page: Page): Promise<Focused> {
     const style = getComputedStyle(active);
     return {
       id: active.id,
+      role: active.getAttribute('role') || '',
       text: (active.textContent || '').trim(),
       outline: style.outlineStyle,
       width: parseFloat(style.outlineWidth),
