@@ -21,12 +21,14 @@ phase() {
 
 host_prerequisites() {
   # Chromium: the status page's browser tests (test/integration/status-page.test.ts, driven by playwright-core);
-  # under CI=true they fail rather than skip without it. ab (apache2-utils): bench/metrics-cost.ts.
-  if ! command -v chromium >/dev/null 2>&1 || ! command -v ab >/dev/null 2>&1; then
+  # under CI=true they fail rather than skip without it. certutil (libnss3-tools): the lab's browser test
+  # (test/e2e/status-page.test.ts) trusts Pebble's root in the browser's own store. ab (apache2-utils):
+  # bench/metrics-cost.ts.
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v ab >/dev/null 2>&1 || ! command -v certutil >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 ||
-      { echo "install chromium and apache2-utils, then run this again" >&2; exit 1; }
+      { echo "install chromium, libnss3-tools and apache2-utils, then run this again" >&2; exit 1; }
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium apache2-utils >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium libnss3-tools apache2-utils >/dev/null
   fi
   chromium --version
   # nginx with its Lua module: every golden output must pass `nginx -t`. Debian's policy may start the service on

@@ -2,7 +2,8 @@
 // started in-process with the fake Docker and a fake edge metrics port: it asks for the admin token before
 // showing anything, then shows the routes; scaling a service changes the task count live (no reload); a bad label
 // makes its problem appear; a certificate shows with its expiry; live traffic and its chart appear; the keyboard
-// reaches the main controls with a visible focus; it fits a phone. UPDATE_SCREENSHOT=1 saves docs/status-page.png.
+// reaches the main controls with a visible focus; it fits a phone. The README's picture comes from the lab instead
+// (test/e2e/status-page.test.ts); this one goes to the temp dir, to look at when this test fails.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -22,19 +23,16 @@ import type { RunningController } from '../../src/controller/controller.ts';
 import { createLogger } from '../../src/logger.ts';
 import { systemClock } from '../../src/reconcile/clock.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { CHROMIUM, focused, open, submitToken } from '../support/browser.ts';
+import type { Focused } from '../support/browser.ts';
 import { apiRequest, makeChannelKeyPair } from '../support/channel-tls.ts';
 import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
 import { waitUntil } from '../support/wait.ts';
 
-const CHROMIUM = process.env.SWARMGATE_CHROMIUM ?? '/usr/bin/chromium';
 const TOKEN = 'status-page-admin-token-0123456789';
 const EDGE_TOKEN = 'status-page-edge-token-0123456789';
-// The README's picture is rewritten only on request (UPDATE_SCREENSHOT=1), so a test run leaves the tree clean.
-const SCREENSHOT =
-  process.env.UPDATE_SCREENSHOT === '1'
-    ? path.resolve(import.meta.dirname, '../../docs/status-page.png')
-    : path.join(os.tmpdir(), 'swarmgate-status-page.png');
+const SCREENSHOT = path.join(os.tmpdir(), 'swarmgate-status-page.png');
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures');
 const noAcme: AcmePort = {
   createAccountKey: () => Promise.reject(new Error('unused')),
@@ -162,58 +160,24 @@ after(async () => {
   await channelTls.remove();
 });
 
-/**
- * Opens the page. Chromium aborts a navigation with ERR_NETWORK_CHANGED when the host's interfaces change (other
- * tests' containers and addresses come and go on this machine); that says nothing about the page, so it is retried.
- */
-async function open(page: Page): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.goto(`https://127.0.0.1:${controller.port}/status`);
-      return;
-    } catch (error) {
-      if (attempt >= 5 || !networkChanged(error)) throw error;
-    }
-  }
-}
-
-/** Chromium's own abort on a change of the host's interfaces, however Playwright words it. */
-function networkChanged(error: unknown): boolean {
-  return /ERR_NETWORK_CHANGED|chrome-error:\/\/chromewebdata/.test(String(error));
-}
-
-/**
- * Submits the sign-in form and waits for what follows. The form's POST is a navigation too, which the same
- * interface change can abort (the page then shows Chromium's error page): the form is opened and sent again.
- */
-async function submitToken(page: Page, token: string, after: () => Promise<void>): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.getByLabel('Admin token').fill(token);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await after();
-      return;
-    } catch (error) {
-      if (attempt >= 5 || !(networkChanged(error) || page.url().startsWith('chrome-error:'))) throw error;
-      await open(page);
-    }
-  }
-}
+const pageUrl = (): string => `https://127.0.0.1:${controller.port}/status`;
 
 async function signedIn(context: BrowserContext): Promise<Page> {
   const page = await context.newPage();
-  await open(page);
-  await submitToken(page, TOKEN, () => page.locator('#routes th', { hasText: 'web.example.com' }).waitFor());
+  await open(page, pageUrl());
+  await submitToken(page, pageUrl(), TOKEN, () =>
+    page.locator('#routes th', { hasText: 'web.example.com' }).waitFor(),
+  );
   return page;
 }
 
 test('the page and its events need a session: a login form, a wrong token refused', { skip }, async () => {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
-  await open(page);
+  await open(page, pageUrl());
   assert.equal(await page.getByRole('heading', { name: 'Sign in' }).count(), 1);
   assert.equal(await page.locator('#routes').count(), 0, 'no data before signing in');
-  await submitToken(page, 'not-the-token', () => page.getByRole('alert').waitFor());
+  await submitToken(page, pageUrl(), 'not-the-token', () => page.getByRole('alert').waitFor());
   assert.match((await page.getByRole('alert').textContent()) ?? '', /not the admin token/);
   assert.equal(await page.locator('#routes').count(), 0);
 
@@ -223,7 +187,9 @@ test('the page and its events need a session: a login form, a wrong token refuse
   });
   assert.equal(events.status, 401);
 
-  await submitToken(page, TOKEN, () => page.locator('#routes th', { hasText: 'web.example.com' }).waitFor());
+  await submitToken(page, pageUrl(), TOKEN, () =>
+    page.locator('#routes th', { hasText: 'web.example.com' }).waitFor(),
+  );
   const cookie = (await context.cookies()).find((candidate) => candidate.name === 'swarmgate_session');
   assert.ok(cookie);
   assert.equal(cookie.httpOnly, true);
@@ -294,21 +260,10 @@ test(
   async () => {
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const page = await signedIn(context);
-    const reached: { id: string; text: string; outline: string; width: number }[] = [];
+    const reached: Focused[] = [];
     for (let i = 0; i < 3; i++) {
       await page.keyboard.press('Tab');
-      reached.push(
-        await page.evaluate<{ id: string; text: string; outline: string; width: number }>(`(() => {
-        const active = document.activeElement;
-        const style = getComputedStyle(active);
-        return {
-          id: active.id,
-          text: (active.textContent || '').trim(),
-          outline: style.outlineStyle,
-          width: parseFloat(style.outlineWidth),
-        };
-      })()`),
-      );
+      reached.push(await focused(page));
     }
     const order = reached.map((entry) => entry.id || entry.text);
     assert.deepEqual(order, ['Skip to routes', 'logout', 'filter'], JSON.stringify(reached));

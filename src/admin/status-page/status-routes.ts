@@ -66,12 +66,19 @@ async function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
-/** A cross-site form post carries another Origin: refused (the SameSite cookie already keeps the session out). */
+/**
+ * A cross-site form post carries another Origin: refused (the SameSite cookie already keeps the session out). The
+ * page is only ever served over HTTPS (the listener's own TLS, or the admin host's server, which forwards the
+ * browser's Host: over HTTP/2 nginx makes it from `:authority`, port included), so its origin is https and the host
+ * with port the browser asked for. Scheme, host and port must all match: an http:// page on the same name is
+ * another origin.
+ */
 function sameOrigin(req: IncomingMessage): boolean {
   const origin = req.headers.origin;
   if (origin === undefined) return true;
   try {
-    return new URL(origin).host === req.headers.host;
+    const url = new URL(origin);
+    return url.protocol === 'https:' && url.host === req.headers.host;
   } catch {
     return false;
   }
