@@ -23,6 +23,8 @@ import { oneServiceSnapshot } from './one-service.ts';
 export const NGINX_BINARY = process.env.SWARMGATE_NGINX ?? 'nginx';
 /** The repository's lua/: what the image copies to /app/lua. */
 export const REPO_LUA_DIR = path.resolve(import.meta.dirname, '../../lua');
+/** The stream balancer's njs (njs/swarmgate/stream.js), as the image has it in /app/njs. */
+export const REPO_NJS_DIR = path.resolve(import.meta.dirname, '../../njs');
 /**
  * A certificate file that exists on the test machine for the ACME location's proxy_ssl_trusted_certificate (nginx
  * loads it at start and at -t). Tests that forward a challenge pass their own channel certificate instead.
