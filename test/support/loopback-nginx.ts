@@ -16,6 +16,7 @@ import {
   PEERS_FILE,
   renderConfig,
   shapeFingerprint,
+  STREAM_PEERS_FILE,
 } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
 import { oneServiceSnapshot } from './one-service.ts';
@@ -131,11 +132,14 @@ export function loopbackBundle(
 /** The bundle with another nginx.conf, and peers.txt naming the new shape as its generation (as renderConfig does). */
 export function withConf(files: BundleFiles, conf: string): BundleFiles {
   const changed = { ...files, 'nginx.conf': conf };
-  const peers = (files[PEERS_FILE] ?? '').replace(
-    /^generation [0-9a-f]{64}\n/,
-    `generation ${shapeFingerprint(changed)}\n`,
-  );
-  return { ...changed, [PEERS_FILE]: peers };
+  const generation = (text: string): string =>
+    text.replace(/^generation [0-9a-f]{64}\n/, `generation ${shapeFingerprint(changed)}\n`);
+  const streamPeers = files[STREAM_PEERS_FILE];
+  return {
+    ...changed,
+    [PEERS_FILE]: generation(files[PEERS_FILE] ?? ''),
+    ...(streamPeers === undefined ? {} : { [STREAM_PEERS_FILE]: generation(streamPeers) }),
+  };
 }
 
 export function loopbackConf(setup: LoopbackSetup, conf: string): string {
