@@ -13,9 +13,12 @@ RUN npx tsc -p tsconfig.build.json
 FROM node:24-trixie-slim
 
 # nginx from Debian trixie (1.26: http2, http3, realip, auth_request) with its Lua module (the balancer that takes
-# new task addresses without a reload); tini reaps nginx and forwards signals; curl is the stack's health probe.
+# new task addresses without a reload), and its stream module with njs 0.8 (TCP ports and TLS passthrough, whose
+# balancer is njs: Debian has no Lua for stream); tini reaps nginx and forwards signals; curl is the stack's health
+# probe.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nginx libnginx-mod-http-lua ca-certificates tini curl \
+ && apt-get install -y --no-install-recommends nginx libnginx-mod-http-lua libnginx-mod-stream \
+      libnginx-mod-stream-js ca-certificates tini curl \
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \
  && mkdir -p /var/lib/swarmgate /var/cache/swarmgate
 
@@ -28,8 +31,9 @@ RUN --mount=type=secret,id=npm_ca \
  && npm cache clean --force
 COPY --from=build /app/build/src ./src
 COPY templates ./templates
-# The Lua balancer: nginx loads it from here (lua_package_path), never from a bundle.
+# The Lua balancer: nginx loads it from here (lua_package_path), never from a bundle; the stream balancer likewise.
 COPY lua ./lua
+COPY njs ./njs
 # `swarmgate status` etc. for operators using docker exec.
 RUN printf '#!/bin/sh\nexec node /app/src/main.js "$@"\n' > /usr/local/bin/swarmgate && chmod 755 /usr/local/bin/swarmgate
 

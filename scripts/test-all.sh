@@ -31,13 +31,16 @@ host_prerequisites() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium libnss3-tools apache2-utils >/dev/null
   fi
   chromium --version
-  # nginx with its Lua module: every golden output must pass `nginx -t`. Debian's policy may start the service on
-  # install; the edge publishes port 80 on this machine, so it is stopped if it did.
-  if ! command -v nginx >/dev/null 2>&1 || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
+  # nginx with its Lua module, and its stream module with njs (TCP ports, TLS passthrough): every golden output
+  # must pass `nginx -t`. Debian's policy may start the service on install; the edge publishes port 80 on this
+  # machine, so it is stopped if it did.
+  if ! command -v nginx >/dev/null 2>&1 || [ ! -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] ||
+    [ ! -f /usr/lib/nginx/modules/ngx_stream_js_module.so ]; then
     [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 ||
-      { echo "install nginx and libnginx-mod-http-lua, then run this again" >&2; exit 1; }
+      { echo "install nginx, libnginx-mod-http-lua, libnginx-mod-stream and libnginx-mod-stream-js, then run this again" >&2; exit 1; }
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx libnginx-mod-http-lua >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx libnginx-mod-http-lua \
+      libnginx-mod-stream libnginx-mod-stream-js >/dev/null
     if pgrep -x nginx >/dev/null 2>&1 && [ -z "$(docker ps -q 2>/dev/null)" ]; then
       nginx -s stop 2>/dev/null || true
     fi

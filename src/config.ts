@@ -1,4 +1,5 @@
 // Configuration is read once, from the environment, into a frozen object. Every bad key is listed at once.
+import { parseTcpPorts } from './model/stream-labels.ts';
 import { SwarmgateError } from './errors.ts';
 import { parseCidrList, parseDirectoryUrl, parseHstsLenient } from './model/feature-labels.ts';
 import { parseHost } from './model/labels.ts';
@@ -70,6 +71,11 @@ export interface ProxySettings {
    * serves the status page and nothing else), verified against the pinned channel certificate like the challenge.
    */
   readonly statusAddress: string;
+  /**
+   * SWARMGATE_TCP_PORTS: the edge ports services may take with swarmgate.tcp.port (each must also be published by
+   * the stack); empty: none, and the config has no TCP listener.
+   */
+  readonly tcpPorts: readonly number[];
 }
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
@@ -512,7 +518,16 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     adminHost: readAdminHost(reader),
     // The controller's status listener (SWARMGATE_STATUS_PORT), found by the same alias as the challenge listener.
     statusAddress: reader.string('SWARMGATE_STATUS_ADDRESS', 'swarmgate-controller:8403'),
+    tcpPorts: readTcpPorts(reader),
   };
+}
+
+/** One grammar owner: the label parser's, so the setting and the labels cannot disagree on what a port is. */
+function readTcpPorts(reader: EnvReader): number[] {
+  const parsed = parseTcpPorts(reader.string('SWARMGATE_TCP_PORTS', ''));
+  if (parsed.ok) return parsed.value;
+  reader.problems.push(`SWARMGATE_TCP_PORTS: ${parsed.reason}`);
+  return [];
 }
 
 /** One exact name: it gets its own ACME certificate, and nginx must match it before any service's pattern. */

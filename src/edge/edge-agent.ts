@@ -18,7 +18,13 @@ import type { AppliedBundle, EdgeReport, PublishedBundle, TaskDown } from '../pu
 import type { Clock, TimerHandle } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { parsePeers } from '../render/peers-text.ts';
-import { fingerprintBundle, PEERS_FILE, renderConfig, shapeFingerprint } from '../render/render-config.ts';
+import {
+  fingerprintBundle,
+  PEERS_FILE,
+  renderConfig,
+  shapeFingerprint,
+  STREAM_PEERS_FILE,
+} from '../render/render-config.ts';
 import type { BundleFiles } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
 import { startEdgeMetricsServer } from './edge-metrics.ts';
@@ -229,6 +235,17 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
         'ERR_BUNDLE_INVALID',
         `${PEERS_FILE} names another generation than the bundle's shape`,
       );
+    }
+    // The stream balancer (njs) reads stream-peers.txt per connection and nothing checks it then: same grammar here.
+    const streamPeersText = bundle.files[STREAM_PEERS_FILE];
+    if (streamPeersText !== undefined) {
+      const streamPeers = parsePeers(streamPeersText);
+      if (!streamPeers.ok || streamPeers.peers.generation !== shape) {
+        throw new SwarmgateError(
+          'ERR_BUNDLE_INVALID',
+          `${STREAM_PEERS_FILE}: ${streamPeers.ok ? "another generation than the bundle's shape" : streamPeers.reason}`,
+        );
+      }
     }
     // Same shape as what nginx runs now (only task addresses differ): nginx accepted it, no new nginx -t needed,
     // and the addresses go to the running nginx without a reload.

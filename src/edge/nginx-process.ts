@@ -85,8 +85,11 @@ export function createNginxProcess(
       listeners.push(listener);
     },
     async start(confPath) {
-      // A socket left by an nginx that was killed would make the bind fail.
-      await rm(peersSocket, { force: true });
+      // A socket left by an nginx that was killed would make the bind fail (the template's other local sockets are
+      // named after this one: the balancer's wait, and the HTTPS and passthrough hops of TLS passthrough).
+      for (const suffix of ['', '.wait', '.https', '.passthrough']) {
+        await rm(`${peersSocket}${suffix}`, { force: true });
+      }
       stopping = false;
       const proc = spawn(nginxBinary, [...bundleArguments(confPath), '-g', 'daemon off;'], {
         stdio: 'inherit',

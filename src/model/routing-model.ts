@@ -78,6 +78,9 @@ import {
 } from './balance-labels.ts';
 import { NGINX_PROXY_HTTP3_LABEL, UNSUPPORTED_SETTINGS, unsupportedPrefixSetting } from './unsupported.ts';
 import { compareProblems } from './problems.ts';
+import { STREAM_LABELS, TCP_PORT_LABEL, TLS_PASSTHROUGH_LABEL } from './stream-labels.ts';
+import { buildStreamRoutes } from './stream-routes.ts';
+import type { StreamModel } from './stream-routes.ts';
 import type { Problem } from './problems.ts';
 
 export interface ModelSettings {
@@ -90,6 +93,8 @@ export interface ModelSettings {
   readonly defaultHost?: string | null;
   /** SWARMGATE_ADMIN_HOST: the exact host whose server shows the status page; no service may route it. */
   readonly adminHost?: string | null;
+  /** SWARMGATE_TCP_PORTS: edge ports services may take with swarmgate.tcp.port (absent: none). */
+  readonly tcpPorts?: readonly number[];
 }
 
 export interface AvailableCertificate {
@@ -321,6 +326,8 @@ export interface RoutingModel {
   readonly certificatesInUse: readonly string[];
   /** null: no SWARMGATE_ADMIN_HOST. */
   readonly adminServer: AdminServer | null;
+  /** TCP ports and TLS passthrough (src/model/stream-routes.ts); absent: no service asks, no stream block. */
+  readonly stream?: StreamModel;
 }
 
 /** The settings a service asks for through its labels, once every label has parsed. */
@@ -403,6 +410,7 @@ export const KNOWN_SWARMGATE_LABELS: ReadonlySet<string> = new Set([
   'swarmgate.retry.timeout',
   HTTP3_LABEL,
   ...HEALTH_LABELS,
+  ...STREAM_LABELS,
 ]);
 /** swarmgate.header.<Name>=<value>: one response header per label. */
 const HEADER_LABEL_PREFIX = 'swarmgate.header.';
@@ -577,6 +585,19 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
   }
 
   reportSharedStickyCookies(servers, upstreams, problems);
+  const stream = buildStreamRoutes(
+    {
+      services: snapshot.services,
+      tasksByService,
+      networkNames,
+      networks: settings.networks,
+      tcpPorts: settings.tcpPorts ?? [],
+      httpHosts: new Set([...servers.map((server) => server.host.value), ...(adminHost ? [adminHost] : [])]),
+      isRoutable,
+      lookupLabel,
+    },
+    problems,
+  );
   // A service routed only as a canary (or a group's oldest, on its shared routes) has no location of its own.
   const used = new Set(servers.flatMap((server) => server.locations.map((location) => location.upstream)));
   return {
@@ -589,6 +610,7 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     certificateRequests,
     certificatesInUse: [...certificatesInUse].sort(compareStrings),
     adminServer,
+    ...(stream ? { stream } : {}),
   };
 }
 
@@ -857,6 +879,15 @@ export function isRouted(service: ServiceInfo): boolean {
   return (
     lookupLabel(service, 'VIRTUAL_HOST') !== undefined ||
     lookupLabel(service, 'VIRTUAL_HOST_MULTIPORTS') !== undefined
+  );
+}
+
+/** Routed over HTTP, or given a TCP port or TLS passthrough (src/model/stream-routes.ts): its tasks are polled. */
+export function isProxied(service: ServiceInfo): boolean {
+  return (
+    isRouted(service) ||
+    lookupLabel(service, TCP_PORT_LABEL) !== undefined ||
+    lookupLabel(service, TLS_PASSTHROUGH_LABEL) !== undefined
   );
 }
 

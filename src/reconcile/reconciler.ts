@@ -14,7 +14,7 @@ import {
   buildRoutingModel,
   DEFAULT_TLS,
   EMPTY_MODEL,
-  isRouted,
+  isProxied,
 } from '../model/routing-model.ts';
 import type { RoutingModel, TlsDefaults } from '../model/routing-model.ts';
 import { compareProblems } from '../model/problems.ts';
@@ -349,6 +349,7 @@ export class Reconciler {
       tlsDefaults: this.settings.tlsDefaults ?? DEFAULT_TLS,
       defaultHost: this.settings.proxy.defaultHost,
       adminHost: this.settings.proxy.adminHost,
+      tcpPorts: this.settings.proxy.tcpPorts,
     });
     const candidate = this.withoutKnownBad(model);
     const files = this.render(candidate);
@@ -738,7 +739,7 @@ export class Reconciler {
 
   private scheduleFastPoll(snapshot: Snapshot): void {
     const now = this.deps.clock.now();
-    const unconverged = unconvergedServices(snapshot, isRouted);
+    const unconverged = unconvergedServices(snapshot, isProxied);
     for (const id of [...this.unconvergedSince.keys()])
       if (!unconverged.has(id)) this.unconvergedSince.delete(id);
     const polled: string[] = [];

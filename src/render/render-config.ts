@@ -7,6 +7,7 @@ import { SwarmgateError } from '../errors.ts';
 import { balancerOptions } from './balancer-options.ts';
 import type { ProbeTarget } from './balancer-options.ts';
 import { formatPeers, isPeerAddress, isPeerPort, isUpstreamName } from './peers-text.ts';
+import type { StreamModel } from '../model/stream-routes.ts';
 
 /** Bundle-relative path → file content. nginx.conf is the entry point; everything else is relative to it. */
 export type BundleFiles = Readonly<Record<string, string>>;
@@ -21,11 +22,15 @@ export interface RenderSettings {
   readonly defaultCertificate?: string | null;
   /** Where nginx finds the balancer's Lua (lua/ in the repository); tests running a host nginx point it there. */
   readonly luaDir?: string;
+  /** Where nginx finds the stream balancer's njs (njs/ in the repository); only read when a service asks for TCP. */
+  readonly njsDir?: string;
 }
 
 /** The image's copy of lua/ (see the Dockerfile). */
 export const IMAGE_LUA_DIR = '/app/lua';
 const LUA_DIR = /^\/[A-Za-z0-9_./-]+$/;
+/** The image's copy of njs/ (see the Dockerfile). */
+export const IMAGE_NJS_DIR = '/app/njs';
 
 /** PEM material of a certificate the config uses; the chain goes to certs/NAME.crt, the key to certs/NAME.key. */
 export interface CertificateMaterial {
@@ -88,8 +93,10 @@ export function renderConfig(
     })),
   }));
   const luaDir = settings.luaDir ?? IMAGE_LUA_DIR;
-  if (!LUA_DIR.test(luaDir))
-    throw new SwarmgateError('ERR_TEMPLATE', `Lua directory ${luaDir} is not a plain path`);
+  const njsDir = settings.njsDir ?? IMAGE_NJS_DIR;
+  for (const dir of [luaDir, njsDir]) {
+    if (!LUA_DIR.test(dir)) throw new SwarmgateError('ERR_TEMPLATE', `directory ${dir} is not a plain path`);
+  }
   const locations = model.servers.flatMap((server) => server.locations);
   const rateZones = uniqueBy(
     locations.flatMap((location) =>
@@ -132,6 +139,8 @@ export function renderConfig(
     healthChecks: model.upstreams.some((upstream) => upstream.health && probeTargets.has(upstream.name)),
     servers,
     adminServer: model.adminServer,
+    njsDir,
+    stream: model.stream ? streamContext(model) : null,
   });
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
   // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).
@@ -149,8 +158,10 @@ export function renderConfig(
     files[`certs/${name}.crt`] = material.certificatePem;
     files[`certs/${name}.key`] = material.privateKeyPem;
   }
-  // Last, because it names the shape of everything else: an edge running that shape takes it without a reload.
-  files[PEERS_FILE] = renderPeers(model, shapeFingerprint(files));
+  // Last, because they name the shape of everything else: an edge running that shape takes them without a reload.
+  const shape = shapeFingerprint(files);
+  files[PEERS_FILE] = renderPeers(model, shape);
+  if (model.stream) files[STREAM_PEERS_FILE] = renderStreamPeers(model.stream, shape);
   return files;
 }
 
@@ -192,6 +203,47 @@ function renderPeers(model: RoutingModel, shape: string): string {
   return formatPeers({ generation: shape, upstreams });
 }
 
+/**
+ * The task addresses of the stream routes, in peers.txt's grammar, in a file of their own: the njs balancer reads it
+ * on every new connection, so it holds the stream upstreams only (at 2,000 HTTP services peers.txt is ~0.5 MiB).
+ */
+export const STREAM_PEERS_FILE = 'stream-peers.txt';
+
+function renderStreamPeers(stream: StreamModel, shape: string): string {
+  return formatPeers({
+    generation: shape,
+    upstreams: stream.upstreams.map((upstream) => ({
+      name: upstream.name,
+      members: upstream.servers.map((server) => ({ ip: server.ip, port: server.port })),
+    })),
+  });
+}
+
+/**
+ * What the stream block needs: the TCP servers, and the SNI map of passthrough names. An exact HTTPS host that a
+ * passthrough wildcard would also match gets its own entry to the HTTPS servers (exact names win in the map), so a
+ * wildcard never takes a host another service routes.
+ */
+function streamContext(model: RoutingModel): {
+  tcp: StreamModel['tcp'];
+  passthrough: StreamModel['passthrough'];
+  sni: { host: string; upstream: string | null }[];
+} {
+  const stream = model.stream as StreamModel;
+  const wildcards = stream.passthrough.filter((route) => route.host.kind === 'wildcard');
+  const kept = model.servers.flatMap((server) =>
+    server.host.kind === 'exact' &&
+    wildcards.some((route) => server.host.value.endsWith(route.host.value.slice(1)))
+      ? [{ host: server.host.value, upstream: null }]
+      : [],
+  );
+  const sni = [
+    ...stream.passthrough.map((route) => ({ host: route.host.value, upstream: route.upstream })),
+    ...kept,
+  ].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
+  return { tcp: stream.tcp, passthrough: stream.passthrough, sni };
+}
+
 /** Content address of a bundle: the same files always give the same fingerprint. */
 export function fingerprintBundle(files: BundleFiles): string {
   const hash = createHash('sha256');
@@ -210,7 +262,9 @@ export function fingerprintBundle(files: BundleFiles): string {
  */
 export function shapeFingerprint(files: BundleFiles): string {
   const shape: Record<string, string> = {};
-  for (const [name, content] of Object.entries(files)) if (name !== PEERS_FILE) shape[name] = content;
+  for (const [name, content] of Object.entries(files)) {
+    if (name !== PEERS_FILE && name !== STREAM_PEERS_FILE) shape[name] = content;
+  }
   return fingerprintBundle(shape);
 }
 

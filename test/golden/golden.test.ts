@@ -5,7 +5,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { defaultProxySettings } from '../../src/config.ts';
 import { createNginxValidator } from '../../src/nginx/nginx-validator.ts';
-import { TEST_CHANNEL_CERT_FILE } from '../support/loopback-nginx.ts';
+import { REPO_NJS_DIR, TEST_CHANNEL_CERT_FILE } from '../support/loopback-nginx.ts';
+import { IMAGE_NJS_DIR } from '../../src/render/render-config.ts';
 import { goldenText, loadSnapshot, renderCase } from '../support/golden.ts';
 import type { GoldenSettings } from '../support/golden.ts';
 
@@ -42,10 +43,10 @@ for (const name of readdirSync(casesDir).sort()) {
 
     // The goldens show the production path of the channel certificate; nginx -t loads it, so point it at a file
     // this machine has.
-    const conf = (files['nginx.conf'] ?? '').replaceAll(
-      defaultProxySettings().channelCertFile,
-      TEST_CHANNEL_CERT_FILE,
-    );
+    // The same for the stream balancer's njs (js_import compiles it during nginx -t): the repository's copy.
+    const conf = (files['nginx.conf'] ?? '')
+      .replaceAll(defaultProxySettings().channelCertFile, TEST_CHANNEL_CERT_FILE)
+      .replaceAll(`js_path "${IMAGE_NJS_DIR}";`, `js_path "${REPO_NJS_DIR}";`);
     const quic = /^\s*listen \S+ quic\b/m.test(conf);
     const withoutQuic = quic && !nginxHasHttp3;
     const checked = withoutQuic ? conf.replace(/^\s*(listen \S+ quic\b[^;]*|http3 [^;]*|quic_\w+ [^;]*);\n/gm, '') : conf;

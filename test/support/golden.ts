@@ -98,6 +98,7 @@ export function renderCase(
     tlsDefaults: { ...DEFAULT_TLS, ...settings.tlsDefaults },
     defaultHost: settings.proxy?.defaultHost ?? null,
     adminHost: settings.proxy?.adminHost ?? null,
+    tcpPorts: settings.proxy?.tcpPorts ?? [],
   });
   const known = new Set((settings.certificates ?? []).map((certificate) => certificate.name));
   const files = renderConfig(

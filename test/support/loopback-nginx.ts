@@ -16,6 +16,7 @@ import {
   PEERS_FILE,
   renderConfig,
   shapeFingerprint,
+  STREAM_PEERS_FILE,
 } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
 import { oneServiceSnapshot } from './one-service.ts';
@@ -23,6 +24,8 @@ import { oneServiceSnapshot } from './one-service.ts';
 export const NGINX_BINARY = process.env.SWARMGATE_NGINX ?? 'nginx';
 /** The repository's lua/: what the image copies to /app/lua. */
 export const REPO_LUA_DIR = path.resolve(import.meta.dirname, '../../lua');
+/** The stream balancer's njs (njs/swarmgate/stream.js), as the image has it in /app/njs. */
+export const REPO_NJS_DIR = path.resolve(import.meta.dirname, '../../njs');
 /**
  * A certificate file that exists on the test machine for the ACME location's proxy_ssl_trusted_certificate (nginx
  * loads it at start and at -t). Tests that forward a challenge pass their own channel certificate instead.
@@ -131,11 +134,14 @@ export function loopbackBundle(
 /** The bundle with another nginx.conf, and peers.txt naming the new shape as its generation (as renderConfig does). */
 export function withConf(files: BundleFiles, conf: string): BundleFiles {
   const changed = { ...files, 'nginx.conf': conf };
-  const peers = (files[PEERS_FILE] ?? '').replace(
-    /^generation [0-9a-f]{64}\n/,
-    `generation ${shapeFingerprint(changed)}\n`,
-  );
-  return { ...changed, [PEERS_FILE]: peers };
+  const generation = (text: string): string =>
+    text.replace(/^generation [0-9a-f]{64}\n/, `generation ${shapeFingerprint(changed)}\n`);
+  const streamPeers = files[STREAM_PEERS_FILE];
+  return {
+    ...changed,
+    [PEERS_FILE]: generation(files[PEERS_FILE] ?? ''),
+    ...(streamPeers === undefined ? {} : { [STREAM_PEERS_FILE]: generation(streamPeers) }),
+  };
 }
 
 export function loopbackConf(setup: LoopbackSetup, conf: string): string {
