@@ -19,6 +19,12 @@ export async function open(page: Page, url: string): Promise<void> {
       await page.goto(url);
       return;
     } catch (error) {
+      // Chromium may also start the same navigation again by itself after such an abort: Playwright then reports
+      // the first one as interrupted, and the page is loaded by the second, which is waited for.
+      if (String(error).includes(`interrupted by another navigation to "${url}"`)) {
+        await page.waitForURL(url, { waitUntil: 'load' });
+        return;
+      }
       if (attempt >= 5 || !networkChanged(error)) throw error;
     }
   }
