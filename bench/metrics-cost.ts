@@ -2,7 +2,16 @@
 // proxying to a second nginx that answers 200 at once (so the edge, not the backend, is what is measured), loaded
 // with ApacheBench (keep-alive, 16 connections). Rounds alternate with and without the log_by_lua block; each round
 // reports requests/s and the edge worker's CPU time per request (/proc/<pid>/schedstat), which shared cores
-// disturb far less than throughput. No Docker: run it with `node bench/metrics-cost.ts [--smoke]`.
+// disturb far less than throughput. The cost is taken per round (counting minus no counting, the same round) and
+// summed up as the median and range of those differences.
+//
+// On two shared cores a round's CPU per request still moves by about a microsecond, more than counting costs. So
+// two more variants time the Lua call itself inside nginx (bench/lua/metrics_timing.lua: the monotonic clock read
+// around swarmgate.metrics.log(), median of each 5,000 requests), which moves by tens of nanoseconds: "timed log()"
+// and "timed nothing" (what the clock reads add). Their CPU is not compared (the timing adds its own). The call's
+// time leaves out the log_by_lua handler's own price (the "empty handler" variant) and what counting does to the
+// caches of the rest of the request, which is why the CPU difference is larger than the call.
+// No Docker: run it with `node bench/metrics-cost.ts [--smoke]`.
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -19,12 +28,21 @@ import {
   NGINX_BINARY,
   withConf,
 } from '../test/support/loopback-nginx.ts';
-import { machineFacts, percentile, printTable, SMOKE } from './support.ts';
+import { BENCH_DIR, machineFacts, percentile, printTable, SMOKE } from './support.ts';
 
 const run = promisify(execFile);
-const ROUNDS = SMOKE ? 1 : Number(process.env.ROUNDS ?? 5);
+const ROUNDS = SMOKE ? 1 : Number(process.env.ROUNDS ?? 7);
 const REQUESTS = SMOKE ? 5000 : 60_000;
 const METRICS_BLOCK = /\n {4}log_by_lua_block \{\n[^}]*\}\n/;
+const TIMING_LUA_DIR = path.join(BENCH_DIR, 'lua');
+const TIMING_LINE = /metrics-timing median_ns=(\d+(?:\.\d+)?)/g;
+
+/** The config with the http-level log phase calling bench/lua/metrics_timing.lua's `call` instead. */
+function timedConf(conf: string, call: 'log' | 'empty'): string {
+  return conf
+    .replace(/lua_package_path "([^"]*)";/, `lua_package_path "${TIMING_LUA_DIR}/?.lua;$1";`)
+    .replace(METRICS_BLOCK, `\n    log_by_lua_block {\n        require("metrics_timing").${call}()\n    }\n`);
+}
 
 async function cpuNs(pid: number): Promise<number> {
   return Number((await readFile(`/proc/${pid}/schedstat`, 'utf8')).split(' ')[0]);
@@ -49,6 +67,8 @@ location / { return 200 "ok"; } } }\n`,
     stdio: 'ignore',
   });
   const results: Record<string, unknown>[] = [];
+  // Medians of 5,000 timed calls each, by variant (timed variants only).
+  const timings: Record<string, number[]> = {};
   try {
     const setup = await loopbackSetup(dir, { workerProcesses: '1' });
     const files = loopbackBundle(setup, createTemplateRenderer(), 'app.test', ['127.0.0.2'], backendPort);
@@ -62,14 +82,20 @@ location / { return 200 "ok"; } } }\n`,
         files,
         conf.replace(METRICS_BLOCK, '\n    log_by_lua_block {\n        return\n    }\n'),
       ),
+      'timed log()': withConf(files, timedConf(conf, 'log')),
+      'timed nothing': withConf(files, timedConf(conf, 'empty')),
     };
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const [name, bundle] of Object.entries(variants)) {
+      // Every other round in the opposite order, so no variant always follows the same one.
+      const order = Object.entries(variants);
+      if (round % 2 === 0) order.reverse();
+      for (const [name, bundle] of order) {
         const cache = new BundleCache(path.join(dir, name.replace(' ', '-')));
         const fingerprint = fingerprintBundle(bundle);
         await cache.stage(fingerprint, bundle);
         await cache.activate(fingerprint, { version: 1, fingerprint });
         const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+        await writeFile(setup.errorLog, '');
         await nginx.start(cache.currentConfPath);
         try {
           const url = `http://127.0.0.1:${setup.listenPort}/`;
@@ -88,6 +114,8 @@ location / { return 200 "ok"; } } }\n`,
           const non2xx = Number(/Non-2xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
           if (failed > 0 || non2xx > 0) throw new Error(`${name}: ${failed} failed, ${non2xx} non-2xx`);
           results.push({ round, variant: name, rps, cpuUsPerRequest: cpu / 1000 / REQUESTS });
+          const log = await readFile(setup.errorLog, 'utf8');
+          for (const match of log.matchAll(TIMING_LINE)) (timings[name] ??= []).push(Number(match[1]));
         } finally {
           await nginx.stop(5000);
         }
@@ -109,18 +137,49 @@ location / { return 200 "ok"; } } }\n`,
     cpuUsPerRequestMedian: median(variant, 'cpuUsPerRequest'),
   }));
   printTable('metrics cost: medians', summary);
+  // Per round: the variant's CPU per request minus no counting's in the same round.
+  const cpuOf = (variant: string, round: unknown): number =>
+    results.find((row) => row.variant === variant && row.round === round)?.cpuUsPerRequest as number;
+  const differences = (variant: string): number[] =>
+    results
+      .filter((row) => row.variant === variant)
+      .map((row) => (row.cpuUsPerRequest as number) - cpuOf('no counting', row.round));
+  const spread = (values: number[]): Record<string, number> => ({
+    median: +percentile(values, 50).toFixed(3),
+    min: +Math.min(...values).toFixed(3),
+    max: +Math.max(...values).toFixed(3),
+  });
+  const costs = ['counting', 'empty handler'].map((variant) => ({
+    variant,
+    ...spread(differences(variant)),
+  }));
+  printTable('metrics cost: extra CPU per request over no counting, µs (per round)', costs);
+  const inside = ['timed log()', 'timed nothing'].map((variant) => ({
+    variant,
+    samples: timings[variant]?.length ?? 0,
+    ...spread((timings[variant] ?? []).map((ns) => ns / 1000)),
+  }));
+  printTable('metrics cost: the Lua call timed inside nginx, µs (medians of 5,000 calls)', inside);
   const [withCounting, without] = summary;
   if (withCounting && without) {
+    const cost = percentile(differences('counting'), 50);
+    const call = percentile(
+      (timings['timed log()'] ?? []).map((ns) => ns / 1000),
+      50,
+    );
+    const clock = percentile(
+      (timings['timed nothing'] ?? []).map((ns) => ns / 1000),
+      50,
+    );
     console.log(
       JSON.stringify({
-        machine: machineFacts(),
+        machine: machineFacts({ docker: false }),
         requests: REQUESTS,
         rounds: ROUNDS,
         throughputCostPercent: +(100 * (1 - withCounting.rpsMedian / without.rpsMedian)).toFixed(2),
-        cpuCostPercent: +(
-          100 *
-          (withCounting.cpuUsPerRequestMedian / without.cpuUsPerRequestMedian - 1)
-        ).toFixed(2),
+        cpuCostUsPerRequest: +cost.toFixed(3),
+        cpuCostPercent: +((100 * cost) / without.cpuUsPerRequestMedian).toFixed(2),
+        logCallUs: +(call - clock).toFixed(3),
       }),
     );
   }
