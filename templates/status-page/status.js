@@ -193,8 +193,15 @@
     $('footer').textContent = `swarmgate ${view.version} · updated ${when(view.generatedAt)}`;
   }
 
+  const FIRST_RETRY_MS = 1000;
+  const LAST_RETRY_MS = 30000;
+  let retryMs = FIRST_RETRY_MS;
+
   function connect() {
     const events = new EventSource('/status/events');
+    events.addEventListener('open', () => {
+      retryMs = FIRST_RETRY_MS;
+    });
     events.addEventListener('status', (event) => render(JSON.parse(event.data)));
     events.addEventListener('signed-out', () => {
       events.close();
@@ -202,7 +209,32 @@
     });
     events.addEventListener('error', () => {
       $('summary').textContent = 'Connection lost; reconnecting…';
+      // The browser reconnects a dropped stream by itself, but gives up for good on an answer that is not a
+      // stream: a 401 once the session is gone (a restarted controller has forgotten it), a 502 or 503 from the
+      // edge while the controller moves. The page then asks again itself, less often each time.
+      if (events.readyState !== EventSource.CLOSED) return;
+      events.close();
+      setTimeout(reconnect, retryMs);
+      retryMs = Math.min(retryMs * 2, LAST_RETRY_MS);
     });
+  }
+
+  // One look at the stream's answer (the body is not read): no session means the sign-in page, a stream means
+  // connect again, anything else means wait longer.
+  async function reconnect() {
+    const probe = new AbortController();
+    let status = 0;
+    try {
+      status = (await fetch('/status/events', { signal: probe.signal, cache: 'no-store' })).status;
+    } catch {
+      status = 0;
+    } finally {
+      probe.abort();
+    }
+    if (status === 401) window.location.assign('/status');
+    else if (status === 200) connect();
+    else setTimeout(reconnect, retryMs);
+    if (status !== 200 && status !== 401) retryMs = Math.min(retryMs * 2, LAST_RETRY_MS);
   }
 
   $('filter').addEventListener('input', () => latest && renderRoutes(latest));
