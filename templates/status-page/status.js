@@ -214,7 +214,7 @@
       // edge while the controller moves. The page then asks again itself, less often each time.
       if (events.readyState !== EventSource.CLOSED) return;
       events.close();
-      setTimeout(reconnect, retryMs);
+      window.setTimeout(reconnect, retryMs);
       retryMs = Math.min(retryMs * 2, LAST_RETRY_MS);
     });
   }
@@ -222,10 +222,10 @@
   // One look at the stream's answer (the body is not read): no session means the sign-in page, a stream means
   // connect again, anything else means wait longer.
   async function reconnect() {
-    const probe = new AbortController();
-    let status = 0;
+    const probe = new window.AbortController();
+    let status;
     try {
-      status = (await fetch('/status/events', { signal: probe.signal, cache: 'no-store' })).status;
+      status = (await window.fetch('/status/events', { signal: probe.signal, cache: 'no-store' })).status;
     } catch {
       status = 0;
     } finally {
@@ -233,7 +233,7 @@
     }
     if (status === 401) window.location.assign('/status');
     else if (status === 200) connect();
-    else setTimeout(reconnect, retryMs);
+    else window.setTimeout(reconnect, retryMs);
     if (status !== 200 && status !== 401) retryMs = Math.min(retryMs * 2, LAST_RETRY_MS);
   }
 

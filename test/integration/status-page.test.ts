@@ -277,6 +277,17 @@ test(
   },
 );
 
+test('fits a phone: nothing wider than the screen, tables scroll inside their region', { skip }, async () => {
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: true,
+    viewport: { width: 375, height: 740 },
+  });
+  const page = await signedIn(context);
+  const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
+  await context.close();
+});
+
 test(
   'the stream refused: the page asks again by itself, and goes to sign in once its session is gone',
   { skip },
