@@ -209,17 +209,14 @@ export function slimTask(item: unknown): RawTask {
     NodeID: shared(raw.NodeID),
     Slot: raw.Slot,
     DesiredState: shared(raw.DesiredState),
-    Spec: { ContainerSpec: { Image: shared(raw.Spec?.ContainerSpec?.Image) } },
+    Spec: sharedSpec(raw.Spec?.ContainerSpec?.Image),
     Status: raw.Status && {
       State: shared(raw.Status.State),
       Timestamp: raw.Status.Timestamp,
       Err: raw.Status.Err,
     },
     NetworksAttachments: raw.NetworksAttachments?.map((attachment) => ({
-      Network: attachment.Network && {
-        ID: shared(attachment.Network.ID),
-        Spec: { Name: shared(attachment.Network.Spec?.Name) },
-      },
+      Network: attachment.Network && sharedNetwork(attachment.Network.ID, attachment.Network.Spec?.Name),
       Addresses: attachment.Addresses,
     })),
   };
@@ -231,6 +228,34 @@ export function slimTask(item: unknown): RawTask {
  */
 const sharedValues = new Map<string, string>();
 const MAX_SHARED_VALUES = 100_000;
+
+/** The same frozen object for every task of one image, and of one network: 4 of a slim task's 9 objects. */
+const sharedObjects = new Map<string, object>();
+
+function sharedObject<T extends object>(key: string, make: () => T): T {
+  const known = sharedObjects.get(key);
+  if (known !== undefined) return known as T;
+  if (sharedObjects.size >= MAX_SHARED_VALUES) sharedObjects.clear();
+  const made = Object.freeze(make());
+  sharedObjects.set(key, made);
+  return made;
+}
+
+function sharedSpec(image: string | undefined): NonNullable<RawTask['Spec']> {
+  return sharedObject(`spec\u0000${image ?? '\u0001'}`, () => ({
+    ContainerSpec: Object.freeze({ Image: shared(image) }),
+  }));
+}
+
+function sharedNetwork(
+  id: string | undefined,
+  name: string | undefined,
+): { ID?: string; Spec?: { Name?: string } } {
+  return sharedObject(`network\u0000${id ?? '\u0001'}\u0000${name ?? '\u0001'}`, () => ({
+    ID: shared(id),
+    Spec: Object.freeze({ Name: shared(name) }),
+  }));
+}
 
 function shared(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;

@@ -181,7 +181,7 @@ export class BundleStore {
  * The files, each unchanged one as the last bundle's own string: the recent bundles kept for edges' deltas then share
  * one copy of a config that only task addresses changed (nginx.conf is 15 MB at 10,000 services, and 8 are kept).
  */
-function sharingUnchanged(files: BundleFiles, last: BundleFiles | undefined): BundleFiles {
+export function sharingUnchanged(files: BundleFiles, last: BundleFiles | undefined): BundleFiles {
   if (!last) return files;
   const shared: Record<string, string> = {};
   for (const [name, content] of Object.entries(files)) {
