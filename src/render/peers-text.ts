@@ -36,7 +36,6 @@ export type PeersParse =
 
 const GENERATION = /^[0-9a-f]{64}$/;
 const NAME = /^[A-Za-z0-9_]{1,64}$/;
-const OCTET = /^(0|[1-9][0-9]{0,2})$/;
 const PORT = /^[1-9][0-9]{0,4}$/;
 const WEIGHT = /^[1-9][0-9]{0,6}$/;
 export const MAX_PEER_WEIGHT = 1_000_000;
@@ -45,10 +44,16 @@ export function isUpstreamName(name: string): boolean {
   return NAME.test(name);
 }
 
-/** A task address the Lua can route to: dotted-quad IPv4 without leading zeros. */
+/** One octet 0-255 without leading zeros (OCTET with its bound), as one expression. */
+const OCTET_0_255 = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])';
+const IPV4 = new RegExp(`^(?:${OCTET_0_255}\\.){3}${OCTET_0_255}$`);
+
+/**
+ * A task address the Lua can route to: dotted-quad IPv4 without leading zeros. One regular expression, not a split:
+ * it runs for every task of every reconcile (100,000 at 10,000 services).
+ */
 export function isPeerAddress(ip: string): boolean {
-  const octets = ip.split('.');
-  return octets.length === 4 && octets.every((octet) => OCTET.test(octet) && Number(octet) <= 255);
+  return IPV4.test(ip);
 }
 
 export function isPeerPort(port: number): boolean {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { readJsonArray } from '../../src/docker/json-array.ts';
+import { ElementCache, readJsonArray } from '../../src/docker/json-array.ts';
 import { slimTask } from '../../src/docker/dockerode-adapter.ts';
 
 async function* chunked(text: string, cuts: readonly number[]): AsyncIterable<Buffer> {
@@ -82,4 +82,87 @@ test('json array: each element is handed over as it is read (slimmed tasks keep 
       { Network: { ID: 'net', Spec: { Name: 'swarmgate' } }, Addresses: ['10.0.0.2/24'] },
     ],
   });
+});
+
+/** A Swarm object as the Engine lists it: ID and version first. */
+function swarmObject(
+  id: string,
+  version: number,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return { ID: id, Version: { Index: version }, ...extra };
+}
+
+test('json array cache: an element with the ID, version and length of the last read is reused; any other is parsed', async () => {
+  const cache = new ElementCache<unknown>(1000);
+  const pad = 'x'.repeat(300); // elements longer than the prefix window, as Docker's are
+  // The last element of a list is parsed with the closing bracket and not remembered: z stands there.
+  const first = [1, 2, 3, 4, 26].map((n) => swarmObject(`t${n}`, 10 + n, { State: 'running', pad }));
+  assert.deepEqual(await readJsonArray(chunked(JSON.stringify(first), [700]), same, cache), first);
+  assert.equal(cache.reused, 0);
+
+  const second = [
+    first[0], // same: reused
+    swarmObject('t2', 99, { State: 'failed', pad }), // written again: new version, parsed
+    swarmObject('t3', 13, { State: 'runningX', pad }), // changed without a new version, other length: parsed
+    first[3], // same: reused
+    swarmObject('t5', 15, { State: 'running', pad }), // new (and last: parsed with the closing bracket)
+  ];
+  const read = await readJsonArray(chunked(JSON.stringify(second), [350, 900]), same, cache);
+  assert.deepEqual(read, second);
+  assert.equal(cache.reused, 2, 't1 and t4');
+
+  // An element that was not in the read before is parsed, even with a version seen earlier (t26: removed, back).
+  const third = [second[1], first[4], second[0], second[2]];
+  assert.deepEqual(await readJsonArray(chunked(JSON.stringify(third), []), same, cache), third);
+  assert.equal(cache.reused, 2, 't2 and t1');
+});
+
+test('json array cache: an element changed without a new version is corrected by the periodic full parse', async () => {
+  const cache = new ElementCache<unknown>(3);
+  const pad = 'x'.repeat(300);
+  const list = (state: string) => [swarmObject('a', 1, { state, pad }), swarmObject('b', 2, { pad })];
+  await readJsonArray(chunked(JSON.stringify(list('run')), []), same, cache); // read 0: full parse
+  // Same ID, version and length, other bytes: what the Engine never sends; until the full parse it is not seen.
+  const stale = await readJsonArray(chunked(JSON.stringify(list('new')), []), same, cache); // read 1
+  assert.deepEqual(stale, list('run'));
+  await readJsonArray(chunked(JSON.stringify(list('new')), []), same, cache); // read 2
+  const full = await readJsonArray(chunked(JSON.stringify(list('new')), []), same, cache); // read 3: full parse
+  assert.deepEqual(full, list('new'));
+  assert.equal(cache.reused, 0);
+});
+
+test('json array cache: any sequence of lists with versions bumped on change, cut anywhere, reads as JSON.parse', async () => {
+  const element = fc.record({
+    id: fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f'),
+    body: fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 4 }),
+    pad: fc.nat(400),
+  });
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.array(element, { maxLength: 6 }), { minLength: 1, maxLength: 5 }),
+      fc.array(fc.nat(3000), { maxLength: 6 }),
+      async (lists, cuts) => {
+        const cache = new ElementCache<unknown>(4);
+        // The Engine's rule: an object whose content changes gets a new version.
+        const versions = new Map<string, { content: string; version: number }>();
+        let raft = 0;
+        for (const list of lists) {
+          const seen = new Set<string>();
+          const items = list
+            .filter(({ id }) => !seen.has(id) && seen.add(id))
+            .map(({ id, body, pad }) => {
+              const content = JSON.stringify({ body, pad: 'p'.repeat(pad) });
+              const known = versions.get(id);
+              const version = known?.content === content ? known.version : ++raft;
+              versions.set(id, { content, version });
+              return swarmObject(id, version, { body, pad: 'p'.repeat(pad) });
+            });
+          const text = JSON.stringify(items);
+          assert.deepEqual(await readJsonArray(chunked(text, cuts), same, cache), JSON.parse(text));
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
