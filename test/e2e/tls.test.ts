@@ -123,7 +123,12 @@ test('LETSENCRYPT_TEST=true orders from the staging directory with its own accou
   });
 
   await waitForHttps(stagedHost, staged);
-  const status = await controllerStatus();
+  // Served first, then stored in Swarm in the background ('unsaved' meanwhile): wait for the stored state.
+  const status = await waitFor('the staging certificate to be stored', async () => {
+    const current = await controllerStatus();
+    const entry = current.certificates.find((row) => row.name === stagedHost);
+    return entry?.state === 'unsaved' ? undefined : current;
+  });
   const certificate = status.certificates.find((entry) => entry.name === stagedHost);
   assert.equal(certificate?.state, 'valid');
   assert.equal(certificate.directory, STAGING_DIRECTORY, 'ordered from the staging directory');

@@ -12,6 +12,7 @@ import {
   EDGE_HTTP_PORT,
   EDGE_HTTPS_PORT,
   EDGE_NETWORK,
+  EDGE_TCP_PORT,
   LAB,
   REPO_ROOT,
   STACK,
@@ -41,8 +42,13 @@ test('the lab swarmgate has names and ports of its own: none of a real swarmgate
   const ports = services
     .flatMap((s) => s.Spec.EndpointSpec?.Ports?.map((p) => `${p.PublishedPort}/${p.Protocol ?? 'tcp'}`) ?? [])
     .sort();
-  // HTTPS over TCP, and over UDP for HTTP/3 (QUIC).
-  assert.deepEqual(ports, [`${EDGE_HTTP_PORT}/tcp`, `${EDGE_HTTPS_PORT}/tcp`, `${EDGE_HTTPS_PORT}/udp`]);
+  // HTTPS over TCP, and over UDP for HTTP/3 (QUIC); the TCP port services may take (swarmgate.tcp.port).
+  assert.deepEqual(ports, [
+    `${EDGE_HTTP_PORT}/tcp`,
+    `${EDGE_TCP_PORT}/tcp`,
+    `${EDGE_HTTPS_PORT}/tcp`,
+    `${EDGE_HTTPS_PORT}/udp`,
+  ]);
   const env = services[0]?.Spec.TaskTemplate.ContainerSpec.Env ?? [];
   assert.ok(env.includes(`SWARMGATE_INSTANCE=${LAB}`), 'the lab controller keeps its state apart');
   assert.ok(env.includes(`SWARMGATE_NETWORKS=${EDGE_NETWORK}`));

@@ -1,7 +1,7 @@
 // E2E helpers: drive the lab's real Swarm with the docker CLI and talk to the edge on 127.0.0.1 only.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type tls from 'node:tls';
@@ -21,6 +21,8 @@ export const EDGE_NETWORK = LAB;
 /** The lab edge's host ports; Pebble's httpPort (test/pebble/pebble-config.json) is the same. */
 export const EDGE_HTTP_PORT = 20080;
 export const EDGE_HTTPS_PORT = 20443;
+/** The TCP port the lab controller declares (SWARMGATE_TCP_PORTS) and the edge publishes as is (stack.e2e.yml). */
+export const EDGE_TCP_PORT = 20432;
 /** Pebble's management port (its current root) on the host, from stack.e2e.yml. */
 export const PEBBLE_MANAGEMENT_PORT = 20150;
 /** Marks everything a test creates, so `lab clean` can find leftovers. */
@@ -153,11 +155,35 @@ export async function deployStackFiles(
   );
 }
 
+/**
+ * docker-stack.yml with the lab's TCP port added to the edge's ports, as the README tells operators to publish one
+ * (host mode, the same number on both sides), written under .lab/. Not an entry in stack.e2e.yml: `docker stack
+ * deploy` merges a service's ports by published port alone, so the edge's 443/tcp and 443/udp would become one.
+ */
+function stackFileWithTcpPort(): string {
+  // Inserted as text after the edge's last port: a YAML round trip would rewrite the secrets' `mode: 0400` (octal
+  // in Docker's YAML 1.1) as 400.
+  const text = readFileSync(path.join(REPO_ROOT, 'docker-stack.yml'), 'utf8');
+  const anchor =
+    /^( +)- \{ target: 443, published: '\$\{SWARMGATE_HTTPS_PORT:-443\}', protocol: udp, mode: host \}\n/m;
+  const match = anchor.exec(text);
+  if (!match)
+    throw new Error("docker-stack.yml: the edge's 443/udp port line, after which the lab adds its TCP port");
+  const line = `${match[1]}- { target: ${EDGE_TCP_PORT}, published: ${EDGE_TCP_PORT}, protocol: tcp, mode: host }\n`;
+  const file = path.join(REPO_ROOT, '.lab', 'docker-stack.e2e.yml');
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(
+    file,
+    text.slice(0, match.index + match[0].length) + line + text.slice(match.index + match[0].length),
+  );
+  return file;
+}
+
 /** The production stack file with the lab's names and ports, and the e2e override (Pebble as the ACME CA). */
 export async function deployStack(): Promise<void> {
   await deployStackFiles(
     STACK,
-    [path.join(REPO_ROOT, 'docker-stack.yml'), path.join(REPO_ROOT, 'test', 'e2e', 'stack.e2e.yml')],
+    [stackFileWithTcpPort(), path.join(REPO_ROOT, 'test', 'e2e', 'stack.e2e.yml')],
     {
       SWARMGATE_NETWORK: EDGE_NETWORK,
       SWARMGATE_HTTP_PORT: String(EDGE_HTTP_PORT),
