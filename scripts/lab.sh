@@ -240,11 +240,21 @@ ensure_file_secret() {
 }
 
 ensure_state_key_secret() {
+  local before after ids
   if [ ! -s "$LAB_DIR/state-key" ]; then
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$LAB_DIR/state-key"
     chmod 600 "$LAB_DIR/state-key"
   fi
+  before=$(docker secret inspect --format '{{.ID}}' "$STATE_KEY_SECRET" 2>/dev/null || true)
   ensure_file_secret "$STATE_KEY_SECRET" "$LAB_DIR/state-key"
+  after=$(docker secret inspect --format '{{.ID}}' "$STATE_KEY_SECRET" 2>/dev/null || true)
+  # A new key (another checkout's lab ran here, or its key file is gone): the lab's sealed state cannot be opened
+  # with it, and a controller holds publishing while state sealed with another key exists (it protects a real
+  # stack's certificates). The lab's state is only the lab's tests' certificates: it goes with the old key.
+  if [ "$before" != "$after" ]; then
+    ids=$(lab_state_configs)
+    [ -z "$ids" ] || { docker config rm $ids >/dev/null 2>&1 || true; log "removed the lab's state sealed with its previous key"; }
+  fi
 }
 
 random_file() {
