@@ -148,3 +148,37 @@ test('the view says why a route is not served: a bad label, or no running task',
   assert.equal(byName.get('bad')?.routed, false);
   assert.match(byName.get('idle')?.reason ?? '', /no running task/);
 });
+
+test('the view names an edge’s node by hostname, as the routes do, and keeps an ID it does not know', () => {
+  const snapshot = oneServiceSnapshot('a.test', ['10.0.0.5']);
+  const withNodes = {
+    ...snapshot,
+    nodes: [{ id: 'n1', hostname: 'worker-1', role: 'worker', state: 'ready', availability: 'active' }],
+  };
+  const edge = (name: string, node: string | null) => ({
+    edge: name,
+    node,
+    applied: null,
+    rejected: null,
+    reloads: 0,
+    peerUpdates: 0,
+    lastContact: new Date(0).toISOString(),
+    inSync: false,
+  });
+  const view = buildStatusView({
+    now: 0,
+    version: 'test',
+    snapshot: withNodes,
+    model: buildRoutingModel(withNodes, { networks: ['swarmgate'] }),
+    current: null,
+    edges: [edge('e1', 'n1'), edge('e2', 'gone-node-id'), edge('e3', null)],
+    certificates: [],
+    traffic: null,
+    edgeStaleMs: 90_000,
+  });
+  assert.deepEqual(
+    view.edges.map((entry) => entry.node),
+    ['worker-1', 'gone-node-id', null],
+  );
+  assert.deepEqual(view.routes[0]?.tasksByNode, [{ node: 'worker-1', tasks: 1 }]);
+});

@@ -98,7 +98,8 @@ export function buildStatusView(input: StatusInput): StatusView {
     routes,
     edges: input.edges.map((edge) => ({
       edge: edge.edge,
-      node: edge.node,
+      // Edges report their node's ID (Swarm's {{.Node.ID}}); people know nodes by hostname, as the routes show them.
+      node: edge.node === null ? null : (nodes.get(edge.node) ?? edge.node),
       appliedVersion: edge.applied?.version ?? null,
       inSync: edge.inSync,
       lastContact: edge.lastContact,
