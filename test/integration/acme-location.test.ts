@@ -29,6 +29,7 @@ function rawRequest(
   target: string,
   host: string,
   localAddress = '127.0.0.1',
+  extraHeaders = '',
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ port, host: '127.0.0.1', localAddress });
@@ -45,7 +46,7 @@ function rawRequest(
     });
     // write, not end: nginx takes a half-closed connection for a client that went away (499) while it proxies.
     socket.write(
-      `${method} ${target} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`,
+      `${method} ${target} HTTP/1.1\r\nHost: ${host}\r\n${extraHeaders}Content-Length: 0\r\nConnection: close\r\n\r\n`,
     );
   });
 }
@@ -178,4 +179,14 @@ test('the ACME location forwards only GET/HEAD of one token, to a fixed URI; eve
   }
   assert.equal(refused, 1, 'a flood from 127.0.0.3 is refused within 60 requests');
   assert.equal(await rawRequest(listenPort, 'GET', `${prefix}${token}`, 'x.test', '127.0.0.1'), 200);
+
+  // A visitor cannot pick its address for the relay: a flood naming another X-Real-IP on every request is still
+  // one visitor's.
+  let refusedForged = 0;
+  for (let sent = 0; sent < 60 && refusedForged === 0; sent += 1) {
+    const forged = `X-Real-IP: 198.51.100.${sent + 1}\r\n`;
+    if ((await rawRequest(listenPort, 'GET', `${prefix}${token}`, 'x.test', '127.0.0.4', forged)) === 429)
+      refusedForged += 1;
+  }
+  assert.equal(refusedForged, 1, 'a flood from 127.0.0.4 with forged X-Real-IP headers is refused within 60');
 });
