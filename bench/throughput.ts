@@ -25,9 +25,7 @@
 // in the same rounds as the edge and HAProxy, to measure which part of the edge's cost per request closes how much
 // of the gap to HAProxy. With `--tls` they run over HTTPS.
 // `--rounds=N`, `--seconds=N`, `--only=app-bound|shared` and `--protocols=h1,h2` shorten a run.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { defaultProxySettings } from '../src/config.ts';
 import { buildRoutingModel, DEFAULT_TLS } from '../src/model/routing-model.ts';
@@ -44,6 +42,7 @@ import {
   STACK,
   waitFor,
 } from '../test/e2e/support/lab.ts';
+import { makeChannelKeyPair } from '../test/support/channel-tls.ts';
 import { oneServiceSnapshot } from '../test/support/one-service.ts';
 import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
 
@@ -355,38 +354,12 @@ async function measure(target: Target, backendContainer: string): Promise<RoundR
 }
 
 /** The bench's certificate for HOST: ECDSA P-256, self-signed, made for this run (openssl on this machine). */
-function benchCertificate(): CertificateMaterial {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'sg-bench-tls-'));
+async function benchCertificate(): Promise<CertificateMaterial> {
+  const pair = await makeChannelKeyPair(HOST);
   try {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '2',
-        '-subj',
-        `/CN=${HOST}`,
-        '-addext',
-        `subjectAltName=DNS:${HOST}`,
-        '-keyout',
-        path.join(dir, 'key.pem'),
-        '-out',
-        path.join(dir, 'cert.pem'),
-      ],
-      { stdio: 'ignore' },
-    );
-    return {
-      certificatePem: readFileSync(path.join(dir, 'cert.pem'), 'utf8'),
-      privateKeyPem: readFileSync(path.join(dir, 'key.pem'), 'utf8'),
-    };
+    return { certificatePem: pair.cert, privateKeyPem: pair.key };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await pair.remove();
   }
 }
 
@@ -679,7 +652,7 @@ async function measureMode(mode: Mode): Promise<ModeResult> {
   const byPath = new Map<string, RoundResult[]>();
   const added = new Map<string, string>();
   const groups = new Map<string, string>();
-  const certificate = TLS ? benchCertificate() : undefined;
+  const certificate = TLS ? await benchCertificate() : undefined;
   try {
     await createService({
       name: BACKEND,

@@ -6,13 +6,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { HttpsResult } from './support/lab.ts';
+import { http3Get } from './support/http3.ts';
 import {
   createService,
-  docker,
-  E2E_LABEL,
   EDGE_HTTPS_PORT,
   httpsGet,
-  IMAGE,
   pebbleRoot,
   removeService,
   uniqueName,
@@ -28,49 +26,6 @@ async function waitForHttps(host: string, service: string, root: string): Promis
     },
     { timeoutMs: 90_000, intervalMs: 250 },
   );
-}
-
-interface Http3Answer {
-  readonly ok: boolean;
-  /** curl's %{http_version} ("3") and status, or its error. */
-  readonly version: string;
-  readonly status: number;
-  readonly body: string;
-  readonly error: string;
-}
-
-/** One GET over HTTP/3 only (no fallback to TCP) to the lab edge, with `host` as SNI and authority. */
-async function http3Get(host: string, root: string): Promise<Http3Answer> {
-  const script =
-    'cat > /tmp/root.pem && exec curl --http3-only -sS -m 10 --cacert /tmp/root.pem --resolve "$1:$2:127.0.0.1" ' +
-    '-w "\\n%{http_version} %{http_code}" "https://$1:$2/"';
-  try {
-    const output = await docker(
-      [
-        'run',
-        '--rm',
-        '-i',
-        '--label',
-        E2E_LABEL,
-        '--network',
-        'host',
-        '--entrypoint',
-        'sh',
-        IMAGE,
-        '-c',
-        script,
-        'curl-h3',
-        host,
-        String(EDGE_HTTPS_PORT),
-      ],
-      { input: root, timeoutMs: 30_000 },
-    );
-    const lines = output.split('\n');
-    const [version = '', status = '0'] = (lines.pop() ?? '').split(' ');
-    return { ok: true, version, status: Number(status), body: lines.join('\n'), error: '' };
-  } catch (error) {
-    return { ok: false, version: '', status: 0, body: '', error: (error as Error).message };
-  }
 }
 
 test('HTTP/3: a service with swarmgate.http3=on answers over QUIC and advertises it; one without it does neither', async (t) => {

@@ -4,25 +4,21 @@
 // Node server of their own (below): plain TCP that greets with its task name and echoes, and TLS with its own
 // self-signed certificate, made here with openssl.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { test } from 'node:test';
 import tls from 'node:tls';
 import type { ControllerStatus, HttpsResult } from './support/lab.ts';
+import { http3Get } from './support/http3.ts';
+import { makeChannelKeyPair } from '../support/channel-tls.ts';
 import {
   createService,
   docker,
-  E2E_LABEL,
   EDGE_HTTPS_PORT,
   EDGE_TCP_PORT,
   edgesInSync,
   httpsGet,
-  IMAGE,
   pebbleRoot,
   removeService,
   STACK,
@@ -279,46 +275,6 @@ test('TCP port: a service on the edge port is balanced over its tasks; scaling n
   assert.equal((await tcpGreeting()).task, null, 'nothing greets on the port');
 });
 
-function run(command: string, args: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(command, args, { timeout: 30_000 }, (error, stdout, stderr) =>
-      error ? reject(new Error(`${command} failed: ${stderr || error.message}`)) : resolve(stdout),
-    );
-  });
-}
-
-/** A self-signed certificate for `host` (the passthrough backend's own), made with openssl. */
-async function selfSigned(host: string): Promise<{ cert: string; key: string }> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'sg-e2e-passthrough-'));
-  try {
-    await run('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '2',
-      '-subj',
-      `/CN=${host}`,
-      '-addext',
-      `subjectAltName=DNS:${host}`,
-      '-keyout',
-      path.join(dir, 'key.pem'),
-      '-out',
-      path.join(dir, 'cert.pem'),
-    ]);
-    return {
-      cert: readFileSync(path.join(dir, 'cert.pem'), 'utf8'),
-      key: readFileSync(path.join(dir, 'key.pem'), 'utf8'),
-    };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 interface TlsGreeting {
   readonly greeting: string | null;
   /** SHA-256 of the certificate the edge's port presented (hex, lower case). */
@@ -391,31 +347,10 @@ function h2Get(host: string, root: string): Promise<{ status: number; body: stri
   });
 }
 
-/** One GET over HTTP/3 only (the edge image's curl, as test/e2e/http3.test.ts does): its HTTP version and status. */
-async function http3Get(host: string, root: string): Promise<string> {
-  const script =
-    'cat > /tmp/root.pem && exec curl --http3-only -sS -m 10 --cacert /tmp/root.pem --resolve "$1:$2:127.0.0.1" ' +
-    '-o /dev/null -w "%{http_version} %{http_code}" "https://$1:$2/"';
-  return docker(
-    [
-      'run',
-      '--rm',
-      '-i',
-      '--label',
-      E2E_LABEL,
-      '--network',
-      'host',
-      '--entrypoint',
-      'sh',
-      IMAGE,
-      '-c',
-      script,
-      'curl-h3',
-      host,
-      String(EDGE_HTTPS_PORT),
-    ],
-    { input: root, timeoutMs: 30_000 },
-  ).catch((error: unknown) => `failed: ${(error as Error).message}`);
+/** curl's "<http version> <status>" of one GET over HTTP/3, or why it failed. */
+async function http3Line(host: string, root: string): Promise<string> {
+  const answer = await http3Get(host, root);
+  return answer.ok ? `${answer.version} ${answer.status}` : `failed: ${answer.error}`;
 }
 
 test("TLS passthrough on the HTTPS port: the passthrough name gets the backend's own certificate, a normal host keeps the edge's, its client address, HTTP/2 and HTTP/3; removed, the edge goes back", async (t) => {
@@ -448,7 +383,9 @@ test("TLS passthrough on the HTTPS port: the passthrough name gets the backend's
   assert.ok(direct.headers['x-real-ip'], 'X-Real-IP is set');
   const webCertificate = direct.result.serial;
 
-  const own = await selfSigned(vaultHost);
+  // The backend's own self-signed certificate for its name.
+  const own = await makeChannelKeyPair(vaultHost);
+  t.after(() => own.remove());
   await createService({
     name: vault,
     labels: {
@@ -492,7 +429,7 @@ test("TLS passthrough on the HTTPS port: the passthrough name gets the backend's
   const h2 = await h2Get(webHost, root);
   assert.equal(h2.status, 200, 'HTTP/2 on the normal host');
   assert.match(h2.body, new RegExp(`"task":"${web}\\.`));
-  assert.equal(await http3Get(webHost, root), '3 200', 'HTTP/3 on the normal host (443/udp has no hop)');
+  assert.equal(await http3Line(webHost, root), '3 200', 'HTTP/3 on the normal host (443/udp has no hop)');
   // A name nobody routes is still refused by nginx's HTTPS, not passed to a backend.
   const unknown = await tlsGreeting(`nobody-${vault}.e2e.test`, own.cert);
   assert.equal(unknown.greeting, null);
@@ -515,5 +452,5 @@ test("TLS passthrough on the HTTPS port: the passthrough name gets the backend's
   const back = await httpsHeaders(webHost, root);
   assert.equal(back.result.serial, webCertificate);
   assert.equal(back.headers['x-real-ip'], direct.headers['x-real-ip']);
-  assert.equal(await http3Get(webHost, root), '3 200');
+  assert.equal(await http3Line(webHost, root), '3 200');
 });
