@@ -86,8 +86,9 @@ export function createNginxProcess(
     },
     async start(confPath) {
       // A socket left by an nginx that was killed would make the bind fail (the template's other local sockets are
-      // named after this one: the balancer's wait, and the HTTPS and passthrough hops of TLS passthrough).
-      for (const suffix of ['', '.wait', '.https', '.passthrough']) {
+      // named after this one: the balancer's wait, the ACME relay, and the HTTPS and passthrough hops of TLS
+      // passthrough).
+      for (const suffix of ['', '.wait', '.acme', '.https', '.passthrough']) {
         await rm(`${peersSocket}${suffix}`, { force: true });
       }
       stopping = false;
