@@ -1,6 +1,7 @@
 // buildStreamRoutes: pure. The services that ask for a TCP port on the edge or for TLS passthrough by SNI on 443
 // (swarmgate.tcp.*, swarmgate.tls.passthrough*), with their tasks, for nginx's stream module. Their task addresses
-// go into peers.txt like HTTP upstreams' (the edge's njs balancer reads them there), so scaling never reloads.
+// go into stream-peers.txt, in peers.txt's grammar (the edge's njs balancer reads them there), so scaling never
+// reloads.
 import type { ServiceInfo, TaskInfo } from '../discovery/snapshot.ts';
 import type { HostPattern, Parsed } from './labels.ts';
 import { parseNetworkName } from './labels.ts';
