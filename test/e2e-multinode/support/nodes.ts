@@ -482,7 +482,14 @@ export function edgesInSync(count: number, timeoutMs = 120_000): Promise<Control
 
 // --- nodes coming and going --------------------------------------------------------------------------------
 /** A clean, sudden node loss: the node's container (its dockerd and every task on it) is killed. */
+/**
+ * A machine that dies: its network goes first, then everything on it. Cut in that order, nothing on the node can
+ * close its connections (a FIN or RST from a task dying), as with power lost or a cable pulled: the edges' kept-alive
+ * connections to its tasks stay open to nobody. A bare `docker kill` let the dying tasks close them, or not,
+ * depending on which went first.
+ */
 export async function killNode(node: string): Promise<void> {
+  await docker(['network', 'disconnect', '--force', NODE_NETWORK, node]);
   await docker(['kill', node]);
 }
 
