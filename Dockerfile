@@ -15,10 +15,10 @@ FROM node:24-trixie-slim
 # nginx from Debian trixie (1.26: http2, http3, realip, auth_request) with its Lua module (the balancer that takes
 # new task addresses without a reload), and its stream module with njs 0.8 (TCP ports and TLS passthrough, whose
 # balancer is njs: Debian has no Lua for stream); tini reaps nginx and forwards signals; curl is the stack's health
-# probe.
+# probe; iproute2's ss finds and cuts the edge's connections to tasks on a dead node (src/edge/stuck-connections.ts).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nginx libnginx-mod-http-lua libnginx-mod-stream \
-      libnginx-mod-stream-js ca-certificates tini curl \
+      libnginx-mod-stream-js ca-certificates tini curl iproute2 \
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \
  && mkdir -p /var/lib/swarmgate /var/cache/swarmgate
 

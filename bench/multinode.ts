@@ -5,7 +5,7 @@
 //   2. zero failed requests while scaling 6→12→2 and during `update --force` (stop-first, start-first);
 //   3. the controller restarted (`docker kill` of its container), moved to another manager (an update that excludes
 //      its node) and force-updated, under load; each followed by a scale 6→3→6 while it is away;
-//   4. a node holding tasks (not the controller) lost: `docker kill` of its node container;
+//   4. a node holding tasks (not the controller) lost: its network cut, then `docker kill` of its node container;
 //   5. the manager running the controller lost: routing updates resume; no new certificate order.
 //
 // Every wait is bounded and names what it waited for; each scenario has a time budget; the whole run stops itself
@@ -761,7 +761,7 @@ async function nodeLoss(nodes: readonly LabNode[]): Promise<void> {
   let measured: Record<string, unknown> | undefined;
   try {
     await sleep(3000);
-    step(`4. docker kill ${victim.name}`);
+    step(`4. ${victim.name} cut off and killed`);
     const at = Date.now();
     await killNode(victim.name);
     step(`4. Swarm to mark ${victim.name} down`);

@@ -619,6 +619,28 @@ function M.wait()
   return ngx.exit(444)
 end
 
+-- GET /unreachable on the local socket: the members whose last failure was a timeout, one per line, "address \t
+-- skip_until". A member is listed until its failure is forgiven (the dictionary entry expires). The agent cuts the
+-- edge's connections to them that the peer stopped acknowledging (src/edge/stuck-connections.ts): a dead node
+-- never closes them, and a request nginx sends on a kept-alive one would otherwise wait for proxy_read_timeout.
+local MAX_LISTED = 1024
+
+function M.unreachable()
+  local dict = ngx.shared.swarmgate_failures
+  local lines = {}
+  for _, key in ipairs(dict:get_keys(MAX_LISTED)) do
+    if key:sub(1, 6) ~= "probe " then
+      local skip_until, kind = failure_of(key)
+      if skip_until and kind == KIND_TIMEOUT then
+        lines[#lines + 1] = key .. "\t" .. string.format("%.3f", skip_until)
+      end
+    end
+  end
+  table.sort(lines)
+  ngx.header["Content-Type"] = "text/plain"
+  ngx.print(#lines > 0 and table.concat(lines, "\n") .. "\n" or "")
+end
+
 -- POST /peers on the local socket: a new peers.txt for the running config. 409 when this worker runs
 -- another generation (right after a reload an old worker may still answer): the agent asks again.
 -- GET /peers: what the answering worker routes to, in peers.txt form (the agent reads it to confirm a reload).

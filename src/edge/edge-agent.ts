@@ -28,6 +28,8 @@ import {
 import type { BundleFiles } from '../render/render-config.ts';
 import { BundleCache } from './bundle-cache.ts';
 import { startEdgeMetricsServer } from './edge-metrics.ts';
+import { kernelSocketTable, watchStuckConnections } from './stuck-connections.ts';
+import type { SocketTable } from './stuck-connections.ts';
 import { downForReport, parseTaskHealth } from './task-health.ts';
 import type { ControllerChannel } from './controller-channel.ts';
 import type { NginxProcess } from './nginx-process.ts';
@@ -54,6 +56,8 @@ export interface EdgeAgentDeps {
   readonly metricsSocket?: string;
   /** Where the metrics port listens (all interfaces unless set; tests use 127.0.0.1). */
   readonly metricsHost?: string;
+  /** The kernel's socket table, where stuck connections to dead tasks are found and cut; tests inject one. */
+  readonly sockets?: SocketTable;
 }
 
 export interface RunningEdge {
@@ -183,6 +187,13 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
   });
   await new Promise<void>((resolve) => health.listen(config.healthPort, '127.0.0.1', () => resolve()));
 
+  const stuck = watchStuckConnections({
+    unreachable: (signal) => deps.nginx.unreachable(signal),
+    sockets: deps.sockets ?? kernelSocketTable,
+    clock,
+    logger: logger.child({ component: 'stuck-connections' }),
+  });
+
   const metrics =
     deps.metricsSocket !== undefined && config.metricsPort !== 0
       ? await startEdgeMetricsServer({
@@ -199,6 +210,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
             reloads,
             peerUpdates,
             applyFailing: applyFailure !== null,
+            stuckConnectionsCut: stuck.cut(),
           }),
         })
       : null;
@@ -457,6 +469,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     applied: () => applied,
     async stop() {
       shutdown.abort();
+      stuck.stop();
       await loop;
       await new Promise<void>((resolve) => health.close(() => resolve()));
       await metrics?.close();

@@ -72,6 +72,8 @@ export interface EdgeAgentView {
   readonly reloads: number;
   readonly peerUpdates: number;
   readonly applyFailing: boolean;
+  /** Connections to unreachable tasks the agent cut (src/edge/stuck-connections.ts). */
+  readonly stuckConnectionsCut: number;
 }
 
 /** Histograms from "dur"/"udur" entries: per label set, non-cumulative bucket counts (index 1..n+1) and the sum. */
@@ -150,6 +152,12 @@ export function edgeMetricsText(
       'counter',
       'Task addresses handed to nginx without a reload.',
       [[{}, agent.peerUpdates]],
+    )
+    .metric(
+      'swarmgate_edge_stuck_connections_cut_total',
+      'counter',
+      'Connections to unreachable tasks cut so their requests were retried on other tasks.',
+      [[{}, agent.stuckConnectionsCut]],
     )
     .metric(
       'swarmgate_edge_controller_contact_age_seconds',

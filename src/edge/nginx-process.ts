@@ -28,6 +28,8 @@ export interface NginxProcess {
    * grammar); null when nothing answers or the config has no checks.
    */
   taskHealth(signal: AbortSignal): Promise<string | null>;
+  /** GET /unreachable: the members that timed out lately (src/edge/stuck-connections.ts); null when nothing answers. */
+  unreachable(signal: AbortSignal): Promise<string | null>;
   stop(graceMs: number): Promise<void>;
   readonly running: boolean;
   /** Called if nginx exits without being asked to, after start resolved. */
@@ -163,6 +165,7 @@ export function createNginxProcess(
     },
     runningPeers,
     taskHealth: (signal) => localSocketGet(peersSocket, '/health', signal),
+    unreachable: (signal) => localSocketGet(peersSocket, '/unreachable', signal),
     async stop(graceMs) {
       stopping = true;
       const proc = child;

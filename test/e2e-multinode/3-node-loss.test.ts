@@ -17,6 +17,7 @@ import {
   request,
   restoreNodes,
   runningTasks,
+  shInNode,
   SPARE_NODE,
   swarmNodes,
   uniqueName,
@@ -141,6 +142,23 @@ test('losing a node under load: survivors keep serving, the service returns to f
       `slow requests sent between ${(Math.min(...firstSlow) / 1000).toFixed(1)} s and ${(Math.max(...firstSlow) / 1000).toFixed(1)} s after the kill`,
     );
   }
+
+  // How many kept-alive connections to the dead tasks each surviving edge cut (src/edge/stuck-connections.ts): a
+  // request sent on one is retried on a live task instead of waiting for proxy_read_timeout.
+  const cuts = await Promise.all(
+    survivors.map(async (node) => {
+      const text = await shInNode(
+        node.name,
+        'for c in $(docker ps -q --filter label=com.docker.swarm.service.name=swarmgate_edge); do docker logs $c 2>&1; done',
+      ).catch(() => '');
+      const cut = [...text.matchAll(/"connections":(\d+)[^\n]*cut connections to unreachable tasks/g)].reduce(
+        (sum, match) => sum + Number(match[1]),
+        0,
+      );
+      return `${node.name} ${cut}`;
+    }),
+  );
+  t.diagnostic(`stuck connections to the dead tasks cut by the surviving edges: ${cuts.join(', ')}`);
 
   // The controller's view of the lost node's edge (issue 13: a dead edge is reported BEHIND until a restart).
   const status = await controllerStatus();

@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import type { ProxySettings } from '../../src/config.ts';
 import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { createNginxProcess } from '../../src/edge/nginx-process.ts';
+import { parseUnreachable } from '../../src/edge/stuck-connections.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { fingerprintBundle } from '../../src/render/render-config.ts';
 import {
@@ -41,6 +42,8 @@ interface Edge {
   request(options?: { agent?: http.Agent; method?: string; host?: string }): Promise<Answer>;
   /** Error-log lines about this member: refused connections or connect timeouts, with the worker's pid. */
   failures(ip: string, what: 'refused' | 'timed out'): Promise<{ worker: string }[]>;
+  /** GET /unreachable on the local socket (the members the stuck-connection watch looks at). */
+  unreachable(): Promise<string | null>;
 }
 
 async function startEdge(
@@ -101,6 +104,7 @@ async function startEdge(
           .on('error', reject)
           .end(method === 'GET' ? undefined : 'payload');
       }),
+    unreachable: () => nginx.unreachable(AbortSignal.timeout(5000)),
     async failures(ip, what) {
       const log = await readFile(setup.errorLog, 'utf8').catch(() => '');
       const marker = what === 'refused' ? 'Connection refused' : 'upstream timed out';
@@ -249,6 +253,19 @@ test('a black-holed member costs one slow request for all workers, then none unt
   );
   assert.equal((await edge.failures('127.0.0.5', 'timed out')).length, 2);
   assert.ok(new Set(burst.map((answer) => answer.worker)).size === 2, 'both workers served the burst');
+});
+
+test('a member that timed out is listed as unreachable on the local socket; one that refused is not', async (t) => {
+  const port = await freePort();
+  await backends(t, ['127.0.0.2'], port);
+  await blackHole(t, '127.0.0.5', port);
+  const edge = await startEdge(t, ['127.0.0.2', '127.0.0.4', '127.0.0.5'], port, { connectTimeoutMs: 300 });
+  assert.equal(await edge.unreachable(), '', 'nothing failed yet');
+  for (let i = 0; i < 6; i++) assert.equal((await edge.request()).status, 200);
+  assert.ok((await edge.failures('127.0.0.4', 'refused')).length >= 1, '127.0.0.4 refused');
+  assert.equal((await edge.failures('127.0.0.5', 'timed out')).length, 1, '127.0.0.5 timed out');
+  const listed = parseUnreachable((await edge.unreachable()) ?? '');
+  assert.deepEqual(listed, [`127.0.0.5:${port}`]);
 });
 
 // Found by the multi-node bench: a scale 6→3 while the controller was away left the three removed tasks side by side

@@ -103,6 +103,7 @@ async function startMeteredEdge(
       reloads: 0,
       peerUpdates: 0,
       applyFailing: false,
+      stuckConnectionsCut: 0,
     }),
   });
   t.after(() => metrics.close());

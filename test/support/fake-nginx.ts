@@ -40,6 +40,11 @@ export class FakeNginx implements NginxProcess {
   async taskHealth(): Promise<string | null> {
     return this.running ? this.health : null;
   }
+  /** GET /unreachable's answer (lua/swarmgate/balancer.lua's lines). */
+  unreachableText = '';
+  async unreachable(): Promise<string | null> {
+    return this.running ? this.unreachableText : null;
+  }
   async stop(): Promise<void> {
     this.running = false;
   }

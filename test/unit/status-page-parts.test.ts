@@ -76,6 +76,7 @@ test('the edge parses only well-formed lines of nginx counters and keeps per-tas
       reloads: 0,
       peerUpdates: 0,
       applyFailing: false,
+      stuckConnectionsCut: 2,
     },
     0,
   );
@@ -84,6 +85,7 @@ test('the edge parses only well-formed lines of nginx counters and keeps per-tas
     /swarmgate_edge_upstream_responses_total\{code="2xx",service="web",task="10\.0\.0\.5:80"\} 3/,
   );
   assert.doesNotMatch(text, /10\.0\.0\.9/, 'a task no longer routed leaves the exposition');
+  assert.match(text, /\nswarmgate_edge_stuck_connections_cut_total 2\n/);
   assert.match(
     text,
     /swarmgate_edge_upstream_response_duration_seconds_bucket\{service="web",task="10\.0\.0\.5:80",le="0\.1"\} 3/,

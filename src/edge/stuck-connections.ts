@@ -1,0 +1,230 @@
+// Connections to a dead node, cut so the requests on them go to a live task at once.
+//
+// A node that dies (power lost, network cut) never closes its TCP connections. nginx keeps idle connections to
+// tasks (upstream keepalive); a request it sends on one to a task on the dead node is written into the kernel and
+// then waits for proxy_read_timeout (60 s by default), while the kernel retransmits it to nobody. The balancer
+// learns soon that the task is gone (another request's connect times out, lua/swarmgate/balancer.lua), but cannot
+// reach the requests already sent. HAProxy cuts such sessions when a server is marked down; this is the same for
+// the edge: while a member is listed as unreachable (GET /unreachable on nginx's local socket), the agent looks at
+// the edge's established connections to it and destroys (SOCK_DESTROY, `ss -K`) those whose sent bytes the peer
+// has not acknowledged through MIN_BACKOFF retransmission timeouts. nginx sees an error on the connection and
+// retries the request on another task (proxy_next_upstream error; only requests no response has started for).
+//
+// A live but busy task is never cut: its kernel acknowledges the request even while the app is slow, so a
+// connection waiting on a slow answer has no unacknowledged bytes. Idle kept-alive connections are left alone
+// too: they are cut as soon as a request is sent on one and goes unacknowledged.
+import { execFile } from 'node:child_process';
+import { describeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Clock, TimerHandle } from '../reconcile/clock.ts';
+
+/** How often the agent asks nginx which members are unreachable. */
+export const STUCK_WATCH_MS = 500;
+/**
+ * Retransmission timeouts without an acknowledgement before a connection counts as stuck. Linux's first one is at
+ * least 200 ms and each doubles: 2 means the peer has been silent for 0.6 s or more, far beyond any live peer on
+ * the overlay, whose round trip is well under a millisecond.
+ */
+export const MIN_BACKOFF = 2;
+/** At most this many members are looked at per round, and this many connections cut per `ss -K`. */
+const MAX_MEMBERS = 256;
+const MAX_CUT_PER_CALL = 64;
+const SS_TIMEOUT_MS = 2000;
+
+const ADDRESS = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/;
+
+function validAddress(text: string): boolean {
+  const match = ADDRESS.exec(text);
+  return (
+    match !== null &&
+    match[1]!.split('.').every((octet) => Number(octet) <= 255) &&
+    Number(match[2]) >= 1 &&
+    Number(match[2]) <= 65535
+  );
+}
+
+/** GET /unreachable: "address \t skip_until" per line. Lines that do not fit are skipped; sorted, bounded. */
+export function parseUnreachable(text: string): string[] {
+  const members = new Set<string>();
+  for (const line of text.split('\n')) {
+    const address = line.split('\t')[0] ?? '';
+    if (validAddress(address)) members.add(address);
+  }
+  return [...members].sort().slice(0, MAX_MEMBERS);
+}
+
+export interface EdgeConnection {
+  /** The edge's side, "ip:port". */
+  readonly local: string;
+  /** The task's side, "ip:port" as in peers.txt. */
+  readonly peer: string;
+  /** Segments sent and not yet acknowledged. */
+  readonly unacked: number;
+  /** Retransmission timeouts in a row (0 when the kernel printed none). */
+  readonly backoff: number;
+}
+
+function numberField(line: string, name: string): number {
+  const match = new RegExp(`(?:^|\\s)${name}:(\\d+)(?:\\s|$)`).exec(line);
+  return match ? Number(match[1]) : 0;
+}
+
+/**
+ * `ss -tinHO state established ...`: one socket per line, "Recv-Q Send-Q local peer" then the TCP info fields
+ * (iproute2's names: backoff, unacked). IPv4 only: task addresses on an overlay are IPv4.
+ */
+export function parseConnections(text: string): EdgeConnection[] {
+  const out: EdgeConnection[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    const [, , local = '', peer = ''] = fields;
+    if (!validAddress(local) || !validAddress(peer)) continue;
+    out.push({ local, peer, unacked: numberField(line, 'unacked'), backoff: numberField(line, 'backoff') });
+  }
+  return out;
+}
+
+/** The connections to unreachable members that the peer has stopped acknowledging. */
+export function stuckConnections(
+  connections: readonly EdgeConnection[],
+  unreachable: ReadonlySet<string>,
+): EdgeConnection[] {
+  return connections.filter(
+    (connection) =>
+      unreachable.has(connection.peer) && connection.unacked > 0 && connection.backoff >= MIN_BACKOFF,
+  );
+}
+
+/** An ss filter (iproute2's expression grammar) matching exactly these connections. */
+export function connectionFilter(connections: readonly EdgeConnection[]): string[] {
+  const terms: string[] = [];
+  for (const connection of connections) {
+    const localPort = connection.local.split(':')[1];
+    if (terms.length > 0) terms.push('or');
+    terms.push('(', 'dst', connection.peer, 'and', 'sport', '=', `:${localPort}`, ')');
+  }
+  return terms;
+}
+
+/** An ss filter matching any connection to these members. */
+export function peerFilter(members: readonly string[]): string[] {
+  const terms: string[] = [];
+  for (const member of members) {
+    if (terms.length > 0) terms.push('or');
+    terms.push('dst', member);
+  }
+  return ['(', ...terms, ')'];
+}
+
+/** The kernel's view of the edge's sockets: `ss`, in the edge's network namespace. */
+export interface SocketTable {
+  list(members: readonly string[]): Promise<EdgeConnection[]>;
+  /** Destroys these connections; resolves with what ss said on stderr (empty when all went). */
+  destroy(connections: readonly EdgeConnection[]): Promise<string>;
+}
+
+function runSs(args: readonly string[]): Promise<{ stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile('ss', args, { timeout: SS_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`ss failed: ${stderr.trim() || error.message}`, { cause: error }));
+      else resolve({ stdout, stderr });
+    });
+  });
+}
+
+export const kernelSocketTable: SocketTable = {
+  async list(members) {
+    if (members.length === 0) return [];
+    const { stdout } = await runSs(['-tinHO', 'state', 'established', ...peerFilter(members)]);
+    return parseConnections(stdout);
+  },
+  async destroy(connections) {
+    let said = '';
+    for (let start = 0; start < connections.length; start += MAX_CUT_PER_CALL) {
+      const batch = connections.slice(start, start + MAX_CUT_PER_CALL);
+      const { stderr } = await runSs(['-tKH', 'state', 'established', ...connectionFilter(batch)]);
+      said += stderr;
+    }
+    return said.trim();
+  },
+};
+
+export interface StuckConnectionWatch {
+  /** Connections cut since the start. */
+  cut(): number;
+  stop(): void;
+}
+
+/**
+ * Every STUCK_WATCH_MS: which members are unreachable (nginx), which connections to them are stuck (the kernel),
+ * cut those. One round at a time; a round that fails is logged and the next one tries again. A kernel or container
+ * that refuses SOCK_DESTROY (no CAP_NET_ADMIN) is said once, at warn: the edge then works as before, with requests on
+ * stuck connections waiting for proxy_read_timeout.
+ */
+export function watchStuckConnections(deps: {
+  readonly unreachable: (signal: AbortSignal) => Promise<string | null>;
+  readonly sockets: SocketTable;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly intervalMs?: number;
+}): StuckConnectionWatch {
+  const { clock, logger } = deps;
+  const intervalMs = deps.intervalMs ?? STUCK_WATCH_MS;
+  const stopped = new AbortController();
+  let timer: TimerHandle | null = null;
+  let cutCount = 0;
+  let refusedSaid = false;
+
+  async function round(): Promise<void> {
+    const text = await deps.unreachable(AbortSignal.any([stopped.signal, AbortSignal.timeout(1000)]));
+    const members = text === null ? [] : parseUnreachable(text);
+    if (members.length === 0) return;
+    const stuck = stuckConnections(await deps.sockets.list(members), new Set(members));
+    if (stuck.length === 0) return;
+    const said = await deps.sockets.destroy(stuck);
+    if (/not permitted|denied/i.test(said)) {
+      if (!refusedSaid) {
+        refusedSaid = true;
+        logger.warn(
+          { stderr: said.slice(0, 300) },
+          'cannot cut connections to unreachable tasks (the edge needs CAP_NET_ADMIN): requests sent on them wait for proxy_read_timeout',
+        );
+      }
+      return;
+    }
+    cutCount += stuck.length;
+    logger.warn(
+      {
+        connections: stuck.length,
+        tasks: [...new Set(stuck.map((connection) => connection.peer))].slice(0, 20),
+      },
+      'cut connections to unreachable tasks that stopped acknowledging; nginx retries their requests on other tasks',
+    );
+  }
+
+  // The same failure every round (ss missing from a custom image) is said once, not twice a second.
+  let lastFailure = '';
+  function schedule(): void {
+    if (stopped.signal.aborted) return;
+    timer = clock.setTimer(intervalMs, () => {
+      round()
+        .then(() => (lastFailure = ''))
+        .catch((error: unknown) => {
+          const said = describeError(error);
+          if (!stopped.signal.aborted && said !== lastFailure)
+            logger.warn({ err: said }, 'looking for stuck connections failed');
+          lastFailure = said;
+        })
+        .finally(schedule);
+    });
+  }
+  schedule();
+
+  return {
+    cut: () => cutCount,
+    stop() {
+      stopped.abort();
+      timer?.cancel();
+    },
+  };
+}
