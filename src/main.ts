@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Composition root: reads configuration, builds the logger and adapters, starts the chosen role.
 // The only place that calls process.exit.
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import tls from 'node:tls';
@@ -14,7 +15,7 @@ import { startController } from './controller/controller.ts';
 import { createDockerodeAdapter } from './docker/dockerode-adapter.ts';
 import { createHttpsControllerChannel } from './edge/controller-channel.ts';
 import { startEdgeAgent } from './edge/edge-agent.ts';
-import { createNginxProcess } from './edge/nginx-process.ts';
+import { createNginxProcess, WITHOUT_NET_ADMIN } from './edge/nginx-process.ts';
 import { describeError, isSwarmgateError, SwarmgateError } from './errors.ts';
 import { createLogger } from './logger.ts';
 import type { Logger } from './logger.ts';
@@ -148,7 +149,10 @@ async function runEdge(): Promise<void> {
   const config = readEdgeConfig(process.env, os.hostname());
   const logger = createLogger(config.logLevel).child({ role: 'edge', edge: config.edgeId });
   logger.info({ version: SWARMGATE_VERSION, controller: config.controllerUrl }, 'starting edge');
-  const nginx = createNginxProcess(config.nginxBinary, EDGE_PEERS_SOCKET);
+  // The edge image has setpriv; a hand-run edge without it starts nginx with whatever capabilities it has.
+  const nginx = createNginxProcess(config.nginxBinary, EDGE_PEERS_SOCKET, {
+    launcher: existsSync('/usr/bin/setpriv') ? WITHOUT_NET_ADMIN : [],
+  });
   nginx.onUnexpectedExit((code) => {
     logger.fatal({ code }, 'nginx exited; the edge stops so Swarm restarts it');
     process.exit(1);

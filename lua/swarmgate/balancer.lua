@@ -619,10 +619,12 @@ function M.wait()
   return ngx.exit(444)
 end
 
--- GET /unreachable on the local socket: the members whose last failure was a timeout, one per line, "address \t
--- skip_until". A member is listed until its failure is forgiven (the dictionary entry expires). The agent cuts the
--- edge's connections to them that the peer stopped acknowledging (src/edge/stuck-connections.ts): a dead node
--- never closes them, and a request nginx sends on a kept-alive one would otherwise wait for proxy_read_timeout.
+-- GET /unreachable on the local socket: the members whose last failure was a timeout (connect, or a read or send
+-- timeout), one per line, "address \t skip_until". A member is listed until its failure is forgiven (the dictionary
+-- entry expires). The agent cuts the edge's connections to them that the peer stopped acknowledging
+-- (src/edge/stuck-connections.ts): a dead node never closes them, and a request nginx sends on a kept-alive one
+-- would otherwise wait for proxy_read_timeout. The dictionary holds only members that failed lately: get_keys
+-- under its lock twice a second is cheap.
 local MAX_LISTED = 1024
 
 function M.unreachable()

@@ -122,6 +122,8 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
   let appliedShape: string | null = null;
   let reloads = 0;
   let peerUpdates = 0;
+  /** The task addresses of the applied peers.txt (the stuck-connection watch looks at those that leave). */
+  let routedMembers = new Set<string>();
   /** Why the edge serves the empty config instead of its saved bundle; cleared by the next apply. */
   let fallback: string | null = null;
   let applyFailure: ApplyFailure | null = null;
@@ -305,6 +307,13 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       throw error;
     }
     if (withoutReload) peerUpdates++;
+    // Tasks that left the routes may have left requests on connections to a dead node (the controller drops a down
+    // node's tasks before any connect to them may have timed out): watched for a while.
+    const members = new Set(
+      peers.peers.upstreams.flatMap((upstream) => upstream.members.map(({ ip, port }) => `${ip}:${port}`)),
+    );
+    stuck.watch([...routedMembers].filter((member) => !members.has(member)));
+    routedMembers = members;
     applied = { version: bundle.version, fingerprint: bundle.fingerprint };
     activeFingerprint = bundle.fingerprint;
     appliedShape = shape;
@@ -469,7 +478,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     applied: () => applied,
     async stop() {
       shutdown.abort();
-      stuck.stop();
+      await stuck.stop();
       await loop;
       await new Promise<void>((resolve) => health.close(() => resolve()));
       await metrics?.close();

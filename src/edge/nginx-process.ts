@@ -64,10 +64,29 @@ function peersRequest(
   });
 }
 
+/**
+ * How the edge image starts nginx: without CAP_NET_ADMIN, which the edge container holds only so that the agent
+ * can cut connections to dead tasks (src/edge/stuck-connections.ts). setpriv (util-linux) then execs nginx, so the
+ * child's pid is nginx's own and signals reach it.
+ */
+export const WITHOUT_NET_ADMIN: readonly string[] = [
+  'setpriv',
+  '--bounding-set=-net_admin',
+  '--inh-caps=-net_admin',
+  '--',
+];
+
 export function createNginxProcess(
   nginxBinary: string,
   peersSocket: string,
-  { startTimeoutMs = 60_000 }: { startTimeoutMs?: number } = {},
+  {
+    startTimeoutMs = 60_000,
+    launcher = [],
+  }: {
+    startTimeoutMs?: number;
+    /** A command nginx is started through (WITHOUT_NET_ADMIN in the edge image); none in tests. */
+    launcher?: readonly string[];
+  } = {},
 ): NginxProcess {
   let child: ChildProcess | null = null;
   let stopping = false;
@@ -94,9 +113,8 @@ export function createNginxProcess(
         await rm(`${peersSocket}${suffix}`, { force: true });
       }
       stopping = false;
-      const proc = spawn(nginxBinary, [...bundleArguments(confPath), '-g', 'daemon off;'], {
-        stdio: 'inherit',
-      });
+      const command = [...launcher, nginxBinary, ...bundleArguments(confPath), '-g', 'daemon off;'];
+      const proc = spawn(command[0]!, command.slice(1), { stdio: 'inherit' });
       child = proc;
       let started = false;
       const exited = new Promise<number | null>((resolve) => {

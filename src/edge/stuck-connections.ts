@@ -5,14 +5,18 @@
 // then waits for proxy_read_timeout (60 s by default), while the kernel retransmits it to nobody. The balancer
 // learns soon that the task is gone (another request's connect times out, lua/swarmgate/balancer.lua), but cannot
 // reach the requests already sent. HAProxy cuts such sessions when a server is marked down; this is the same for
-// the edge: while a member is listed as unreachable (GET /unreachable on nginx's local socket), the agent looks at
-// the edge's established connections to it and destroys (SOCK_DESTROY, `ss -K`) those whose sent bytes the peer
-// has not acknowledged through MIN_BACKOFF retransmission timeouts. nginx sees an error on the connection and
-// retries the request on another task (proxy_next_upstream error; only requests no response has started for).
+// the edge. Watched are the members nginx lists as unreachable (GET /unreachable on its local socket: the last
+// failure was a timeout), for WATCH_AFTER_MS after the last listing, and the members that left the routes in the
+// last WATCH_AFTER_MS. The agent looks at the edge's established connections to them and destroys (SOCK_DESTROY,
+// `ss -K`) those whose sent segments the peer has not acknowledged through MIN_BACKOFF retransmission timeouts.
+// nginx sees an error on the connection and retries the request on another task (proxy_next_upstream error):
+// idempotent methods only; a POST, PATCH or LOCK, or an unbuffered upload, gets a 502 after about a second
+// instead of waiting for the timeout.
 //
 // A live but busy task is never cut: its kernel acknowledges the request even while the app is slow, so a
-// connection waiting on a slow answer has no unacknowledged bytes. Idle kept-alive connections are left alone
-// too: they are cut as soon as a request is sent on one and goes unacknowledged.
+// connection waiting on a slow answer has no unacknowledged segments. Idle kept-alive connections are left alone
+// too: they are cut as soon as a request is sent on one and goes unacknowledged. Not caught: a request the task's
+// kernel acknowledged before its node died (nothing is left to retransmit); it waits for proxy_read_timeout.
 import { execFile } from 'node:child_process';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -119,8 +123,11 @@ export function peerFilter(members: readonly string[]): string[] {
 /** The kernel's view of the edge's sockets: `ss`, in the edge's network namespace. */
 export interface SocketTable {
   list(members: readonly string[]): Promise<EdgeConnection[]>;
-  /** Destroys these connections; resolves with what ss said on stderr (empty when all went). */
-  destroy(connections: readonly EdgeConnection[]): Promise<string>;
+  /**
+   * Destroys these connections. `destroyed` is what ss printed as gone (it prints only the sockets the kernel
+   * destroyed, and exits 0 whatever failed); `stderr` says why the others were not.
+   */
+  destroy(connections: readonly EdgeConnection[]): Promise<{ destroyed: number; stderr: string }>;
 }
 
 function runSs(args: readonly string[]): Promise<{ stdout: string; stderr: string }> {
@@ -139,27 +146,41 @@ export const kernelSocketTable: SocketTable = {
     return parseConnections(stdout);
   },
   async destroy(connections) {
-    let said = '';
+    let destroyed = 0;
+    let stderr = '';
     for (let start = 0; start < connections.length; start += MAX_CUT_PER_CALL) {
       const batch = connections.slice(start, start + MAX_CUT_PER_CALL);
-      const { stderr } = await runSs(['-tKH', 'state', 'established', ...connectionFilter(batch)]);
-      said += stderr;
+      const said = await runSs(['-tKH', 'state', 'established', ...connectionFilter(batch)]);
+      destroyed += said.stdout.split('\n').filter((line) => line.trim() !== '').length;
+      stderr += said.stderr;
     }
-    return said.trim();
+    return { destroyed, stderr: stderr.trim() };
   },
 };
+
+/**
+ * How long a member stays watched after nginx last listed it as unreachable, or after it left the routes. A cut
+ * is an error to nginx, not a timeout, so a member whose backoff was over may leave the list at the first cut while
+ * other requests still wait on connections to it; and a dead task the controller took out of the routes before any
+ * connect to it timed out is never listed at all.
+ */
+export const WATCH_AFTER_MS = 30_000;
 
 export interface StuckConnectionWatch {
   /** Connections cut since the start. */
   cut(): number;
-  stop(): void;
+  /** Members that left the routes (the agent applied peers without them): watched for WATCH_AFTER_MS. */
+  watch(members: Iterable<string>): void;
+  /** Stops the rounds and waits for the one under way. */
+  stop(): Promise<void>;
 }
 
 /**
- * Every STUCK_WATCH_MS: which members are unreachable (nginx), which connections to them are stuck (the kernel),
- * cut those. One round at a time; a round that fails is logged and the next one tries again. A kernel or container
- * that refuses SOCK_DESTROY (no CAP_NET_ADMIN) is said once, at warn: the edge then works as before, with requests on
- * stuck connections waiting for proxy_read_timeout.
+ * Every STUCK_WATCH_MS: which members are watched (listed unreachable by nginx, or recently so, or recently taken
+ * out of the routes), which connections to them are stuck (the kernel), cut those. One round at a time; a round that
+ * fails is logged and the next one tries again. A container that may not destroy sockets (no CAP_NET_ADMIN) or a
+ * kernel that cannot (no CONFIG_INET_DIAG_DESTROY) is said once, at warn: the edge then works as before, with
+ * requests on stuck connections waiting for proxy_read_timeout.
  */
 export function watchStuckConnections(deps: {
   readonly unreachable: (signal: AbortSignal) => Promise<string | null>;
@@ -172,30 +193,43 @@ export function watchStuckConnections(deps: {
   const intervalMs = deps.intervalMs ?? STUCK_WATCH_MS;
   const stopped = new AbortController();
   let timer: TimerHandle | null = null;
+  let running: Promise<void> | null = null;
   let cutCount = 0;
-  let refusedSaid = false;
+  let cannotSaid = false;
+  /** Member → until when it is watched (clock ms). */
+  const watched = new Map<string, number>();
+
+  function watchUntil(members: Iterable<string>, until: number): void {
+    for (const member of members) if ((watched.get(member) ?? 0) < until) watched.set(member, until);
+  }
+
+  function sayCannot(reason: string, stderr: string): void {
+    if (cannotSaid) return;
+    cannotSaid = true;
+    logger.warn(
+      { stderr: stderr.slice(0, 300) },
+      `cannot cut connections to unreachable tasks (${reason}): requests sent on them wait for proxy_read_timeout`,
+    );
+  }
 
   async function round(): Promise<void> {
     const text = await deps.unreachable(AbortSignal.any([stopped.signal, AbortSignal.timeout(1000)]));
-    const members = text === null ? [] : parseUnreachable(text);
-    if (members.length === 0) return;
+    const now = clock.now();
+    watchUntil(text === null ? [] : parseUnreachable(text), now + WATCH_AFTER_MS);
+    for (const [member, until] of watched) if (until <= now) watched.delete(member);
+    if (watched.size === 0) return;
+    const members = [...watched.keys()].sort().slice(0, MAX_MEMBERS);
     const stuck = stuckConnections(await deps.sockets.list(members), new Set(members));
-    if (stuck.length === 0) return;
-    const said = await deps.sockets.destroy(stuck);
-    if (/not permitted|denied/i.test(said)) {
-      if (!refusedSaid) {
-        refusedSaid = true;
-        logger.warn(
-          { stderr: said.slice(0, 300) },
-          'cannot cut connections to unreachable tasks (the edge needs CAP_NET_ADMIN): requests sent on them wait for proxy_read_timeout',
-        );
-      }
-      return;
-    }
-    cutCount += stuck.length;
+    if (stuck.length === 0 || stopped.signal.aborted) return;
+    const { destroyed, stderr } = await deps.sockets.destroy(stuck);
+    if (/not permitted|denied/i.test(stderr)) sayCannot('the edge needs CAP_NET_ADMIN', stderr);
+    else if (destroyed === 0)
+      sayCannot('the kernel does not destroy sockets: CONFIG_INET_DIAG_DESTROY', stderr);
+    if (destroyed === 0) return;
+    cutCount += destroyed;
     logger.warn(
       {
-        connections: stuck.length,
+        connections: destroyed,
         tasks: [...new Set(stuck.map((connection) => connection.peer))].slice(0, 20),
       },
       'cut connections to unreachable tasks that stopped acknowledging; nginx retries their requests on other tasks',
@@ -207,24 +241,31 @@ export function watchStuckConnections(deps: {
   function schedule(): void {
     if (stopped.signal.aborted) return;
     timer = clock.setTimer(intervalMs, () => {
-      round()
-        .then(() => (lastFailure = ''))
+      running = round()
+        .then(() => void (lastFailure = ''))
         .catch((error: unknown) => {
           const said = describeError(error);
           if (!stopped.signal.aborted && said !== lastFailure)
             logger.warn({ err: said }, 'looking for stuck connections failed');
           lastFailure = said;
         })
-        .finally(schedule);
+        .finally(() => {
+          running = null;
+          schedule();
+        });
     });
   }
   schedule();
 
   return {
     cut: () => cutCount,
-    stop() {
+    watch(members) {
+      watchUntil(members, clock.now() + WATCH_AFTER_MS);
+    },
+    async stop() {
       stopped.abort();
       timer?.cancel();
+      await running;
     },
   };
 }

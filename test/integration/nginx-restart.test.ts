@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { BundleCache } from '../../src/edge/bundle-cache.ts';
-import { createNginxProcess } from '../../src/edge/nginx-process.ts';
+import { createNginxProcess, WITHOUT_NET_ADMIN } from '../../src/edge/nginx-process.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import {
   freePort,
@@ -52,4 +52,35 @@ test('an nginx killed with SIGKILL leaves its local sockets; the next start on t
   t.after(() => again.stop(5000));
   await again.start(new BundleCache(stateDir).currentConfPath);
   assert.equal((await get(setup.listenPort, 'unknown.test')).status, 503, 'the new nginx serves');
+});
+
+/** Whether a process may hold CAP_NET_ADMIN (bit 12 of its bounding set in /proc/<pid>/status). */
+async function mayHoldNetAdmin(pid: number): Promise<boolean> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const bounding = /^CapBnd:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0';
+  return (BigInt(`0x${bounding}`) & (1n << 12n)) !== 0n;
+}
+
+test('the edge starts nginx without CAP_NET_ADMIN (only the agent cuts connections); nginx still serves and reloads', async (t) => {
+  assert.ok(
+    await mayHoldNetAdmin(process.pid),
+    'the test runs with CAP_NET_ADMIN, as the edge container does',
+  );
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-nginx-caps-'));
+  const setup = await loopbackSetup(stateDir);
+  const port = await freePort();
+  const files = loopbackBundle(setup, createTemplateRenderer(), HOST, ['127.0.0.2'], port);
+  const { nginx } = await startBundleNginx(t, stateDir, setup, files, WITHOUT_NET_ADMIN);
+  const master = Number((await readFile(setup.pidFile, 'utf8')).trim());
+  assert.equal(await mayHoldNetAdmin(master), false, 'the master cannot take NET_ADMIN');
+  for (const worker of await workerPids(setup)) assert.equal(await mayHoldNetAdmin(worker), false);
+  // setpriv execs nginx: the pid the agent signals is nginx's own, so a reload still works.
+  const before = await workerPids(setup);
+  nginx.reload();
+  await waitUntil('new workers after the reload', async () => {
+    const now = await workerPids(setup);
+    return now.length > 0 && now.every((pid) => !before.includes(pid));
+  });
+  assert.equal(Number((await readFile(setup.pidFile, 'utf8')).trim()), master);
+  assert.equal((await get(setup.listenPort, 'unknown.test')).status, 503, 'it serves after the reload');
 });

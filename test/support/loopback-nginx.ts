@@ -176,12 +176,13 @@ export async function startBundleNginx(
   stateDir: string,
   setup: LoopbackSetup,
   files: BundleFiles,
+  launcher: readonly string[] = [],
 ): Promise<{ nginx: NginxProcess; fingerprint: string }> {
   const cache = new BundleCache(stateDir);
   const fingerprint = fingerprintBundle(files);
   await cache.stage(fingerprint, files);
   await cache.activate(fingerprint, { version: 1, fingerprint });
-  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+  const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket, { launcher });
   t.after(async () => {
     await nginx.stop(5000);
     await rm(stateDir, { recursive: true, force: true });

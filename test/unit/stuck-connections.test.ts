@@ -10,6 +10,7 @@ import {
   peerFilter,
   stuckConnections,
   STUCK_WATCH_MS,
+  WATCH_AFTER_MS,
   watchStuckConnections,
 } from '../../src/edge/stuck-connections.ts';
 import type { EdgeConnection, SocketTable } from '../../src/edge/stuck-connections.ts';
@@ -25,6 +26,8 @@ const SS_OUTPUT = [
   '0      0             10.0.1.7:41240          10.0.1.23:8080 cubic wscale:7,7 rto:204 rtt:0.2/0.1 ato:40 mss:1398 cwnd:10 bytes_sent:517 bytes_acked:518 lastsnd:1700 lastrcv:1690 lastack:1690 delivered:2 rcv_space:14480',
   // A request just sent to it: one timeout, not yet stuck.
   '0      517           10.0.1.7:41250          10.0.1.23:8080 cubic wscale:7,7 rto:408 backoff:1 rtt:0.2/0.1 mss:1398 cwnd:1 unacked:1 retrans:1/1 lastsnd:210 lastrcv:900 lastack:900',
+  // A live task whose app stopped reading: the kernel probes its zero window (backoff) with nothing unacknowledged.
+  '0      0             10.0.1.7:41270          10.0.1.23:8080 cubic wscale:7,7 rto:204 backoff:4 rtt:0.2/0.1 mss:1398 cwnd:10 lastsnd:3000 lastrcv:3100 lastack:100',
   // A live task's connection retransmitting (a lost segment): not listed as unreachable, never cut.
   '0      517           10.0.1.7:41260          10.0.1.31:8080 cubic wscale:7,7 rto:816 backoff:2 rtt:0.2/0.1 mss:1398 cwnd:1 unacked:1 retrans:1/2 lastsnd:600 lastrcv:700 lastack:700',
   // IPv6 and garbage lines are skipped.
@@ -39,6 +42,7 @@ test('ss lines: addresses, unacknowledged segments and retransmission timeouts',
     { local: '10.0.1.7:41234', peer: '10.0.1.23:8080', unacked: 1, backoff: 3 },
     { local: '10.0.1.7:41240', peer: '10.0.1.23:8080', unacked: 0, backoff: 0 },
     { local: '10.0.1.7:41250', peer: '10.0.1.23:8080', unacked: 1, backoff: 1 },
+    { local: '10.0.1.7:41270', peer: '10.0.1.23:8080', unacked: 0, backoff: 4 },
     { local: '10.0.1.7:41260', peer: '10.0.1.31:8080', unacked: 1, backoff: 2 },
   ]);
 });
@@ -49,7 +53,7 @@ test('stuck: to an unreachable member, unacknowledged, and silent through MIN_BA
   assert.deepEqual(
     stuck.map((connection) => connection.local),
     ['10.0.1.7:41234'],
-    'idle, just-sent and other members connections stay',
+    "idle, just-sent, zero-window and other members' connections stay",
   );
   assert.deepEqual(stuckConnections(parseConnections(SS_OUTPUT), new Set()), []);
 });
@@ -101,7 +105,9 @@ test('ss filters name exactly the connections and members given', () => {
 
 function fakeTable(
   output: string,
-  stderr = '',
+  outcome: (connections: readonly EdgeConnection[]) => { destroyed: number; stderr: string } = (
+    connections,
+  ) => ({ destroyed: connections.length, stderr: '' }),
 ): SocketTable & { listed: string[][]; destroyed: EdgeConnection[][] } {
   const table = {
     listed: [] as string[][],
@@ -112,13 +118,19 @@ function fakeTable(
     },
     async destroy(connections: readonly EdgeConnection[]) {
       table.destroyed.push([...connections]);
-      return stderr;
+      return outcome(connections);
     },
   };
   return table;
 }
 
-test('the watch cuts only stuck connections, and asks the kernel nothing while no member is unreachable', async (t) => {
+/** Fires the next round and waits until it has ended (the next one is scheduled). */
+async function nextRound(clock: FakeClock, ms = STUCK_WATCH_MS): Promise<void> {
+  clock.advance(ms);
+  await waitUntil('the round to end', () => clock.pendingTimers === 1);
+}
+
+test('the watch cuts only stuck connections, and asks the kernel nothing while no member is watched', async (t) => {
   const clock = new FakeClock();
   const { logger, lines } = createCapturingLogger();
   const table = fakeTable(SS_OUTPUT);
@@ -126,32 +138,76 @@ test('the watch cuts only stuck connections, and asks the kernel nothing while n
   const watch = watchStuckConnections({ unreachable: async () => answer, sockets: table, clock, logger });
   t.after(() => watch.stop());
 
-  clock.advance(STUCK_WATCH_MS);
-  await waitUntil('the empty round to end', () => clock.pendingTimers === 1);
+  await nextRound(clock);
   assert.deepEqual(table.listed, [], 'no unreachable member: ss is not run');
 
   answer = '10.0.1.23:8080\t1764115200.250\n';
-  clock.advance(STUCK_WATCH_MS);
-  await waitUntil('a cut', () => table.destroyed.length === 1);
+  await nextRound(clock);
   assert.deepEqual(table.listed, [['10.0.1.23:8080']]);
   assert.deepEqual(
-    table.destroyed[0]!.map((connection) => connection.local),
-    ['10.0.1.7:41234'],
+    table.destroyed.map((cut) => cut.map((connection) => connection.local)),
+    [['10.0.1.7:41234']],
   );
-  await waitUntil('the round to end', () => clock.pendingTimers === 1);
   assert.equal(watch.cut(), 1);
   assert.ok(lines.some((line) => String(line.msg).startsWith('cut connections to unreachable tasks')));
 
-  answer = null; // nginx not answering (restarting)
-  clock.advance(STUCK_WATCH_MS);
-  await waitUntil('the round to end', () => clock.pendingTimers === 1);
-  assert.equal(table.listed.length, 1);
+  // nginx no longer lists it (a cut is an error, not a timeout, or nginx is restarting): still watched a while.
+  answer = null;
+  await nextRound(clock);
+  assert.equal(table.listed.length, 2, 'watched after it left the list');
+  await nextRound(clock, WATCH_AFTER_MS);
+  const before = table.listed.length;
+  await nextRound(clock);
+  assert.equal(table.listed.length, before, `not watched ${WATCH_AFTER_MS} ms after its last listing`);
 });
 
-test('a container without CAP_NET_ADMIN: said once, nothing counted as cut', async (t) => {
+test('tasks that left the routes are watched without being listed as unreachable', async (t) => {
   const clock = new FakeClock();
-  const { logger, lines } = createCapturingLogger();
-  const table = fakeTable(SS_OUTPUT, 'RTNETLINK answers: Operation not permitted');
+  const { logger } = createCapturingLogger();
+  const table = fakeTable(SS_OUTPUT);
+  const watch = watchStuckConnections({ unreachable: async () => '', sockets: table, clock, logger });
+  t.after(() => watch.stop());
+  watch.watch(['10.0.1.23:8080', '10.0.1.24:8080']);
+  await nextRound(clock);
+  assert.deepEqual(table.listed, [['10.0.1.23:8080', '10.0.1.24:8080']]);
+  assert.deepEqual(
+    table.destroyed.map((cut) => cut.map((connection) => connection.local)),
+    [['10.0.1.7:41234']],
+  );
+  await nextRound(clock, WATCH_AFTER_MS);
+  const before = table.listed.length;
+  await nextRound(clock);
+  assert.equal(table.listed.length, before);
+});
+
+test('a container without CAP_NET_ADMIN, or a kernel without SOCK_DESTROY: said once, nothing counted as cut', async (t) => {
+  for (const [stderr, says] of [
+    ['SOCK_DESTROY answers: Operation not permitted', 'CAP_NET_ADMIN'],
+    ['', 'CONFIG_INET_DIAG_DESTROY'],
+  ] as const) {
+    const clock = new FakeClock();
+    const { logger, lines } = createCapturingLogger();
+    const table = fakeTable(SS_OUTPUT, () => ({ destroyed: 0, stderr }));
+    const watch = watchStuckConnections({
+      unreachable: async () => '10.0.1.23:8080\t1\n',
+      sockets: table,
+      clock,
+      logger,
+    });
+    t.after(() => watch.stop());
+    for (let round = 1; round <= 3; round++) await nextRound(clock);
+    assert.equal(table.destroyed.length, 3, 'tried each round');
+    assert.equal(watch.cut(), 0);
+    assert.equal(lines.filter((line) => String(line.msg).includes(says)).length, 1, says);
+    assert.ok(!lines.some((line) => String(line.msg).startsWith('cut connections')));
+  }
+});
+
+test('only what ss destroyed is counted', async (t) => {
+  const clock = new FakeClock();
+  const { logger } = createCapturingLogger();
+  const two = [SS_OUTPUT, SS_OUTPUT.replace('10.0.1.7:41234', '10.0.1.7:41235')].join('\n');
+  const table = fakeTable(two, () => ({ destroyed: 1, stderr: '' }));
   const watch = watchStuckConnections({
     unreachable: async () => '10.0.1.23:8080\t1\n',
     sockets: table,
@@ -159,13 +215,40 @@ test('a container without CAP_NET_ADMIN: said once, nothing counted as cut', asy
     logger,
   });
   t.after(() => watch.stop());
-  for (let round = 1; round <= 3; round++) {
-    clock.advance(STUCK_WATCH_MS);
-    await waitUntil(`round ${round}`, () => table.destroyed.length === round);
-    await waitUntil(`round ${round} to end`, () => clock.pendingTimers === 1);
-  }
-  assert.equal(watch.cut(), 0);
-  assert.equal(lines.filter((line) => String(line.msg).includes('CAP_NET_ADMIN')).length, 1);
+  await nextRound(clock);
+  assert.equal(table.destroyed[0]!.length, 2);
+  assert.equal(watch.cut(), 1);
+});
+
+test('stop waits for the round under way, which then cuts nothing', async () => {
+  const clock = new FakeClock();
+  const { logger } = createCapturingLogger();
+  const table = fakeTable(SS_OUTPUT);
+  let release: () => void = () => {};
+  const listing = new Promise<void>((resolve) => (release = resolve));
+  const slow: SocketTable = {
+    async list(members) {
+      await listing;
+      return table.list(members);
+    },
+    destroy: (connections) => table.destroy(connections),
+  };
+  const watch = watchStuckConnections({
+    unreachable: async () => '10.0.1.23:8080\t1\n',
+    sockets: slow,
+    clock,
+    logger,
+  });
+  clock.advance(STUCK_WATCH_MS);
+  await waitUntil('the round to be listing', () => clock.pendingTimers === 0);
+  let stopped = false;
+  const stopping = watch.stop().then(() => (stopped = true));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(stopped, false, 'stop waits for the round');
+  release();
+  await stopping;
+  assert.deepEqual(table.destroyed, [], 'a round that ends after stop cuts nothing');
+  assert.equal(clock.pendingTimers, 0, 'no round after stop');
 });
 
 test('a failing ss (missing from a custom image) is logged once per distinct failure, and the watch goes on', async (t) => {
@@ -178,7 +261,7 @@ test('a failing ss (missing from a custom image) is logged once per distinct fai
       throw Object.assign(new Error('spawn ss ENOENT'), { code: 'ENOENT' });
     },
     async destroy() {
-      return '';
+      return { destroyed: 0, stderr: '' };
     },
   };
   const watch = watchStuckConnections({
