@@ -14,7 +14,7 @@ import type { AcmePort } from '../src/acme/acme-adapter.ts';
 import { deriveStateKey } from '../src/acme/state-store.ts';
 import { readControllerConfig } from '../src/config.ts';
 import { startController } from '../src/controller/controller.ts';
-import type { RawService, RawTask } from '../src/docker/docker-port.ts';
+import type { RawService, RawTask, TaskFilter } from '../src/docker/docker-port.ts';
 import { createHttpsControllerChannel } from '../src/edge/controller-channel.ts';
 import type { Transfer } from '../src/edge/controller-channel.ts';
 import { createLogger } from '../src/logger.ts';
@@ -61,8 +61,12 @@ class SyntheticDocker extends FakeDocker {
   override async listServices(): Promise<RawService[]> {
     return this.services;
   }
-  override async listTasks(): Promise<RawTask[]> {
-    return this.tasks;
+  override async listTasks<T = RawTask>(
+    _signal?: AbortSignal,
+    _filter?: TaskFilter,
+    convert?: (task: RawTask) => T,
+  ): Promise<T[]> {
+    return convert ? this.tasks.map(convert) : (this.tasks as T[]);
   }
 }
 

@@ -90,7 +90,7 @@ export function trackDockerCalls(inner: DockerPort, clock: Clock): TrackedDocker
   }
   const docker: DockerPort = {
     listServices: (signal) => noted(inner.listServices(signal)),
-    listTasks: (signal, filter) => noted(inner.listTasks(signal, filter)),
+    listTasks: (signal, filter, convert) => noted(inner.listTasks(signal, filter, convert)),
     listNetworks: (signal) => noted(inner.listNetworks(signal)),
     listNodes: (signal) => noted(inner.listNodes(signal)),
     openEventStream: async (signal) => events(await noted(inner.openEventStream(signal))),

@@ -114,7 +114,16 @@ export interface TaskFilter {
 export interface DockerPort {
   /** Only the fields RawService names may be present (adapters drop the rest). */
   listServices(signal: AbortSignal): Promise<RawService[]>;
-  listTasks(signal: AbortSignal, filter?: TaskFilter): Promise<RawTask[]>;
+  /**
+   * Tasks, each handed to `convert` as it is read (none: as read). `convert` must be pure: an adapter may give a task
+   * whose ID and version are those of one it listed before the value it converted then, without reading it again.
+   * A caller that keeps tasks between lists then keeps only its own form of them, not the raw one as well.
+   */
+  listTasks<T = RawTask>(
+    signal: AbortSignal,
+    filter?: TaskFilter,
+    convert?: (task: RawTask) => T,
+  ): Promise<T[]>;
   listNetworks(signal: AbortSignal): Promise<RawNetwork[]>;
   listNodes(signal: AbortSignal): Promise<RawNode[]>;
   /**

@@ -44,7 +44,12 @@ export class ElementCache<T> {
   }
 }
 
+/**
+ * Remembered by the element's ID (the parsed object's own ID string, which the item keeps too: no second copy of
+ * 100,000 keys), with the version it had.
+ */
 interface Remembered<T> {
+  readonly version: number;
   readonly length: number;
   readonly item: T;
 }
@@ -71,8 +76,8 @@ export class CachedRead<T> {
     if (this.last.size === 0) return null;
     const key = identify(bytes, start);
     if (key === null) return null;
-    const known = this.last.get(key);
-    if (!known) return null;
+    const known = this.last.get(key.id);
+    if (!known || known.version !== key.version) return null;
     const end = start + known.length;
     if (end + 1 + ELEMENT_START.length > bytes.length) return WAIT;
     // The element must end where it ended before, and the next element begin right there.
@@ -82,7 +87,7 @@ export class CachedRead<T> {
       bytes.toString('latin1', end + 1, end + 1 + ELEMENT_START.length) !== ELEMENT_START
     )
       return null;
-    this.seen.set(key, known);
+    this.seen.set(key.id, known);
     this.reused++;
     return known;
   }
@@ -93,8 +98,8 @@ export class CachedRead<T> {
     if (key === null) return;
     // The prefix must be what the parser read: the element's own ID and version, not a nested object's.
     const object = parsed as { ID?: unknown; Version?: { Index?: unknown } } | null;
-    if (key !== `${String(object?.ID)}${VERSION.toString('latin1')}${String(object?.Version?.Index)}`) return;
-    this.seen.set(key, { length: end - start, item });
+    if (object?.ID !== key.id || object.Version?.Index !== key.version) return;
+    this.seen.set(object.ID, { version: key.version, length: end - start, item });
   }
 
   /** The read ended whole: what it saw is what the next read may reuse (removed objects are forgotten). */
@@ -113,10 +118,10 @@ const MAX_ID = 128;
 const PREFIX_BYTES = 200;
 
 /**
- * `<ID>","Version":{"Index":<N>` of the element starting at `start`, read from the bytes (no JSON parse, no string
- * of the element), or null when it does not begin that way or more bytes are needed.
+ * The ID and version (`{"ID":"<ID>","Version":{"Index":<N>}`) of the element starting at `start`, read from the
+ * bytes (no JSON parse, no string of the element), or null when it does not begin that way or more bytes are needed.
  */
-function identify(bytes: Buffer, start: number): string | null {
+function identify(bytes: Buffer, start: number): { id: string; version: number } | null {
   if (bytes.toString('latin1', start, start + ELEMENT_START.length) !== ELEMENT_START) return null;
   const idStart = start + ELEMENT_START.length;
   let at = idStart;
@@ -134,16 +139,20 @@ function identify(bytes: Buffer, start: number): string | null {
     return null;
   let end = at + VERSION.length;
   const digits = end;
+  let version = 0;
+  // Up to 15 digits: the version is then exact as a number (Swarm's Raft index is far below that).
   while (
     end < bytes.length &&
-    end - digits < 20 &&
+    end - digits < 15 &&
     (bytes[end] as number) >= 0x30 &&
     (bytes[end] as number) <= 0x39
   )
-    end++;
+    version = version * 10 + ((bytes[end++] as number) - 0x30);
   if (end === digits || bytes[end] !== 0x7d) return null;
+  // A leading zero is not how JSON writes a number: such an element is not one to take by its prefix.
+  if (bytes[digits] === 0x30 && end - digits > 1) return null;
   // Swarm's IDs are short: one flat string, holding no larger one alive.
-  return bytes.toString('latin1', idStart, end);
+  return { id: bytes.toString('latin1', idStart, at), version };
 }
 
 function isAlnum(byte: number): boolean {
@@ -164,6 +173,8 @@ export async function readJsonArray<T>(
   /** Unsplittable input (not compact JSON, a huge element): everything is collected and parsed at the end. */
   const whole: Buffer[] = [];
   let fallback = false;
+  /** One buffer the unparsed tail and the next chunk are joined in, reused for every chunk (see `joined`). */
+  const scratch = { bytes: Buffer.alloc(0) };
   /** Where the search for the next separator resumes in `rest` (before it: tried, the piece did not parse). */
   let searchFrom = 0;
 
@@ -173,7 +184,7 @@ export async function readJsonArray<T>(
       whole.push(bytes);
       continue;
     }
-    rest = rest.length === 0 ? bytes : Buffer.concat([rest, bytes]);
+    rest = rest.length === 0 ? bytes : joined(scratch, rest, bytes);
     if (!opened) {
       const start = firstNonSpace(rest, 0);
       if (start < 0) continue;
@@ -214,7 +225,8 @@ export async function readJsonArray<T>(
     searchFrom -= begin;
     if (rest.length > MAX_PIECE) {
       fallback = true;
-      whole.push(rest);
+      // A copy: `rest` may be a view of the scratch buffer, which the next chunk overwrites.
+      whole.push(Buffer.from(rest));
       rest = Buffer.alloc(0);
     }
   }
@@ -229,6 +241,29 @@ export async function readJsonArray<T>(
   for (const item of JSON.parse(`[${rest.toString('utf8')}`) as unknown[]) items.push(keep(item));
   cache?.commit();
   return items;
+}
+
+/**
+ * `tail` then `chunk`, in the scratch buffer (grown when too small). A new buffer per chunk (Buffer.concat) was about
+ * 150 MB of native allocations per reconcile at 100,000 tasks, freed only when the GC got to their wrappers: the
+ * process's malloc heap grew past 100 MB and kept it. Only synchronous readers may see the result: the next join
+ * overwrites it (and `tail` may be a view of it: its bytes are moved to the front first).
+ */
+function joined(scratch: { bytes: Buffer }, tail: Buffer, chunk: Buffer): Buffer {
+  const size = tail.length + chunk.length;
+  let target = scratch.bytes;
+  if (target.length < size) {
+    target = Buffer.allocUnsafe(Math.max(size, 2 * target.length));
+    tail.copy(target, 0);
+    scratch.bytes = target;
+  } else if (tail.buffer === target.buffer) {
+    const from = tail.byteOffset - target.byteOffset;
+    target.copyWithin(0, from, from + tail.length);
+  } else {
+    tail.copy(target, 0);
+  }
+  chunk.copy(target, tail.length);
+  return target.subarray(0, size);
 }
 
 const NOT_JSON = Symbol('not json');

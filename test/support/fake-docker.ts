@@ -62,7 +62,11 @@ export class FakeDocker implements DockerPort {
   /** The filters each listTasks call carried, in order. */
   readonly taskFilters: (TaskFilter | undefined)[] = [];
 
-  async listTasks(_signal?: AbortSignal, filter?: TaskFilter): Promise<RawTask[]> {
+  async listTasks<T = RawTask>(
+    _signal?: AbortSignal,
+    filter?: TaskFilter,
+    convert?: (task: RawTask) => T,
+  ): Promise<T[]> {
     this.check();
     this.calls.listTasks++;
     this.taskFilters.push(filter);
@@ -74,13 +78,14 @@ export class FakeDocker implements DockerPort {
       });
     }
     // As the Engine API filters: desired state, and any of the services named.
-    return structuredClone(
+    const listed = structuredClone(
       this.tasks.filter(
         (task) =>
           (!filter?.desiredState || task.DesiredState === filter.desiredState) &&
           (!filter?.services || filter.services.includes(task.ServiceID ?? '')),
       ),
     );
+    return convert ? listed.map(convert) : (listed as T[]);
   }
 
   async listNetworks(): Promise<RawNetwork[]> {

@@ -45,6 +45,28 @@ test('json array: any array of objects, cut anywhere, reads as JSON.parse reads 
   );
 });
 
+test('json array: a list in chunks shorter than one element (each join builds on the last one in the same buffer)', async () => {
+  const items = Array.from({ length: 40 }, (_, i) => ({
+    ID: `t${i}`,
+    Version: { Index: i },
+    Note: 'x'.repeat(i * 7),
+    List: [{ a: i }, { b: '},{"' }],
+  }));
+  const text = JSON.stringify(items);
+  for (const step of [1, 5, 64]) {
+    const cuts = Array.from({ length: Math.ceil(text.length / step) }, (_, i) => i * step);
+    assert.deepEqual(await readJsonArray(chunked(text, cuts), same), items, `chunks of ${step}`);
+    const cache = new ElementCache<unknown>();
+    await readJsonArray(chunked(text, cuts), same, cache);
+    assert.deepEqual(
+      await readJsonArray(chunked(text, cuts), same, cache),
+      items,
+      `reused, chunks of ${step}`,
+    );
+    assert.ok(cache.reused > 0, 'the second read reused elements');
+  }
+});
+
 test('json array: an empty list, trailing newline; a cut-off or non-array body is an error', async () => {
   assert.deepEqual(await readJsonArray(chunked('[]\n', []), same), []);
   assert.deepEqual(await readJsonArray(chunked(' [ {"a":1} ]\n', [3]), same), [{ a: 1 }]);
