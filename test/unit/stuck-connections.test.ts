@@ -130,12 +130,24 @@ async function nextRound(clock: FakeClock, ms = STUCK_WATCH_MS): Promise<void> {
   await waitUntil('the round to end', () => clock.pendingTimers === 1);
 }
 
-test('the watch cuts only stuck connections, and asks the kernel nothing while no member is watched', async (t) => {
+/** nginx's answer when the dead node's task is listed as unreachable. */
+const LISTED = '10.0.1.23:8080\t1\n';
+
+/** A watch over `sockets` with a fake clock and a capturing logger; nginx answers what `unreachable` returns. */
+function startWatch(
+  sockets: SocketTable,
+  unreachable: () => Promise<string | null> = async () => LISTED,
+): { clock: FakeClock; lines: Record<string, unknown>[]; watch: ReturnType<typeof watchStuckConnections> } {
   const clock = new FakeClock();
   const { logger, lines } = createCapturingLogger();
+  const watch = watchStuckConnections({ unreachable, sockets, clock, logger });
+  return { clock, lines, watch };
+}
+
+test('the watch cuts only stuck connections, and asks the kernel nothing while no member is watched', async (t) => {
   const table = fakeTable(SS_OUTPUT);
   let answer: string | null = '';
-  const watch = watchStuckConnections({ unreachable: async () => answer, sockets: table, clock, logger });
+  const { clock, lines, watch } = startWatch(table, async () => answer);
   t.after(() => watch.stop());
 
   await nextRound(clock);
@@ -162,10 +174,8 @@ test('the watch cuts only stuck connections, and asks the kernel nothing while n
 });
 
 test('tasks that left the routes are watched without being listed as unreachable', async (t) => {
-  const clock = new FakeClock();
-  const { logger } = createCapturingLogger();
   const table = fakeTable(SS_OUTPUT);
-  const watch = watchStuckConnections({ unreachable: async () => '', sockets: table, clock, logger });
+  const { clock, watch } = startWatch(table, async () => '');
   t.after(() => watch.stop());
   watch.watch(['10.0.1.23:8080', '10.0.1.24:8080']);
   await nextRound(clock);
@@ -185,15 +195,8 @@ test('a container without CAP_NET_ADMIN, or a kernel without SOCK_DESTROY: said 
     ['SOCK_DESTROY answers: Operation not permitted', 'CAP_NET_ADMIN'],
     ['', 'CONFIG_INET_DIAG_DESTROY'],
   ] as const) {
-    const clock = new FakeClock();
-    const { logger, lines } = createCapturingLogger();
     const table = fakeTable(SS_OUTPUT, () => ({ destroyed: 0, stderr }));
-    const watch = watchStuckConnections({
-      unreachable: async () => '10.0.1.23:8080\t1\n',
-      sockets: table,
-      clock,
-      logger,
-    });
+    const { clock, lines, watch } = startWatch(table);
     t.after(() => watch.stop());
     for (let round = 1; round <= 3; round++) await nextRound(clock);
     assert.equal(table.destroyed.length, 3, 'tried each round');
@@ -204,16 +207,9 @@ test('a container without CAP_NET_ADMIN, or a kernel without SOCK_DESTROY: said 
 });
 
 test('only what ss destroyed is counted', async (t) => {
-  const clock = new FakeClock();
-  const { logger } = createCapturingLogger();
   const two = [SS_OUTPUT, SS_OUTPUT.replace('10.0.1.7:41234', '10.0.1.7:41235')].join('\n');
   const table = fakeTable(two, () => ({ destroyed: 1, stderr: '' }));
-  const watch = watchStuckConnections({
-    unreachable: async () => '10.0.1.23:8080\t1\n',
-    sockets: table,
-    clock,
-    logger,
-  });
+  const { clock, watch } = startWatch(table);
   t.after(() => watch.stop());
   await nextRound(clock);
   assert.equal(table.destroyed[0]!.length, 2);
@@ -221,8 +217,6 @@ test('only what ss destroyed is counted', async (t) => {
 });
 
 test('stop waits for the round under way, which then cuts nothing', async () => {
-  const clock = new FakeClock();
-  const { logger } = createCapturingLogger();
   const table = fakeTable(SS_OUTPUT);
   let release: () => void = () => {};
   const listing = new Promise<void>((resolve) => (release = resolve));
@@ -233,12 +227,7 @@ test('stop waits for the round under way, which then cuts nothing', async () => 
     },
     destroy: (connections) => table.destroy(connections),
   };
-  const watch = watchStuckConnections({
-    unreachable: async () => '10.0.1.23:8080\t1\n',
-    sockets: slow,
-    clock,
-    logger,
-  });
+  const { clock, watch } = startWatch(slow);
   clock.advance(STUCK_WATCH_MS);
   await waitUntil('the round to be listing', () => clock.pendingTimers === 0);
   let stopped = false;
@@ -252,8 +241,6 @@ test('stop waits for the round under way, which then cuts nothing', async () => 
 });
 
 test('a failing ss (missing from a custom image) is logged once per distinct failure, and the watch goes on', async (t) => {
-  const clock = new FakeClock();
-  const { logger, lines } = createCapturingLogger();
   let calls = 0;
   const table: SocketTable = {
     async list() {
@@ -264,12 +251,7 @@ test('a failing ss (missing from a custom image) is logged once per distinct fai
       return { destroyed: 0, stderr: '' };
     },
   };
-  const watch = watchStuckConnections({
-    unreachable: async () => '10.0.1.23:8080\t1\n',
-    sockets: table,
-    clock,
-    logger,
-  });
+  const { clock, lines, watch } = startWatch(table);
   t.after(() => watch.stop());
   for (let round = 1; round <= 3; round++) {
     clock.advance(STUCK_WATCH_MS);
