@@ -18,6 +18,7 @@ import type { AvailableCertificate, CertificateRequest } from '../model/routing-
 import type { Clock, TimerHandle } from '../reconcile/clock.ts';
 import { BoundedQueue } from '../reconcile/queues.ts';
 import type { CertificateMaterial } from '../render/render-config.ts';
+import { certificatePairProblem } from '../render/certificate-pairs.ts';
 import type { AcmePort, ChallengeResponder } from './acme-adapter.ts';
 import type { StateLease } from './state-lease.ts';
 import type { LoadedState, StateStore } from './state-store.ts';
@@ -357,6 +358,12 @@ export class CertificateManager implements CertificateSource {
           this.accounts.set(accountDirectory, value as StoredAccount);
       } else if (name.startsWith('cert.')) {
         const stored = value as StoredCertificate;
+        const unusable = certificatePairProblem(stored.certificatePem, stored.privateKeyPem);
+        if (unusable) {
+          // Never served; like any damaged record it is replaced within the order budget.
+          this.damaged.set(name, unusable);
+          continue;
+        }
         const current = this.certificates.get(stored.name);
         if (!current || Date.parse(stored.notBefore) > Date.parse(current.notBefore)) {
           this.certificates.set(stored.name, stored);
@@ -691,6 +698,11 @@ export class CertificateManager implements CertificateSource {
           challenges: responder,
         }),
       );
+      // nginx no longer loads certificates at a reload (lua/swarmgate/certificates.lua): what it would have refused
+      // is refused here, before the certificate reaches any bundle.
+      const unusable = certificatePairProblem(issued.certificatePem, issued.privateKeyPem);
+      if (unusable)
+        throw new SwarmgateError('ERR_ACME', `the CA issued an unusable certificate: ${unusable}`);
     } catch (error) {
       if (!this.stopped) {
         this.failed(request.name, tracker, error);

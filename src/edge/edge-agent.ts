@@ -18,6 +18,7 @@ import type { AppliedBundle, EdgeReport, PublishedBundle, TaskDown } from '../pu
 import type { Clock, TimerHandle } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { parsePeers } from '../render/peers-text.ts';
+import { bundleCertificatesProblem } from '../render/certificate-pairs.ts';
 import {
   fingerprintBundle,
   PEERS_FILE,
@@ -118,6 +119,8 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
   /** The bundle `current` points at and nginx runs (the empty config has no AppliedBundle). */
   let activeFingerprint: string | null = null;
   let rejected: EdgeReport['rejected'] = null;
+  /** Digests of certificate pairs found sound in earlier bundles (a renewal adds one; a check costs ~0.1 ms). */
+  const soundCertificates = new Set<string>();
   let lastContact: string | null = null;
   let appliedShape: string | null = null;
   let reloads = 0;
@@ -261,6 +264,9 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
         );
       }
     }
+    // nginx -t never reads the certificates nginx picks during the handshake (certificates.txt): checked here.
+    const certificatesProblem = bundleCertificatesProblem(bundle.files, soundCertificates);
+    if (certificatesProblem) throw new SwarmgateError('ERR_BUNDLE_INVALID', certificatesProblem);
     // Same shape as what nginx runs now (only task addresses differ): nginx accepted it, no new nginx -t needed,
     // and the addresses go to the running nginx without a reload.
     const sameShape = shape === appliedShape;

@@ -8,6 +8,9 @@ import { balancerOptions } from './balancer-options.ts';
 import type { ProbeTarget } from './balancer-options.ts';
 import { formatPeers, isPeerAddress, isPeerPort, isUpstreamName } from './peers-text.ts';
 import type { StreamModel } from '../model/stream-routes.ts';
+import type { VirtualServer } from '../model/routing-model.ts';
+import { CERTIFICATES_FILE, formatCertificates, isCertificateHost } from './certificates-text.ts';
+import type { CertificateEntry } from './certificates-text.ts';
 
 /** Bundle-relative path → file content. nginx.conf is the entry point; everything else is relative to it. */
 export type BundleFiles = Readonly<Record<string, string>>;
@@ -52,12 +55,15 @@ export function renderConfig(
     settings.defaultCertificate && certificates(settings.defaultCertificate)
       ? settings.defaultCertificate
       : null;
+  const certificateEntries = certificatesByName(model, certificates);
+  const byName = new Set(certificateEntries.map((entry) => entry.name));
   // What each upstream's locations need besides proxy_pass: a cookie for sticky ones, a release for least_conn.
   const balanceOf = new Map(model.upstreams.map((upstream) => [upstream.name, upstream.balance]));
   const servers = model.servers.map((server) => ({
     host: server.host,
     tls: server.tls,
     isDefault: server.isDefault,
+    certificateByName: byName.has(server.host.value),
     forwardAuths: uniqueBy(
       server.locations.flatMap((location) =>
         location.policy.forwardAuth
@@ -134,6 +140,9 @@ export function renderConfig(
     proxy: settings.proxy,
     nonGetRedirect: settings.nonGetRedirect ?? 308,
     defaultCertificate,
+    // certificates.txt: the Lua picks these hosts' certificates during the handshake (see certificatesByName).
+    certificatesByName: certificateEntries.length > 0,
+    anchorCertificate: certificateEntries[0]?.certificate ?? null,
     upstreams: model.upstreams,
     balancerOptions: options,
     healthChecks: model.upstreams.some((upstream) => upstream.health && probeTargets.has(upstream.name)),
@@ -158,11 +167,52 @@ export function renderConfig(
     files[`certs/${name}.crt`] = material.certificatePem;
     files[`certs/${name}.key`] = material.privateKeyPem;
   }
+  if (certificateEntries.length > 0) files[CERTIFICATES_FILE] = formatCertificates(certificateEntries);
   // Last, because they name the shape of everything else: an edge running that shape takes them without a reload.
   const shape = shapeFingerprint(files);
   files[PEERS_FILE] = renderPeers(model, shape);
   if (model.stream) files[STREAM_PEERS_FILE] = renderStreamPeers(model.stream, shape);
   return files;
+}
+
+/**
+ * The HTTPS hosts whose certificate nginx picks by name during the handshake (lua/swarmgate/certificates.lua)
+ * instead of loading it at every reload. Their server blocks have no TLS context of their own, so a handshake for
+ * them runs in the default server's context and its client hello callback, which also limits a Mozilla-Modern
+ * host to TLS 1.3. Hosts that need a context of their own keep ssl_certificate: HTTP/3 (its QUIC handshake stays in
+ * nginx's hands), names the Lua cannot match as nginx does (regular expressions, "name.*"), and the default host,
+ * which must hold a certificate because it is the default server. A default host with Mozilla-Modern imposes TLS 1.3
+ * on every handshake of the port (OpenSSL picks the version with the default server's protocols), and one with
+ * HTTP/3 would run the Lua in QUIC handshakes, so then no host is picked by name and nothing changes.
+ */
+function certificatesByName(model: RoutingModel, certificates: CertificateLookup): CertificateEntry[] {
+  const defaultServer = model.servers.find((server) => server.isDefault && server.tls.https);
+  if (defaultServer && (defaultServer.tls.sslPolicy === 'Mozilla-Modern' || defaultServer.tls.http3))
+    return [];
+  const byName = (server: VirtualServer): boolean =>
+    server.tls.https &&
+    server.tls.certificate !== null &&
+    !server.isDefault &&
+    !server.tls.http3 &&
+    server.host.kind !== 'regex' &&
+    isCertificateHost(server.host.value) &&
+    certificates(server.tls.certificate) !== undefined;
+  // nginx serves a name that two server blocks share with the first one (and warns): so does the Lua.
+  const seen = new Set<string>();
+  return model.servers.flatMap((server) =>
+    byName(server) &&
+    server.tls.certificate !== null &&
+    !seen.has(server.host.value) &&
+    seen.add(server.host.value)
+      ? [
+          {
+            name: server.host.value,
+            certificate: server.tls.certificate,
+            tls13Only: server.tls.sslPolicy === 'Mozilla-Modern',
+          },
+        ]
+      : [],
+  );
 }
 
 /** Items with distinct keys, the first of each kept, sorted by key (same model, same bytes). */

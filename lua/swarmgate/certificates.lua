@@ -1,0 +1,160 @@
+-- Certificates picked during the TLS handshake, when the client's hello names the host (ssl_client_hello_by_lua in
+-- the default server of port 443). Ships in the image beside balancer.lua and is never part of a bundle.
+--
+-- Why: nginx loads every ssl_certificate of every server block at each start and reload, in the master, before the
+-- new workers start. At 2,000 hosts that was most of the time between a new host's bundle and the new host being
+-- served. The hosts listed in certificates.txt have no certificate and no TLS context of their own: nginx keeps the
+-- default server's context for their handshakes, and this module puts the host's own certificate and key on the
+-- connection as soon as the client hello names it. The client hello callback runs in the default server, before
+-- nginx picks the server by name; ssl_certificate_by_lua would run in the picked server, which then needs a TLS
+-- context of its own (the cost this avoids). A host with a context of its own (TLS 1.3 only, HTTP/3) replaces
+-- whatever is set here with its own certificate when nginx picks it.
+--
+-- The bundle is checked before nginx loads it: certificates.txt with the same grammar in TypeScript
+-- (src/render/certificates-text.ts), and every pair (the certificate parses, the key parses and belongs to it) by the
+-- controller and again by the edge agent (src/render/certificate-pairs.ts). If a pair still fails here, that host's
+-- handshakes fail and the error log names the certificate; no other host is touched.
+local ssl = require("ngx.ssl")
+local clienthello = require("ngx.ssl.clienthello")
+
+local M = {}
+
+-- Host (exact or "*.domain") -> certificate name, from certificates.txt: read in the master at start and reload, so
+-- every worker inherits it.
+local hosts = {}
+-- Certificate name -> { chain PEM, key PEM }, read with the table.
+local pems = {}
+-- Hosts with SSL_POLICY=Mozilla-Modern: TLS 1.3 only.
+local modern = {}
+-- Per worker: certificate name -> { chain, key } (cdata parsed by ngx.ssl), or false after a failure (logged once).
+local parsed = {}
+
+local function read_file(path)
+  local file, err = io.open(path, "rb")
+  if not file then
+    return nil, err
+  end
+  local text = file:read("*a")
+  file:close()
+  return text
+end
+
+-- Master process, at every start and reload: the host table and the PEM text of every certificate it names. The
+-- master reads them (as root) because the keys are readable by root only, as with ssl_certificate; the workers
+-- inherit the text and parse a certificate at its first handshake. Reading 2,000 pairs takes tens of milliseconds,
+-- parsing them would take far more. An error fails the start or the reload (not `nginx -t`, which skips
+-- init_by_lua), so nginx keeps running the previous config.
+function M.load(bundle_dir)
+  local text, err = read_file(bundle_dir .. "certificates.txt")
+  if not text then
+    error("swarmgate: cannot read certificates.txt: " .. tostring(err))
+  end
+  local loaded, texts, tls13 = {}, {}, {}
+  for line in text:gmatch("([^\n]*)\n") do
+    local host, name, policy = line:match("^([%w%.%*%-]+) ([%w][%w_%.%-]*)( ?[%w%.]*)$")
+    if not host or (policy ~= "" and policy ~= " tls1.3") then
+      error("swarmgate: certificates.txt: not \"host certificate [tls1.3]\": " .. line)
+    end
+    loaded[host] = name
+    if policy ~= "" then
+      tls13[host] = true
+    end
+    if not texts[name] then
+      local base = bundle_dir .. "certs/" .. name
+      local chain_pem, chain_err = read_file(base .. ".crt")
+      local key_pem, key_err = read_file(base .. ".key")
+      if not chain_pem or not key_pem then
+        error("swarmgate: certificate " .. name .. ": " .. tostring(chain_err or key_err))
+      end
+      texts[name] = { chain_pem, key_pem }
+    end
+  end
+  hosts = loaded
+  pems = texts
+  modern = tls13
+end
+
+-- The certificate of the server nginx picked for this name: an exact host first, then the longest leading wildcard,
+-- as nginx's server_name does.
+local function certificate_for(server_name)
+  local name = hosts[server_name]
+  if name then
+    return name, server_name
+  end
+  local dot = server_name:find(".", 1, true)
+  while dot do
+    local wildcard = "*" .. server_name:sub(dot)
+    name = hosts[wildcard]
+    if name then
+      return name, wildcard
+    end
+    dot = server_name:find(".", dot + 1, true)
+  end
+  return nil
+end
+M.certificate_for = certificate_for
+
+local function parse_pair(name)
+  local texts = pems[name]
+  if not texts then
+    return nil, "not loaded"
+  end
+  local chain, err = ssl.parse_pem_cert(texts[1])
+  if not chain then
+    return nil, "certificate: " .. tostring(err)
+  end
+  local key
+  key, err = ssl.parse_pem_priv_key(texts[2])
+  if not key then
+    return nil, "key: " .. tostring(err)
+  end
+  return { chain = chain, key = key }
+end
+
+-- ssl_client_hello_by_lua. A name that is not in certificates.txt keeps the default server's own certificate (the
+-- default host's, or SWARMGATE_DEFAULT_CERTIFICATE's), or nginx refuses the handshake right after this (no server
+-- by that name, ssl_reject_handshake), or the host's own context replaces it.
+function M.select()
+  local server_name = clienthello.get_client_hello_server_name()
+  if not server_name then
+    return
+  end
+  server_name = server_name:lower():gsub("%.$", "")
+  local name, host = certificate_for(server_name)
+  if not name then
+    return
+  end
+  if modern[host] then
+    local ok, err = clienthello.set_protocols({ "TLSv1.3" })
+    if not ok then
+      ngx.log(ngx.ERR, "swarmgate: cannot limit ", server_name, " to TLS 1.3: ", err)
+      return ngx.exit(ngx.ERROR)
+    end
+  end
+  local pair = parsed[name]
+  if pair == nil then
+    local err
+    pair, err = parse_pair(name)
+    if not pair then
+      ngx.log(ngx.ERR, "swarmgate: cannot use certificate ", name, " for ", server_name, ": ", err)
+      pair = false
+    end
+    parsed[name] = pair
+  end
+  if not pair then
+    return ngx.exit(ngx.ERROR)
+  end
+  local ok, err = ssl.clear_certs()
+  if ok then
+    ok, err = ssl.set_cert(pair.chain)
+  end
+  if ok then
+    ok, err = ssl.set_priv_key(pair.key)
+  end
+  if not ok then
+    ngx.log(ngx.ERR, "swarmgate: cannot set certificate ", name, " for ", server_name, ": ", err)
+    return ngx.exit(ngx.ERROR)
+  end
+end
+
+return M

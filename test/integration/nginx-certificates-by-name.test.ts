@@ -1,0 +1,294 @@
+// Certificates picked by name during the handshake (lua/swarmgate/certificates.lua), in a real nginx on loopback with
+// bundles rendered from a model: each host gets its own certificate although its server block names none, a leading
+// wildcard host gets its wildcard certificate, a Mozilla-Modern host takes TLS 1.3 only (before, nginx's per-server
+// ssl_protocols let TLS 1.2 through) while the others still take TLS 1.2, an unknown name and a client without SNI are refused (the default server's
+// placeholder certificate is never sent), a certificate whose key does not belong to it fails only its own host's
+// handshakes and the error log names it, and with SWARMGATE_DEFAULT_HOST the default host keeps its certificate
+// while the others get theirs.
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import type { Snapshot } from '../../src/discovery/snapshot.ts';
+import { buildRoutingModel } from '../../src/model/routing-model.ts';
+import type { AvailableCertificate } from '../../src/model/routing-model.ts';
+import { bundleCertificatesProblem } from '../../src/render/certificate-pairs.ts';
+import { CERTIFICATES_FILE } from '../../src/render/certificates-text.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { renderConfig } from '../../src/render/render-config.ts';
+import type { BundleFiles, CertificateMaterial } from '../../src/render/render-config.ts';
+import { makeChannelKeyPair } from '../support/channel-tls.ts';
+import {
+  freePort,
+  loopbackConf,
+  loopbackSetup,
+  REPO_LUA_DIR,
+  startBackend,
+  startBundleNginx,
+  withConf,
+} from '../support/loopback-nginx.ts';
+import type { Backend, LoopbackSetup } from '../support/loopback-nginx.ts';
+
+const templates = createTemplateRenderer();
+
+interface Pair extends CertificateMaterial {
+  readonly domain: string;
+  readonly fingerprint: string;
+  readonly remove: () => Promise<void>;
+}
+
+/** Certificate name → its pair (each host its own; the wildcard one under a file name of its own). */
+const pairs = new Map<string, Pair>();
+const backends: Backend[] = [];
+let backendPort: number;
+
+const CERTIFICATES: Record<string, string> = {
+  'a.example.test': 'a.example.test',
+  'b.example.test': 'b.example.test',
+  'c.example.test': 'c.example.test',
+  'modern.example.test': 'modern.example.test',
+  'wild-test': '*.wild.test',
+};
+
+before(async () => {
+  for (const [name, domain] of Object.entries(CERTIFICATES)) {
+    const made = await makeChannelKeyPair(domain);
+    pairs.set(name, {
+      domain,
+      certificatePem: made.cert,
+      privateKeyPem: made.key,
+      fingerprint: new X509Certificate(made.cert).fingerprint256,
+      remove: made.remove,
+    });
+  }
+  backendPort = await freePort();
+  for (let index = 1; index <= 5; index++) backends.push(await startBackend(`127.0.0.${index}`, backendPort));
+});
+
+after(async () => {
+  await Promise.all(backends.map((backend) => backend.close()));
+  await Promise.all([...pairs.values()].map((pair) => pair.remove()));
+});
+
+function service(
+  name: string,
+  labels: Record<string, string>,
+  index: number,
+): {
+  service: Snapshot['services'][number];
+  task: Snapshot['tasks'][number];
+} {
+  return {
+    service: {
+      id: name,
+      name,
+      createdAt: '2026-01-01T00:00:00Z',
+      labels: { ...labels, VIRTUAL_PORT: String(backendPort) },
+      env: {},
+      mode: 'replicated',
+      replicas: 1,
+      networks: ['swarmgate'],
+      image: 'example/app:1',
+      updateState: null,
+    },
+    task: {
+      id: `t-${name}`,
+      serviceId: name,
+      nodeId: 'n1',
+      slot: 1,
+      desiredState: 'running',
+      state: 'running',
+      stateSince: '2026-01-01T00:00:00Z',
+      error: null,
+      image: 'example/app:1',
+      // Every task is the loopback backend, which answers with the address it was reached on.
+      addresses: [{ networkId: 'net-swarmgate', networkName: 'swarmgate', ip: `127.0.0.${index + 1}` }],
+    },
+  };
+}
+
+const services = (): ReturnType<typeof service>[] => [
+  service('a', { VIRTUAL_HOST: 'a.example.test' }, 0),
+  service('b', { VIRTUAL_HOST: 'b.example.test' }, 1),
+  service('wild', { VIRTUAL_HOST: '*.wild.test' }, 2),
+  service('modern', { VIRTUAL_HOST: 'modern.example.test', SSL_POLICY: 'Mozilla-Modern' }, 3),
+  service('c', { VIRTUAL_HOST: 'c.example.test' }, 4),
+];
+
+/** The bundle for the five hosts on loopback; `material` may hand nginx a broken pair on purpose. */
+function bundle(
+  setup: LoopbackSetup,
+  defaultHost: string | null = null,
+  material: (name: string) => CertificateMaterial | undefined = (name) => pairs.get(name),
+): BundleFiles {
+  const snapshot: Snapshot = {
+    services: services().map((entry) => entry.service),
+    tasks: services().map((entry) => entry.task),
+    networks: [],
+    nodes: [],
+  };
+  const certificates: AvailableCertificate[] = [...pairs.entries()].map(([name, pair]) => ({
+    name,
+    domains: [pair.domain],
+    source: 'user',
+  }));
+  const model = buildRoutingModel(snapshot, { networks: ['swarmgate'], certificates, defaultHost });
+  const files = renderConfig(
+    model,
+    { proxy: setup.proxy, generator: 'test', luaDir: REPO_LUA_DIR },
+    templates,
+    material,
+  );
+  return withConf(files, loopbackConf(setup, files['nginx.conf'] ?? ''));
+}
+
+/** The certificate fingerprint nginx sends for servername (undefined: no SNI), or the handshake's error. */
+function handshake(
+  setup: LoopbackSetup,
+  servername: string | undefined,
+  options: tls.ConnectionOptions = {},
+): Promise<{ fingerprint: string } | { error: string }> {
+  return new Promise((resolve) => {
+    const socket = tls.connect(
+      {
+        host: '127.0.0.1',
+        port: setup.tlsPort,
+        ...(servername === undefined ? {} : { servername }),
+        rejectUnauthorized: false,
+        ...options,
+      },
+      () => {
+        resolve({ fingerprint: socket.getPeerX509Certificate()?.fingerprint256 ?? '' });
+        socket.end();
+      },
+    );
+    socket.once('error', (error: Error) => resolve({ error: error.message }));
+  });
+}
+
+function httpsGet(setup: LoopbackSetup, host: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    https
+      .get(
+        {
+          host: '127.0.0.1',
+          port: setup.tlsPort,
+          servername: host,
+          headers: { host },
+          rejectUnauthorized: false,
+          agent: false,
+        },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (body += chunk));
+          res.on('end', () => resolve(body));
+        },
+      )
+      .on('error', reject);
+  });
+}
+
+async function started(
+  t: TestContext,
+  build: (setup: LoopbackSetup) => BundleFiles,
+): Promise<{ setup: LoopbackSetup; files: BundleFiles }> {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-certs-by-name-'));
+  const setup = await loopbackSetup(stateDir);
+  const files = build(setup);
+  await startBundleNginx(t, stateDir, setup, files);
+  return { setup, files };
+}
+
+const fingerprintOf = (name: string): string => pairs.get(name)?.fingerprint ?? 'unknown';
+
+test('every host gets its own certificate from the Lua; unknown names and no SNI are refused', async (t) => {
+  const { setup, files } = await started(t, (setup) => bundle(setup));
+  // The hosts picked by name carry no certificate of their own: nginx loads none of them at a reload.
+  assert.equal(
+    files[CERTIFICATES_FILE],
+    '*.wild.test wild-test\na.example.test a.example.test\nb.example.test b.example.test\nc.example.test c.example.test\n' +
+      'modern.example.test modern.example.test tls1.3\n',
+  );
+  const conf = files['nginx.conf'] ?? '';
+  assert.match(
+    conf,
+    /server_name "a\.example\.test";\n\s+# Certificate "a\.example\.test": picked during the handshake/,
+  );
+
+  assert.deepEqual(await handshake(setup, 'a.example.test'), {
+    fingerprint: fingerprintOf('a.example.test'),
+  });
+  assert.deepEqual(await handshake(setup, 'b.example.test'), {
+    fingerprint: fingerprintOf('b.example.test'),
+  });
+  assert.deepEqual(await handshake(setup, 'C.Example.Test'), {
+    fingerprint: fingerprintOf('c.example.test'),
+  });
+  assert.deepEqual(await handshake(setup, 'x.wild.test'), { fingerprint: fingerprintOf('wild-test') });
+  assert.deepEqual(await handshake(setup, 'modern.example.test'), {
+    fingerprint: fingerprintOf('modern.example.test'),
+  });
+  // The request goes to the host's own server block.
+  assert.equal(await httpsGet(setup, 'b.example.test'), '127.0.0.2');
+  assert.equal(await httpsGet(setup, 'x.wild.test'), '127.0.0.3');
+
+  const unknown = await handshake(setup, 'unknown.example.test');
+  assert.ok('error' in unknown, `an unknown name got a certificate: ${JSON.stringify(unknown)}`);
+  assert.match(unknown.error, /unrecognized name|alert/i);
+  const noSni = await handshake(setup, undefined);
+  assert.ok('error' in noSni, `a client without SNI got a certificate: ${JSON.stringify(noSni)}`);
+
+  // Protocols: the Modern host takes TLS 1.3 only (set while the client hello is read: nginx's own per-server
+  // ssl_protocols came too late and let TLS 1.2 through), the others still take TLS 1.2.
+  const tls12 = { maxVersion: 'TLSv1.2', minVersion: 'TLSv1.2' } as const;
+  assert.deepEqual(await handshake(setup, 'a.example.test', tls12), {
+    fingerprint: fingerprintOf('a.example.test'),
+  });
+  assert.ok('error' in (await handshake(setup, 'modern.example.test', tls12)));
+});
+
+test('a certificate whose key does not belong to it fails only its own host, and the error log names it', async (t) => {
+  const other = pairs.get('a.example.test');
+  assert.ok(other);
+  const broken = (name: string): CertificateMaterial | undefined =>
+    name === 'b.example.test' ? { ...pairs.get(name)!, privateKeyPem: other.privateKeyPem } : pairs.get(name);
+  // The edge agent refuses such a bundle before nginx sees it.
+  const { setup, files } = await started(t, (setup) => bundle(setup, null, broken));
+  assert.match(
+    bundleCertificatesProblem(files, new Set()) ?? '',
+    /certificate b\.example\.test: the key does not belong to the certificate/,
+  );
+  // Had it reached nginx anyway: that host's handshake fails, the others are untouched.
+  const failed = await handshake(setup, 'b.example.test');
+  assert.ok('error' in failed, `the broken pair was served: ${JSON.stringify(failed)}`);
+  assert.deepEqual(await handshake(setup, 'a.example.test'), {
+    fingerprint: fingerprintOf('a.example.test'),
+  });
+  assert.deepEqual(await handshake(setup, 'c.example.test'), {
+    fingerprint: fingerprintOf('c.example.test'),
+  });
+  const log = await readFile(setup.errorLog, 'utf8');
+  assert.match(log, /swarmgate: cannot set certificate b\.example\.test for b\.example\.test/);
+});
+
+test('with a default host, it keeps its certificate and answers unknown names; the others get theirs', async (t) => {
+  const { setup, files } = await started(t, (setup) => bundle(setup, 'c.example.test'));
+  assert.doesNotMatch(files[CERTIFICATES_FILE] ?? '', /^c\.example\.test /m);
+  assert.deepEqual(await handshake(setup, 'c.example.test'), {
+    fingerprint: fingerprintOf('c.example.test'),
+  });
+  assert.deepEqual(await handshake(setup, 'unknown.example.test'), {
+    fingerprint: fingerprintOf('c.example.test'),
+  });
+  assert.deepEqual(await handshake(setup, 'a.example.test'), {
+    fingerprint: fingerprintOf('a.example.test'),
+  });
+  assert.deepEqual(await handshake(setup, 'x.wild.test'), { fingerprint: fingerprintOf('wild-test') });
+  assert.equal(await httpsGet(setup, 'a.example.test'), '127.0.0.1');
+});

@@ -1,0 +1,98 @@
+// certificates.txt (the hosts whose certificate nginx picks during the handshake) and the checks that replace what
+// `nginx -t` checked when every server block loaded its own certificate: grammar, both files present, the key
+// belonging to the certificate; a pair found sound before is not checked again.
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { bundleCertificatesProblem, certificatePairProblem } from '../../src/render/certificate-pairs.ts';
+import { formatCertificates, parseCertificates } from '../../src/render/certificates-text.ts';
+
+const fixtures = new URL('../fixtures/', import.meta.url);
+const chain = readFileSync(new URL('test-only.crt', fixtures), 'utf8');
+const key = readFileSync(new URL('test-only.key', fixtures), 'utf8');
+const otherKey = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  .privateKey.export({ type: 'pkcs8', format: 'pem' })
+  .toString();
+
+test('certificates.txt: sorted, one line per host, the TLS 1.3 mark kept; parse gives back what was formatted', () => {
+  const entries = [
+    { name: 'shop.example.com', certificate: 'shop', tls13Only: false },
+    { name: '*.example.com', certificate: 'wildcard_example', tls13Only: false },
+    { name: 'api.example.com', certificate: 'api.example.com', tls13Only: true },
+  ];
+  const text = formatCertificates(entries);
+  assert.equal(
+    text,
+    '*.example.com wildcard_example\napi.example.com api.example.com tls1.3\nshop.example.com shop\n',
+  );
+  assert.deepEqual(parseCertificates(text), {
+    ok: true,
+    entries: [...entries].sort((a, b) => (a.name < b.name ? -1 : 1)),
+  });
+  assert.deepEqual(parseCertificates(''), { ok: true, entries: [] });
+});
+
+test('certificates.txt: what the Lua must never see is refused, with the line', () => {
+  const cases: [string, RegExp][] = [
+    ['a.example.com a', /newline/],
+    ['a.example.com\n', /line 1 is not "name certificate \[tls1\.3\]"/],
+    ['a.example.com a tls1.2\n', /line 1 is not/],
+    ['a.example.com a tls1.3 x\n', /line 1 is not/],
+    ['~^a$ a\n', /line 1: ~\^a\$ is not a host name/],
+    ['www.* a\n', /is not a host name/],
+    ['A.example.com a\n', /is not a host name/],
+    ['a.example.com ../key\n', /line 1: \.\.\/key is not a certificate name/],
+    ['b.example.com b\na.example.com a\n', /line 2: a\.example\.com is out of order or repeated/],
+    ['a.example.com a\na.example.com b\n', /line 2: a\.example\.com is out of order or repeated/],
+  ];
+  for (const [text, reason] of cases) {
+    const parsed = parseCertificates(text);
+    assert.equal(parsed.ok, false, JSON.stringify(text));
+    if (!parsed.ok) assert.match(parsed.reason, reason, JSON.stringify(text));
+  }
+  assert.throws(
+    () =>
+      formatCertificates([
+        { name: 'a.example.com', certificate: 'a', tls13Only: false },
+        { name: 'a.example.com', certificate: 'b', tls13Only: false },
+      ]),
+    { code: 'ERR_TEMPLATE' },
+  );
+});
+
+test('a pair is sound when both parse and the key belongs to the certificate', () => {
+  assert.equal(certificatePairProblem(chain, key), null);
+  assert.equal(certificatePairProblem(chain, otherKey), 'the key does not belong to the certificate');
+  assert.match(certificatePairProblem('not a certificate', key) ?? '', /^the certificate does not parse/);
+  assert.match(certificatePairProblem(chain, 'not a key') ?? '', /^the key does not parse/);
+});
+
+test('a bundle: its certificates.txt, the files it names and their pairs; a pair found sound is remembered, an unsound one never', () => {
+  const files = {
+    'certificates.txt': 'a.example.com site\nb.example.com site\n',
+    'certs/site.crt': chain,
+    'certs/site.key': key,
+  };
+  const sound = new Set<string>();
+  assert.equal(bundleCertificatesProblem(files, sound), null);
+  assert.equal(sound.size, 1, 'one pair, named twice, checked once');
+  assert.equal(
+    bundleCertificatesProblem({ 'nginx.conf': '' }, sound),
+    null,
+    'no certificates.txt: nothing to check',
+  );
+  assert.equal(
+    bundleCertificatesProblem({ ...files, 'certs/site.key': otherKey }, sound),
+    'certificate site: the key does not belong to the certificate',
+  );
+  assert.match(
+    bundleCertificatesProblem(
+      { 'certificates.txt': files['certificates.txt'], 'certs/site.crt': chain },
+      sound,
+    ) ?? '',
+    /names certificate site, but the bundle lacks certs\/site\.crt or \.key/,
+  );
+  assert.match(bundleCertificatesProblem({ 'certificates.txt': 'x' }, sound) ?? '', /^certificates\.txt: /);
+  assert.equal(sound.size, 1, 'a pair found unsound is never remembered as sound');
+});
