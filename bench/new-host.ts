@@ -16,7 +16,7 @@ import { bundleCertificatesProblem } from '../src/render/certificate-pairs.ts';
 import { createNginxProcess } from '../src/edge/nginx-process.ts';
 import { buildRoutingModel } from '../src/model/routing-model.ts';
 import type { AvailableCertificate } from '../src/model/routing-model.ts';
-import { createNginxValidator } from '../src/nginx/nginx-validator.ts';
+import { createNginxValidator, runNginxTest } from '../src/nginx/nginx-validator.ts';
 import { restrictModel } from '../src/reconcile/reconciler.ts';
 import { createTemplateRenderer } from '../src/render/nunjucks-env.ts';
 import { fingerprintBundle, renderConfig } from '../src/render/render-config.ts';
@@ -260,7 +260,27 @@ try {
   await nginx.start(cache.currentConfPath);
   const startMs = performance.now() - startAt;
   rows.push({ measure: `nginx start, ${HOSTS} hosts with certificates`, value: startMs, unit: 'ms' });
-  await activate(after.files);
+  // What the edge agent does with the new bundle, step by step: write it (every file, fsynced), nginx -t on it
+  // (a new shape), point `current` at it, reload.
+  const afterFingerprint = fingerprintBundle(after.files);
+  const stageAt = performance.now();
+  const stagedConf = await cache.stage(afterFingerprint, after.files);
+  const stageMs = performance.now() - stageAt;
+  rows.push({
+    measure: `edge: write the new bundle (${Object.keys(after.files).length} files)`,
+    value: stageMs,
+    unit: 'ms',
+  });
+  const edgeTestAt = performance.now();
+  const edgeTest = await runNginxTest(NGINX_BINARY, stagedConf, AbortSignal.timeout(120_000));
+  const edgeTestMs = performance.now() - edgeTestAt;
+  rows.push({
+    measure: 'edge: nginx -t of the written bundle',
+    value: edgeTestMs,
+    unit: 'ms',
+    ok: edgeTest.ok,
+  });
+  await cache.activate(afterFingerprint, { version: 2, fingerprint: afterFingerprint });
   const reloadAt = performance.now();
   nginx.reload();
   let served = false;
@@ -287,7 +307,20 @@ try {
     unit: 'ms',
     ok: fingerprint !== '',
   });
-  result.loopback = { startMs, reloadMs, served };
+  rows.push({
+    measure: 'edge: new bundle to new host served (write + nginx -t + reload)',
+    value: stageMs + edgeTestMs + reloadMs,
+    unit: 'ms',
+    ok: served && edgeTest.ok,
+  });
+  result.loopback = {
+    startMs,
+    reloadMs,
+    served,
+    stageMs,
+    edgeTestMs,
+    edgeMs: stageMs + edgeTestMs + reloadMs,
+  };
 } finally {
   await nginx.stop(10_000);
   await backend.close();

@@ -23,6 +23,9 @@ export type SavedBundle =
 
 const TEMPORARY = /\.tmp(-|$)/;
 
+/** How many files of earlier bundles are read back at once when a new bundle is staged. */
+const SAME_FILE_READS = 64;
+
 export class BundleCache {
   readonly stateDir: string;
   private readonly fs: BundleFs;
@@ -107,9 +110,24 @@ export class BundleCache {
   async stage(fingerprint: string, files: BundleFiles): Promise<string> {
     const dir = path.join(this.bundlesDir, fingerprint);
     const temporary = `${dir}.tmp-${randomUUID()}`;
+    const hashes = fileHashes(files);
     try {
       await this.fs.mkdir(this.bundlesDir);
-      await writeBundleFiles(temporary, files, { fs: this.fs, durable: true });
+      // Looked up side by side (thousands of small reads), then linked or written in order.
+      const names = Object.keys(files);
+      const existing = new Map<string, string | null>();
+      for (let start = 0; start < names.length; start += SAME_FILE_READS) {
+        const batch = names.slice(start, start + SAME_FILE_READS);
+        const found = await Promise.all(
+          batch.map((name) => this.sameFile(fingerprint, name, hashes.get(name), files[name] ?? '')),
+        );
+        batch.forEach((name, index) => existing.set(name, found[index] ?? null));
+      }
+      await writeBundleFiles(temporary, files, {
+        fs: this.fs,
+        durable: true,
+        sameFile: (name) => Promise.resolve(existing.get(name) ?? null),
+      });
       await this.fs.rm(dir);
       await this.fs.rename(temporary, dir);
       await this.fs.syncDir(this.bundlesDir);
@@ -117,8 +135,27 @@ export class BundleCache {
       await this.fs.rm(temporary).catch(() => undefined);
       throw error;
     }
-    this.hashes.set(fingerprint, fileHashes(files));
+    this.hashes.set(fingerprint, hashes);
     return path.join(dir, 'nginx.conf');
+  }
+
+  /**
+   * A file of another bundle on the volume with this content: the newest bundle whose recorded hash for the name
+   * matches, read back and compared (a copy damaged since it was staged is never linked into a new bundle).
+   */
+  private async sameFile(
+    fingerprint: string,
+    name: string,
+    hash: string | undefined,
+    content: string,
+  ): Promise<string | null> {
+    for (const [other, known] of [...this.hashes].reverse()) {
+      if (other === fingerprint || hash === undefined || known.get(name) !== hash) continue;
+      const existing = path.join(this.bundlesDir, other, name);
+      const text = await this.fs.readFile(existing).catch(() => null);
+      if (text === content) return existing;
+    }
+    return null;
   }
 
   /**

@@ -1,8 +1,11 @@
 // Writing a bundle to disk: used by the controller (to validate a candidate) and by the edge (to apply one).
-import { mkdir, open, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, readlink, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { SwarmgateError } from '../errors.ts';
 import type { BundleFiles } from '../render/render-config.ts';
+
+/** Files written or linked at once. */
+const FILES_AT_ONCE = 32;
 
 const SAFE_RELATIVE_PATH = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 
@@ -25,6 +28,8 @@ export interface BundleFs {
   readFile(file: string): Promise<string>;
   readlink(link: string): Promise<string>;
   symlink(target: string, link: string): Promise<void>;
+  /** A hard link: a second name for a file already on the volume, whose data is durable already. */
+  link(existing: string, newName: string): Promise<void>;
 }
 
 export const nodeBundleFs: BundleFs = {
@@ -59,7 +64,8 @@ export const nodeBundleFs: BundleFs = {
   },
   readFile: (file) => readFile(file, 'utf8'),
   readlink: (link) => readlink(link),
-  symlink: (target, link) => symlink(target, link),
+  symlink: (target, linkName) => symlink(target, linkName),
+  link: (existing, newName) => link(existing, newName),
 };
 
 /** Private keys are readable by root only; the nginx master reads them before dropping privileges. */
@@ -74,25 +80,55 @@ export function fileModeFor(name: string): number {
 export async function writeBundleFiles(
   dir: string,
   files: BundleFiles,
-  { fs = nodeBundleFs, durable = false }: { fs?: BundleFs; durable?: boolean } = {},
+  {
+    fs = nodeBundleFs,
+    durable = false,
+    sameFile,
+  }: {
+    fs?: BundleFs;
+    durable?: boolean;
+    /**
+     * A file already on the volume with exactly this name's content, or null. It is linked instead of written: at
+     * 2,000 HTTPS hosts a bundle is 4,000 certificate and key files, and writing and fsyncing each took seconds
+     * for a bundle that changed one of them.
+     */
+    sameFile?: (name: string, content: string) => Promise<string | null>;
+  } = {},
 ): Promise<void> {
   await fs.mkdir(dir);
   const dirs = new Set<string>([dir]);
-  for (const name of Object.keys(files).sort()) {
+  const names = Object.keys(files).sort();
+  for (const name of names) {
     if (!SAFE_RELATIVE_PATH.test(name) || name.split('/').includes('..')) {
       throw new SwarmgateError(
         'ERR_BUNDLE_INVALID',
         `bundle file name "${name}" is not a safe relative path`,
       );
     }
-    const target = path.join(dir, name);
-    if (!dirs.has(path.dirname(target))) {
-      await fs.mkdir(path.dirname(target));
+    const parentDir = path.dirname(path.join(dir, name));
+    if (!dirs.has(parentDir)) {
+      await fs.mkdir(parentDir);
       // Every directory the mkdir may have made, so each new name gets its directory fsynced.
-      for (let parent = path.dirname(target); !dirs.has(parent); parent = path.dirname(parent))
-        dirs.add(parent);
+      for (let parent = parentDir; !dirs.has(parent); parent = path.dirname(parent)) dirs.add(parent);
     }
-    await fs.writeFile(target, files[name] ?? '', fileModeFor(name), durable);
+  }
+  const place = async (name: string): Promise<void> => {
+    const target = path.join(dir, name);
+    const content = files[name] ?? '';
+    const existing = sameFile ? await sameFile(name, content) : null;
+    if (existing !== null) {
+      try {
+        await fs.link(existing, target);
+        return;
+      } catch {
+        // Another file system, a volume without hard links, the file just removed: written instead.
+      }
+    }
+    await fs.writeFile(target, content, fileModeFor(name), durable);
+  };
+  // Side by side: a bundle may hold thousands of small files, and each fsync waits on the disk.
+  for (let start = 0; start < names.length; start += FILES_AT_ONCE) {
+    await Promise.all(names.slice(start, start + FILES_AT_ONCE).map(place));
   }
   if (durable) for (const created of [...dirs].sort().reverse()) await fs.syncDir(created);
 }
