@@ -2,15 +2,15 @@
 // HTTPS hosts, times the real host nginx -t on the whole config (with and without certificates, and on the changed
 // server block alone), then a real nginx on loopback: how long a reload takes until the new host is served, and
 // how long a certificate posted to the running nginx takes until the next handshake shows it. No Docker.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import type { Snapshot } from '../src/discovery/snapshot.ts';
-import { spawnSync } from 'node:child_process';
 import { BundleCache } from '../src/edge/bundle-cache.ts';
 import { bundleCertificatesProblem } from '../src/render/certificate-pairs.ts';
 import { createNginxProcess } from '../src/edge/nginx-process.ts';
@@ -29,6 +29,7 @@ import {
   REPO_LUA_DIR,
   startBackend,
   withConf,
+  workerPids,
 } from '../test/support/loopback-nginx.ts';
 import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
 
@@ -141,6 +142,13 @@ async function nginxTest(files: BundleFiles): Promise<{ ms: number; ok: boolean;
     }
   }
   return { ms: summary(times).p50, ok, output };
+}
+
+/** CPU time (ns) the given processes have used, from /proc/<pid>/schedstat. */
+async function workersCpuNs(pids: readonly number[]): Promise<number> {
+  let total = 0;
+  for (const pid of pids) total += Number((await readFile(`/proc/${pid}/schedstat`, 'utf8')).split(' ')[0]);
+  return total;
 }
 
 const bytes = (files: BundleFiles): number =>
@@ -307,6 +315,30 @@ try {
     unit: 'ms',
     ok: fingerprint !== '',
   });
+  // What a full handshake costs nginx's workers (no session resumption: each client is new), over many hosts, so
+  // each worker also parses certificates at their first handshake when it picks them by name.
+  const handshakes = SMOKE ? 200 : 2000;
+  // The old workers leave once their connections closed: only the reloaded config's workers are measured.
+  await sleep(2000);
+  const workers = await workerPids(setup);
+  const handshakeCpu: Record<string, number> = {};
+  let failedHandshakes = 0;
+  // First pass: each worker meets most certificates for the first time; second pass: the same hosts again.
+  for (const pass of ['first', 'again']) {
+    const cpuBefore = await workersCpuNs(workers);
+    for (let index = 0; index < handshakes; index++) {
+      const answer = await servedFingerprint(hosts[(index * 7) % hosts.length] ?? NEW_HOST).catch(() => '');
+      if (answer === '') failedHandshakes++;
+    }
+    handshakeCpu[pass] = ((await workersCpuNs(workers)) - cpuBefore) / 1000 / handshakes;
+    rows.push({
+      measure: `workers' CPU per full TLS handshake, ${handshakes} over ${HOSTS} hosts (${pass})`,
+      value: handshakeCpu[pass],
+      unit: 'µs',
+      ok: failedHandshakes === 0,
+    });
+  }
+  result.handshake = { count: handshakes, cpuUsEach: handshakeCpu, failed: failedHandshakes };
   rows.push({
     measure: 'edge: new bundle to new host served (write + nginx -t + reload)',
     value: stageMs + edgeTestMs + reloadMs,
