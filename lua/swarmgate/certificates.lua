@@ -22,7 +22,7 @@ local M = {}
 -- Host (exact or "*.domain") -> certificate name, from certificates.txt: read in the master at start and reload, so
 -- every worker inherits it.
 local hosts = {}
--- Certificate name -> { chain PEM, key PEM }, read with the table.
+-- Certificate name -> { chain PEM, key PEM }, from certificates.pem.
 local pems = {}
 -- Hosts with SSL_POLICY=Mozilla-Modern: TLS 1.3 only.
 local modern = {}
@@ -39,34 +39,52 @@ local function read_file(path)
   return text
 end
 
+-- certificates.pem: "certificate <name>\n" <chain PEM> "key\n" <key PEM> "end\n", per certificate.
+local function split_pems(text)
+  local texts = {}
+  local position = 1
+  while position <= #text do
+    local name, chain_pem, key_pem, after = text:match("^certificate ([%w][%w_%.%-]*)\n(.-\n)key\n(.-\n)end\n()", position)
+    if not name then
+      return nil, "not a certificate section at byte " .. position
+    end
+    texts[name] = { chain_pem, key_pem }
+    position = after
+  end
+  return texts
+end
+
 -- Master process, at every start and reload: the host table and the PEM text of every certificate it names. The
--- master reads them (as root) because the keys are readable by root only, as with ssl_certificate; the workers
--- inherit the text and parse a certificate at its first handshake. Reading 2,000 pairs takes tens of milliseconds,
--- parsing them would take far more. An error fails the start or the reload (not `nginx -t`, which skips
--- init_by_lua), so nginx keeps running the previous config.
+-- master reads them (as root) because certificates.pem holds the keys and is readable by root only, as with
+-- ssl_certificate; the workers inherit the text and parse a certificate at its first handshake. An error fails the
+-- start or the reload (not `nginx -t`, which skips init_by_lua), so nginx keeps running the previous config.
 function M.load(bundle_dir)
   local text, err = read_file(bundle_dir .. "certificates.txt")
   if not text then
     error("swarmgate: cannot read certificates.txt: " .. tostring(err))
   end
-  local loaded, texts, tls13 = {}, {}, {}
+  local pem_text
+  pem_text, err = read_file(bundle_dir .. "certificates.pem")
+  if not pem_text then
+    error("swarmgate: cannot read certificates.pem: " .. tostring(err))
+  end
+  local texts
+  texts, err = split_pems(pem_text)
+  if not texts then
+    error("swarmgate: certificates.pem: " .. err)
+  end
+  local loaded, tls13 = {}, {}
   for line in text:gmatch("([^\n]*)\n") do
     local host, name, policy = line:match("^([%w%.%*%-]+) ([%w][%w_%.%-]*)( ?[%w%.]*)$")
     if not host or (policy ~= "" and policy ~= " tls1.3") then
       error("swarmgate: certificates.txt: not \"host certificate [tls1.3]\": " .. line)
     end
+    if not texts[name] then
+      error("swarmgate: certificates.txt names certificate " .. name .. ", which certificates.pem lacks")
+    end
     loaded[host] = name
     if policy ~= "" then
       tls13[host] = true
-    end
-    if not texts[name] then
-      local base = bundle_dir .. "certs/" .. name
-      local chain_pem, chain_err = read_file(base .. ".crt")
-      local key_pem, key_err = read_file(base .. ".key")
-      if not chain_pem or not key_pem then
-        error("swarmgate: certificate " .. name .. ": " .. tostring(chain_err or key_err))
-      end
-      texts[name] = { chain_pem, key_pem }
     end
   end
   hosts = loaded

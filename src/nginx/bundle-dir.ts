@@ -3,6 +3,7 @@ import { link, mkdir, open, readdir, readFile, readlink, rename, rm, symlink } f
 import path from 'node:path';
 import { SwarmgateError } from '../errors.ts';
 import type { BundleFiles } from '../render/render-config.ts';
+import { CERTIFICATE_PEMS_FILE } from '../render/certificates-text.ts';
 
 /** Files written or linked at once. */
 const FILES_AT_ONCE = 32;
@@ -68,9 +69,10 @@ export const nodeBundleFs: BundleFs = {
   link: (existing, newName) => link(existing, newName),
 };
 
-/** Private keys are readable by root only; the nginx master reads them before dropping privileges. */
+/** Private keys (certs/*.key, certificates.pem) are readable by root only; the nginx master reads them before dropping
+ * privileges. */
 export function fileModeFor(name: string): number {
-  return name.endsWith('.key') ? 0o600 : 0o644;
+  return name.endsWith('.key') || name === CERTIFICATE_PEMS_FILE ? 0o600 : 0o644;
 }
 
 /**

@@ -3,7 +3,12 @@
 // The controller checks a certificate before it is used, the edge agent checks every bundle before applying it.
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import type { BundleFiles } from './render-config.ts';
-import { CERTIFICATES_FILE, parseCertificates } from './certificates-text.ts';
+import {
+  CERTIFICATE_PEMS_FILE,
+  CERTIFICATES_FILE,
+  parseCertificatePems,
+  parseCertificates,
+} from './certificates-text.ts';
 
 /** Why this chain and key cannot serve a handshake, or null when they can. */
 export function certificatePairProblem(certificatePem: string, privateKeyPem: string): string | null {
@@ -24,24 +29,29 @@ export function certificatePairProblem(certificatePem: string, privateKeyPem: st
 }
 
 /**
- * Checks the certificates a bundle's certificates.txt names: the file's grammar, both files present, every pair
- * sound. `checked` holds digests of pairs found sound before (a bundle usually changes few certificates, and a
- * check costs ~0.1 ms per pair); sound pairs are added to it. Returns what is wrong, or null.
+ * Checks the certificates a bundle's certificates.txt names: both files' grammar, every named certificate present in
+ * certificates.pem, every pair sound. `checked` holds digests of pairs found sound before (a bundle usually changes
+ * few certificates, and a check costs ~0.05 ms per pair); sound pairs are added to it. Returns what is wrong, or null.
  */
 export function bundleCertificatesProblem(files: BundleFiles, checked: Set<string>): string | null {
   const text = files[CERTIFICATES_FILE];
-  if (text === undefined) return null;
-  const parsed = parseCertificates(text);
+  const pemText = files[CERTIFICATE_PEMS_FILE];
+  if (text === undefined && pemText === undefined) return null;
+  const parsed = parseCertificates(text ?? '');
   if (!parsed.ok) return `${CERTIFICATES_FILE}: ${parsed.reason}`;
+  const pems = parseCertificatePems(pemText ?? '');
+  if (!pems.ok) return `${CERTIFICATE_PEMS_FILE}: ${pems.reason}`;
   for (const name of new Set(parsed.entries.map((entry) => entry.certificate))) {
-    const chain = files[`certs/${name}.crt`];
-    const key = files[`certs/${name}.key`];
-    if (chain === undefined || key === undefined) {
-      return `${CERTIFICATES_FILE} names certificate ${name}, but the bundle lacks certs/${name}.crt or .key`;
-    }
-    const digest = createHash('sha256').update(chain).update('\0').update(key).digest('hex');
+    const pem = pems.pems.get(name);
+    if (pem === undefined)
+      return `${CERTIFICATES_FILE} names certificate ${name}, which ${CERTIFICATE_PEMS_FILE} lacks`;
+    const digest = createHash('sha256')
+      .update(pem.certificatePem)
+      .update('\0')
+      .update(pem.privateKeyPem)
+      .digest('hex');
     if (checked.has(digest)) continue;
-    const problem = certificatePairProblem(chain, key);
+    const problem = certificatePairProblem(pem.certificatePem, pem.privateKeyPem);
     if (problem) return `certificate ${name}: ${problem}`;
     checked.add(digest);
   }

@@ -9,7 +9,13 @@ import type { ProbeTarget } from './balancer-options.ts';
 import { formatPeers, isPeerAddress, isPeerPort, isUpstreamName } from './peers-text.ts';
 import type { StreamModel } from '../model/stream-routes.ts';
 import type { VirtualServer } from '../model/routing-model.ts';
-import { CERTIFICATES_FILE, formatCertificates, isCertificateHost } from './certificates-text.ts';
+import {
+  CERTIFICATE_PEMS_FILE,
+  CERTIFICATES_FILE,
+  formatCertificatePems,
+  formatCertificates,
+  isCertificateHost,
+} from './certificates-text.ts';
 import type { CertificateEntry } from './certificates-text.ts';
 
 /** Bundle-relative path → file content. nginx.conf is the entry point; everything else is relative to it. */
@@ -158,16 +164,36 @@ export function renderConfig(
       if (file) files[file.path] = file.content;
     }
   }
-  for (const name of [
-    ...model.certificatesInUse,
+  // Files only for the certificates nginx.conf names (ssl_certificate); the ones picked by name go in one file.
+  const anchor = certificateEntries[0]?.certificate;
+  const named = new Set([
+    ...model.servers.flatMap((server) =>
+      server.tls.https && server.tls.certificate !== null && !byName.has(server.host.value)
+        ? [server.tls.certificate]
+        : [],
+    ),
+    ...(model.adminServer?.certificate ? [model.adminServer.certificate] : []),
     ...(defaultCertificate ? [defaultCertificate] : []),
-  ].sort()) {
+    // The catch-all's placeholder (see the template): only when there is no default server of a service's own.
+    ...(anchor && !defaultCertificate && !model.servers.some((server) => server.isDefault && server.tls.https)
+      ? [anchor]
+      : []),
+  ]);
+  for (const name of [...named].sort()) {
     const material = certificates(name);
     if (!material) continue;
     files[`certs/${name}.crt`] = material.certificatePem;
     files[`certs/${name}.key`] = material.privateKeyPem;
   }
-  if (certificateEntries.length > 0) files[CERTIFICATES_FILE] = formatCertificates(certificateEntries);
+  if (certificateEntries.length > 0) {
+    files[CERTIFICATES_FILE] = formatCertificates(certificateEntries);
+    files[CERTIFICATE_PEMS_FILE] = formatCertificatePems(
+      [...new Set(certificateEntries.map((entry) => entry.certificate))].flatMap((name) => {
+        const material = certificates(name);
+        return material ? [{ name, ...material }] : [];
+      }),
+    );
+  }
   // Last, because they name the shape of everything else: an edge running that shape takes them without a reload.
   const shape = shapeFingerprint(files);
   files[PEERS_FILE] = renderPeers(model, shape);

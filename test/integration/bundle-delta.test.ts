@@ -128,7 +128,7 @@ async function edgeOn(port: number, stateDir?: string): Promise<Edge> {
     transfers,
     async served() {
       const files: Record<string, string> = {};
-      for (const name of ['nginx.conf', 'peers.txt', 'certificates.txt', CERT, KEY]) {
+      for (const name of ['nginx.conf', 'peers.txt', 'certificates.txt', 'certificates.pem', CERT, KEY]) {
         files[name] = await readFile(path.join(dir, 'current', name), 'utf8');
       }
       return files;
@@ -182,7 +182,14 @@ test('an edge with the previous bundle receives only the changed files, as edits
   await waitUntil('the first bundle', () => publishCount(edge.agent.applied()?.version) === 1);
   const first = transferOf(edge, 1);
   assert.equal(first.base, null, 'a fresh edge builds on nothing');
-  assert.deepEqual([...first.whole].sort(), ['certificates.txt', CERT, KEY, 'nginx.conf', 'peers.txt']);
+  assert.deepEqual([...first.whole].sort(), [
+    'certificates.pem',
+    'certificates.txt',
+    CERT,
+    KEY,
+    'nginx.conf',
+    'peers.txt',
+  ]);
   const v1 = controller.store.current?.fingerprint;
 
   // A new host without a certificate: nginx.conf and peers.txt change, the certificate, key and certificates.txt do not.
@@ -194,7 +201,11 @@ test('an edge with the previous bundle receives only the changed files, as edits
   assert.equal(second.base, v1);
   assert.deepEqual(second.edited, ['nginx.conf'], 'the large file goes as edits');
   assert.deepEqual(second.whole, ['peers.txt'], 'a small one whole');
-  assert.equal(second.reused, 3, 'the certificate, its key and certificates.txt come from the edge itself');
+  assert.equal(
+    second.reused,
+    4,
+    'the certificate, its key, certificates.txt and certificates.pem come from the edge itself',
+  );
   assert.deepEqual(second.fetched, []);
   const bundleBytes = Object.values(published(controller)).reduce((sum, text) => sum + text.length, 0);
   assert.ok(
@@ -225,7 +236,11 @@ test('a damaged file in the edge cache is detected and fetched again by its hash
   assert.deepEqual([...second.fetched].sort(), [CERT, 'nginx.conf']);
   assert.deepEqual(second.edited, [], 'nginx.conf came fetched: its edits would build on damaged text');
   assert.deepEqual(second.whole, ['peers.txt']);
-  assert.equal(second.reused, 2, 'the key and certificates.txt are the edge’s own, checked');
+  assert.equal(
+    second.reused,
+    3,
+    'the key, certificates.txt and certificates.pem are the edge’s own, checked',
+  );
   assert.deepEqual(await edge.served(), published(controller));
 });
 
@@ -248,7 +263,14 @@ test('a fresh edge gets every file, and so does an edge whose bundle the control
   await waitUntil('the latest bundle applied', () => stale.agent.applied()?.version === latest);
   const transfer = transferOf(stale, RECENT_BUNDLES + 2);
   assert.equal(transfer.base, null, 'the controller forgot version 1: every file');
-  assert.deepEqual([...transfer.whole].sort(), ['certificates.txt', CERT, KEY, 'nginx.conf', 'peers.txt']);
+  assert.deepEqual([...transfer.whole].sort(), [
+    'certificates.pem',
+    'certificates.txt',
+    CERT,
+    KEY,
+    'nginx.conf',
+    'peers.txt',
+  ]);
   assert.deepEqual(await stale.served(), published(controller));
 });
 

@@ -215,6 +215,11 @@ test('every host gets its own certificate from the Lua; unknown names and no SNI
     '*.wild.test wild-test\na.example.test a.example.test\nb.example.test b.example.test\nc.example.test c.example.test\n' +
       'modern.example.test modern.example.test tls1.3\n',
   );
+  assert.deepEqual(
+    Object.keys(files).filter((name) => name.startsWith('certs/')),
+    ['certs/a.example.test.crt', 'certs/a.example.test.key'],
+    "one pair as files: the default server's placeholder; the rest are sections of certificates.pem",
+  );
   const conf = files['nginx.conf'] ?? '';
   assert.match(
     conf,

@@ -20,6 +20,7 @@ async function stateDir(t: TestContext): Promise<string> {
 
 const first = {
   'nginx.conf': 'events {}\n',
+  'certificates.pem': 'certificate a\nchain a\nkey\nkey a\nend\n',
   'certs/a.crt': 'chain a\n',
   'certs/a.key': 'key a\n',
   'certs/b.crt': 'chain b\n',
@@ -54,12 +55,13 @@ test('unchanged files of the next bundle are links to the previous one; changed 
   fs.written.length = 0;
   const secondConf = await cache.stage('f2', second);
   assert.deepEqual(fs.written.sort(), ['c.crt', 'nginx.conf']);
-  assert.deepEqual(fs.linked.sort(), ['a.crt', 'a.key', 'b.crt']);
+  assert.deepEqual(fs.linked.sort(), ['a.crt', 'a.key', 'b.crt', 'certificates.pem']);
   const [before, after] = [path.dirname(firstConf), path.dirname(secondConf)];
-  for (const name of ['certs/a.crt', 'certs/a.key', 'certs/b.crt']) {
+  for (const name of ['certs/a.crt', 'certs/a.key', 'certs/b.crt', 'certificates.pem']) {
     const [old, linked] = [await stat(path.join(before, name)), await stat(path.join(after, name))];
     assert.equal(linked.ino, old.ino, `${name} is the same file`);
-    assert.equal(linked.mode & 0o777, name.endsWith('.key') ? 0o600 : 0o644);
+    // Keys, and certificates.pem which holds keys, are root's only.
+    assert.equal(linked.mode & 0o777, name.endsWith('.crt') ? 0o644 : 0o600, name);
   }
   for (const [name, content] of Object.entries(second)) {
     assert.equal(await readFile(path.join(after, name), 'utf8'), content);
@@ -87,6 +89,6 @@ test('a volume that refuses hard links gets every file written', async (t) => {
   await cache.stage('f1', first);
   fs.written.length = 0;
   const secondConf = await cache.stage('f2', second);
-  assert.deepEqual(fs.written.sort(), ['a.crt', 'a.key', 'b.crt', 'c.crt', 'nginx.conf']);
+  assert.deepEqual(fs.written.sort(), ['a.crt', 'a.key', 'b.crt', 'c.crt', 'certificates.pem', 'nginx.conf']);
   assert.equal(await readFile(path.join(path.dirname(secondConf), 'certs/b.crt'), 'utf8'), 'chain b\n');
 });

@@ -6,7 +6,12 @@ import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { bundleCertificatesProblem, certificatePairProblem } from '../../src/render/certificate-pairs.ts';
-import { formatCertificates, parseCertificates } from '../../src/render/certificates-text.ts';
+import {
+  formatCertificatePems,
+  formatCertificates,
+  parseCertificatePems,
+  parseCertificates,
+} from '../../src/render/certificates-text.ts';
 
 const fixtures = new URL('../fixtures/', import.meta.url);
 const chain = readFileSync(new URL('test-only.crt', fixtures), 'utf8');
@@ -68,11 +73,38 @@ test('a pair is sound when both parse and the key belongs to the certificate', (
   assert.match(certificatePairProblem(chain, 'not a key') ?? '', /^the key does not parse/);
 });
 
-test('a bundle: its certificates.txt, the files it names and their pairs; a pair found sound is remembered, an unsound one never', () => {
+test('certificates.pem: one section per certificate, sorted; parse gives back the PEM text', () => {
+  const text = formatCertificatePems([
+    { name: 'site', certificatePem: chain, privateKeyPem: key },
+    { name: 'api', certificatePem: chain.trimEnd(), privateKeyPem: key },
+  ]);
+  assert.match(text, /^certificate api\n-----BEGIN CERTIFICATE-----\n/);
+  assert.match(text, /\nkey\n-----BEGIN PRIVATE KEY-----\n/);
+  assert.match(text, /\n-----END PRIVATE KEY-----\nend\ncertificate site\n/);
+  const parsed = parseCertificatePems(text);
+  assert.ok(parsed.ok);
+  assert.deepEqual([...parsed.pems.keys()], ['api', 'site']);
+  assert.deepEqual(parsed.pems.get('api'), { name: 'api', certificatePem: chain, privateKeyPem: key });
+  for (const [broken, reason] of [
+    ['certificate a\nx\nkey\ny\n', /certificate a has no "key" and "end" lines/],
+    ['certificate b\nx\nkey\ny\nend\ncertificate a\nx\nkey\ny\nend\n', /certificate a is out of order/],
+    ['junk\n', /line 1 is not "certificate <name>"/],
+    ['certificate ../a\nx\nkey\ny\nend\n', /line 1 is not/],
+  ] as const) {
+    const result = parseCertificatePems(broken);
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.match(result.reason, reason);
+  }
+  assert.throws(
+    () => formatCertificatePems([{ name: 'a', certificatePem: 'x\nend\n', privateKeyPem: key }]),
+    { code: 'ERR_TEMPLATE' },
+  );
+});
+
+test('a bundle: its certificates.txt, the certificates.pem sections it names and their pairs; a pair found sound is remembered, an unsound one never', () => {
   const files = {
     'certificates.txt': 'a.example.com site\nb.example.com site\n',
-    'certs/site.crt': chain,
-    'certs/site.key': key,
+    'certificates.pem': formatCertificatePems([{ name: 'site', certificatePem: chain, privateKeyPem: key }]),
   };
   const sound = new Set<string>();
   assert.equal(bundleCertificatesProblem(files, sound), null);
@@ -83,16 +115,28 @@ test('a bundle: its certificates.txt, the files it names and their pairs; a pair
     'no certificates.txt: nothing to check',
   );
   assert.equal(
-    bundleCertificatesProblem({ ...files, 'certs/site.key': otherKey }, sound),
+    bundleCertificatesProblem(
+      {
+        ...files,
+        'certificates.pem': formatCertificatePems([
+          { name: 'site', certificatePem: chain, privateKeyPem: otherKey },
+        ]),
+      },
+      sound,
+    ),
     'certificate site: the key does not belong to the certificate',
   );
-  assert.match(
-    bundleCertificatesProblem(
-      { 'certificates.txt': files['certificates.txt'], 'certs/site.crt': chain },
-      sound,
-    ) ?? '',
-    /names certificate site, but the bundle lacks certs\/site\.crt or \.key/,
-  );
-  assert.match(bundleCertificatesProblem({ 'certificates.txt': 'x' }, sound) ?? '', /^certificates\.txt: /);
   assert.equal(sound.size, 1, 'a pair found unsound is never remembered as sound');
+  assert.equal(
+    bundleCertificatesProblem({ 'certificates.txt': files['certificates.txt'] }, sound),
+    'certificates.txt names certificate site, which certificates.pem lacks',
+  );
+  assert.match(
+    bundleCertificatesProblem({ ...files, 'certificates.txt': 'x' }, sound) ?? '',
+    /^certificates\.txt: /,
+  );
+  assert.match(
+    bundleCertificatesProblem({ ...files, 'certificates.pem': 'x\n' }, sound) ?? '',
+    /^certificates\.pem: /,
+  );
 });
