@@ -291,18 +291,29 @@ try {
   await cache.activate(afterFingerprint, { version: 2, fingerprint: afterFingerprint });
   const reloadAt = performance.now();
   nginx.reload();
+  // Served = 20 new connections in a row answered: right after a reload the old workers still accept for a
+  // moment, and they do not know the new host.
   let served = false;
+  let firstMs: number | null = null;
+  let inARow = 0;
   while (performance.now() - reloadAt < 60_000) {
     const answer = await httpsGet(NEW_HOST).catch(() => null);
-    if (answer === '127.0.0.1') {
+    inARow = answer === '127.0.0.1' ? inARow + 1 : 0;
+    if (inARow === 1 && firstMs === null) firstMs = performance.now() - reloadAt;
+    if (inARow === 20) {
       served = true;
       break;
     }
-    await sleep(5);
+    if (inARow === 0) await sleep(5);
   }
   const reloadMs = performance.now() - reloadAt;
   rows.push({
-    measure: 'reload until the new host is served (HTTPS)',
+    measure: 'reload until the first answer from the new host (HTTPS)',
+    value: firstMs ?? NaN,
+    unit: 'ms',
+  });
+  rows.push({
+    measure: 'reload until the new host is served (20 new connections in a row)',
     value: reloadMs,
     unit: 'ms',
     ok: served,
