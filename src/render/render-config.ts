@@ -70,6 +70,7 @@ export function renderConfig(
     tls: server.tls,
     isDefault: server.isDefault,
     certificateByName: byName.has(server.host.value),
+    redirectGrouped: redirectsTogether(server),
     forwardAuths: uniqueBy(
       server.locations.flatMap((location) =>
         location.policy.forwardAuth
@@ -146,6 +147,7 @@ export function renderConfig(
     proxy: settings.proxy,
     nonGetRedirect: settings.nonGetRedirect ?? 308,
     defaultCertificate,
+    redirectGroups: redirectGroups(model.servers),
     // certificates.txt: the Lua picks these hosts' certificates during the handshake (see certificatesByName).
     certificatesByName: certificateEntries.length > 0,
     anchorCertificate: certificateEntries[0]?.certificate ?? null,
@@ -199,6 +201,33 @@ export function renderConfig(
   files[PEERS_FILE] = renderPeers(model, shape);
   if (model.stream) files[STREAM_PEERS_FILE] = renderStreamPeers(model.stream, shape);
   return files;
+}
+
+/**
+ * Port 80 of an exact HTTPS host that redirects (HTTPS_METHOD=redirect, the default) differs from the next such host
+ * only by its name and the port it redirects to. Those hosts share one server block per port: a block per host was
+ * half of what `nginx -t` and a reload cost at 2,000 hosts (bench/new-host.ts), for no difference a client sees. The
+ * default host keeps its own (it is the default server), and so do wildcard and regex hosts (the traffic metrics
+ * count a shared block's requests under $host, which only exact names bound).
+ */
+function redirectsTogether(server: VirtualServer): boolean {
+  return (
+    server.tls.https && server.tls.http === 'redirect' && server.host.kind === 'exact' && !server.isDefault
+  );
+}
+
+function redirectGroups(servers: readonly VirtualServer[]): { httpsPort: number | null; names: string[] }[] {
+  const groups = new Map<string, { httpsPort: number | null; names: string[] }>();
+  for (const server of servers) {
+    if (!redirectsTogether(server)) continue;
+    const key = String(server.tls.httpsPort ?? '');
+    const group = groups.get(key) ?? { httpsPort: server.tls.httpsPort, names: [] };
+    group.names.push(server.host.value);
+    groups.set(key, group);
+  }
+  return [...groups.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([, group]) => ({ ...group, names: [...new Set(group.names)].sort() }));
 }
 
 /**

@@ -6,6 +6,7 @@
 // handshakes and the error log names it, and with SWARMGATE_DEFAULT_HOST the default host keeps its certificate
 // while the others get theirs.
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import https from 'node:https';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -296,4 +297,92 @@ test('with a default host, it keeps its certificate and answers unknown names; t
   });
   assert.deepEqual(await handshake(setup, 'x.wild.test'), { fingerprint: fingerprintOf('wild-test') });
   assert.equal(await httpsGet(setup, 'a.example.test'), '127.0.0.1');
+});
+
+/** GET on nginx's port 80 for host: the status and Location. */
+function plainGet(
+  setup: LoopbackSetup,
+  host: string,
+  method = 'GET',
+): Promise<{ status: number; location: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .request(
+        {
+          host: '127.0.0.1',
+          port: setup.listenPort,
+          method,
+          path: '/a?b=1',
+          headers: { host },
+          agent: false,
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, location: String(res.headers.location ?? '') }),
+          );
+        },
+      )
+      .on('error', reject)
+      .end();
+  });
+}
+
+/** nginx's own counters (GET /metrics on the agent's local socket): "key<TAB>value" lines. */
+function rawMetrics(setup: LoopbackSetup): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ socketPath: setup.proxy.peersSocket, path: '/metrics', agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve(text));
+      })
+      .on('error', reject);
+  });
+}
+
+test('port 80 of the hosts that redirect is one server block; each host redirects to itself and is counted under its name', async (t) => {
+  const { setup, files } = await started(t, (setup) => bundle(setup));
+  const conf = files['nginx.conf'] ?? '';
+  assert.match(
+    conf,
+    /server_name\n {12}"a\.example\.test"\n {12}"b\.example\.test"\n {12}"c\.example\.test"\n {12}"modern\.example\.test"\n {12};/,
+  );
+  assert.deepEqual(await plainGet(setup, 'b.example.test'), {
+    status: 301,
+    location: 'https://b.example.test/a?b=1',
+  });
+  assert.deepEqual(await plainGet(setup, 'C.example.test', 'POST'), {
+    status: 308,
+    location: 'https://c.example.test/a?b=1',
+  });
+  // The wildcard host keeps a block of its own (only exact names bound a count by $host).
+  assert.deepEqual(await plainGet(setup, 'x.wild.test'), {
+    status: 301,
+    location: 'https://x.wild.test/a?b=1',
+  });
+  assert.equal((await plainGet(setup, 'unknown.example.test')).status, 503);
+  const counted = (text: string, host: string): number =>
+    Number(
+      /^req\t([^\t]+)\t\t3xx\t(\d+)$/m.exec(
+        text
+          .split('\n')
+          .filter((line) => line.startsWith(`req\t${host}\t`))
+          .join('\n'),
+      )?.[2] ?? 0,
+    );
+  let text = '';
+  for (let attempt = 0; attempt < 50; attempt++) {
+    text = await rawMetrics(setup);
+    const all = ['b.example.test', 'c.example.test', '*.wild.test'].every(
+      (host) => counted(text, host) === 1,
+    );
+    if (all) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.equal(counted(text, 'b.example.test'), 1, text);
+  assert.equal(counted(text, 'c.example.test'), 1, text);
+  assert.equal(counted(text, 'a.example.test'), 0, "never under the block's first name");
+  assert.equal(counted(text, '*.wild.test'), 1);
 });

@@ -83,8 +83,13 @@ function render(routing: RoutingModel, ipv6 = false): string {
 }
 
 /** The server block that names `host` (server_name "host"), up to the next server. */
+/** The host's port-80 server block (its own, or the one it shares with other hosts that redirect), then its HTTPS one. */
 function serverBlocks(conf: string, host: string): string[] {
-  return conf.split(/\n {4}server \{\n/).filter((block) => block.includes(`server_name "${host}";`));
+  const blocks = conf.split(/\n {4}server \{\n/);
+  const own = (block: string): boolean => block.includes(`server_name "${host}";`);
+  const shared = (block: string): boolean =>
+    /^ {8}listen 80;$/m.test(block) && new RegExp(`^ {12}"${host.replace(/\./g, '\\.')}"$`, 'm').test(block);
+  return blocks.filter((block) => own(block) || shared(block));
 }
 
 test('SWARMGATE_ENABLE_HTTP3: off by default, a boolean, and what nginx-proxy users set instead of ENABLE_HTTP3', () => {
