@@ -7,6 +7,8 @@
 // unbalanced piece that does not parse, and the piece is then joined with the next one. So every element is
 // parsed by JSON.parse itself, whatever splits were tried.
 
+import { crc32 } from 'node:zlib';
+
 const SEPARATOR = Buffer.from('},{"');
 /** A piece this long without a separator that parses: give up splitting and parse the rest as one. */
 const MAX_PIECE = 8 * 2 ** 20;
@@ -20,9 +22,11 @@ const MAX_PIECE = 8 * 2 ** 20;
  * every write of it, and the Engine writes an object's `ID` and `Version` first (Go's field order). An element whose
  * first bytes name the ID and version of a remembered one, whose length is the same and which is followed by the
  * next element, is that element. As a safety net against an element that changed without a new version, each
- * element is parsed again at least every `fullParseEvery`-th read: in turns, a twelfth of the elements (by a hash
- * of their ID) each read. Every 12th read parsing everything (what this was) made that reconcile at 10,000 services
- * 1.4 s instead of 0.6 s, and held every task twice while it ran (the peak of the live set the GC sizes the heap by).
+ * element's bytes are checked against the CRC-32 they had when parsed at least every `fullParseEvery`-th read: in
+ * turns, a twelfth of the elements (by a hash of their ID) each read, and one whose bytes differ is parsed again.
+ * Every 12th read parsing everything (what this was) made that reconcile at 10,000 services 1.4 s instead of 0.6 s,
+ * and held every task twice while it ran (the peak of the live set the GC sizes the heap by); parsing a twelfth each
+ * read cost ~85 ms per read, the checksum of a twelfth (12 MB) a few.
  */
 export class ElementCache<T> {
   private last: ReadonlyMap<string, Remembered<T>> = new Map();
@@ -55,6 +59,8 @@ interface Remembered<T> {
   readonly id: string;
   readonly version: number;
   readonly length: number;
+  /** CRC-32 of the element's bytes as parsed (as a signed 32-bit number: it then needs no heap number). */
+  readonly crc: number;
   readonly item: T;
 }
 
@@ -86,7 +92,7 @@ export class CachedRead<T> {
   lookup(bytes: Buffer, start: number): Remembered<T> | null | typeof WAIT {
     if (this.last.size === 0) return null;
     const key = identify(bytes, start);
-    if (key === null || key.hash % this.every === this.turn) return null;
+    if (key === null) return null;
     const known = this.last.get(key.id);
     if (!known || known.version !== key.version) return null;
     const end = start + known.length;
@@ -97,6 +103,9 @@ export class CachedRead<T> {
       bytes[end] !== 0x2c ||
       bytes.toString('latin1', end + 1, end + 1 + ELEMENT_START.length) !== ELEMENT_START
     )
+      return null;
+    // Its turn: taken only if its bytes are still the ones parsed.
+    if (key.hash % this.every === this.turn && (crc32(bytes.subarray(start, end)) | 0) !== known.crc)
       return null;
     // Under the ID string the entry already holds: the one read from the bytes is garbage at once (100,000 tasks
     // kept a second copy of every ID, 3 MB).
@@ -112,7 +121,13 @@ export class CachedRead<T> {
     // The prefix must be what the parser read: the element's own ID and version, not a nested object's.
     const object = parsed as { ID?: unknown; Version?: { Index?: unknown } } | null;
     if (object?.ID !== key.id || object.Version?.Index !== key.version) return;
-    this.seen.set(object.ID, { id: object.ID, version: key.version, length: end - start, item });
+    this.seen.set(object.ID, {
+      id: object.ID,
+      version: key.version,
+      length: end - start,
+      crc: crc32(bytes.subarray(start, end)) | 0,
+      item,
+    });
   }
 
   /** The read ended whole: what it saw is what the next read may reuse (removed objects are forgotten). */
