@@ -91,21 +91,16 @@ export class CachedRead<T> {
    */
   lookup(bytes: Buffer, start: number): Remembered<T> | null | typeof WAIT {
     if (this.last.size === 0) return null;
-    const key = identify(bytes, start);
-    if (key === null) return null;
-    const known = this.last.get(key.id);
-    if (!known || known.version !== key.version) return null;
+    const id = identify(bytes, start);
+    if (id === null) return null;
+    const known = this.last.get(id);
+    if (!known || known.version !== identified.version) return null;
     const end = start + known.length;
     if (end + 1 + ELEMENT_START.length > bytes.length) return WAIT;
     // The element must end where it ended before, and the next element begin right there.
-    if (
-      bytes[end - 1] !== 0x7d ||
-      bytes[end] !== 0x2c ||
-      bytes.toString('latin1', end + 1, end + 1 + ELEMENT_START.length) !== ELEMENT_START
-    )
-      return null;
+    if (bytes[end - 1] !== 0x7d || bytes[end] !== 0x2c || !startsElement(bytes, end + 1)) return null;
     // Its turn: taken only if its bytes are still the ones parsed.
-    if (key.hash % this.every === this.turn && (crc32(bytes.subarray(start, end)) | 0) !== known.crc)
+    if (identified.hash % this.every === this.turn && (crc32(bytes.subarray(start, end)) | 0) !== known.crc)
       return null;
     // Under the ID string the entry already holds: the one read from the bytes is garbage at once (100,000 tasks
     // kept a second copy of every ID, 3 MB).
@@ -116,14 +111,14 @@ export class CachedRead<T> {
 
   /** An element parsed in full: remembered for the next read under the ID and version it begins with. */
   remember(bytes: Buffer, start: number, end: number, parsed: unknown, item: T): void {
-    const key = identify(bytes, start);
-    if (key === null) return;
+    const id = identify(bytes, start);
+    if (id === null) return;
     // The prefix must be what the parser read: the element's own ID and version, not a nested object's.
     const object = parsed as { ID?: unknown; Version?: { Index?: unknown } } | null;
-    if (object?.ID !== key.id || object.Version?.Index !== key.version) return;
+    if (object?.ID !== id || object.Version?.Index !== identified.version) return;
     this.seen.set(object.ID, {
       id: object.ID,
-      version: key.version,
+      version: identified.version,
       length: end - start,
       crc: crc32(bytes.subarray(start, end)) | 0,
       item,
@@ -145,12 +140,26 @@ const MAX_ID = 128;
 /** Enough bytes for the ID and version of any element the cache takes. */
 const PREFIX_BYTES = 200;
 
+const ELEMENT_START_BYTES = Buffer.from(ELEMENT_START, 'latin1');
+
+/** Whether the bytes at `at` are ELEMENT_START (compared in place: no string per element). */
+function startsElement(bytes: Buffer, at: number): boolean {
+  const end = at + ELEMENT_START_BYTES.length;
+  return (
+    end <= bytes.length && bytes.compare(ELEMENT_START_BYTES, 0, ELEMENT_START_BYTES.length, at, end) === 0
+  );
+}
+
+/** The version and ID hash of the element identify() last named (module state: no object per element). */
+const identified = { version: 0, hash: 0 };
+
 /**
- * The ID and version (`{"ID":"<ID>","Version":{"Index":<N>}`) of the element starting at `start`, read from the
- * bytes (no JSON parse, no string of the element), or null when it does not begin that way or more bytes are needed.
+ * The ID of the element starting at `start` (`{"ID":"<ID>","Version":{"Index":<N>}`), read from the bytes (no JSON
+ * parse, no string of the element), with its version and hash in `identified`; or null when it does not begin that
+ * way or more bytes are needed.
  */
-function identify(bytes: Buffer, start: number): { id: string; version: number; hash: number } | null {
-  if (bytes.toString('latin1', start, start + ELEMENT_START.length) !== ELEMENT_START) return null;
+function identify(bytes: Buffer, start: number): string | null {
+  if (!startsElement(bytes, start)) return null;
   const idStart = start + ELEMENT_START.length;
   let at = idStart;
   // FNV-1a of the ID's bytes: which read parses the element again (see ElementCache).
@@ -182,8 +191,10 @@ function identify(bytes: Buffer, start: number): { id: string; version: number; 
   if (end === digits || bytes[end] !== 0x7d) return null;
   // A leading zero is not how JSON writes a number: such an element is not one to take by its prefix.
   if (bytes[digits] === 0x30 && end - digits > 1) return null;
+  identified.version = version;
+  identified.hash = hash;
   // Swarm's IDs are short: one flat string, holding no larger one alive.
-  return { id: bytes.toString('latin1', idStart, at), version, hash };
+  return bytes.toString('latin1', idStart, at);
 }
 
 /** The hash identify() computes from an ID's bytes (IDs are ASCII), for tests that predict an element's turn. */
