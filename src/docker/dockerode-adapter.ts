@@ -191,16 +191,22 @@ export function slimService(item: unknown): RawService {
   const spec = raw.Spec;
   const template = spec?.TaskTemplate;
   const container = template?.ContainerSpec;
+  // The image is the same for many services, and Docker's stack label com.docker.stack.image repeats it: kept once.
+  const image = shared(container?.Image);
+  const labels = spec?.Labels;
+  if (labels && image !== undefined) {
+    for (const [name, value] of Object.entries(labels)) if (value === image) labels[name] = image;
+  }
   return {
     ID: raw.ID,
     CreatedAt: raw.CreatedAt,
     Version: raw.Version ? { Index: raw.Version.Index } : undefined,
     Spec: spec && {
       Name: spec.Name,
-      Labels: spec.Labels,
+      Labels: labels,
       Mode: spec.Mode,
       TaskTemplate: template && {
-        ContainerSpec: container && { Image: container.Image, Env: container.Env, Mounts: container.Mounts },
+        ContainerSpec: container && { Image: image, Env: container.Env, Mounts: container.Mounts },
         Networks: template.Networks?.map((network) => ({ Target: network.Target })),
       },
     },

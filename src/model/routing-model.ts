@@ -1726,11 +1726,14 @@ function routableServers(
   problems: Problem[],
 ): UpstreamServer[] {
   const servers: UpstreamServer[] = [];
-  const seen = new Set<string>();
+  // A set only for services with many tasks: for the usual few a scan of what is kept allocates nothing (10,000
+  // services made a set each per reconcile).
+  const seen = tasks.length > SCAN_UP_TO ? new Set<string>() : null;
   for (const task of tasks) {
     if (!isRoutable(task)) continue;
     const address = task.addresses.find((candidate) => candidate.networkName === route.network);
-    if (!address || address.ip === '' || seen.has(address.ip)) continue;
+    if (!address || address.ip === '') continue;
+    if (seen ? seen.has(address.ip) : servers.some((server) => server.ip === address.ip)) continue;
     // The edges' balancer takes dotted IPv4 (what Swarm overlays give tasks); any other task is left out alone.
     if (!IPV4.test(address.ip)) {
       problems.push({
@@ -1742,14 +1745,21 @@ function routableServers(
       });
       continue;
     }
-    seen.add(address.ip);
+    seen?.add(address.ip);
     servers.push({ ip: address.ip, port: route.port, taskId: task.id, nodeId: task.nodeId });
+  }
+  if (servers.length <= SCAN_UP_TO) {
+    // Few: sorted in place, keys computed in each comparison (no wrapper per server, no new arrays).
+    return servers.sort((a, b) => ipSortKey(a.ip) - ipSortKey(b.ip) || compareStrings(a.ip, b.ip));
   }
   return servers
     .map((server) => ({ server, sortKey: ipSortKey(server.ip) }))
     .sort((a, b) => a.sortKey - b.sortKey || compareStrings(a.server.ip, b.server.ip))
     .map((entry) => entry.server);
 }
+
+/** Up to this many tasks, a service's addresses are deduplicated and sorted without helper objects. */
+const SCAN_UP_TO = 32;
 
 /** "10.0.1.9" → its 32-bit number, so addresses sort numerically (computed once per address, no strings). */
 function ipSortKey(ip: string): number {

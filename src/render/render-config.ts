@@ -289,7 +289,7 @@ function renderPeers(model: RoutingModel, shape: string): string {
         service: upstream.service,
       });
     }
-    const members = upstream.servers.map((server) => {
+    for (const server of upstream.servers) {
       // The model routes IPv4 task addresses only (the edge's Lua reads nothing else); this guards that promise.
       if (!isPeerAddress(server.ip) || !isPeerPort(server.port)) {
         throw new SwarmgateError(
@@ -298,11 +298,9 @@ function renderPeers(model: RoutingModel, shape: string): string {
           { service: upstream.service },
         );
       }
-      return server.weight === undefined
-        ? { ip: server.ip, port: server.port }
-        : { ip: server.ip, port: server.port, weight: server.weight };
-    });
-    return { name: upstream.name, members };
+    }
+    // The servers are members as they are (ip, port, weight): no copy of 100,000 of them per reconcile.
+    return { name: upstream.name, members: upstream.servers };
   });
   // formatPeers parses what it wrote: the controller never publishes a peers.txt the edge's Lua would refuse.
   return formatPeers({ generation: shape, upstreams });

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { isSwarmgateError } from '../../src/errors.ts';
-import { BundleAnswers } from '../../src/publish/bundle-answers.ts';
+import { BundleAnswers, RECENT_BUNDLES } from '../../src/publish/bundle-answers.ts';
 import {
   applyEdits,
   assembleBundle,
@@ -174,4 +174,47 @@ test('BundleAnswers: one encoding per base and version, served to every edge; an
     [sha256(v1.files['nginx.conf'])]: v1.files['nginx.conf'],
   });
   assert.deepEqual(answers.files([{ name: 'nginx.conf', sha256: 'f'.repeat(64) }]), {});
+});
+
+test('BundleAnswers: older bundles are kept packed, one copy per distinct file, and still answer and serve files', () => {
+  const answers = new BundleAnswers();
+  const conf = 'server\n'.repeat(1000);
+  const bundles = Array.from({ length: RECENT_BUNDLES + 2 }, (_, n) => {
+    const files = {
+      'nginx.conf': conf,
+      'peers.txt': `generation x\n${'upstream b 10.0.1.1:80\n'.repeat(300)}upstream a 10.0.0.${n}:80\n`,
+    };
+    return { version: n + 1, fingerprint: fingerprintBundle(files), publishedAt: `t${n}`, files };
+  });
+  const [first, second, third] = bundles as [(typeof bundles)[0], (typeof bundles)[0], (typeof bundles)[0]];
+  answers.remember(first);
+  assert.equal(answers.packedBytes, 0, 'the newest bundle is the published strings');
+  answers.remember(second);
+  answers.remember(third);
+  // Two older bundles: their nginx.conf once, and each its own peers.txt.
+  assert.equal(
+    answers.packedBytes,
+    conf.length + first.files['peers.txt'].length + second.files['peers.txt'].length,
+  );
+  const delta = JSON.parse(
+    answers.encode(third, first.fingerprint, false).body.toString('utf8'),
+  ) as BundleAnswer;
+  assert.equal(delta.base, first.fingerprint);
+  assert.deepEqual(Object.keys(delta.files), ['peers.txt']);
+  assert.ok(
+    'edits' in (delta.files['peers.txt'] as object),
+    'an edit of the packed base, not the whole file',
+  );
+  const wanted = sha256(first.files['peers.txt']);
+  assert.deepEqual(answers.files([{ name: 'peers.txt', sha256: wanted }]), {
+    [wanted]: first.files['peers.txt'],
+  });
+  for (const bundle of bundles.slice(3)) answers.remember(bundle);
+  // The first two left the window: their peers.txt is let go, the shared nginx.conf is not.
+  const kept = bundles.slice(-RECENT_BUNDLES, -1);
+  assert.equal(
+    answers.packedBytes,
+    conf.length + kept.reduce((sum, bundle) => sum + bundle.files['peers.txt'].length, 0),
+  );
+  assert.deepEqual(answers.files([{ name: 'peers.txt', sha256: wanted }]), {});
 });

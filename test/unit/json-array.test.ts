@@ -140,18 +140,31 @@ test('json array cache: an element with the ID, version and length of the last r
   assert.equal(cache.reused, 2, 't2 and t1');
 });
 
-test('json array cache: an element changed without a new version is corrected by the periodic full parse', async () => {
-  const cache = new ElementCache<unknown>(3);
+test('json array cache: an element changed without a new version is parsed again within fullParseEvery reads, a share each read', async () => {
+  const every = 3;
+  const cache = new ElementCache<unknown>(every);
   const pad = 'x'.repeat(300);
-  const list = (state: string) => [swarmObject('a', 1, { state, pad }), swarmObject('b', 2, { pad })];
-  await readJsonArray(chunked(JSON.stringify(list('run')), []), same, cache); // read 0: full parse
-  // Same ID, version and length, other bytes: what the Engine never sends; until the full parse it is not seen.
-  const stale = await readJsonArray(chunked(JSON.stringify(list('new')), []), same, cache); // read 1
-  assert.deepEqual(stale, list('run'));
-  await readJsonArray(chunked(JSON.stringify(list('new')), []), same, cache); // read 2
-  const full = await readJsonArray(chunked(JSON.stringify(list('new')), []), same, cache); // read 3: full parse
-  assert.deepEqual(full, list('new'));
-  assert.equal(cache.reused, 0);
+  const ids = Array.from({ length: 30 }, (_, n) => `task${n}`);
+  const list = (state: string) => ids.map((id, n) => swarmObject(id, n + 1, { state, pad }));
+  await readJsonArray(chunked(JSON.stringify(list('run')), []), same, cache); // read 0: nothing to reuse
+  // Same IDs, versions and lengths, other bytes: what the Engine never sends; an element shows it on its turn only.
+  const fresh: number[] = [];
+  for (let read = 1; read <= every; read++) {
+    const items = (await readJsonArray(chunked(JSON.stringify(list('new')), []), same, cache)) as {
+      state: string;
+    }[];
+    fresh.push(items.filter((item) => item.state === 'new').length);
+  }
+  assert.equal(
+    fresh.at(-1),
+    ids.length,
+    `every element read again within ${every} reads (${fresh.join(', ')})`,
+  );
+  assert.ok((fresh[0] ?? 0) > 0 && (fresh[0] ?? 0) < ids.length, `a share on the first read (${fresh[0]})`);
+  assert.ok(
+    fresh.every((count, i) => i === 0 || count > (fresh[i - 1] ?? 0)),
+    `more each read (${fresh.join(', ')}): never all at once`,
+  );
 });
 
 test('json array cache: any sequence of lists with versions bumped on change, cut anywhere, reads as JSON.parse', async () => {
