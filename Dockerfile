@@ -44,9 +44,5 @@ RUN printf '#!/bin/sh\nexec node /app/src/main.js "$@"\n' > /usr/local/bin/swarm
 ENV NODE_ENV=production UV_THREADPOOL_SIZE=16 NODE_OPTIONS=--max-semi-space-size=2
 # 8443: the controller's HTTPS API; 8402: its ACME challenge listener (plain HTTP, tokens only).
 EXPOSE 80 443 8443 8402
-# --heap-growing-percent=100: V8 lets the old generation grow to 2x what a full GC found alive, not up to 4x. At
-# 10,000 services (~110 MB alive) that takes the controller's peak RSS from ~700-850 MiB to ~420-520 MiB, for about
-# a third more CPU per reconcile (more full GCs). It is a factor, not a cap: a larger swarm gets a larger heap.
-# Node refuses this flag in NODE_OPTIONS, so it is on the command line (bench:controller-scale runs with it too).
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "--heap-growing-percent=100", "/app/src/main.js"]
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/src/main.js"]
 CMD ["edge"]

@@ -4,8 +4,6 @@
 // real Docker adapter (snapshot → model → render → fingerprint; the first one cold, before the JIT), nginx -t on the
 // result, peak RSS, a storm of 500 service events in one second (publishes, and whether the final config is right),
 // and the controller's CPU while one service converges (the fast poll).
-// The npm script runs it with the image's node flags (--max-semi-space-size=2 from the Dockerfile's NODE_OPTIONS,
-// --heap-growing-percent=100 from its ENTRYPOINT); the controller processes inherit them.
 //   npm run bench:controller-scale [-- --smoke]
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
