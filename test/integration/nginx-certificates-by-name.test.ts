@@ -3,7 +3,8 @@
 // wildcard host gets its wildcard certificate, a Mozilla-Modern host takes TLS 1.3 only (before, nginx's per-server
 // ssl_protocols let TLS 1.2 through) while the others still take TLS 1.2, an unknown name and a client without SNI are refused (the default server's
 // placeholder certificate is never sent), a certificate whose key does not belong to it fails only its own host's
-// handshakes and the error log names it, and with SWARMGATE_DEFAULT_HOST the default host keeps its certificate
+// handshakes and the error log names it, with SWARMGATE_DEFAULT_CERT unknown names get that one, and with
+// SWARMGATE_DEFAULT_HOST the default host keeps its certificate
 // while the others get theirs.
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -54,6 +55,7 @@ const CERTIFICATES: Record<string, string> = {
   'c.example.test': 'c.example.test',
   'modern.example.test': 'modern.example.test',
   'wild-test': '*.wild.test',
+  fallback: 'fallback.invalid',
 };
 
 before(async () => {
@@ -126,6 +128,7 @@ function bundle(
   setup: LoopbackSetup,
   defaultHost: string | null = null,
   material: (name: string) => CertificateMaterial | undefined = (name) => pairs.get(name),
+  defaultCertificate: string | null = null,
 ): BundleFiles {
   const snapshot: Snapshot = {
     services: services().map((entry) => entry.service),
@@ -141,7 +144,7 @@ function bundle(
   const model = buildRoutingModel(snapshot, { networks: ['swarmgate'], certificates, defaultHost });
   const files = renderConfig(
     model,
-    { proxy: setup.proxy, generator: 'test', luaDir: REPO_LUA_DIR },
+    { proxy: setup.proxy, generator: 'test', luaDir: REPO_LUA_DIR, defaultCertificate },
     templates,
     material,
   );
@@ -297,6 +300,19 @@ test('with a default host, it keeps its certificate and answers unknown names; t
   });
   assert.deepEqual(await handshake(setup, 'x.wild.test'), { fingerprint: fingerprintOf('wild-test') });
   assert.equal(await httpsGet(setup, 'a.example.test'), '127.0.0.1');
+});
+
+test('with SWARMGATE_DEFAULT_CERT, unknown names and clients without SNI get it; every host still gets its own', async (t) => {
+  const { setup, files } = await started(t, (setup) => bundle(setup, null, undefined, 'fallback'));
+  assert.match(files['nginx.conf'] ?? '', /ssl_certificate "certs\/fallback\.crt";/);
+  assert.deepEqual(await handshake(setup, 'unknown.example.test'), {
+    fingerprint: fingerprintOf('fallback'),
+  });
+  assert.deepEqual(await handshake(setup, undefined), { fingerprint: fingerprintOf('fallback') });
+  assert.deepEqual(await handshake(setup, 'a.example.test'), {
+    fingerprint: fingerprintOf('a.example.test'),
+  });
+  assert.deepEqual(await handshake(setup, 'x.wild.test'), { fingerprint: fingerprintOf('wild-test') });
 });
 
 /** GET on nginx's port 80 for host: the status and Location. */
