@@ -1,11 +1,11 @@
 // Certificates picked by name during the handshake (lua/swarmgate/certificates.lua), in a real nginx on loopback with
-// bundles rendered from a model: each host gets its own certificate although its server block names none, a leading
-// wildcard host gets its wildcard certificate, a Mozilla-Modern host takes TLS 1.3 only (before, nginx's per-server
-// ssl_protocols let TLS 1.2 through) while the others still take TLS 1.2, an unknown name and a client without SNI are refused (the default server's
-// placeholder certificate is never sent), a certificate whose key does not belong to it fails only its own host's
-// handshakes and the error log names it, with SWARMGATE_DEFAULT_CERT unknown names get that one, and with
-// SWARMGATE_DEFAULT_HOST the default host keeps its certificate
-// while the others get theirs.
+// bundles rendered from a model: each host gets its own certificate although its server block names none; a leading
+// wildcard host gets its wildcard certificate; a Mozilla-Modern host takes TLS 1.3 only (before, nginx's per-server
+// ssl_protocols let TLS 1.2 through) while the others still take TLS 1.2; an unknown name and a client without SNI
+// are refused (the default server's placeholder certificate is never sent); a certificate whose key does not belong
+// to it fails only its own host's handshakes and the error log names it; with SWARMGATE_DEFAULT_CERT unknown names
+// get that one; with SWARMGATE_DEFAULT_HOST the default host keeps its certificate while the others get theirs. And
+// port 80 of the hosts that redirect, one shared server block: each host redirects to itself, counted under its name.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import https from 'node:https';
