@@ -19,7 +19,7 @@ local clienthello = require("ngx.ssl.clienthello")
 
 local M = {}
 
--- Host (exact or "*.domain") -> certificate name, from certificates.txt: read in the master at start and reload, so
+-- Host (exact or "*.domain") -> certificate name, or false for a name with a TLS context of its own, from certificates.txt: read in the master at start and reload, so
 -- every worker inherits it.
 local hosts = {}
 -- Certificate name -> { chain PEM, key PEM }, from certificates.pem.
@@ -75,11 +75,14 @@ function M.load(bundle_dir)
   end
   local loaded, tls13 = {}, {}
   for line in text:gmatch("([^\n]*)\n") do
-    local host, name, policy = line:match("^([%w%.%*%-]+) ([%w][%w_%.%-]*)( ?[%w%.]*)$")
-    if not host or (policy ~= "" and policy ~= " tls1.3") then
+    local host, name, policy = line:match("^([%w%.%*%-]+) ([%w_%.%-]+)( ?[%w%.]*)$")
+    if not host or (policy ~= "" and policy ~= " tls1.3") or not (name == "-" or name:match("^%w")) then
       error("swarmgate: certificates.txt: not \"host certificate [tls1.3]\": " .. line)
     end
-    if not texts[name] then
+    if name == "-" then
+      -- The name's server block has a TLS context of its own: nginx sets its certificate and protocols.
+      name = false
+    elseif not texts[name] then
       error("swarmgate: certificates.txt names certificate " .. name .. ", which certificates.pem lacks")
     end
     loaded[host] = name
@@ -92,18 +95,41 @@ function M.load(bundle_dir)
   modern = tls13
 end
 
+-- The name as nginx reads the client's server name before it looks for a server (ngx_http_validate_host): nothing
+-- from the first ":" on, lower case, one trailing dot dropped; "..", "/", a space or a control character make it no
+-- name (nginx then keeps the default server; an IPv6 literal is never a host here). Any other reading could leave a name that nginx gives a host's server block unmatched here,
+-- and the handshake would go on with the default server's placeholder certificate.
+local function nginx_name(name)
+  if name:find("[/%c ]") or name:find("..", 1, true) or name:sub(1, 1) == "[" then
+    return nil
+  end
+  local colon = name:find(":", 1, true)
+  if colon then
+    name = name:sub(1, colon - 1)
+  end
+  name = name:lower()
+  if name:sub(-1) == "." then
+    name = name:sub(1, -2)
+  end
+  if name == "" then
+    return nil
+  end
+  return name
+end
+M.nginx_name = nginx_name
+
 -- The certificate of the server nginx picked for this name: an exact host first, then the longest leading wildcard,
--- as nginx's server_name does.
+-- as nginx's server_name does. false: that server has a TLS context of its own (nginx's business), nil: none.
 local function certificate_for(server_name)
   local name = hosts[server_name]
-  if name then
+  if name ~= nil then
     return name, server_name
   end
   local dot = server_name:find(".", 1, true)
   while dot do
     local wildcard = "*" .. server_name:sub(dot)
     name = hosts[wildcard]
-    if name then
+    if name ~= nil then
       return name, wildcard
     end
     dot = server_name:find(".", dot + 1, true)
@@ -137,7 +163,10 @@ function M.select()
   if not server_name then
     return
   end
-  server_name = server_name:lower():gsub("%.$", "")
+  server_name = nginx_name(server_name)
+  if not server_name then
+    return
+  end
   local name, host = certificate_for(server_name)
   if not name then
     return

@@ -1,8 +1,9 @@
 // Operator certificates: Docker secrets mounted into the controller as NAME.crt (chain) and NAME.key, e.g.
 //   secrets: [{ source: shop_crt, target: shop.example.com.crt }, { source: shop_key, target: shop.example.com.key }]
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { certificatePairProblem } from '../render/certificate-pairs.ts';
 
 export interface LoadedCertificate {
   readonly name: string;
@@ -47,9 +48,10 @@ export async function readUserCertificates(
       const certificatePem = await readFile(path.join(dir, entry), 'utf8');
       const privateKeyPem = await readFile(path.join(dir, `${name}.key`), 'utf8');
       const { domains, notBefore, notAfter } = describeCertificate(certificatePem);
-      const certificate = new X509Certificate(certificatePem);
-      if (!certificate.checkPrivateKey(createPrivateKey(privateKeyPem))) {
-        problems.push({ name, reason: `${name}.key does not belong to ${name}.crt` });
+      // As OpenSSL in nginx loads it (the whole chain, security level 2): nginx -t no longer reads most certificates.
+      const unusable = certificatePairProblem(certificatePem, privateKeyPem);
+      if (unusable) {
+        problems.push({ name, reason: `${name}.crt/${name}.key: ${unusable}` });
         continue;
       }
       certificates.push({ name, domains, certificatePem, privateKeyPem, notBefore, notAfter });

@@ -2,28 +2,39 @@
 // handshake, lua/swarmgate/certificates.lua): each certificate parses, its key parses, and the key belongs to it.
 // The controller checks a certificate before it is used, the edge agent checks every bundle before applying it.
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import type { BundleFiles } from './render-config.ts';
 import {
   CERTIFICATE_PEMS_FILE,
   CERTIFICATES_FILE,
+  OWN_CONTEXT,
   parseCertificatePems,
   parseCertificates,
 } from './certificates-text.ts';
 
-/** Why this chain and key cannot serve a handshake, or null when they can. */
+/**
+ * Why this chain and key cannot serve a handshake, or null when they can. OpenSSL loads them as nginx would: every
+ * certificate of the chain, the key against the first, and Debian's security level 2 (an RSA key under 2,048 bits,
+ * a SHA-1 signature: nginx -t refused those, so this must too).
+ */
 export function certificatePairProblem(certificatePem: string, privateKeyPem: string): string | null {
-  let certificate: X509Certificate;
   try {
-    certificate = new X509Certificate(certificatePem);
+    new X509Certificate(certificatePem);
   } catch (error) {
     return `the certificate does not parse: ${(error as Error).message}`;
   }
   try {
-    if (!certificate.checkPrivateKey(createPrivateKey(privateKeyPem))) {
-      return 'the key does not belong to the certificate';
-    }
+    createPrivateKey(privateKeyPem);
   } catch (error) {
     return `the key does not parse: ${(error as Error).message}`;
+  }
+  try {
+    createSecureContext({ cert: certificatePem, key: privateKeyPem, ciphers: 'DEFAULT:@SECLEVEL=2' });
+  } catch (error) {
+    const message = (error as Error).message;
+    return /key values mismatch/i.test(message)
+      ? 'the key does not belong to the certificate'
+      : `OpenSSL refuses the pair: ${message}`;
   }
   return null;
 }
@@ -41,7 +52,8 @@ export function bundleCertificatesProblem(files: BundleFiles, checked: Set<strin
   if (!parsed.ok) return `${CERTIFICATES_FILE}: ${parsed.reason}`;
   const pems = parseCertificatePems(pemText ?? '');
   if (!pems.ok) return `${CERTIFICATE_PEMS_FILE}: ${pems.reason}`;
-  for (const name of new Set(parsed.entries.map((entry) => entry.certificate))) {
+  const named = parsed.entries.map((entry) => entry.certificate).filter((name) => name !== OWN_CONTEXT);
+  for (const name of new Set(named)) {
     const pem = pems.pems.get(name);
     if (pem === undefined)
       return `${CERTIFICATES_FILE} names certificate ${name}, which ${CERTIFICATE_PEMS_FILE} lacks`;

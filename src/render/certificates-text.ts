@@ -11,6 +11,7 @@
 //   certificates.txt = *( name " " certificate [ " tls1.3" ] "\n" )   sorted by name, a name appears once
 //   name             = a lowercase DNS name, or "*." and one (a leading wildcard, as in server_name)
 //   certificate      = [A-Za-z0-9] *127( A-Z / a-z / 0-9 / "_" / "." / "-" )   a section of certificates.pem
+//                    / "-"   the name's server block has a TLS context of its own: the Lua leaves it to nginx
 //   " tls1.3"        = SSL_POLICY=Mozilla-Modern: the Lua allows only TLS 1.3 for this name. It must be set while the
 //                      client hello is read: nginx's per-server ssl_protocols comes after OpenSSL chose the version
 //                      (with the default server's protocols), so it never refused TLS 1.2 for a host by name.
@@ -31,6 +32,15 @@ export interface CertificatePem {
 }
 
 const withNewline = (text: string): string => (text.endsWith('\n') ? text : `${text}\n`);
+
+/**
+ * Whether a pair can be a section of certificates.pem: no line of it reads "key" or "end". OpenSSL skips such text
+ * between PEM blocks, so an operator's file may hold it; that certificate then stays in a file of its own.
+ */
+export function fitsCertificatePems(pem: Omit<CertificatePem, 'name'>): boolean {
+  const lines = `${pem.certificatePem}\n${pem.privateKeyPem}`.split(/\r?\n/);
+  return !lines.includes('key') && !lines.includes('end');
+}
 
 export function formatCertificatePems(pems: readonly CertificatePem[]): string {
   let text = '';
@@ -106,6 +116,9 @@ export function isCertificateName(name: string): boolean {
   return CERTIFICATE.test(name);
 }
 
+/** certificates.txt's mark for a name whose server block keeps its own TLS context. */
+export const OWN_CONTEXT = '-';
+
 /** A host the Lua can pick a certificate for by the name a client asks for (exact or a leading wildcard). */
 export function isCertificateHost(host: string): boolean {
   return host.length <= 253 && NAME.test(host);
@@ -116,7 +129,13 @@ export function formatCertificates(entries: readonly CertificateEntry[]): string
   let text = '';
   let previous: string | null = null;
   for (const { name, certificate, tls13Only } of sorted) {
-    if (!isCertificateHost(name) || !isCertificateName(certificate) || name === previous) {
+    const own = certificate === OWN_CONTEXT;
+    if (
+      !isCertificateHost(name) ||
+      !(own || isCertificateName(certificate)) ||
+      (own && tls13Only) ||
+      name === previous
+    ) {
       throw new SwarmgateError('ERR_TEMPLATE', `${CERTIFICATES_FILE}: cannot list ${name} → ${certificate}`);
     }
     previous = name;
@@ -147,7 +166,7 @@ export function parseCertificates(text: string): CertificatesParse {
     }
     if (!isCertificateHost(name))
       return { ok: false, reason: `line ${index + 1}: ${name} is not a host name` };
-    if (!isCertificateName(certificate)) {
+    if (certificate === OWN_CONTEXT ? policy !== undefined : !isCertificateName(certificate)) {
       return { ok: false, reason: `line ${index + 1}: ${certificate} is not a certificate name` };
     }
     const previous = entries.at(-1);

@@ -12,6 +12,7 @@ import type { VirtualServer } from '../model/routing-model.ts';
 import {
   CERTIFICATE_PEMS_FILE,
   CERTIFICATES_FILE,
+  fitsCertificatePems,
   formatCertificatePems,
   formatCertificates,
   isCertificateHost,
@@ -188,7 +189,7 @@ export function renderConfig(
     files[`certs/${name}.key`] = material.privateKeyPem;
   }
   if (certificateEntries.length > 0) {
-    files[CERTIFICATES_FILE] = formatCertificates(certificateEntries);
+    files[CERTIFICATES_FILE] = formatCertificates([...certificateEntries, ...ownContexts(model, byName)]);
     files[CERTIFICATE_PEMS_FILE] = formatCertificatePems(
       [...new Set(certificateEntries.map((entry) => entry.certificate))].flatMap((name) => {
         const material = certificates(name);
@@ -231,6 +232,23 @@ function redirectGroups(servers: readonly VirtualServer[]): { httpsPort: number 
 }
 
 /**
+ * The HTTPS names whose server block keeps a TLS context of its own, listed so the Lua stops at them as nginx does
+ * (certificate "-"): without them a leading wildcard picked by name would put its certificate, or its TLS 1.3 limit,
+ * on a handshake nginx then moves to this name's own context (the certificate is replaced then, the limit is not).
+ */
+function ownContexts(model: RoutingModel, byName: ReadonlySet<string>): CertificateEntry[] {
+  const names = [
+    ...model.servers
+      .filter((server) => server.tls.https && server.tls.certificate !== null && server.host.kind !== 'regex')
+      .map((server) => server.host.value),
+    ...(model.adminServer?.certificate ? [model.adminServer.host] : []),
+  ];
+  return [...new Set(names)]
+    .filter((name) => !byName.has(name) && isCertificateHost(name))
+    .map((name) => ({ name, certificate: '-', tls13Only: false }));
+}
+
+/**
  * The HTTPS hosts whose certificate nginx picks by name during the handshake (lua/swarmgate/certificates.lua)
  * instead of loading it at every reload. Their server blocks have no TLS context of their own, so a handshake for
  * them runs in the default server's context and its client hello callback, which also limits a Mozilla-Modern
@@ -244,6 +262,10 @@ function certificatesByName(model: RoutingModel, certificates: CertificateLookup
   const defaultServer = model.servers.find((server) => server.isDefault && server.tls.https);
   if (defaultServer && (defaultServer.tls.sslPolicy === 'Mozilla-Modern' || defaultServer.tls.http3))
     return [];
+  const fitsOneFile = (name: string): boolean => {
+    const material = certificates(name);
+    return material !== undefined && fitsCertificatePems(material);
+  };
   const byName = (server: VirtualServer): boolean =>
     server.tls.https &&
     server.tls.certificate !== null &&
@@ -251,7 +273,7 @@ function certificatesByName(model: RoutingModel, certificates: CertificateLookup
     !server.tls.http3 &&
     server.host.kind !== 'regex' &&
     isCertificateHost(server.host.value) &&
-    certificates(server.tls.certificate) !== undefined;
+    fitsOneFile(server.tls.certificate);
   // nginx serves a name that two server blocks share with the first one (and warns): so does the Lua.
   const seen = new Set<string>();
   return model.servers.flatMap((server) =>

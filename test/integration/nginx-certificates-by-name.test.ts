@@ -129,10 +129,11 @@ function bundle(
   defaultHost: string | null = null,
   material: (name: string) => CertificateMaterial | undefined = (name) => pairs.get(name),
   defaultCertificate: string | null = null,
+  entries: ReturnType<typeof service>[] = services(),
 ): BundleFiles {
   const snapshot: Snapshot = {
-    services: services().map((entry) => entry.service),
-    tasks: services().map((entry) => entry.task),
+    services: entries.map((entry) => entry.service),
+    tasks: entries.map((entry) => entry.task),
     networks: [],
     nodes: [],
   };
@@ -175,23 +176,29 @@ function handshake(
   });
 }
 
-function httpsGet(setup: LoopbackSetup, host: string): Promise<string> {
+/** GET / over HTTPS: the body, or the status when it is not 200. `servername` may differ from the Host sent. */
+function httpsGet(
+  setup: LoopbackSetup,
+  host: string,
+  { servername = host, ...options }: { servername?: string } & https.RequestOptions = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
     https
       .get(
         {
           host: '127.0.0.1',
           port: setup.tlsPort,
-          servername: host,
+          servername,
           headers: { host },
           rejectUnauthorized: false,
           agent: false,
+          ...options,
         },
         (res) => {
           let body = '';
           res.setEncoding('utf8');
           res.on('data', (chunk: string) => (body += chunk));
-          res.on('end', () => resolve(body));
+          res.on('end', () => resolve(res.statusCode === 200 ? body : String(res.statusCode)));
         },
       )
       .on('error', reject);
@@ -288,7 +295,8 @@ test('a certificate whose key does not belong to it fails only its own host, and
 
 test('with a default host, it keeps its certificate and answers unknown names; the others get theirs', async (t) => {
   const { setup, files } = await started(t, (setup) => bundle(setup, 'c.example.test'));
-  assert.doesNotMatch(files[CERTIFICATES_FILE] ?? '', /^c\.example\.test /m);
+  // The default host keeps its certificate in its own server block: listed so the Lua leaves its name to nginx.
+  assert.match(files[CERTIFICATES_FILE] ?? '', /^c\.example\.test -$/m);
   assert.deepEqual(await handshake(setup, 'c.example.test'), {
     fingerprint: fingerprintOf('c.example.test'),
   });
@@ -312,6 +320,56 @@ test('with SWARMGATE_DEFAULT_CERT, unknown names and clients without SNI get it;
   assert.deepEqual(await handshake(setup, 'a.example.test'), {
     fingerprint: fingerprintOf('a.example.test'),
   });
+  assert.deepEqual(await handshake(setup, 'x.wild.test'), { fingerprint: fingerprintOf('wild-test') });
+});
+
+test("a name as nginx reads it (port suffix, case, trailing dot) gets its host's certificate, never the placeholder", async (t) => {
+  const { setup } = await started(t, (setup) => bundle(setup));
+  // nginx cuts the client's server name at ":" and drops a trailing dot before it picks a server; the Lua did not,
+  // and the handshake went on with the default server's placeholder (a.example.test's certificate here).
+  for (const [servername, certificate] of [
+    ['b.example.test:443', 'b.example.test'],
+    ['B.EXAMPLE.TEST.:1', 'b.example.test'],
+    ['x.wild.test:9', 'wild-test'],
+  ] as const) {
+    assert.deepEqual(
+      await handshake(setup, servername),
+      { fingerprint: fingerprintOf(certificate) },
+      servername,
+    );
+  }
+  assert.ok('error' in (await handshake(setup, 'unknown.example.test:1')));
+  const tls12 = { maxVersion: 'TLSv1.2', minVersion: 'TLSv1.2' } as const;
+  assert.ok('error' in (await handshake(setup, 'modern.example.test:1', tls12)), 'Modern by any spelling');
+});
+
+test('Mozilla-Modern: a request that reaches the host over a TLS 1.2 connection made for another name gets 421', async (t) => {
+  const { setup } = await started(t, (setup) => bundle(setup));
+  const tls12 = { maxVersion: 'TLSv1.2', minVersion: 'TLSv1.2' } as const;
+  // Before, the handshake for a.example.test chose TLS 1.2, and the request for modern.example.test went through.
+  assert.equal(
+    await httpsGet(setup, 'modern.example.test', { servername: 'a.example.test', ...tls12 }),
+    '421',
+  );
+  assert.equal(await httpsGet(setup, 'a.example.test', tls12), '127.0.0.1');
+  assert.equal(await httpsGet(setup, 'modern.example.test'), '127.0.0.4');
+});
+
+test('a Modern wildcard picked by name leaves TLS 1.2 to a name under it whose server block has its own context', async (t) => {
+  const entries = [
+    service('wild', { VIRTUAL_HOST: '*.wild.test', SSL_POLICY: 'Mozilla-Modern' }, 2),
+    service('www', { VIRTUAL_HOST: 'www.wild.test' }, 0),
+  ];
+  const { setup, files } = await started(t, (setup) =>
+    bundle(setup, 'www.wild.test', undefined, null, entries),
+  );
+  assert.equal(files[CERTIFICATES_FILE], '*.wild.test wild-test tls1.3\nwww.wild.test -\n');
+  const tls12 = { maxVersion: 'TLSv1.2', minVersion: 'TLSv1.2' } as const;
+  // The default host (its own context, Intermediate) takes TLS 1.2; before, the wildcard's limit reached it.
+  assert.deepEqual(await handshake(setup, 'www.wild.test', tls12), {
+    fingerprint: fingerprintOf('wild-test'),
+  });
+  assert.ok('error' in (await handshake(setup, 'x.wild.test', tls12)));
   assert.deepEqual(await handshake(setup, 'x.wild.test'), { fingerprint: fingerprintOf('wild-test') });
 });
 

@@ -3,10 +3,14 @@
 // belonging to the certificate; a pair found sound before is not checked again.
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import { bundleCertificatesProblem, certificatePairProblem } from '../../src/render/certificate-pairs.ts';
 import {
+  fitsCertificatePems,
   formatCertificatePems,
   formatCertificates,
   parseCertificatePems,
@@ -36,6 +40,23 @@ test('certificates.txt: sorted, one line per host, the TLS 1.3 mark kept; parse 
     entries: [...entries].sort((a, b) => (a.name < b.name ? -1 : 1)),
   });
   assert.deepEqual(parseCertificates(''), { ok: true, entries: [] });
+  // "-": the name's server block has a TLS context of its own; the Lua leaves it to nginx.
+  const own = 'a.example.com -\nb.example.com site\n';
+  assert.equal(
+    formatCertificates([
+      { name: 'b.example.com', certificate: 'site', tls13Only: false },
+      { name: 'a.example.com', certificate: '-', tls13Only: false },
+    ]),
+    own,
+  );
+  assert.deepEqual(parseCertificates(own), {
+    ok: true,
+    entries: [
+      { name: 'a.example.com', certificate: '-', tls13Only: false },
+      { name: 'b.example.com', certificate: 'site', tls13Only: false },
+    ],
+  });
+  assert.equal(parseCertificates('a.example.com - tls1.3\n').ok, false, 'nginx sets its own protocols there');
 });
 
 test('certificates.txt: what the Lua must never see is refused, with the line', () => {
@@ -66,8 +87,40 @@ test('certificates.txt: what the Lua must never see is refused, with the line', 
   );
 });
 
-test('a pair is sound when both parse and the key belongs to the certificate', () => {
+test('a pair is sound when OpenSSL loads it as nginx would: the key belongs, the whole chain parses, security level 2', () => {
   assert.equal(certificatePairProblem(chain, key), null);
+  // nginx -t refused both of these ("ee key too small", a damaged intermediate); a lighter check took them.
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'swarmgate-weak-'));
+  try {
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:1024',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=weak',
+        '-keyout',
+        path.join(dir, 'weak.key'),
+        '-out',
+        path.join(dir, 'weak.crt'),
+      ],
+      { stdio: 'ignore' },
+    );
+    const weak = certificatePairProblem(
+      readFileSync(path.join(dir, 'weak.crt'), 'utf8'),
+      readFileSync(path.join(dir, 'weak.key'), 'utf8'),
+    );
+    assert.match(weak ?? '', /^OpenSSL refuses the pair: .*key too small/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const damagedIntermediate = `${chain}-----BEGIN CERTIFICATE-----\nMIIBpDCCAUugAwIBAgIU\n-----END CERTIFICATE-----\n`;
+  assert.match(certificatePairProblem(damagedIntermediate, key) ?? '', /^OpenSSL refuses the pair: /);
   assert.equal(certificatePairProblem(chain, otherKey), 'the key does not belong to the certificate');
   assert.match(certificatePairProblem('not a certificate', key) ?? '', /^the certificate does not parse/);
   assert.match(certificatePairProblem(chain, 'not a key') ?? '', /^the key does not parse/);
@@ -101,9 +154,15 @@ test('certificates.pem: one section per certificate, sorted; parse gives back th
   );
 });
 
+test('a pair with a line "key" or "end" between its PEM blocks stays a file of its own, never a section', () => {
+  assert.equal(fitsCertificatePems({ certificatePem: chain, privateKeyPem: key }), true);
+  assert.equal(fitsCertificatePems({ certificatePem: `${chain}end\n`, privateKeyPem: key }), false);
+  assert.equal(fitsCertificatePems({ certificatePem: chain, privateKeyPem: `key\r\n${key}` }), false);
+});
+
 test('a bundle: its certificates.txt, the certificates.pem sections it names and their pairs; a pair found sound is remembered, an unsound one never', () => {
   const files = {
-    'certificates.txt': 'a.example.com site\nb.example.com site\n',
+    'certificates.txt': 'a.example.com site\nb.example.com site\nc.example.com -\n',
     'certificates.pem': formatCertificatePems([{ name: 'site', certificatePem: chain, privateKeyPem: key }]),
   };
   const sound = new Set<string>();
