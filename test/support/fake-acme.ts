@@ -27,9 +27,11 @@ export class FakeAcme implements AcmePort {
   }
 }
 
+/** A self-signed certificate and its key, made by openssl; `key` names another kind (e.g. a weak 'rsa:1024'). */
 export function selfSigned(
   domains: readonly string[],
   days: number,
+  key: 'ec' | 'rsa:1024' = 'ec',
 ): { certificatePem: string; privateKeyPem: string } {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'swarmgate-cert-'));
   try {
@@ -39,9 +41,7 @@ export function selfSigned(
         'req',
         '-x509',
         '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
+        ...(key === 'ec' ? ['ec', '-pkeyopt', 'ec_paramgen_curve:P-256'] : [key]),
         '-nodes',
         '-days',
         String(days),

@@ -3,11 +3,9 @@
 // belonging to the certificate; a pair found sound before is not checked again.
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { selfSigned } from '../support/fake-acme.ts';
 import { bundleCertificatesProblem, certificatePairProblem } from '../../src/render/certificate-pairs.ts';
 import {
   fitsCertificatePems,
@@ -90,35 +88,11 @@ test('certificates.txt: what the Lua must never see is refused, with the line', 
 test('a pair is sound when OpenSSL loads it as nginx would: the key belongs, the whole chain parses, security level 2', () => {
   assert.equal(certificatePairProblem(chain, key), null);
   // nginx -t refused both of these ("ee key too small", a damaged intermediate); a lighter check took them.
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'swarmgate-weak-'));
-  try {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:1024',
-        '-nodes',
-        '-days',
-        '2',
-        '-subj',
-        '/CN=weak',
-        '-keyout',
-        path.join(dir, 'weak.key'),
-        '-out',
-        path.join(dir, 'weak.crt'),
-      ],
-      { stdio: 'ignore' },
-    );
-    const weak = certificatePairProblem(
-      readFileSync(path.join(dir, 'weak.crt'), 'utf8'),
-      readFileSync(path.join(dir, 'weak.key'), 'utf8'),
-    );
-    assert.match(weak ?? '', /^OpenSSL refuses the pair: .*key too small/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const weak = selfSigned(['weak.example.com'], 2, 'rsa:1024');
+  assert.match(
+    certificatePairProblem(weak.certificatePem, weak.privateKeyPem) ?? '',
+    /^OpenSSL refuses the pair: .*key too small/,
+  );
   const damagedIntermediate = `${chain}-----BEGIN CERTIFICATE-----\nMIIBpDCCAUugAwIBAgIU\n-----END CERTIFICATE-----\n`;
   assert.match(certificatePairProblem(damagedIntermediate, key) ?? '', /^OpenSSL refuses the pair: /);
   assert.equal(certificatePairProblem(chain, otherKey), 'the key does not belong to the certificate');
