@@ -15,12 +15,22 @@ FROM node:24-trixie-slim
 # nginx from Debian trixie (1.26: http2, http3, realip, auth_request) with its Lua module (the balancer that takes
 # new task addresses without a reload), and its stream module with njs 0.8 (TCP ports and TLS passthrough, whose
 # balancer is njs: Debian has no Lua for stream); tini reaps nginx and forwards signals; curl is the stack's health
-# probe; iproute2's ss finds and cuts the edge's connections to tasks on a dead node (src/edge/stuck-connections.ts).
+# probe; iproute2's ss finds and cuts the edge's connections to tasks on a dead node (src/edge/stuck-connections.ts);
+# openssl makes the placeholder certificate below.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nginx libnginx-mod-http-lua libnginx-mod-stream \
-      libnginx-mod-stream-js ca-certificates tini curl iproute2 \
+      libnginx-mod-stream-js ca-certificates tini curl iproute2 openssl \
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \
  && mkdir -p /var/lib/swarmgate /var/cache/swarmgate
+
+# The default server of 443 holds this certificate while hosts' certificates are picked by name (nginx wants one
+# there); it is never sent. Self-signed for a name that cannot exist, made here, so each image build has its own key,
+# and root's only like every key the edge holds.
+RUN mkdir -p /app/tls \
+ && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 36500 \
+      -subj /CN=swarmgate-placeholder.invalid -keyout /app/tls/placeholder.key -out /app/tls/placeholder.crt \
+      2>/dev/null \
+ && chmod 600 /app/tls/placeholder.key
 
 WORKDIR /app
 COPY package.json package-lock.json ./

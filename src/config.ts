@@ -35,6 +35,13 @@ export interface ProxySettings {
   readonly upstreamKeepalive: number;
   /** The edge nginx's local socket where the agent posts new task addresses (peers.txt) without a reload. */
   readonly peersSocket: string;
+  /**
+   * The certificate the default server of 443 holds while hosts' certificates are picked by name: nginx wants one
+   * there, and it is never sent. Self-signed for swarmgate-placeholder.invalid, made when the image is built (the
+   * Dockerfile), at the same path in the controller (its nginx -t) and every edge; tests point it at a fixture.
+   */
+  readonly placeholderCertFile: string;
+  readonly placeholderKeyFile: string;
   /** Shared memory for the posted peers, and the most a post may carry. */
   readonly peersMemory: string;
   /** Shared memory for the traffic counters (lua/swarmgate/metrics.lua); full, it drops the least recently used. */
@@ -80,6 +87,9 @@ export interface ProxySettings {
 
 /** Rendered into every edge config by the controller and used by every edge agent, so it is fixed, not set. */
 export const EDGE_PEERS_SOCKET = '/run/swarmgate-nginx-peers.sock';
+/** Made by the Dockerfile; see ProxySettings.placeholderCertFile. */
+export const IMAGE_PLACEHOLDER_CERT_FILE = '/app/tls/placeholder.crt';
+export const IMAGE_PLACEHOLDER_KEY_FILE = '/app/tls/placeholder.key';
 
 export interface TlsConfig {
   readonly acme: {
@@ -505,6 +515,8 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     workerProcesses: readWorkerProcesses(reader),
     upstreamKeepalive: reader.integer('SWARMGATE_UPSTREAM_KEEPALIVE', 64, 1, 4096),
     peersSocket: EDGE_PEERS_SOCKET,
+    placeholderCertFile: IMAGE_PLACEHOLDER_CERT_FILE,
+    placeholderKeyFile: IMAGE_PLACEHOLDER_KEY_FILE,
     // 2,000 services with 10 tasks each make a peers.txt of about 0.5 MiB.
     peersMemory: '16m',
     // About 150 bytes an entry: 16 MiB hold ~100,000 series (2,000 services with 10 tasks each need ~60,000).

@@ -151,7 +151,6 @@ export function renderConfig(
     redirectGroups: redirectGroups(model.servers),
     // certificates.txt: the Lua picks these hosts' certificates during the handshake (see certificatesByName).
     certificatesByName: certificateEntries.length > 0,
-    anchorCertificate: certificateEntries[0]?.certificate ?? null,
     upstreams: model.upstreams,
     balancerOptions: options,
     healthChecks: model.upstreams.some((upstream) => upstream.health && probeTargets.has(upstream.name)),
@@ -168,7 +167,6 @@ export function renderConfig(
     }
   }
   // Files only for the certificates nginx.conf names (ssl_certificate); the ones picked by name go in one file.
-  const anchor = certificateEntries[0]?.certificate;
   const named = new Set([
     ...model.servers.flatMap((server) =>
       server.tls.https && server.tls.certificate !== null && !byName.has(server.host.value)
@@ -177,10 +175,6 @@ export function renderConfig(
     ),
     ...(model.adminServer?.certificate ? [model.adminServer.certificate] : []),
     ...(defaultCertificate ? [defaultCertificate] : []),
-    // The catch-all's placeholder (see the template): only when there is no default server of a service's own.
-    ...(anchor && !defaultCertificate && !model.servers.some((server) => server.isDefault && server.tls.https)
-      ? [anchor]
-      : []),
   ]);
   for (const name of [...named].sort()) {
     const material = certificates(name);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { defaultProxySettings } from '../../src/config.ts';
 import { createNginxValidator } from '../../src/nginx/nginx-validator.ts';
-import { REPO_NJS_DIR, TEST_CHANNEL_CERT_FILE } from '../support/loopback-nginx.ts';
+import { REPO_NJS_DIR, TEST_CHANNEL_CERT_FILE, TEST_PLACEHOLDER_KEY_FILE } from '../support/loopback-nginx.ts';
 import { IMAGE_NJS_DIR } from '../../src/render/render-config.ts';
 import { goldenText, loadSnapshot, renderCase } from '../support/golden.ts';
 import type { GoldenSettings } from '../support/golden.ts';
@@ -41,11 +41,13 @@ for (const name of readdirSync(casesDir).sort()) {
     const again = renderCase(snapshot, settings);
     assert.equal(goldenText(again.model, again.files), actual, 'rendering twice gave different bytes');
 
-    // The goldens show the production path of the channel certificate; nginx -t loads it, so point it at a file
-    // this machine has.
+    // The goldens show the production paths of the channel certificate and the placeholder; nginx -t loads them, so
+    // point them at files this machine has.
     // The same for the stream balancer's njs (js_import compiles it during nginx -t): the repository's copy.
     const conf = (files['nginx.conf'] ?? '')
       .replaceAll(defaultProxySettings().channelCertFile, TEST_CHANNEL_CERT_FILE)
+      .replaceAll(defaultProxySettings().placeholderCertFile, TEST_CHANNEL_CERT_FILE)
+      .replaceAll(defaultProxySettings().placeholderKeyFile, TEST_PLACEHOLDER_KEY_FILE)
       .replaceAll(`js_path "${IMAGE_NJS_DIR}";`, `js_path "${REPO_NJS_DIR}";`);
     const quic = /^\s*listen \S+ quic\b/m.test(conf);
     const withoutQuic = quic && !nginxHasHttp3;

@@ -28,7 +28,15 @@ import { fingerprintBundle, IMAGE_LUA_DIR } from '../../src/render/render-config
 import { makeChannelKeyPair } from '../support/channel-tls.ts';
 import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
-import { freePort, loopbackConf, NGINX_BINARY, REPO_LUA_DIR, withConf } from '../support/loopback-nginx.ts';
+import {
+  freePort,
+  loopbackConf,
+  NGINX_BINARY,
+  REPO_LUA_DIR,
+  TEST_CHANNEL_CERT_FILE,
+  TEST_PLACEHOLDER_KEY_FILE,
+  withConf,
+} from '../support/loopback-nginx.ts';
 import type { LoopbackSetup } from '../support/loopback-nginx.ts';
 import { waitUntil } from '../support/wait.ts';
 
@@ -262,7 +270,12 @@ before(async () => {
     stateDir,
     listenPort: await freePort(),
     tlsPort: await freePort(),
-    proxy: readControllerConfig({}).proxy,
+    // The image's placeholder certificate (the default server of 443) is the test certificate here.
+    proxy: {
+      ...readControllerConfig({}).proxy,
+      placeholderCertFile: TEST_CHANNEL_CERT_FILE,
+      placeholderKeyFile: TEST_PLACEHOLDER_KEY_FILE,
+    },
     pidFile: path.join(stateDir, 'nginx.pid'),
     errorLog: path.join(stateDir, 'error.log'),
   };

@@ -33,7 +33,6 @@ const ADMIN_TOKEN = 'delta-test-admin-token-0123456789';
 const EDGE_TOKEN = 'delta-test-edge-token-0123456789';
 const HOST = 'web.example.com';
 const CERT = `certs/${HOST}.crt`;
-const KEY = `certs/${HOST}.key`;
 
 type KeyPair = ChannelKeyPair & { remove: () => Promise<void> };
 let channelTls: KeyPair;
@@ -128,7 +127,7 @@ async function edgeOn(port: number, stateDir?: string): Promise<Edge> {
     transfers,
     async served() {
       const files: Record<string, string> = {};
-      for (const name of ['nginx.conf', 'peers.txt', 'certificates.txt', 'certificates.pem', CERT, KEY]) {
+      for (const name of ['nginx.conf', 'peers.txt', 'certificates.txt', 'certificates.pem']) {
         files[name] = await readFile(path.join(dir, 'current', name), 'utf8');
       }
       return files;
@@ -185,14 +184,12 @@ test('an edge with the previous bundle receives only the changed files, as edits
   assert.deepEqual([...first.whole].sort(), [
     'certificates.pem',
     'certificates.txt',
-    CERT,
-    KEY,
     'nginx.conf',
     'peers.txt',
   ]);
   const v1 = controller.store.current?.fingerprint;
 
-  // A new host without a certificate: nginx.conf and peers.txt change, the certificate, key and certificates.txt do not.
+  // A new host without a certificate: nginx.conf and peers.txt change, certificates.txt and certificates.pem do not.
   docker.services.push(rawService('api', { VIRTUAL_HOST: 'api.example.com' }));
   docker.tasks.push(rawTask('p1', 'api', '10.0.3.1'));
   await controller.reconciler.reconcileNow();
@@ -201,11 +198,7 @@ test('an edge with the previous bundle receives only the changed files, as edits
   assert.equal(second.base, v1);
   assert.deepEqual(second.edited, ['nginx.conf'], 'the large file goes as edits');
   assert.deepEqual(second.whole, ['peers.txt'], 'a small one whole');
-  assert.equal(
-    second.reused,
-    4,
-    'the certificate, its key, certificates.txt and certificates.pem come from the edge itself',
-  );
+  assert.equal(second.reused, 2, 'certificates.txt and certificates.pem come from the edge itself');
   assert.deepEqual(second.fetched, []);
   const bundleBytes = Object.values(published(controller)).reduce((sum, text) => sum + text.length, 0);
   assert.ok(
@@ -224,7 +217,7 @@ test('a damaged file in the edge cache is detected and fetched again by its hash
   const dir = path.join(edge.stateDir, 'bundles', edge.agent.applied()?.fingerprint ?? '');
   // The volume damages two files after they were verified and applied: one the next bundle keeps as it is, and
   // one the next bundle changes (its edits would build on damaged text).
-  await writeFile(path.join(dir, CERT), 'not the certificate\n');
+  await writeFile(path.join(dir, 'certificates.pem'), 'not the certificates\n');
   await appendFile(path.join(dir, 'nginx.conf'), '# damaged\n');
 
   docker.services.push(rawService('api', { VIRTUAL_HOST: 'api.example.com' }));
@@ -233,14 +226,10 @@ test('a damaged file in the edge cache is detected and fetched again by its hash
   await waitUntil('version 2 applied', () => publishCount(edge.agent.applied()?.version) === 2);
   const second = transferOf(edge, 2);
   assert.equal(second.fallback, null, 'made whole without asking for every file');
-  assert.deepEqual([...second.fetched].sort(), [CERT, 'nginx.conf']);
+  assert.deepEqual([...second.fetched].sort(), ['certificates.pem', 'nginx.conf']);
   assert.deepEqual(second.edited, [], 'nginx.conf came fetched: its edits would build on damaged text');
   assert.deepEqual(second.whole, ['peers.txt']);
-  assert.equal(
-    second.reused,
-    3,
-    'the key, certificates.txt and certificates.pem are the edge’s own, checked',
-  );
+  assert.equal(second.reused, 1, 'certificates.txt is the edge’s own, checked');
   assert.deepEqual(await edge.served(), published(controller));
 });
 
@@ -266,8 +255,6 @@ test('a fresh edge gets every file, and so does an edge whose bundle the control
   assert.deepEqual([...transfer.whole].sort(), [
     'certificates.pem',
     'certificates.txt',
-    CERT,
-    KEY,
     'nginx.conf',
     'peers.txt',
   ]);

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { defaultProxySettings } from '../../src/config.ts';
-import { TEST_CHANNEL_CERT_FILE } from './loopback-nginx.ts';
+import { TEST_CHANNEL_CERT_FILE, TEST_PLACEHOLDER_KEY_FILE } from './loopback-nginx.ts';
 import type { ServiceInfo, Snapshot, TaskInfo } from '../../src/discovery/snapshot.ts';
 import { PROTOS } from '../../src/model/labels.ts';
 import {
@@ -461,7 +461,13 @@ const testCertificate = {
 };
 const templates = createTemplateRenderer();
 // nginx -t loads the pinned channel certificate the ACME location verifies the controller with.
-const proxy = { ...defaultProxySettings(), channelCertFile: TEST_CHANNEL_CERT_FILE };
+const proxy = {
+  ...defaultProxySettings(),
+  channelCertFile: TEST_CHANNEL_CERT_FILE,
+  // And the placeholder certificate of the default server of 443 (made with the image in production).
+  placeholderCertFile: TEST_CHANNEL_CERT_FILE,
+  placeholderKeyFile: TEST_PLACEHOLDER_KEY_FILE,
+};
 
 export function caseSnapshot(fuzzCase: FuzzCase, prefix: string): Snapshot {
   const services: ServiceInfo[] = [];

@@ -4,7 +4,11 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
-import { defaultProxySettings } from '../../src/config.ts';
+import {
+  defaultProxySettings,
+  IMAGE_PLACEHOLDER_CERT_FILE,
+  IMAGE_PLACEHOLDER_KEY_FILE,
+} from '../../src/config.ts';
 import type { ProxySettings } from '../../src/config.ts';
 import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { createNginxProcess } from '../../src/edge/nginx-process.ts';
@@ -31,6 +35,8 @@ export const REPO_NJS_DIR = path.resolve(import.meta.dirname, '../../njs');
  * loads it at start and at -t). Tests that forward a challenge pass their own channel certificate instead.
  */
 export const TEST_CHANNEL_CERT_FILE = path.resolve(import.meta.dirname, '../fixtures/test-only.crt');
+/** The key of the test certificate: the placeholder certificate of the default server of 443 in tests. */
+export const TEST_PLACEHOLDER_KEY_FILE = path.resolve(import.meta.dirname, '../fixtures/test-only.key');
 
 /** A backend on one loopback address that answers with that address; counts the requests it served. */
 export interface Backend {
@@ -107,6 +113,8 @@ export async function loopbackSetup(
       accessLog: false,
       peersSocket: path.join(stateDir, 'peers.sock'),
       channelCertFile: TEST_CHANNEL_CERT_FILE,
+      placeholderCertFile: TEST_CHANNEL_CERT_FILE,
+      placeholderKeyFile: TEST_PLACEHOLDER_KEY_FILE,
       ...overrides,
     },
     pidFile: path.join(stateDir, 'nginx.pid'),
@@ -145,13 +153,21 @@ export function withConf(files: BundleFiles, conf: string): BundleFiles {
 }
 
 export function loopbackConf(setup: LoopbackSetup, conf: string): string {
-  return conf
-    .replace(/listen 80( default_server)?;/g, `listen 127.0.0.1:${setup.listenPort}$1;`)
-    .replace(/listen 443 ssl http2( default_server)?;/g, `listen 127.0.0.1:${setup.tlsPort} ssl http2$1;`)
-    .replace(/listen \[::\]:80( default_server)?;/g, `listen [::1]:${setup.listenPort}$1;`)
-    .replace(/listen \[::\]:443 ssl http2( default_server)?;/g, `listen [::1]:${setup.tlsPort} ssl http2$1;`)
-    .replace('pid /run/swarmgate-nginx.pid;', `pid ${setup.pidFile};`)
-    .replace('error_log stderr warn;', `error_log ${setup.errorLog} warn;`);
+  return (
+    conf
+      .replace(/listen 80( default_server)?;/g, `listen 127.0.0.1:${setup.listenPort}$1;`)
+      .replace(/listen 443 ssl http2( default_server)?;/g, `listen 127.0.0.1:${setup.tlsPort} ssl http2$1;`)
+      .replace(/listen \[::\]:80( default_server)?;/g, `listen [::1]:${setup.listenPort}$1;`)
+      .replace(
+        /listen \[::\]:443 ssl http2( default_server)?;/g,
+        `listen [::1]:${setup.tlsPort} ssl http2$1;`,
+      )
+      .replace('pid /run/swarmgate-nginx.pid;', `pid ${setup.pidFile};`)
+      .replace('error_log stderr warn;', `error_log ${setup.errorLog} warn;`)
+      // A config the controller rendered for production names the image's placeholder certificate.
+      .replaceAll(`"${IMAGE_PLACEHOLDER_CERT_FILE}"`, `"${setup.proxy.placeholderCertFile}"`)
+      .replaceAll(`"${IMAGE_PLACEHOLDER_KEY_FILE}"`, `"${setup.proxy.placeholderKeyFile}"`)
+  );
 }
 
 /** The pids of nginx's workers now: the children of the master named in the pid file. */
