@@ -264,12 +264,16 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
         );
       }
     }
-    // nginx -t never reads the certificates nginx picks during the handshake (certificates.txt): checked here.
-    const certificatesProblem = bundleCertificatesProblem(bundle.files, soundCertificates);
-    if (certificatesProblem) throw new SwarmgateError('ERR_BUNDLE_INVALID', certificatesProblem);
     // Same shape as what nginx runs now (only task addresses differ): nginx accepted it, no new nginx -t needed,
     // and the addresses go to the running nginx without a reload.
     const sameShape = shape === appliedShape;
+    // nginx -t never reads the certificates nginx picks during the handshake (certificates.txt): checked here. The
+    // shape holds them, so a bundle of the running shape has the certificates checked when it was applied (a
+    // scaling publish does not read a 5 MB certificates.pem again).
+    if (!sameShape) {
+      const certificatesProblem = bundleCertificatesProblem(bundle.files, soundCertificates);
+      if (certificatesProblem) throw new SwarmgateError('ERR_BUNDLE_INVALID', certificatesProblem);
+    }
     let confPath: string;
     try {
       confPath = await cache.stage(bundle.fingerprint, bundle.files);
