@@ -21,6 +21,7 @@ import { defaultProxySettings } from '../../src/config.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 import { oneServiceSnapshot } from '../support/one-service.ts';
 import { waitUntil } from '../support/wait.ts';
+import { selfSigned } from '../support/fake-acme.ts';
 
 type Operation = 'mkdir' | 'writeFile' | 'rename';
 
@@ -241,4 +242,49 @@ test('ENOSPC with only task addresses changed: nginx routes the new addresses fr
   assert.equal(edge.applied()?.fingerprint, scaled.fingerprint, 'the retry saved it');
   assert.equal(channel.downloads, 2, 'each bundle was sent once');
   assert.equal(nginx.reloads, reloads);
+});
+
+// nginx -t no longer reads the certificates picked by name, so the agent checks them: a bundle whose key does not
+// belong to its certificate is refused with a coded report, and nothing of it is applied.
+test('a bundle with a certificate whose key is not its own is refused, reported, and never applied', async (t) => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-apply-'));
+  t.after(() => rm(stateDir, { recursive: true, force: true }));
+  const channel = new CountingChannel();
+  const nginx = new FakeNginx();
+  const templates = createTemplateRenderer();
+  const edge = await startEdgeAgent({
+    config: readEdgeConfig({ SWARMGATE_STATE_DIR: stateDir, SWARMGATE_EDGE_HEALTH_PORT: '0' }, 'edge-1'),
+    nodeId: null,
+    channel,
+    nginx,
+    testConfig: async () => ({ ok: true }),
+    templates,
+    logger: createCapturingLogger('debug').logger,
+    clock: new FakeClock(),
+    version: 'test',
+  });
+  t.after(() => edge.stop());
+  await waitUntil('the first poll', () => channel.waiting);
+  const own = selfSigned(['a.test'], 2);
+  const other = selfSigned(['a.test'], 2);
+  const model = buildRoutingModel(oneServiceSnapshot('a.test', ['10.0.0.2']), {
+    networks: ['swarmgate'],
+    certificates: [{ name: 'a.test', domains: ['a.test'], source: 'user' }],
+  });
+  const files = renderConfig(model, { proxy: defaultProxySettings(), generator: 'test' }, templates, () => ({
+    certificatePem: own.certificatePem,
+    privateKeyPem: other.privateKeyPem,
+  }));
+  assert.ok(files['certificates.pem'], 'the host is picked by name');
+  const fingerprint = fingerprintBundle(files);
+  channel.offer({ version: 1, fingerprint, files, publishedAt: '2026-06-01T00:00:00Z' });
+  await waitUntil('the refusal to be reported', () =>
+    channel.reports.some((report) => report.rejected !== null),
+  );
+  assert.equal(
+    channel.reports.at(-1)?.rejected?.error,
+    'ERR_BUNDLE_INVALID: certificate a.test: the key does not belong to the certificate',
+  );
+  assert.equal(edge.applied(), null);
+  assert.equal(nginx.reloads, 0);
 });
