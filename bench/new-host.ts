@@ -31,6 +31,7 @@ import {
   withConf,
   workerPids,
 } from '../test/support/loopback-nginx.ts';
+import { servicesSnapshot } from '../test/support/one-service.ts';
 import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
 
 const HOSTS = SMOKE ? 200 : 2000;
@@ -46,41 +47,14 @@ const material: CertificateMaterial = {
 };
 
 function snapshot(hosts: readonly string[], backendPort: number): Snapshot {
-  return {
-    services: hosts.map((host, index) => ({
-      id: `svc${index}`,
+  return servicesSnapshot(
+    hosts.map((host, index) => ({
       name: `svc${index}`,
-      createdAt: '2026-01-01T00:00:00Z',
       labels: { VIRTUAL_HOST: host, LETSENCRYPT_HOST: host, VIRTUAL_PORT: String(backendPort) },
-      env: {},
-      mode: 'replicated' as const,
-      replicas: 1,
-      networks: ['swarmgate'],
-      image: 'example/app:1',
-      updateState: null,
-    })),
-    tasks: hosts.map((_host, index) => ({
-      id: `task${index}`,
-      serviceId: `svc${index}`,
-      nodeId: 'n1',
-      slot: 1,
-      desiredState: 'running',
-      state: 'running',
-      stateSince: '2026-01-01T00:00:00Z',
-      error: null,
-      image: 'example/app:1',
       // The new host's task is the loopback backend; the others are never asked.
-      addresses: [
-        {
-          networkId: 'net-swarmgate',
-          networkName: 'swarmgate',
-          ip: hosts[index] === NEW_HOST ? '127.0.0.1' : `10.1.${Math.floor(index / 256)}.${index % 256}`,
-        },
-      ],
+      ips: [host === NEW_HOST ? '127.0.0.1' : `10.1.${Math.floor(index / 256)}.${index % 256}`],
     })),
-    networks: [],
-    nodes: [],
-  };
+  );
 }
 
 const templates = createTemplateRenderer();

@@ -16,7 +16,6 @@ import { after, before, test } from 'node:test';
 import type { TestContext } from 'node:test';
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import type { Snapshot } from '../../src/discovery/snapshot.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import type { AvailableCertificate } from '../../src/model/routing-model.ts';
 import { bundleCertificatesProblem } from '../../src/render/certificate-pairs.ts';
@@ -25,6 +24,8 @@ import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { renderConfig } from '../../src/render/render-config.ts';
 import type { BundleFiles, CertificateMaterial } from '../../src/render/render-config.ts';
 import { makeChannelKeyPair } from '../support/channel-tls.ts';
+import { servicesSnapshot } from '../support/one-service.ts';
+import type { RoutedService } from '../support/one-service.ts';
 import {
   freePort,
   loopbackConf,
@@ -78,44 +79,12 @@ after(async () => {
   await Promise.all([...pairs.values()].map((pair) => pair.remove()));
 });
 
-function service(
-  name: string,
-  labels: Record<string, string>,
-  index: number,
-): {
-  service: Snapshot['services'][number];
-  task: Snapshot['tasks'][number];
-} {
-  return {
-    service: {
-      id: name,
-      name,
-      createdAt: '2026-01-01T00:00:00Z',
-      labels: { ...labels, VIRTUAL_PORT: String(backendPort) },
-      env: {},
-      mode: 'replicated',
-      replicas: 1,
-      networks: ['swarmgate'],
-      image: 'example/app:1',
-      updateState: null,
-    },
-    task: {
-      id: `t-${name}`,
-      serviceId: name,
-      nodeId: 'n1',
-      slot: 1,
-      desiredState: 'running',
-      state: 'running',
-      stateSince: '2026-01-01T00:00:00Z',
-      error: null,
-      image: 'example/app:1',
-      // Every task is the loopback backend, which answers with the address it was reached on.
-      addresses: [{ networkId: 'net-swarmgate', networkName: 'swarmgate', ip: `127.0.0.${index + 1}` }],
-    },
-  };
+/** A service for the test's hosts; its one task is the loopback backend at 127.0.0.<index + 1>. */
+function service(name: string, labels: Record<string, string>, index: number): RoutedService {
+  return { name, labels: { ...labels, VIRTUAL_PORT: String(backendPort) }, ips: [`127.0.0.${index + 1}`] };
 }
 
-const services = (): ReturnType<typeof service>[] => [
+const services = (): RoutedService[] => [
   service('a', { VIRTUAL_HOST: 'a.example.test' }, 0),
   service('b', { VIRTUAL_HOST: 'b.example.test' }, 1),
   service('wild', { VIRTUAL_HOST: '*.wild.test' }, 2),
@@ -129,14 +98,9 @@ function bundle(
   defaultHost: string | null = null,
   material: (name: string) => CertificateMaterial | undefined = (name) => pairs.get(name),
   defaultCertificate: string | null = null,
-  entries: ReturnType<typeof service>[] = services(),
+  entries: RoutedService[] = services(),
 ): BundleFiles {
-  const snapshot: Snapshot = {
-    services: entries.map((entry) => entry.service),
-    tasks: entries.map((entry) => entry.task),
-    networks: [],
-    nodes: [],
-  };
+  const snapshot = servicesSnapshot(entries);
   const certificates: AvailableCertificate[] = [...pairs.entries()].map(([name, pair]) => ({
     name,
     domains: [pair.domain],
