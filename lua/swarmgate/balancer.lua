@@ -426,8 +426,9 @@ end
 -- retry (proxy_next_upstream) the member that failed is recorded for every worker, and the request moves to the
 -- best member it has not tried; when every member refused, an idempotent request waits a little and tries them
 -- again. Each call allows one more try only while there is something left to try.
-function M.balance(name)
-  local peers = active_upstreams()[name] or M.configured[name]
+-- `members`: the upstream's members when they come from elsewhere (early routing, lua/swarmgate/early.lua).
+function M.balance(name, members)
+  local peers = members or active_upstreams()[name] or M.configured[name]
   local count = peers and #peers or 0
   if count == 0 then
     ngx.log(ngx.ERR, "swarmgate: upstream ", name, " has no members")

@@ -54,6 +54,8 @@ local function split_pems(text)
   return texts
 end
 
+M.split_pems = split_pems
+
 -- Master process, at every start and reload: the host table and the PEM text of every certificate it names. The
 -- master reads them (as root) because certificates.pem holds the keys and is readable by root only, as with
 -- ssl_certificate; the workers inherit the text and parse a certificate at its first handshake. An error fails the
@@ -155,6 +157,36 @@ local function parse_pair(name)
   return { chain = chain, key = key }
 end
 
+-- A certificate of certificates.pem, parsed in this worker at its first use; nil (logged once) when it cannot be.
+local function pair_of(name, server_name)
+  local pair = parsed[name]
+  if pair == nil then
+    local err
+    pair, err = parse_pair(name)
+    if not pair then
+      ngx.log(ngx.ERR, "swarmgate: cannot use certificate ", name, " for ", server_name, ": ", err)
+      pair = false
+    end
+    parsed[name] = pair
+  end
+  return pair or nil
+end
+M.pair = pair_of
+
+local function put_pair(pair, name, server_name)
+  local ok, err = ssl.clear_certs()
+  if ok then
+    ok, err = ssl.set_cert(pair.chain)
+  end
+  if ok then
+    ok, err = ssl.set_priv_key(pair.key)
+  end
+  if not ok then
+    ngx.log(ngx.ERR, "swarmgate: cannot set certificate ", name, " for ", server_name, ": ", err)
+    return ngx.exit(ngx.ERROR)
+  end
+end
+
 -- ssl_client_hello_by_lua. A name that is not in certificates.txt keeps the default server's own certificate (the
 -- default host's, or SWARMGATE_DEFAULT_CERTIFICATE's), or nginx refuses the handshake right after this (no server
 -- by that name, ssl_reject_handshake), or the host's own context replaces it.
@@ -178,30 +210,27 @@ function M.select()
       return ngx.exit(ngx.ERROR)
     end
   end
-  local pair = parsed[name]
-  if pair == nil then
-    local err
-    pair, err = parse_pair(name)
-    if not pair then
-      ngx.log(ngx.ERR, "swarmgate: cannot use certificate ", name, " for ", server_name, ": ", err)
-      pair = false
-    end
-    parsed[name] = pair
-  end
+  local pair = pair_of(name, server_name)
   if not pair then
     return ngx.exit(ngx.ERROR)
   end
-  local ok, err = ssl.clear_certs()
-  if ok then
-    ok, err = ssl.set_cert(pair.chain)
+  return put_pair(pair, name, server_name)
+end
+
+-- ssl_certificate_by_lua of the server that takes every name no other server block of 443 takes, when early routing
+-- is on (lua/swarmgate/early.lua): a host in the early table gets its certificate, any other name is refused, as
+-- ssl_reject_handshake refuses unknown names in the default server.
+function M.early_server()
+  local server_name = ssl.server_name()
+  server_name = server_name and nginx_name(server_name)
+  local early = package.loaded["swarmgate.early"]
+  if server_name and early then
+    local name, pair = early.certificate(server_name)
+    if pair then
+      return put_pair(pair, name, server_name)
+    end
   end
-  if ok then
-    ok, err = ssl.set_priv_key(pair.key)
-  end
-  if not ok then
-    ngx.log(ngx.ERR, "swarmgate: cannot set certificate ", name, " for ", server_name, ": ", err)
-    return ngx.exit(ngx.ERROR)
-  end
+  return ngx.exit(ngx.ERROR)
 end
 
 return M

@@ -221,8 +221,7 @@ local find, sub = string.find, string.sub
 
 -- log_by_lua: once per request, after the response went out. Plain finds, not a pattern: LuaJIT compiles them,
 -- while string.match makes it fall back to the interpreter (measured in bench/metrics-cost.ts).
-function M.log()
-  local fields = ngx.var.swarmgate_log_fields
+local function log_fields(fields)
   if not fields then
     return
   end
@@ -261,6 +260,12 @@ function M.log()
     end
   end
   schedule()
+end
+M.log_fields = log_fields
+
+-- The log phase of every location but early routing's (which reads its own variable: $swarmgate_early_log_fields).
+function M.log()
+  return log_fields(ngx.var.swarmgate_log_fields)
 end
 
 -- GET /metrics on the local socket: this worker's pending counts first (so a scrape sees them at once), then

@@ -2,7 +2,9 @@
 // nginx -t), swaps it in atomically, reloads nginx and checks nginx took it, and says on its next poll what it
 // applied or refused. A saved bundle that is damaged, or that nginx will not start on, is never served or reported:
 // the edge serves the built-in empty config (503) and waits for the controller instead of exiting in a loop.
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { defaultProxySettings } from '../config.ts';
 import type { EdgeConfig } from '../config.ts';
@@ -18,6 +20,9 @@ import type { AppliedBundle, EdgeReport, PublishedBundle, TaskDown } from '../pu
 import type { Clock, TimerHandle } from '../reconcile/clock.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import { parsePeers } from '../render/peers-text.ts';
+import type { PeersFile } from '../render/peers-text.ts';
+import { CERTIFICATE_PEMS_FILE } from '../render/certificates-text.ts';
+import { EARLY_HOSTS_FILE, earlyPost } from '../render/early-hosts-text.ts';
 import { bundleCertificatesProblem } from '../render/certificate-pairs.ts';
 import {
   fingerprintBundle,
@@ -110,6 +115,26 @@ function samePeers(a: string, b: string): boolean {
   return left !== null && left === canonical(b);
 }
 
+/** What early routing needs of the running bundle: its table and its certificates. */
+function pickEarlyFiles(files: BundleFiles): BundleFiles {
+  const picked: Record<string, string> = {};
+  for (const name of [EARLY_HOSTS_FILE, CERTIFICATE_PEMS_FILE]) {
+    const content = files[name];
+    if (content !== undefined) picked[name] = content;
+  }
+  return picked;
+}
+
+/** The same, of the saved bundle nginx starts on (a file the bundle lacks is left out). */
+async function earlyFilesOf(dir: string): Promise<BundleFiles> {
+  const picked: Record<string, string> = {};
+  for (const name of [EARLY_HOSTS_FILE, CERTIFICATE_PEMS_FILE]) {
+    const content = await readFile(path.join(dir, name), 'utf8').catch(() => undefined);
+    if (content !== undefined) picked[name] = content;
+  }
+  return picked;
+}
+
 export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> {
   const { config, logger, clock } = deps;
   const reloadTimeoutMs = deps.reloadTimeoutMs ?? 30_000;
@@ -125,11 +150,15 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
   let appliedShape: string | null = null;
   let reloads = 0;
   let peerUpdates = 0;
+  /** New shapes whose new hosts nginx served before its reload (early routing). */
+  let earlyPosts = 0;
   /** The task addresses of the applied peers.txt (the stuck-connection watch looks at those that leave). */
   let routedMembers = new Set<string>();
   /** Why the edge serves the empty config instead of its saved bundle; cleared by the next apply. */
   let fallback: string | null = null;
   let applyFailure: ApplyFailure | null = null;
+  /** The files of the running bundle that early routing compares a new bundle with (src/render/early-hosts-text.ts). */
+  let runningEarly: BundleFiles | null = null;
 
   await cache.removeTemporaries();
   const saved = await cache.loadSaved();
@@ -138,6 +167,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       await deps.nginx.start(cache.currentConfPath);
       applied = saved.applied;
       activeFingerprint = saved.applied.fingerprint;
+      runningEarly = await earlyFilesOf(path.dirname(cache.currentConfPath));
       logger.info(
         { version: applied.version },
         'serving the last applied bundle until the controller answers',
@@ -186,6 +216,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       lastContact,
       reloads,
       peerUpdates,
+      earlyPosts,
       applyFailure,
       fallback,
     });
@@ -274,6 +305,37 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
       const certificatesProblem = bundleCertificatesProblem(bundle.files, soundCertificates);
       if (certificatesProblem) throw new SwarmgateError('ERR_BUNDLE_INVALID', certificatesProblem);
     }
+    // A new shape: its new hosts go to the running nginx's early routing now, ahead of the test and the reload below
+    // (half a second at 2,000 hosts), and leave it once the reload is done or failed (finally, below).
+    const early = !sameShape && (await postEarly(bundle.files));
+    try {
+      await applyShape(bundle, peersText, peers.peers, shape, sameShape);
+    } finally {
+      if (early) await clearEarly();
+    }
+  }
+
+  /** Hands nginx the new hosts of `files` it can serve before the reload; true when it took some. */
+  async function postEarly(files: BundleFiles): Promise<boolean> {
+    const body = earlyPost(files, runningEarly);
+    if (body === '') return false;
+    const taken = await deps.nginx.updateEarly(body, shutdown.signal);
+    if (taken) earlyPosts++;
+    return taken;
+  }
+
+  async function clearEarly(): Promise<void> {
+    if (!(await deps.nginx.updateEarly('', shutdown.signal)))
+      logger.warn('nginx did not take the empty early table; the hosts stay until the next post');
+  }
+
+  async function applyShape(
+    bundle: PublishedBundle,
+    peersText: string,
+    peers: PeersFile,
+    shape: string,
+    sameShape: boolean,
+  ): Promise<void> {
     let confPath: string;
     try {
       confPath = await cache.stage(bundle.fingerprint, bundle.files);
@@ -320,13 +382,14 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     // Tasks that left the routes may have left requests on connections to a dead node (the controller drops a down
     // node's tasks before any connect to them may have timed out): watched for a while.
     const members = new Set(
-      peers.peers.upstreams.flatMap((upstream) => upstream.members.map(({ ip, port }) => `${ip}:${port}`)),
+      peers.upstreams.flatMap((upstream) => upstream.members.map(({ ip, port }) => `${ip}:${port}`)),
     );
     stuck.watch([...routedMembers].filter((member) => !members.has(member)));
     routedMembers = members;
     applied = { version: bundle.version, fingerprint: bundle.fingerprint };
     activeFingerprint = bundle.fingerprint;
     appliedShape = shape;
+    runningEarly = pickEarlyFiles(bundle.files);
     rejected = null;
     fallback = null;
     // Keep the previous bundle too, so a reload that is still finishing never loses files under it.

@@ -21,6 +21,11 @@ export interface NginxProcess {
    * take them (not running, or still switching configs after a reload): then a reload does the job.
    */
   updatePeers(peersText: string, signal: AbortSignal): Promise<boolean>;
+  /**
+   * POST /early: the hosts the running nginx serves ahead of the reload (src/render/early-hosts-text.ts's post; ''
+   * empties the table). False when it did not take them (not running, a config without early routing, refused).
+   */
+  updateEarly(body: string, signal: AbortSignal): Promise<boolean>;
   /** GET /peers: what a worker routes to now, in peers.txt form; null when nothing answers. */
   runningPeers(signal: AbortSignal): Promise<string | null>;
   /**
@@ -42,13 +47,14 @@ function peersRequest(
   method: 'GET' | 'POST',
   body: string,
   signal: AbortSignal,
+  path: '/peers' | '/early' = '/peers',
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
         socketPath,
         method,
-        path: '/peers',
+        path,
         headers: { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) },
         signal: AbortSignal.any([signal, AbortSignal.timeout(5000)]),
       },
@@ -180,6 +186,11 @@ export function createNginxProcess(
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
       return false;
+    },
+    async updateEarly(body, signal) {
+      if (!isRunning()) return false;
+      const answer = await peersRequest(peersSocket, 'POST', body, signal, '/early').catch(() => null);
+      return answer?.status === 204;
     },
     runningPeers,
     taskHealth: (signal) => localSocketGet(peersSocket, '/health', signal),

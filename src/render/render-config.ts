@@ -18,6 +18,8 @@ import {
   isCertificateHost,
 } from './certificates-text.ts';
 import type { CertificateEntry } from './certificates-text.ts';
+import { EARLY_HOSTS_FILE, earlyHostProblem, formatEarlyHosts } from './early-hosts-text.ts';
+import type { EarlyHost } from './early-hosts-text.ts';
 
 /** Bundle-relative path → file content. nginx.conf is the entry point; everything else is relative to it. */
 export type BundleFiles = Readonly<Record<string, string>>;
@@ -136,14 +138,25 @@ export function renderConfig(
     const lua = balancerOptions(upstream, probeTargets.get(upstream.name) ?? null);
     return lua ? [{ name: upstream.name, options: lua }] : [];
   });
+  const defaultHttp = model.servers.some((server) => server.isDefault);
+  const defaultHttps = model.servers.some((server) => server.isDefault && server.tls.https);
+  const http3 = model.servers.some((server) => server.tls.http3);
+  // Early routing (early-hosts.txt): the catch-all servers look new hosts up in shared memory until the reload. Port
+  // 80's needs it to be the default server; 443's needs the handshake Lua and no other default certificate or QUIC.
+  const early = {
+    http: !defaultHttp,
+    https: certificateEntries.length > 0 && !defaultHttps && !http3 && defaultCertificate === null,
+  };
+  const earlyHosts = earlyEntries(model, byName, early);
   const nginxConf = templates.render('nginx.conf.njk', {
     luaDir,
     rateZones,
     usesConnectionLimit: locations.some((location) => location.policy.maxConnections !== null),
-    defaultHttp: model.servers.some((server) => server.isDefault),
-    defaultHttps: model.servers.some((server) => server.isDefault && server.tls.https),
+    defaultHttp,
+    defaultHttps,
     // HTTP/3 anywhere: the catch-all server then opens the QUIC socket (reuseport may be set once per port).
-    http3: model.servers.some((server) => server.tls.http3),
+    http3,
+    early,
     generator: settings.generator,
     proxy: settings.proxy,
     nonGetRedirect: settings.nonGetRedirect ?? 308,
@@ -191,6 +204,7 @@ export function renderConfig(
       }),
     );
   }
+  if (early.http || early.https) files[EARLY_HOSTS_FILE] = formatEarlyHosts(earlyHosts);
   // Last, because they name the shape of everything else: an edge running that shape takes them without a reload.
   const shape = shapeFingerprint(files);
   files[PEERS_FILE] = renderPeers(model, shape);
@@ -283,6 +297,83 @@ function certificatesByName(model: RoutingModel, certificates: CertificateLookup
           },
         ]
       : [],
+  );
+}
+
+/**
+ * The hosts the catch-all servers can serve exactly as their own server blocks do (see src/render/early-hosts-text.ts):
+ * an exact name that no other block shares, one location "/" proxied over HTTP to an upstream with the default
+ * balancing and no health check, nothing else set. An HTTPS host needs its certificate picked by name and 443's
+ * early routing; a host that answers on port 80 needs port 80's.
+ */
+function earlyEntries(
+  model: RoutingModel,
+  byName: ReadonlySet<string>,
+  early: { readonly http: boolean; readonly https: boolean },
+): EarlyHost[] {
+  const upstreams = new Map(model.upstreams.map((upstream) => [upstream.name, upstream]));
+  const count = new Map<string, number>();
+  for (const server of model.servers) count.set(server.host.value, (count.get(server.host.value) ?? 0) + 1);
+  return model.servers.flatMap((server): EarlyHost[] => {
+    const [location, ...others] = server.locations;
+    const { tls } = server;
+    if (
+      location === undefined ||
+      others.length > 0 ||
+      server.host.kind !== 'exact' ||
+      server.isDefault ||
+      count.get(server.host.value) !== 1 ||
+      !isPlainLocation(location)
+    )
+      return [];
+    const upstream = upstreams.get(location.upstream ?? '');
+    if (
+      !upstream ||
+      upstream.balance.method !== 'round_robin' ||
+      upstream.balance.key !== null ||
+      upstream.balance.sticky !== null ||
+      upstream.health !== undefined
+    )
+      return [];
+    if (tls.http3 || tls.sslPolicy === 'Mozilla-Modern') return [];
+    if (tls.https && !(early.https && tls.certificate !== null && byName.has(server.host.value))) return [];
+    if (tls.http !== 'refuse' && !early.http) return [];
+    if (!tls.https && tls.http !== 'serve') return [];
+    const entry: EarlyHost = {
+      host: server.host.value,
+      service: location.service,
+      upstream: upstream.name,
+      http: tls.http,
+      certificate: tls.https ? tls.certificate : null,
+      httpsPort: tls.https ? tls.httpsPort : null,
+      hsts: tls.https ? tls.hsts : null,
+    };
+    // A name or value the table's grammar cannot carry (an underscore in a host, say) waits for the reload.
+    return earlyHostProblem(entry) === null ? [entry] : [];
+  });
+}
+
+/** A location the catch-all servers' generic one matches exactly: "/", HTTP to an upstream, no setting of its own. */
+function isPlainLocation(location: VirtualServer['locations'][number]): boolean {
+  const { policy } = location;
+  return (
+    location.path.kind === 'prefix' &&
+    location.path.value === '/' &&
+    location.proto === 'http' &&
+    location.dest === null &&
+    location.upstream !== null &&
+    location.redirect === null &&
+    Object.values(location.tuning).every((value) => value === null) &&
+    policy.deny.length === 0 &&
+    policy.allow.length === 0 &&
+    policy.basicAuth === null &&
+    policy.forwardAuth === null &&
+    policy.rateLimit === null &&
+    policy.maxConnections === null &&
+    policy.gzip === null &&
+    policy.headers.length === 0 &&
+    policy.cors === null &&
+    policy.errorPage === null
   );
 }
 

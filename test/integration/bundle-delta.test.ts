@@ -127,7 +127,13 @@ async function edgeOn(port: number, stateDir?: string): Promise<Edge> {
     transfers,
     async served() {
       const files: Record<string, string> = {};
-      for (const name of ['nginx.conf', 'peers.txt', 'certificates.txt', 'certificates.pem']) {
+      for (const name of [
+        'nginx.conf',
+        'peers.txt',
+        'certificates.txt',
+        'certificates.pem',
+        'early-hosts.txt',
+      ]) {
         files[name] = await readFile(path.join(dir, 'current', name), 'utf8');
       }
       return files;
@@ -184,12 +190,14 @@ test('an edge with the previous bundle receives only the changed files, as edits
   assert.deepEqual([...first.whole].sort(), [
     'certificates.pem',
     'certificates.txt',
+    'early-hosts.txt',
     'nginx.conf',
     'peers.txt',
   ]);
   const v1 = controller.store.current?.fingerprint;
 
-  // A new host without a certificate: nginx.conf and peers.txt change, certificates.txt and certificates.pem do not.
+  // A new host without a certificate: nginx.conf, early-hosts.txt and peers.txt change, certificates.txt and
+  // certificates.pem do not.
   docker.services.push(rawService('api', { VIRTUAL_HOST: 'api.example.com' }));
   docker.tasks.push(rawTask('p1', 'api', '10.0.3.1'));
   await controller.reconciler.reconcileNow();
@@ -197,7 +205,7 @@ test('an edge with the previous bundle receives only the changed files, as edits
   const second = transferOf(edge, 2);
   assert.equal(second.base, v1);
   assert.deepEqual(second.edited, ['nginx.conf'], 'the large file goes as edits');
-  assert.deepEqual(second.whole, ['peers.txt'], 'a small one whole');
+  assert.deepEqual(second.whole, ['early-hosts.txt', 'peers.txt'], 'small ones whole');
   assert.equal(second.reused, 2, 'certificates.txt and certificates.pem come from the edge itself');
   assert.deepEqual(second.fetched, []);
   const bundleBytes = Object.values(published(controller)).reduce((sum, text) => sum + text.length, 0);
@@ -228,7 +236,7 @@ test('a damaged file in the edge cache is detected and fetched again by its hash
   assert.equal(second.fallback, null, 'made whole without asking for every file');
   assert.deepEqual([...second.fetched].sort(), ['certificates.pem', 'nginx.conf']);
   assert.deepEqual(second.edited, [], 'nginx.conf came fetched: its edits would build on damaged text');
-  assert.deepEqual(second.whole, ['peers.txt']);
+  assert.deepEqual(second.whole, ['early-hosts.txt', 'peers.txt']);
   assert.equal(second.reused, 1, 'certificates.txt is the edge’s own, checked');
   assert.deepEqual(await edge.served(), published(controller));
 });
@@ -255,6 +263,7 @@ test('a fresh edge gets every file, and so does an edge whose bundle the control
   assert.deepEqual([...transfer.whole].sort(), [
     'certificates.pem',
     'certificates.txt',
+    'early-hosts.txt',
     'nginx.conf',
     'peers.txt',
   ]);

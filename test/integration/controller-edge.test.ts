@@ -336,6 +336,44 @@ test('a change of task addresses only: no new nginx -t, and the edge posts the p
   assert.equal(edgeTests, 2);
 });
 
+test('a new host is posted to early routing before the edge tests and reloads, and taken away after; also when refused', async (t) => {
+  const docker = dockerWithWeb();
+  let postsAtTest: string[] = [];
+  const system = await startSystem({
+    docker,
+    edgeRejectIf: (config) => {
+      postsAtTest = [...system.nginx.earlyPosts];
+      return config.includes('odd.example.com');
+    },
+  });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  const before = system.nginx.earlyPosts.length;
+  docker.services.push(rawService('api', { VIRTUAL_HOST: 'api.example.com' }));
+  docker.tasks.push(rawTask('t3', 'api', '10.0.0.13'));
+  docker.emit({ Type: 'service', Action: 'create', Actor: { ID: 'api' } });
+  await waitUntil('the edge to apply version 2', () => publishCount(system.edge.applied()?.version) === 2);
+  // While nginx -t ran, the new host (and only it: web is in the running bundle) was in nginx's early table.
+  assert.match(
+    postsAtTest.at(-1) ?? '',
+    /^api\.example\.com\tapi\tsvc_api_\w+\tserve\t-\t-\t-\nupstream svc_api_\w+ 10\.0\.0\.13:80\n$/,
+  );
+  // After the reload the table is empty again: the host's own server block serves it.
+  assert.deepEqual(system.nginx.earlyPosts.slice(before).at(-1), '');
+  assert.equal(system.nginx.reloads, 2);
+
+  // A bundle the edge's nginx -t refuses: its host was early only while the test ran, and is taken away.
+  docker.services.push(rawService('odd', { VIRTUAL_HOST: 'odd.example.com' }));
+  docker.tasks.push(rawTask('t6', 'odd', '10.0.0.66'));
+  docker.emit({ Type: 'service', Action: 'create', Actor: { ID: 'odd' } });
+  await waitUntil('the rejection to reach the controller', () =>
+    system.controller.store.edges().some((edge) => edge.rejected !== null),
+  );
+  assert.match(postsAtTest.at(-1) ?? '', /^odd\.example\.com\t/);
+  assert.equal(system.nginx.earlyPosts.at(-1), '');
+  assert.equal(system.nginx.reloads, 2);
+});
+
 test('when nginx does not take posted peers, the edge reloads instead', async (t) => {
   const docker = dockerWithWeb();
   const system = await startSystem({ docker });

@@ -32,6 +32,13 @@ export class FakeNginx implements NginxProcess {
     }
     return this.acceptPeers;
   }
+  /** Bodies of POST /early, in order; false: a config without early routing. */
+  earlyPosts: string[] = [];
+  acceptEarly = true;
+  async updateEarly(body: string): Promise<boolean> {
+    if (this.acceptEarly) this.earlyPosts.push(body);
+    return this.acceptEarly;
+  }
   async runningPeers(): Promise<string | null> {
     return this.running ? this.peers : null;
   }
