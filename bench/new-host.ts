@@ -13,6 +13,7 @@ import tls from 'node:tls';
 import type { Snapshot } from '../src/discovery/snapshot.ts';
 import { BundleCache } from '../src/edge/bundle-cache.ts';
 import { bundleCertificatesProblem } from '../src/render/certificate-pairs.ts';
+import { earlyPost } from '../src/render/early-hosts-text.ts';
 import { createNginxProcess } from '../src/edge/nginx-process.ts';
 import { buildRoutingModel } from '../src/model/routing-model.ts';
 import type { AvailableCertificate } from '../src/model/routing-model.ts';
@@ -242,6 +243,42 @@ try {
   await nginx.start(cache.currentConfPath);
   const startMs = performance.now() - startAt;
   rows.push({ measure: `nginx start, ${HOSTS} hosts with certificates`, value: startMs, unit: 'ms' });
+  // Early routing, what the edge agent does first with a new bundle: the new host goes to the running nginx's table
+  // (POST /early), and is served by the catch-all servers until the reload. Timed from the agent having the
+  // bundle to the new host answering over HTTPS (its certificate from the table) 20 new connections in a row.
+  const earlyAt = performance.now();
+  const earlyBody = earlyPost(after.files, withCerts.files);
+  const earlyTaken = await nginx.updateEarly(earlyBody, AbortSignal.timeout(10_000));
+  let earlyFirstMs: number | null = null;
+  let earlyInARow = 0;
+  while (earlyTaken && performance.now() - earlyAt < 10_000 && earlyInARow < 20) {
+    const answer = await httpsGet(NEW_HOST).catch(() => null);
+    earlyInARow = answer === '127.0.0.1' ? earlyInARow + 1 : 0;
+    if (earlyInARow === 1 && earlyFirstMs === null) earlyFirstMs = performance.now() - earlyAt;
+  }
+  const earlyMs = performance.now() - earlyAt;
+  const earlyFingerprint = await servedFingerprint(NEW_HOST).catch(() => '');
+  const earlyServed = earlyInARow === 20 && earlyFingerprint === (await servedFingerprint(hosts[0] ?? ''));
+  rows.push({
+    measure: `edge, early routing: new bundle to first answer from the new host (HTTPS, ${Buffer.byteLength(earlyBody)} B posted)`,
+    value: earlyFirstMs ?? NaN,
+    unit: 'ms',
+    ok: earlyTaken,
+  });
+  rows.push({
+    measure: 'edge, early routing: new bundle to new host served (20 new connections in a row)',
+    value: earlyMs,
+    unit: 'ms',
+    ok: earlyServed,
+  });
+  result.early = {
+    firstMs: earlyFirstMs,
+    servedMs: earlyMs,
+    served: earlyServed,
+    postBytes: Buffer.byteLength(earlyBody),
+  };
+  // The reload path below is measured on its own: the table is emptied first (the agent empties it after the reload).
+  await nginx.updateEarly('', AbortSignal.timeout(10_000));
   // What the edge agent does with the new bundle, step by step: write it (every file, fsynced), nginx -t on it
   // (a new shape), point `current` at it, reload.
   const afterFingerprint = fingerprintBundle(after.files);

@@ -35,7 +35,7 @@ import {
 import type { Backend, LoopbackSetup } from '../support/loopback-nginx.ts';
 
 const templates = createTemplateRenderer();
-const DOMAINS = ['old.example.test', 'new.example.test'];
+const DOMAINS = ['old.example.test', 'new.example.test', 'late.example.test'];
 const pairs = new Map<string, { certificatePem: string; privateKeyPem: string; fingerprint: string }>();
 const removals: (() => Promise<void>)[] = [];
 const backends: Backend[] = [];
@@ -75,8 +75,12 @@ const NEW = (): RoutedService[] => [
   service('guarded', { VIRTUAL_HOST: 'guarded.test', 'swarmgate.allow': '10.9.9.0/24' }, 3),
 ];
 
-function bundle(setup: LoopbackSetup, services: RoutedService[]): BundleFiles {
-  const certificates: AvailableCertificate[] = DOMAINS.map((domain) => ({
+function bundle(
+  setup: LoopbackSetup,
+  services: RoutedService[],
+  domains: readonly string[] = DOMAINS,
+): BundleFiles {
+  const certificates: AvailableCertificate[] = domains.map((domain) => ({
     name: domain,
     domains: [domain],
     source: 'user',
@@ -228,4 +232,26 @@ test('the hosts of the next bundle are served before its reload, exactly as thei
   assert.deepEqual(await post(setup, ''), { status: 204, body: '' });
   assert.equal((await request(setup, 'plain.test')).status, 503);
   assert.match(await handshake(setup, 'new.example.test'), /^refused/);
+});
+
+test('a certificate issued for a running HTTP host is served over HTTPS before the reload', async (t) => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-early-'));
+  const setup = await loopbackSetup(stateDir);
+  const services = [...OLD(), service('late', { VIRTUAL_HOST: 'late.example.test' }, 2)];
+  // Running: late.example.test has no certificate yet, so it is served over HTTP only.
+  const running = bundle(setup, services, ['old.example.test']);
+  const next = bundle(setup, services);
+  await startBundleNginx(t, stateDir, setup, running);
+  assert.equal((await request(setup, 'late.example.test')).body, '127.0.0.3');
+  assert.match(await handshake(setup, 'late.example.test'), /^refused/);
+
+  const body = earlyPost(next, running);
+  assert.match(body, /^late\.example\.test\tlate\t\w+\tredirect\tlate\.example\.test\t/m);
+  assert.deepEqual(await post(setup, body), { status: 204, body: '' });
+  assert.equal(await handshake(setup, 'late.example.test'), pairs.get('late.example.test')?.fingerprint);
+  const secure = await request(setup, 'late.example.test', 'GET', true);
+  assert.equal(secure.body, '127.0.0.3');
+  assert.equal(secure.headers['strict-transport-security'], 'max-age=31536000');
+  // Port 80 keeps the running block (it serves, not redirects) until the reload brings the new one.
+  assert.equal((await request(setup, 'late.example.test')).status, 200);
 });
