@@ -326,7 +326,9 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
 
   async function clearEarly(): Promise<void> {
     if (!(await deps.nginx.updateEarly('', shutdown.signal)))
-      logger.warn('nginx did not take the empty early table; the hosts stay until the next post');
+      logger.warn(
+        'nginx did not take the empty early table (or its config has early routing off); early hosts stay until the next post',
+      );
   }
 
   async function applyShape(

@@ -255,3 +255,16 @@ test('a certificate issued for a running HTTP host is served over HTTPS before t
   // Port 80 keeps the running block (it serves, not redirects) until the reload brings the new one.
   assert.equal((await request(setup, 'late.example.test')).status, 200);
 });
+
+test('with traffic counting off, an early host is served the same', async (t) => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-early-'));
+  const setup = await loopbackSetup(stateDir, { trafficMetrics: false });
+  const running = bundle(setup, OLD());
+  const next = bundle(setup, NEW());
+  await startBundleNginx(t, stateDir, setup, running);
+  assert.deepEqual(await post(setup, earlyPost(next, running)), { status: 204, body: '' });
+  const plain = await request(setup, 'plain.test');
+  assert.equal(plain.status, 200);
+  assert.equal(plain.body, '127.0.0.3');
+  assert.equal((await request(setup, 'new.example.test', 'GET', true)).body, '127.0.0.2');
+});
