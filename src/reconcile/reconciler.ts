@@ -23,8 +23,8 @@ import type { NginxValidator, ValidationResult } from '../nginx/nginx-validator.
 import { sharingUnchanged } from '../publish/bundle-store.ts';
 import type { BundleStore } from '../publish/bundle-store.ts';
 import { createHash } from 'node:crypto';
-import { fingerprintBundle, renderConfig, renderedShape } from '../render/render-config.ts';
-import type { BundleFiles } from '../render/render-config.ts';
+import { configForm, fingerprintBundle, renderConfig, renderedShape } from '../render/render-config.ts';
+import type { BundleFiles, RenderSettings } from '../render/render-config.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
 import type { Clock, TimerHandle } from './clock.ts';
 import { unconvergedServices } from './convergence.ts';
@@ -460,17 +460,18 @@ export class Reconciler {
   }
 
   private render(model: RoutingModel): BundleFiles {
-    return renderConfig(
-      model,
-      {
-        proxy: this.settings.proxy,
-        generator: this.settings.generator,
-        nonGetRedirect: this.settings.nonGetRedirect ?? 308,
-        defaultCertificate: this.settings.defaultCertificate ?? null,
-      },
-      this.deps.templates,
-      (name) => this.certificates.material(name),
+    return renderConfig(model, this.renderSettings(), this.deps.templates, (name) =>
+      this.certificates.material(name),
     );
+  }
+
+  private renderSettings(): RenderSettings {
+    return {
+      proxy: this.settings.proxy,
+      generator: this.settings.generator,
+      nonGetRedirect: this.settings.nonGetRedirect ?? 308,
+      defaultCertificate: this.settings.defaultCertificate ?? null,
+    };
   }
 
   /** The fingerprint of one service's routes rendered alone (its hosts keep the TLS the whole model gave them). */
@@ -560,7 +561,12 @@ export class Reconciler {
 
   /** The parts of a candidate that decide whether it can be validated by what changed. */
   private composition(model: RoutingModel): Omit<AcceptedComposition, 'wholeHosts'> {
-    const prologue = renderedShape(this.render(restrictModel(model, new Set())));
+    // Everything outside the hosts: the empty config, and the switches the whole model sets (configForm).
+    const prologue = `${renderedShape(this.render(restrictModel(model, new Set())))} ${configForm(
+      model,
+      this.renderSettings(),
+      (name) => this.certificates.material(name),
+    )}`;
     const parts = new Map<string, { servers: unknown[]; upstreams: string[]; certificates: string[] }>();
     const partOf = (name: string) => {
       let part = parts.get(name);

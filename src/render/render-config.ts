@@ -60,11 +60,11 @@ export function renderConfig(
   templates: TemplateRenderer,
   certificates: CertificateLookup = NO_CERTIFICATES,
 ): BundleFiles {
-  const defaultCertificate =
-    settings.defaultCertificate && certificates(settings.defaultCertificate)
-      ? settings.defaultCertificate
-      : null;
-  const certificateEntries = certificatesByName(model, certificates);
+  const { defaultCertificate, certificateEntries, defaultHttp, defaultHttps, http3, early } = configSwitches(
+    model,
+    settings,
+    certificates,
+  );
   const byName = new Set(certificateEntries.map((entry) => entry.name));
   // What each upstream's locations need besides proxy_pass: a cookie for sticky ones, a release for least_conn.
   const balanceOf = new Map(model.upstreams.map((upstream) => [upstream.name, upstream.balance]));
@@ -138,15 +138,6 @@ export function renderConfig(
     const lua = balancerOptions(upstream, probeTargets.get(upstream.name) ?? null);
     return lua ? [{ name: upstream.name, options: lua }] : [];
   });
-  const defaultHttp = model.servers.some((server) => server.isDefault);
-  const defaultHttps = model.servers.some((server) => server.isDefault && server.tls.https);
-  const http3 = model.servers.some((server) => server.tls.http3);
-  // Early routing (early-hosts.txt): the catch-all servers look new hosts up in shared memory until the reload. Port
-  // 80's needs it to be the default server; 443's needs the handshake Lua and no other default certificate or QUIC.
-  const early = {
-    http: !defaultHttp,
-    https: certificateEntries.length > 0 && !defaultHttps && !http3 && defaultCertificate === null,
-  };
   const earlyHosts = earlyEntries(model, byName, early);
   const nginxConf = templates.render('nginx.conf.njk', {
     luaDir,
@@ -210,6 +201,47 @@ export function renderConfig(
   files[PEERS_FILE] = renderPeers(model, shape);
   if (model.stream) files[STREAM_PEERS_FILE] = renderStreamPeers(model.stream, shape);
   return files;
+}
+
+/** What the whole model decides about the config outside any one host's server block. */
+function configSwitches(model: RoutingModel, settings: RenderSettings, certificates: CertificateLookup) {
+  const defaultCertificate =
+    settings.defaultCertificate && certificates(settings.defaultCertificate)
+      ? settings.defaultCertificate
+      : null;
+  const certificateEntries = certificatesByName(model, certificates);
+  const defaultHttp = model.servers.some((server) => server.isDefault);
+  const defaultHttps = model.servers.some((server) => server.isDefault && server.tls.https);
+  const http3 = model.servers.some((server) => server.tls.http3);
+  // Early routing (early-hosts.txt): the catch-all servers look new hosts up in shared memory until the reload. Port
+  // 80's needs it to be the default server; 443's needs the handshake Lua and no other default certificate or QUIC.
+  const early = {
+    http: !defaultHttp,
+    https: certificateEntries.length > 0 && !defaultHttps && !http3 && defaultCertificate === null,
+  };
+  return { defaultCertificate, certificateEntries, defaultHttp, defaultHttps, http3, early };
+}
+
+/**
+ * The switches of a config that hosts flip for every other host: a default host, HTTP/3 anywhere, any certificate
+ * picked by name, early routing. A candidate tested by what changed renders only the changed hosts, so it may not
+ * show what such a flip does to the catch-all servers and the hosts nginx accepted before; the reconciler tests
+ * the whole config when these differ from the last accepted one.
+ */
+export function configForm(
+  model: RoutingModel,
+  settings: RenderSettings,
+  certificates: CertificateLookup = NO_CERTIFICATES,
+): string {
+  const switches = configSwitches(model, settings, certificates);
+  return JSON.stringify({
+    defaultCertificate: switches.defaultCertificate,
+    byName: switches.certificateEntries.length > 0,
+    defaultHttp: switches.defaultHttp,
+    defaultHttps: switches.defaultHttps,
+    http3: switches.http3,
+    early: switches.early,
+  });
 }
 
 /**

@@ -295,6 +295,22 @@ test('after a whole nginx -t, a new service is validated with its own hosts only
   assert.doesNotMatch(h.validated[3] ?? '', /# service "api"/);
 });
 
+test('a change of a switch every host shares (here the default host going away) is tested whole', async (t) => {
+  const config = readControllerConfig({ SWARMGATE_CHANNEL_CERT_FILE: TEST_CHANNEL_CERT_FILE });
+  const h = harness(t, 30, () => ({ ok: true }), {
+    proxy: { ...config.proxy, defaultHost: 'svc7.example.com' },
+  });
+  await h.reconciler.reconcileNow();
+  assert.equal(h.validated.length, 1);
+  // svc7 leaves: the catch-all servers change for every host (port 80's default server, early routing), which a
+  // test of the changed hosts alone (none here) would not show.
+  h.docker.services = h.docker.services.filter((service) => service.ID !== 'svc7');
+  h.docker.tasks = h.docker.tasks.filter((task) => task.ServiceID !== 'svc7');
+  await h.reconciler.reconcileNow();
+  assert.equal(h.validated.length, 2);
+  assert.match(h.validated[1] ?? '', /svc29\.example\.com/, 'tested whole');
+});
+
 test('a refused change is searched among the changed services only', async (t) => {
   const h = harness(t, 30, (config) =>
     config.includes('bad.example.com') ? refuse('bad host') : { ok: true },
