@@ -15,7 +15,7 @@
 --   host TAB service TAB upstream TAB http TAB certificate TAB https-port TAB hsts     (early-hosts.txt's grammar)
 --   "upstream " name *( " " ipv4 ":" port [ "@" weight ] )                            (peers.txt's grammar)
 --   then certificates.pem sections ("certificate <name>" ... "key" ... "end")
--- An empty body empties the table.
+-- An empty body empties the table. The table is bound to the config that took it (refresh()).
 local M = {}
 
 local DICT = "swarmgate_early"
@@ -116,6 +116,9 @@ local function parse(text)
   return parsed_hosts, parsed_upstreams, parsed_pems
 end
 
+-- The table belongs to the config that took the post (its peers generation, stored beside it): a worker of any
+-- other config, such as the reload's new workers, which serve the hosts from their own server blocks, ignores it.
+-- So no table outlives the config it was posted to, even when the agent's clear never arrives.
 local function refresh()
   local dict = ngx.shared[DICT]
   local serial = dict:get("serial")
@@ -124,6 +127,9 @@ local function refresh()
   end
   seen_serial = serial
   local text = dict:get("early") or ""
+  if dict:get("generation") ~= swarmgate.generation then
+    text = ""
+  end
   local parsed_hosts, parsed_upstreams, parsed_pems = parse(text)
   if not parsed_hosts then
     -- update() stored only what parsed: nothing to route then.
@@ -134,7 +140,8 @@ end
 
 -- rewrite_by_lua of the catch-all servers' location. `non_get`: the status that moves other methods than GET and
 -- HEAD to HTTPS (as the hosts' own port-80 blocks); `https`: whether this config serves early hosts on 443 too.
-function M.route(non_get, https)
+-- `counts`: traffic counting is on ($swarmgate_service exists only then).
+function M.route(non_get, https, counts)
   refresh()
   local var = ngx.var
   local host = var.host
@@ -159,7 +166,9 @@ function M.route(non_get, https)
     return ngx.redirect("https://" .. host .. (entry.port and ":" .. entry.port or "") .. var.request_uri, status)
   end
   var.swarmgate_early_upstream = entry.upstream
-  var.swarmgate_service = entry.service
+  if counts then
+    var.swarmgate_service = entry.service
+  end
 end
 
 -- balancer_by_lua of upstream swarmgate_early: the table's members of the upstream route() chose.
@@ -224,7 +233,12 @@ function M.update()
     return
   end
   local ok, set_err = dict:set("early", text)
+  if ok then
+    ok, set_err = dict:set("generation", swarmgate.generation)
+  end
   if not ok then
+    dict:delete("early")
+    dict:incr("serial", 1, 0)
     ngx.status = 507
     ngx.say("cannot store the table: ", set_err)
     return

@@ -152,6 +152,8 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
   let peerUpdates = 0;
   /** New shapes whose new hosts nginx served before its reload (early routing). */
   let earlyPosts = 0;
+  /** A table was posted and not yet emptied (nginx may hold one). */
+  let earlyTable = false;
   /** The task addresses of the applied peers.txt (the stuck-connection watch looks at those that leave). */
   let routedMembers = new Set<string>();
   /** Why the edge serves the empty config instead of its saved bundle; cleared by the next apply. */
@@ -307,28 +309,31 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     }
     // A new shape: its new hosts go to the running nginx's early routing now, ahead of the test and the reload below
     // (half a second at 2,000 hosts), and leave it once the reload is done or failed (finally, below).
-    const early = !sameShape && (await postEarly(bundle.files));
+    if (!sameShape) await postEarly(bundle.files);
     try {
       await applyShape(bundle, peersText, peers.peers, shape, sameShape);
     } finally {
-      if (early) await clearEarly();
+      if (earlyTable) await clearEarly();
     }
   }
 
-  /** Hands nginx the new hosts of `files` it can serve before the reload; true when it took some. */
-  async function postEarly(files: BundleFiles): Promise<boolean> {
+  /** Hands nginx the new hosts of `files` it can serve before the reload. */
+  async function postEarly(files: BundleFiles): Promise<void> {
     const body = earlyPost(files, runningEarly);
-    if (body === '') return false;
-    const taken = await deps.nginx.updateEarly(body, shutdown.signal);
-    if (taken) earlyPosts++;
-    return taken;
+    if (body === '') return;
+    // Set before the answer: a post nginx stored but whose answer was lost is cleared all the same.
+    earlyTable = true;
+    if (await deps.nginx.updateEarly(body, shutdown.signal)) earlyPosts++;
   }
 
+  /**
+   * Empties the table. nginx also ignores it once it runs another config (lua/swarmgate/early.lua binds it to the
+   * config that took it); this covers a failed reload or test, when that config keeps running. One that does not
+   * go through is tried again after the next apply.
+   */
   async function clearEarly(): Promise<void> {
-    if (!(await deps.nginx.updateEarly('', shutdown.signal)))
-      logger.warn(
-        'nginx did not take the empty early table (or its config has early routing off); early hosts stay until the next post',
-      );
+    if (await deps.nginx.updateEarly('', shutdown.signal)) earlyTable = false;
+    else logger.warn('nginx did not take the empty early table; asking again after the next bundle');
   }
 
   async function applyShape(

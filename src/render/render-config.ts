@@ -241,6 +241,13 @@ export function configForm(
     defaultHttps: switches.defaultHttps,
     http3: switches.http3,
     early: switches.early,
+    // The stream block and its move of 443 to a local socket: a partial render holds no stream routes.
+    stream: model.stream
+      ? {
+          tcp: model.stream.tcp.map((route) => [route.port, route.upstream]),
+          passthrough: model.stream.passthrough.map((route) => [route.host.value, route.upstream]),
+        }
+      : null,
   });
 }
 

@@ -348,6 +348,8 @@ test('a new host is posted to early routing before the edge tests and reloads, a
   });
   t.after(() => system.stop());
   await waitUntil('first bundle', () => system.edge.applied() !== null);
+  // The first bundle's hosts went early too (nginx ran the empty config); wait for their clear.
+  await waitUntil('the first table emptied', () => system.nginx.earlyPosts.at(-1) === '');
   const before = system.nginx.earlyPosts.length;
   docker.services.push(rawService('api', { VIRTUAL_HOST: 'api.example.com' }));
   docker.tasks.push(rawTask('t3', 'api', '10.0.0.13'));
@@ -358,8 +360,12 @@ test('a new host is posted to early routing before the edge tests and reloads, a
     postsAtTest.at(-1) ?? '',
     /^api\.example\.com\tapi\tsvc_api_\w+\tserve\t-\t-\t-\nupstream svc_api_\w+ 10\.0\.0\.13:80\n$/,
   );
-  // After the reload the table is empty again: the host's own server block serves it.
-  assert.deepEqual(system.nginx.earlyPosts.slice(before).at(-1), '');
+  // After the reload the table is emptied (right after the bundle counts as applied): the host's own block serves it.
+  await waitUntil('the table emptied', () => system.nginx.earlyPosts.length === before + 2);
+  assert.deepEqual(
+    system.nginx.earlyPosts.slice(before).map((body) => body.split('\t')[0]),
+    ['api.example.com', ''],
+  );
   assert.equal(system.nginx.reloads, 2);
 
   // A bundle the edge's nginx -t refuses: its host was early only while the test ran, and is taken away.
@@ -372,6 +378,28 @@ test('a new host is posted to early routing before the edge tests and reloads, a
   assert.match(postsAtTest.at(-1) ?? '', /^odd\.example\.com\t/);
   assert.equal(system.nginx.earlyPosts.at(-1), '');
   assert.equal(system.nginx.reloads, 2);
+});
+
+test('a clear of the early table that does not go through is sent again with the next bundle', async (t) => {
+  const docker = dockerWithWeb();
+  const system = await startSystem({ docker });
+  t.after(() => system.stop());
+  await waitUntil('first bundle', () => system.edge.applied() !== null);
+  await waitUntil('the first table emptied', () => system.nginx.earlyPosts.at(-1) === '');
+  const before = system.nginx.earlyPosts.length;
+  system.nginx.failClears = 1;
+  docker.services.push(rawService('api', { VIRTUAL_HOST: 'api.example.com' }));
+  docker.tasks.push(rawTask('t3', 'api', '10.0.0.13'));
+  docker.emit({ Type: 'service', Action: 'create', Actor: { ID: 'api' } });
+  await waitUntil('the edge to apply version 2', () => publishCount(system.edge.applied()?.version) === 2);
+  assert.match(system.nginx.earlyPosts.at(-1) ?? '', /^api\.example\.com\t/, 'the clear after it failed');
+  // The next bundle has nothing new to route early (api leaves), yet the table is emptied now.
+  docker.services = docker.services.filter((service) => service.ID !== 'api');
+  docker.tasks = docker.tasks.filter((task) => task.ServiceID !== 'api');
+  docker.emit({ Type: 'service', Action: 'remove', Actor: { ID: 'api' } });
+  await waitUntil('the edge to apply version 3', () => publishCount(system.edge.applied()?.version) === 3);
+  await waitUntil('a post after the api one', () => system.nginx.earlyPosts.length === before + 2);
+  assert.equal(system.nginx.earlyPosts.at(-1), '');
 });
 
 test('when nginx does not take posted peers, the edge reloads instead', async (t) => {

@@ -19,7 +19,9 @@ import { EARLY_HOSTS_FILE, earlyPost } from '../../src/render/early-hosts-text.t
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { renderConfig } from '../../src/render/render-config.ts';
 import type { BundleFiles } from '../../src/render/render-config.ts';
+import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { localSocketGet } from '../../src/edge/edge-metrics.ts';
+import { fingerprintBundle } from '../../src/render/render-config.ts';
 import { makeChannelKeyPair } from '../support/channel-tls.ts';
 import { servicesSnapshot } from '../support/one-service.ts';
 import type { RoutedService } from '../support/one-service.ts';
@@ -267,4 +269,31 @@ test('with traffic counting off, an early host is served the same', async (t) =>
   assert.equal(plain.status, 200);
   assert.equal(plain.body, '127.0.0.3');
   assert.equal((await request(setup, 'new.example.test', 'GET', true)).body, '127.0.0.2');
+});
+
+test('a table never outlives the config that took it: after a reload it is ignored, cleared or not', async (t) => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-early-'));
+  const setup = await loopbackSetup(stateDir);
+  const running = bundle(setup, OLD());
+  const next = bundle(setup, NEW());
+  const { nginx } = await startBundleNginx(t, stateDir, setup, running);
+  assert.deepEqual(await post(setup, earlyPost(next, running)), { status: 204, body: '' });
+  assert.equal((await request(setup, 'plain.test')).status, 200);
+
+  // The edge moves on to another bundle without plain.test and new.example.test, and the clear never arrives.
+  const other = bundle(setup, [...OLD(), service('guarded', { VIRTUAL_HOST: 'guarded.test' }, 3)]);
+  const cache = new BundleCache(stateDir);
+  const fingerprint = fingerprintBundle(other);
+  await cache.stage(fingerprint, other);
+  await cache.activate(fingerprint, { version: 2, fingerprint });
+  nginx.reload();
+  const generation = /^generation \w+/.exec(other['peers.txt'] ?? '')?.[0] ?? '';
+  for (let i = 0; i < 200; i++) {
+    if ((await nginx.runningPeers(AbortSignal.timeout(2000)))?.startsWith(generation)) break;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  // Fresh connections reach the new workers only (request() uses no keep-alive).
+  assert.equal((await request(setup, 'guarded.test')).status, 200);
+  assert.equal((await request(setup, 'plain.test')).status, 503);
+  assert.match(await handshake(setup, 'new.example.test'), /^refused/);
 });

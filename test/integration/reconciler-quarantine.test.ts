@@ -311,6 +311,23 @@ test('a change of a switch every host shares (here the default host going away) 
   assert.match(h.validated[1] ?? '', /svc29\.example\.com/, 'tested whole');
 });
 
+test('a new TLS passthrough route is tested whole: the stream block and 443 moving to a local socket', async (t) => {
+  const h = harness(t, 5, () => ({ ok: true }));
+  await h.reconciler.reconcileNow();
+  h.docker.services.push(
+    rawService(
+      'vault',
+      { 'swarmgate.tls.passthrough': 'vault.example.com' },
+      { createdAt: '2026-02-01T00:00:00Z' },
+    ),
+  );
+  h.docker.tasks.push(rawTask('vault-t1', 'vault', '10.9.0.3'));
+  await h.reconciler.reconcileNow();
+  assert.match(h.store.current?.files['nginx.conf'] ?? '', /\nstream \{/, 'published with a stream block');
+  assert.match(h.validated.at(-1) ?? '', /\nstream \{/, 'and nginx -t saw it');
+  assert.match(h.validated.at(-1) ?? '', /svc4\.example\.com/, 'whole');
+});
+
 test('a refused change is searched among the changed services only', async (t) => {
   const h = harness(t, 30, (config) =>
     config.includes('bad.example.com') ? refuse('bad host') : { ok: true },

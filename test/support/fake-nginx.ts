@@ -35,7 +35,13 @@ export class FakeNginx implements NginxProcess {
   /** Bodies of POST /early, in order; false: a config without early routing. */
   earlyPosts: string[] = [];
   acceptEarly = true;
+  /** How many of the next clears (empty posts) fail, as a post whose answer is lost does. */
+  failClears = 0;
   async updateEarly(body: string): Promise<boolean> {
+    if (body === '' && this.failClears > 0) {
+      this.failClears--;
+      return false;
+    }
     if (this.acceptEarly) this.earlyPosts.push(body);
     return this.acceptEarly;
   }

@@ -65,7 +65,7 @@ test('written sorted, read back the same; a duplicate or a value outside the gra
 const pems = (...names: string[]): string =>
   names.map((name) => `certificate ${name}\nCERT ${name}\nkey\nKEY ${name}\nend\n`).join('');
 
-test('the post holds what is new or changed, its members, and only the certificates nginx does not hold', () => {
+test('the post holds the hosts new to the table or newly HTTPS, their members, and only the certificates nginx does not hold', () => {
   const running = {
     [EARLY_HOSTS_FILE]: formatEarlyHosts([plain('api.example.com')]),
     'certificates.pem': pems('other.example.com'),
