@@ -1,7 +1,7 @@
 // buildRoutingModel: pure. Snapshot (plain data) in, typed routes and Problems out, sorted so the same input
 // always gives the same model and so the same nginx bytes.
 import type { ConfigFile, NodeInfo, ServiceInfo, Snapshot, TaskInfo } from '../discovery/snapshot.ts';
-import { CONFIG_FILE_LABEL } from '../discovery/snapshot.ts';
+import { addressOn, CONFIG_FILE_LABEL } from '../discovery/snapshot.ts';
 import type { HostPattern, HttpsMethod, Parsed, PathPattern, Proto, SslPolicy } from './labels.ts';
 import { parseAccessLog } from './access-log-label.ts';
 import type { AccessLog } from './access-log-label.ts';
@@ -1731,22 +1731,22 @@ function routableServers(
   const seen = tasks.length > SCAN_UP_TO ? new Set<string>() : null;
   for (const task of tasks) {
     if (!isRoutable(task)) continue;
-    const address = task.addresses.find((candidate) => candidate.networkName === route.network);
-    if (!address || address.ip === '') continue;
-    if (seen ? seen.has(address.ip) : servers.some((server) => server.ip === address.ip)) continue;
+    const ip = addressOn(task, route.network);
+    if (ip === undefined || ip === '') continue;
+    if (seen ? seen.has(ip) : servers.some((server) => server.ip === ip)) continue;
     // The edges' balancer takes dotted IPv4 (what Swarm overlays give tasks); any other task is left out alone.
-    if (!IPV4.test(address.ip)) {
+    if (!IPV4.test(ip)) {
       problems.push({
         service: route.service.name,
         label: 'VIRTUAL_HOST',
         code: 'UNSUPPORTED_ADDRESS',
-        reason: `task ${task.id} has address ${address.ip} on ${route.network}; only IPv4 task addresses are routed`,
+        reason: `task ${task.id} has address ${ip} on ${route.network}; only IPv4 task addresses are routed`,
         severity: 'warning',
       });
       continue;
     }
-    seen?.add(address.ip);
-    servers.push({ ip: address.ip, port: route.port, taskId: task.id, nodeId: task.nodeId });
+    seen?.add(ip);
+    servers.push({ ip, port: route.port, taskId: task.id, nodeId: task.nodeId });
   }
   if (servers.length <= SCAN_UP_TO) {
     // Few: sorted in place, keys computed in each comparison (no wrapper per server, no new arrays).

@@ -2,6 +2,7 @@
 // (swarmgate.tcp.*, swarmgate.tls.passthrough*), with their tasks, for nginx's stream module. Their task addresses
 // go into stream-peers.txt, in peers.txt's grammar (the edge's njs balancer reads them there), so scaling never
 // reloads.
+import { addressOn } from '../discovery/snapshot.ts';
 import type { ServiceInfo, TaskInfo } from '../discovery/snapshot.ts';
 import type { HostPattern, Parsed } from './labels.ts';
 import { parseNetworkName } from './labels.ts';
@@ -216,10 +217,10 @@ function members(claim: Claim, port: number, input: StreamInput): StreamMember[]
   const servers: StreamMember[] = [];
   for (const task of input.tasksByService.get(claim.service.id) ?? []) {
     if (!input.isRoutable(task)) continue;
-    const address = task.addresses.find((candidate) => candidate.networkName === claim.network);
-    if (!address || !IPV4.test(address.ip) || seen.has(address.ip)) continue;
-    seen.add(address.ip);
-    servers.push({ ip: address.ip, port, taskId: task.id, nodeId: task.nodeId });
+    const ip = addressOn(task, claim.network);
+    if (ip === undefined || !IPV4.test(ip) || seen.has(ip)) continue;
+    seen.add(ip);
+    servers.push({ ip, port, taskId: task.id, nodeId: task.nodeId });
   }
   return servers.sort((a, b) => ipNumber(a.ip) - ipNumber(b.ip));
 }

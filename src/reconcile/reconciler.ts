@@ -363,7 +363,7 @@ export class Reconciler {
       // bad label) are still taken from the fresh model.
       verdict = this.lastCandidate.verdict;
     } else {
-      verdict = await this.validateWithQuarantine(candidate, files, signal);
+      verdict = await this.validateWithQuarantine(candidate, files, fingerprint, signal);
       // A refusal without a verdict (nginx -t killed, budget out) is not remembered: the next reconcile retries.
       if (verdict.ok || !verdict.transient) this.lastCandidate = { fingerprint, verdict };
     }
@@ -488,13 +488,15 @@ export class Reconciler {
   private async validateWithQuarantine(
     model: RoutingModel,
     files: BundleFiles,
+    /** fingerprintBundle(files), already taken: hashing the 9 MB nginx.conf again cost ~10 ms and a 28 MB buffer. */
+    fingerprint: string,
     signal: AbortSignal,
   ): Promise<Verdict> {
     // Only task addresses changed since nginx last accepted this shape (scaling, rolling updates): no nginx -t,
     // which under load is the slowest step between a task running and it being routed.
     const shape = renderedShape(files);
     if (shape === this.lastAcceptedShape) {
-      return { ok: true, files, fingerprint: fingerprintBundle(files), quarantined: [] };
+      return { ok: true, files, fingerprint, quarantined: [] };
     }
     const budget = AbortSignal.any([signal, AbortSignal.timeout(this.settings.validationBudgetMs ?? 20_000)]);
     // Only some services changed since nginx accepted the last candidate: nginx -t of their hosts' server blocks with
@@ -507,7 +509,7 @@ export class Reconciler {
       if (partial.ok) {
         this.lastAcceptedShape = shape;
         this.accepted = { ...composition, wholeHosts: this.accepted?.wholeHosts ?? 0 };
-        return { ok: true, files, fingerprint: fingerprintBundle(files), quarantined: [] };
+        return { ok: true, files, fingerprint, quarantined: [] };
       }
       if (partial.transient) return { ok: false, output: partial.output, transient: true };
       // Refused: the rest is known good, so the quarantine search below looks among the changed services only.
@@ -518,7 +520,7 @@ export class Reconciler {
       if (first.ok) {
         this.lastAcceptedShape = shape;
         this.accepted = { ...composition, wholeHosts: model.servers.length };
-        return { ok: true, files, fingerprint: fingerprintBundle(files), quarantined: [] };
+        return { ok: true, files, fingerprint, quarantined: [] };
       }
       if (first.transient) return { ok: false, output: first.output, transient: true };
     }
