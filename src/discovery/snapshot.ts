@@ -281,7 +281,11 @@ export function toTaskInfo(raw: RawTask): TaskInfo {
       const network = addressNetwork(attachment.Network?.ID ?? '', attachment.Network?.Spec?.Name ?? '');
       const address = cidr.split('/')[0] ?? '';
       if (addresses) addresses.push({ ...network, ip: address });
-      else if (only) addresses = [{ ...only, ip }, { ...network, ip: address }];
+      else if (only)
+        addresses = [
+          { ...only, ip },
+          { ...network, ip: address },
+        ];
       else {
         only = network;
         ip = address;
