@@ -308,7 +308,7 @@ end
 
 -- Rendezvous (highest random weight) hashing: every member scores the key, the best wins. When a member comes or
 -- goes, only the keys it wins (or won) move: 1/N of them, and none between the others. Weighted: w / -ln(u).
-local function hash_pick(peers, value)
+local function rendezvous(peers, value)
   local key_hash = mix(ngx.crc32_long(value))
   local weighted = peers.total_weight ~= nil
   local best, best_score
@@ -328,6 +328,34 @@ local function hash_pick(peers, value)
     end
   end
   return best
+end
+
+-- Scoring every member costs about 20 ns each (2.3 µs a request at 100 tasks), and the winner depends only on the key
+-- and the member list: each list (a new one with every peers.txt) remembers its recent keys' winners, per worker.
+-- Short keys only (client addresses, ids), and at most HASH_MEMO of them: the memo starts over when full.
+local HASH_MEMO = 1024
+local HASH_MEMO_KEY = 64
+
+local function hash_pick(peers, value)
+  if #value > HASH_MEMO_KEY then
+    return rendezvous(peers, value)
+  end
+  local memo = peers.hash_memo
+  if memo then
+    local index = memo[value]
+    if index then
+      return index
+    end
+  end
+  if not memo or peers.hash_memo_size >= HASH_MEMO then
+    memo = {}
+    peers.hash_memo = memo
+    peers.hash_memo_size = 0
+  end
+  local index = rendezvous(peers, value)
+  memo[value] = index
+  peers.hash_memo_size = peers.hash_memo_size + 1
+  return index
 end
 
 -- The fewest requests under way per unit of weight; ties go round robin.
