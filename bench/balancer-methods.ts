@@ -5,8 +5,12 @@
 // valid cookie), and round robin with active health checks of all 100 tasks every second (the one worker is also the
 // checker: 100 probes/s). Each round reports requests/s and the edge worker's CPU time per request
 // (/proc/<pid>/schedstat), which shared cores disturb far less than throughput, and its CPU while idle (the checks'
-// own cost). No Docker: `node bench/balancer-methods.ts [--smoke]`;
+// own cost). No Docker: `node bench/balancer-methods.ts [--smoke] [--timed]`;
 // BEFORE_REF names the git revision whose lua/ is "before" (default: the merge base with main).
+// --timed: every variant's balancer calls swarmgate.balance() through bench/lua/perreq_timing.lua, which reads the
+// monotonic clock around it and logs the median of each 5,000 calls; the summary adds that median per variant. A round's
+// CPU per request moves by about a microsecond on shared cores, the call's own time by about 10 ns, so a change to the
+// balancer's Lua shows there first. The clock reads add about 20 ns to every variant's CPU.
 import { execFile, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -29,7 +33,7 @@ import {
   withConf,
 } from '../test/support/loopback-nginx.ts';
 import type { LoopbackSetup } from '../test/support/loopback-nginx.ts';
-import { percentile, printTable, SMOKE, writeResult } from './support.ts';
+import { BENCH_DIR, percentile, printTable, SMOKE, writeResult } from './support.ts';
 
 const run = promisify(execFile);
 const ROUNDS = SMOKE ? 1 : Number(process.env.ROUNDS ?? 5);
@@ -37,6 +41,15 @@ const REQUESTS = SMOKE ? 5000 : 60_000;
 const TASKS = 100;
 const IDLE_MS = SMOKE ? 1000 : 3000;
 const HOST = 'app.test';
+const TIMED = process.argv.includes('--timed');
+const TIMING_LINE = /perreq-timing balance median_ns=(\d+(?:\.\d+)?)/g;
+
+/** The config with the balancer calling swarmgate.balance() through bench/lua/perreq_timing.lua. */
+function timed(conf: string): string {
+  return conf
+    .replace(/lua_package_path "([^"]*)";/, `lua_package_path "${path.join(BENCH_DIR, 'lua')}/?.lua;$1";`)
+    .replace(/swarmgate\.balance\(/g, 'require("perreq_timing").balance(');
+}
 
 async function cpuNs(pid: number): Promise<number> {
   return Number((await readFile(`/proc/${pid}/schedstat`, 'utf8')).split(' ')[0]);
@@ -63,7 +76,8 @@ function bundle(
     { proxy: setup.proxy, generator: 'bench', luaDir },
     createTemplateRenderer(),
   );
-  return withConf(files, loopbackConf(setup, files['nginx.conf'] ?? ''));
+  const conf = loopbackConf(setup, files['nginx.conf'] ?? '');
+  return withConf(files, TIMED ? timed(conf) : conf);
 }
 
 /** The Set-Cookie pair the edge gives a first request (for the sticky variant's ApacheBench -C). */
@@ -95,16 +109,18 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
   const backend = spawn(NGINX_BINARY, ['-c', `${dir}/backend.conf`, '-g', 'daemon off;'], {
     stdio: 'ignore',
   });
-  // The Lua of the revision before the methods: its balancer.lua and metrics.lua in a directory of their own.
+  // The Lua of the revision before (BEFORE_REF) in a directory of its own.
   const beforeRef =
     process.env.BEFORE_REF ?? (await run('git', ['merge-base', 'HEAD', 'main'])).stdout.trim();
   const beforeLua = path.join(dir, 'before-lua');
   await mkdir(path.join(beforeLua, 'swarmgate'), { recursive: true });
-  for (const file of ['balancer.lua', 'metrics.lua']) {
-    const { stdout } = await run('git', ['show', `${beforeRef}:lua/swarmgate/${file}`], {
+  // Every module of that revision: the config requires more than the balancer (early routing, certificates).
+  const { stdout: listing } = await run('git', ['ls-tree', '--name-only', beforeRef, 'lua/swarmgate/']);
+  for (const file of listing.split('\n').filter((line) => line.endsWith('.lua'))) {
+    const { stdout } = await run('git', ['show', `${beforeRef}:${file}`], {
       maxBuffer: 1 << 22,
     });
-    await writeFile(path.join(beforeLua, 'swarmgate', file), stdout);
+    await writeFile(path.join(beforeLua, 'swarmgate', path.basename(file)), stdout);
   }
   const results: Record<string, unknown>[] = [];
   try {
@@ -143,6 +159,8 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
         await cache.stage(fingerprint, variant.files);
         await cache.activate(fingerprint, { version: 1, fingerprint });
         const nginx = createNginxProcess(NGINX_BINARY, setup.proxy.peersSocket);
+        // This run's lines only (the timed medians are read from it).
+        await writeFile(setup.errorLog, '');
         await nginx.start(cache.currentConfPath);
         try {
           const url = `http://127.0.0.1:${setup.listenPort}/`;
@@ -163,8 +181,14 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
           const non2xx = Number(/Non-2xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
           if (failed > 0 || non2xx > 0) throw new Error(`${name}: ${failed} failed, ${non2xx} non-2xx`);
           // An error logged per request (a Lua file the workers cannot read) would be measured as the method.
-          const errors = (await readFile(setup.errorLog, 'utf8').catch(() => '')).trim();
+          const log = await readFile(setup.errorLog, 'utf8').catch(() => '');
+          const errors = log
+            .split('\n')
+            .filter((line) => line.trim() !== '' && !line.includes('perreq-timing'))
+            .join('\n');
           if (errors !== '') throw new Error(`${name}: nginx logged errors: ${errors.slice(0, 300)}`);
+          // The medians of the 5,000-call batches of this run, warm-up included (JIT compiled by the first).
+          const calls = [...log.matchAll(TIMING_LINE)].map((match) => Number(match[1]) / 1000);
           if (round > 0) {
             results.push({
               round,
@@ -172,6 +196,7 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
               rps,
               cpuUsPerRequest: +(cpu / 1000 / REQUESTS).toFixed(2),
               idleCpuMsPerSecond: +idleMsPerSecond.toFixed(2),
+              ...(TIMED ? { balanceUs: +percentile(calls, 50).toFixed(3) } : {}),
             });
           }
         } finally {
@@ -194,11 +219,12 @@ keepalive_requests 100000; location / { return 200 "ok"; } } }\n`,
     rpsMedian: median(variant, 'rps'),
     cpuUsPerRequestMedian: median(variant, 'cpuUsPerRequest'),
     idleCpuMsPerSecondMedian: median(variant, 'idleCpuMsPerSecond'),
+    ...(TIMED ? { balanceUsMedian: median(variant, 'balanceUs') } : {}),
   }));
   printTable(`balancer methods at ${TASKS} tasks: medians`, summary);
   writeResult(
     'balancer-methods',
-    { requests: REQUESTS, rounds: ROUNDS, tasks: TASKS, summary },
+    { requests: REQUESTS, rounds: ROUNDS, tasks: TASKS, timed: TIMED, summary },
     { docker: false },
   );
 }

@@ -300,6 +300,30 @@ test('three black-holed members side by side: no request fails, each costs one s
   );
 });
 
+// The first retry knows which member the first try went to from nginx's $upstream_addr, not from a state the first
+// try kept (it keeps none: lua/swarmgate/balancer.lua, new_state). Read wrong, the retry after a timeout starts next to
+// the dead member instead of half the list away, meets its dead neighbour and waits a second connect timeout.
+test('the first retry after a timeout starts half the list away from the member that timed out', async (t) => {
+  const port = await freePort();
+  await backends(t, ['127.0.0.2', '127.0.0.3'], port);
+  for (const ip of ['127.0.0.5', '127.0.0.6']) await blackHole(t, ip, port);
+  const connectTimeoutMs = 400;
+  // peers.txt lists the members in address order (.2 .3 .5 .6) and round robin starts at the first: the third
+  // request's first try is .5, and its retry the member two places on from it, .2.
+  const edge = await startEdge(t, ['127.0.0.2', '127.0.0.3', '127.0.0.5', '127.0.0.6'], port, {
+    workerProcesses: '1',
+    connectTimeoutMs,
+  });
+  const answers: Answer[] = [];
+  for (let i = 0; i < 3; i++) answers.push(await edge.request());
+  assert.deepEqual(
+    answers.map((answer) => `${answer.status} ${answer.body}`),
+    ['200 127.0.0.2', '200 127.0.0.3', '200 127.0.0.2'],
+  );
+  assert.equal((await edge.failures('127.0.0.5', 'timed out')).length, 1, '.5 timed out');
+  assert.equal((await edge.failures('127.0.0.6', 'timed out')).length, 0, 'its dead neighbour was not tried');
+});
+
 test('seven refusing members side by side: every request still reaches the one that listens', async (t) => {
   const port = await freePort();
   await backends(t, ['127.0.0.9'], port);
