@@ -498,7 +498,9 @@ function M.balance(name, members)
     return ngx.exit(ngx.ERROR)
   end
   local now = ngx.now()
-  local options = M.options[name]
+  -- Early routing's members come with none of the options the running config may hold for an upstream of that name
+  -- (a host whose labels changed): the table lists only round-robin upstreams.
+  local options = not members and M.options[name] or nil
   -- nil on a first try: nginx reports how the previous try of this request ended.
   local failed, status = get_last_failure()
   local retry = failed ~= nil

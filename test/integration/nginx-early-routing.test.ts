@@ -166,7 +166,8 @@ function post(setup: LoopbackSetup, body: string): Promise<{ status: number; bod
 
 test('the hosts of the next bundle are served before its reload, exactly as their own blocks serve them', async (t) => {
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-early-'));
-  const setup = await loopbackSetup(stateDir);
+  // One worker: GET /metrics adds the answering worker's pending counts, and another worker's wait for its timer.
+  const setup = await loopbackSetup(stateDir, { workerProcesses: '1' });
   const running = bundle(setup, OLD());
   const next = bundle(setup, NEW());
   await startBundleNginx(t, stateDir, setup, running);
@@ -296,4 +297,23 @@ test('a table never outlives the config that took it: after a reload it is ignor
   assert.equal((await request(setup, 'guarded.test')).status, 200);
   assert.equal((await request(setup, 'plain.test')).status, 503);
   assert.match(await handshake(setup, 'new.example.test'), /^refused/);
+});
+
+test("early requests are balanced round robin, never by the running config's options for the same upstream", async (t) => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-early-'));
+  const setup = await loopbackSetup(stateDir);
+  const late = (labels: Record<string, string>): RoutedService => ({
+    name: 'late',
+    labels: { VIRTUAL_HOST: 'late.example.test', VIRTUAL_PORT: String(backendPort), ...labels },
+    ips: ['127.0.0.3', '127.0.0.4'],
+  });
+  // Running: the host is HTTP only and hashed by the client's address (one client: one task); next: plain round robin, with its certificate.
+  const hashed = late({ 'swarmgate.balance': 'hash', 'swarmgate.balance.key': 'client_ip' });
+  const running = bundle(setup, [...OLD(), hashed], ['old.example.test']);
+  const next = bundle(setup, [...OLD(), late({})]);
+  await startBundleNginx(t, stateDir, setup, running);
+  assert.deepEqual(await post(setup, earlyPost(next, running)), { status: 204, body: '' });
+  const answered = new Set<string>();
+  for (let i = 0; i < 8; i++) answered.add((await request(setup, 'late.example.test', 'GET', true)).body);
+  assert.deepEqual([...answered].sort(), ['127.0.0.3', '127.0.0.4']);
 });
