@@ -30,6 +30,7 @@ import {
   SyntheticDocker,
   TASKS_PER_SERVICE,
   waitFor,
+  watchAnswers,
 } from './fanout-parts.ts';
 import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
 
@@ -89,18 +90,7 @@ async function runController(): Promise<void> {
   });
   const egress = (): number =>
     closedBytes + [...sockets].reduce((sum, socket) => sum + socket.bytesWritten, 0);
-  let answers = 0;
-  let lastAnswerAt = 0;
-  diagnostics.subscribe('http.server.response.finish', (message) => {
-    const { request, response } = message as {
-      request: { url?: string };
-      response: { statusCode: number };
-    };
-    if (response.statusCode === 200 && request.url?.startsWith('/v1/edge/poll')) {
-      answers++;
-      lastAnswerAt = now();
-    }
-  });
+  const written = watchAnswers();
 
   const docker = new SyntheticDocker();
   for (let s = 0; s < SERVICES; s++) addService(docker, s);
@@ -141,7 +131,7 @@ async function runController(): Promise<void> {
         egress: egress(),
         cpu: process.cpuUsage(),
         rss: process.memoryUsage().rss,
-        answers,
+        answers: written.answers,
         before: controller.store.current?.files ?? {},
       };
       peakRss = baseline.rss;
@@ -163,8 +153,8 @@ async function runController(): Promise<void> {
         cpuMs: (cpu.user + cpu.system) / 1000,
         peakRssMiB: Math.round(Math.max(peakRss, process.memoryUsage().rss) / 2 ** 20),
         rssBeforeMiB: Math.round(baseline.rss / 2 ** 20),
-        answers: answers - baseline.answers,
-        lastAnswerAt,
+        answers: written.answers - baseline.answers,
+        lastAnswerAt: written.lastAnswerAt,
         publishedAt: Date.parse(current.publishedAt),
         bundleBytes: Object.values(current.files).reduce((sum, text) => sum + Buffer.byteLength(text), 0),
         changedBytes: changedBytes(baseline.before, current.files),

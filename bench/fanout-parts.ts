@@ -1,6 +1,7 @@
 // Shared by the benches where a real controller (a child process, fake Docker) serves simulated edges that long-poll
 // it with the real channel code: bench/edge-fanout.ts and bench/new-host-e2e.ts.
 import type { ChildProcess } from 'node:child_process';
+import diagnostics from 'node:diagnostics_channel';
 import { performance } from 'node:perf_hooks';
 import type { RawService, RawTask, TaskFilter } from '../src/docker/docker-port.ts';
 import { createHttpsControllerChannel } from '../src/edge/controller-channel.ts';
@@ -52,6 +53,22 @@ export function addService(
     rawService(id, { VIRTUAL_HOST: `app${s}.bench.example.com`, ...labels }, { replicas: addresses.length }),
   );
   addresses.forEach((ip, t) => docker.tasks.push(rawTask(`${id}-t${t}`, id, ip)));
+}
+
+/** In the controller's process: how many edge polls it answered with a bundle, and when it wrote the last one. */
+export function watchAnswers(): { readonly answers: number; readonly lastAnswerAt: number } {
+  const counts = { answers: 0, lastAnswerAt: 0 };
+  diagnostics.subscribe('http.server.response.finish', (message) => {
+    const { request, response } = message as {
+      request: { url?: string };
+      response: { statusCode: number };
+    };
+    if (response.statusCode === 200 && request.url?.startsWith('/v1/edge/poll')) {
+      counts.answers++;
+      counts.lastAnswerAt = now();
+    }
+  });
+  return counts;
 }
 
 export interface SimulatedEdge {
