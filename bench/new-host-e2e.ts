@@ -113,7 +113,8 @@ interface Published {
   readonly version: number;
   /** When the controller wrote the last of its answers with that bundle to the edges' polls. */
   readonly lastAnswerAt: number;
-  /** The reconcile that published it: read Docker, model, render, nginx -t, publish (after the debounce). */
+  /** The reconcile that published it (read Docker, model, render, nginx -t, publish): when it started, how long. */
+  readonly reconcileStartedAt: number;
   readonly reconcileMs: number;
 }
 
@@ -240,17 +241,33 @@ async function runController(): Promise<void> {
       if (!current || current.version === seen) continue;
       seen = current.version;
       if (!holds(current)) continue;
-      const reconcileMs = controller.reconciler.stats.lastDurationMs;
+      const publishedAt = Date.parse(current.publishedAt);
+      // The reconcile that published it: the outcome whose run holds the publish (it ends a little after it).
+      let reconcile: { startedAt: number; durationMs: number } | null = null;
+      await waitFor(
+        'the publishing reconcile to end',
+        () => {
+          const outcome = controller.reconciler.lastOutcome;
+          const startedAt = outcome ? Date.parse(outcome.at) : NaN;
+          if (outcome?.published && startedAt <= publishedAt && startedAt + outcome.durationMs >= publishedAt)
+            reconcile = { startedAt, durationMs: outcome.durationMs };
+          return reconcile !== null;
+        },
+        STEP_TIMEOUT_MS,
+        1,
+      );
       await waitFor(
         'the controller to answer every edge',
         () => written.answers - answersBefore >= EDGES + 1,
         STEP_TIMEOUT_MS,
       );
+      const { startedAt, durationMs } = reconcile ?? { startedAt: NaN, durationMs: NaN };
       return {
-        publishedAt: Date.parse(current.publishedAt),
+        publishedAt,
         version: current.version,
         lastAnswerAt: written.lastAnswerAt,
-        reconcileMs,
+        reconcileStartedAt: startedAt,
+        reconcileMs: durationMs,
       };
     }
     throw new Error('the controller published no bundle with the change');
@@ -508,6 +525,8 @@ interface Sample {
   readonly version: number;
   /** Milliseconds from the task running (a) or the issuance (b). */
   readonly publishedMs: number;
+  /** From the change to the start of the reconcile that published it (the debounce, a reconcile in flight). */
+  readonly reconcileStartMs: number;
   readonly reconcileMs: number;
   readonly lastAnswerWrittenMs: number;
   /** The last answer written, plus the slowest simulated edge's own work on its answer: each edge on its own node. */
@@ -624,6 +643,7 @@ async function runBench(): Promise<void> {
         host,
         version: step.version,
         publishedMs: step.publishedAt - step.at,
+        reconcileStartMs: step.reconcileStartedAt - step.at,
         reconcileMs: step.reconcileMs,
         lastAnswerWrittenMs: step.lastAnswerAt - step.at,
         lastEdgeOwnNodeMs: step.lastAnswerAt - step.at + work.max,
@@ -688,8 +708,9 @@ async function runBench(): Promise<void> {
 
     const rows: Record<string, unknown>[] = [];
     const steps: [keyof Sample, string][] = [
+      ['reconcileStartMs', 'the publishing reconcile started (debounce)'],
+      ['reconcileMs', '  the publishing reconcile took (to its end, just after the publish)'],
       ['publishedMs', 'controller published'],
-      ['reconcileMs', '  of which the publishing reconcile (after the debounce)'],
       ['lastAnswerWrittenMs', `controller wrote the last of ${EDGES + 1} answers`],
       ['lastEdgeOwnNodeMs', `last of ${EDGES} simulated edges holds it, each on its own node`],
       ['lastSimulatedEdgeMs', `last of ${EDGES} simulated edges holds it, all in one process (wall clock)`],
