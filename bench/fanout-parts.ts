@@ -183,16 +183,27 @@ export async function waitFor(
   }
 }
 
-/** Sends a child process a message and resolves with the first reply that has `key`. */
+/** Sends a child process a message and resolves with the first reply that has `key`; rejects if the child exits. */
 export function ask<T>(child: ChildProcess, message: unknown, key: string): Promise<T> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      child.off('message', listener);
+      child.off('exit', exited);
+    };
     const listener = (reply: Record<string, unknown>): void => {
       if (key in reply) {
-        child.off('message', listener);
+        done();
         resolve(reply[key] as T);
       }
     };
+    // A reply sent just before the child exits may still be on its way: it wins if it comes within a second.
+    const exited = (code: number | null, signal: string | null): void =>
+      void setTimeout(() => {
+        done();
+        reject(new Error(`the child process exited (${signal ?? code}) before it answered "${key}"`));
+      }, 1000);
     child.on('message', listener);
+    child.once('exit', exited);
     child.send(message as object);
   });
 }

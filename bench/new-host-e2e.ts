@@ -123,7 +123,8 @@ interface Published {
 
 /** A CA whose orders wait until the bench issues them; the issuance time is when the order's answer is handed over. */
 class HeldAcme implements AcmePort {
-  private readonly waiting = new Map<string, (issuedAt: number) => void>();
+  /** host → settles the order: with the certificate, or with the error that refuses it. */
+  private readonly waiting = new Map<string, (refusal?: Error) => void>();
   private readonly material: ReadonlyMap<string, Pems>;
   constructor(material: ReadonlyMap<string, Pems>) {
     this.material = material;
@@ -135,15 +136,23 @@ class HeldAcme implements AcmePort {
     const host = input.domains[0] ?? '';
     const pems = this.material.get(host);
     if (!pems) return Promise.reject(new Error(`the bench issues no certificate for ${host}`));
-    return new Promise((resolve) =>
-      this.waiting.set(host, () =>
-        resolve({
-          certificatePem: pems.certificatePem,
-          privateKeyPem: pems.privateKeyPem,
-          accountUrl: 'https://ca.bench.invalid/acct/1',
-        }),
+    return new Promise((resolve, reject) =>
+      this.waiting.set(host, (refusal) =>
+        refusal
+          ? reject(refusal)
+          : resolve({
+              certificatePem: pems.certificatePem,
+              privateKeyPem: pems.privateKeyPem,
+              accountUrl: 'https://ca.bench.invalid/acct/1',
+            }),
       ),
     );
+  }
+  /** Refuses every waiting order: the controller's stop waits for its orders in flight. */
+  cancel(): void {
+    for (const [host, release] of this.waiting)
+      release(new Error(`the bench stopped before issuing ${host}`));
+    this.waiting.clear();
   }
   pending(host: string): boolean {
     return this.waiting.has(host);
@@ -154,7 +163,7 @@ class HeldAcme implements AcmePort {
     if (!release) throw new Error(`no order for ${host} is waiting`);
     this.waiting.delete(host);
     const at = now();
-    release(at);
+    release();
     return at;
   }
 }
@@ -273,6 +282,18 @@ async function runController(): Promise<void> {
     throw new Error('the controller published no bundle with the change');
   }
 
+  // Once, on the bench's word or when the bench is gone (its IPC channel closed: it ended or failed).
+  let stopping: Promise<void> | null = null;
+  const cleanup = (): Promise<void> =>
+    (stopping ??= (async () => {
+      acme.cancel();
+      await controller.stop().catch((error: unknown) => console.error('controller stop:', error));
+      await rm(stateDir, { recursive: true, force: true });
+    })());
+  process.once('disconnect', () => void cleanup().finally(() => process.exit(0)));
+  // Ctrl-C reaches the whole process group, children included.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => void cleanup().finally(() => process.exit(1)));
   send({ port: controller.port });
   let nextService = SERVICES;
   process.on('message', (message: ToController) => {
@@ -309,14 +330,13 @@ async function runController(): Promise<void> {
         );
         send({ issued: { ...bundle, at } });
       } else if (message.cmd === 'report') {
+        await cleanup();
         send({ report: { validations } });
-        await controller.stop();
-        await rm(stateDir, { recursive: true, force: true });
         process.exit(0);
       }
     })().catch((error: unknown) => {
       console.error('controller:', error);
-      process.exit(1);
+      void cleanup().finally(() => process.exit(1));
     });
   });
 }
@@ -452,6 +472,19 @@ async function runEdge(): Promise<void> {
     string,
     Promise<{ servedAt: number; probes: number; servedOverHttpBefore: boolean }>
   >();
+  // Once, on the bench's word or when the bench is gone: nginx must not outlive the bench on its loopback ports.
+  let stopping: Promise<void> | null = null;
+  const cleanup = (): Promise<void> =>
+    (stopping ??= (async () => {
+      clearInterval(watchApplied);
+      await edge.stop().catch((error: unknown) => console.error('edge stop:', error));
+      await backend.close();
+      await rm(stateDir, { recursive: true, force: true });
+    })());
+  process.once('disconnect', () => void cleanup().finally(() => process.exit(0)));
+  // Ctrl-C reaches the whole process group, children included.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => void cleanup().finally(() => process.exit(1)));
   process.on('message', (message: ToEdge) => {
     void (async () => {
       if (message.cmd === 'watch') {
@@ -502,16 +535,13 @@ async function runEdge(): Promise<void> {
         };
         send({ result });
       } else if (message.cmd === 'stop') {
-        clearInterval(watchApplied);
-        await edge.stop();
-        await backend.close();
-        await rm(stateDir, { recursive: true, force: true });
+        await cleanup();
         send({ stopped: true });
         process.exit(0);
       }
     })().catch((error: unknown) => {
       console.error('edge:', error);
-      process.exit(1);
+      void cleanup().finally(() => process.exit(1));
     });
   });
 }
@@ -814,7 +844,8 @@ async function runBench(): Promise<void> {
     clearInterval(loadTimer);
     stop.abort();
     await channel.remove();
-    for (const child of children) if (child.exitCode === null) child.kill();
+    // Each child stops its part (the controller, the edge and its nginx) and removes its files when the channel closes.
+    for (const child of children) if (child.connected) child.disconnect();
   }
   // Keep-alive sockets of 500 channels would hold the process open.
   process.exit(0);
