@@ -6,7 +6,6 @@
 //   --transport full   the previous release's transport (the whole bundle, as JSON, to every edge): the baseline
 //   --transport delta  only what changed since each edge's bundle (default)
 import { fork } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import diagnostics from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -14,29 +13,32 @@ import type { AcmePort } from '../src/acme/acme-adapter.ts';
 import { deriveStateKey } from '../src/acme/state-store.ts';
 import { readControllerConfig } from '../src/config.ts';
 import { startController } from '../src/controller/controller.ts';
-import type { RawService, RawTask, TaskFilter } from '../src/docker/docker-port.ts';
-import { createHttpsControllerChannel } from '../src/edge/controller-channel.ts';
-import type { Transfer } from '../src/edge/controller-channel.ts';
 import { createLogger } from '../src/logger.ts';
-import { diffText, fileHashes } from '../src/publish/bundle-delta.ts';
-import type { BaseSource } from '../src/publish/bundle-delta.ts';
-import type { EdgeReport, PublishedBundle } from '../src/publish/bundle-store.ts';
+import { diffText } from '../src/publish/bundle-delta.ts';
+import type { PublishedBundle } from '../src/publish/bundle-store.ts';
 import { systemClock } from '../src/reconcile/clock.ts';
 import { createTemplateRenderer } from '../src/render/nunjucks-env.ts';
-import { fingerprintBundle } from '../src/render/render-config.ts';
 import type { BundleFiles } from '../src/render/render-config.ts';
-import { loopbackResolver, makeChannelKeyPair } from '../test/support/channel-tls.ts';
-import { FakeDocker, rawService, rawTask } from '../test/support/fake-docker.ts';
+import { makeChannelKeyPair } from '../test/support/channel-tls.ts';
+import {
+  addService,
+  ask,
+  EDGE_TOKEN,
+  now,
+  serviceId,
+  startSimulatedEdges,
+  SyntheticDocker,
+  TASKS_PER_SERVICE,
+  waitFor,
+  watchAnswers,
+} from './fanout-parts.ts';
 import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
 
 const SERVICES = SMOKE ? 200 : 2000;
-const TASKS_PER_SERVICE = 10;
 const EDGES = SMOKE ? 50 : 500;
-const EDGE_TOKEN = 'bench-edge-token-0123456789abcdef';
 const TRANSPORT = process.argv.includes('--transport')
-  ? process.argv[process.argv.indexOf('--transport') + 1]
+  ? (process.argv[process.argv.indexOf('--transport') + 1] ?? 'delta')
   : 'delta';
-const now = (): number => performance.timeOrigin + performance.now();
 
 // ---------------------------------------------------------------------------------------------------------------
 // The controller (child process).
@@ -55,33 +57,6 @@ interface ControllerReport {
 }
 
 type ToController = { readonly cmd: 'add-host' } | { readonly cmd: 'report' };
-
-/** The test fake deep-copies every list; a real client hands over freshly parsed JSON (see controller-scale). */
-class SyntheticDocker extends FakeDocker {
-  override async listServices(): Promise<RawService[]> {
-    return this.services;
-  }
-  override async listTasks<T = RawTask>(
-    _signal?: AbortSignal,
-    _filter?: TaskFilter,
-    convert?: (task: RawTask) => T,
-  ): Promise<T[]> {
-    return convert ? this.tasks.map(convert) : (this.tasks as T[]);
-  }
-}
-
-function addService(docker: FakeDocker, s: number): void {
-  const id = `svc${String(s).padStart(5, '0')}`;
-  docker.services.push(
-    rawService(id, { VIRTUAL_HOST: `app${s}.bench.example.com` }, { replicas: TASKS_PER_SERVICE }),
-  );
-  for (let t = 0; t < TASKS_PER_SERVICE; t++) {
-    const n = s * TASKS_PER_SERVICE + t;
-    docker.tasks.push(
-      rawTask(`${id}-t${t}`, id, `10.${Math.floor(n / 65536) + 1}.${Math.floor(n / 256) % 256}.${n % 256}`),
-    );
-  }
-}
 
 /** Bytes a minimal line diff inserts and removes: what any transport must carry at least (before compression). */
 function changedBytes(before: BundleFiles, after: BundleFiles): number {
@@ -115,18 +90,7 @@ async function runController(): Promise<void> {
   });
   const egress = (): number =>
     closedBytes + [...sockets].reduce((sum, socket) => sum + socket.bytesWritten, 0);
-  let answers = 0;
-  let lastAnswerAt = 0;
-  diagnostics.subscribe('http.server.response.finish', (message) => {
-    const { request, response } = message as {
-      request: { url?: string };
-      response: { statusCode: number };
-    };
-    if (response.statusCode === 200 && request.url?.startsWith('/v1/edge/poll')) {
-      answers++;
-      lastAnswerAt = now();
-    }
-  });
+  const written = watchAnswers();
 
   const docker = new SyntheticDocker();
   for (let s = 0; s < SERVICES; s++) addService(docker, s);
@@ -167,7 +131,7 @@ async function runController(): Promise<void> {
         egress: egress(),
         cpu: process.cpuUsage(),
         rss: process.memoryUsage().rss,
-        answers,
+        answers: written.answers,
         before: controller.store.current?.files ?? {},
       };
       peakRss = baseline.rss;
@@ -177,7 +141,7 @@ async function runController(): Promise<void> {
       docker.emit({
         Type: 'service',
         Action: 'create',
-        Actor: { ID: `svc${String(SERVICES).padStart(5, '0')}` },
+        Actor: { ID: serviceId(SERVICES) },
       });
       send({ addedAt });
     } else if (message.cmd === 'report') {
@@ -189,8 +153,8 @@ async function runController(): Promise<void> {
         cpuMs: (cpu.user + cpu.system) / 1000,
         peakRssMiB: Math.round(Math.max(peakRss, process.memoryUsage().rss) / 2 ** 20),
         rssBeforeMiB: Math.round(baseline.rss / 2 ** 20),
-        answers: answers - baseline.answers,
-        lastAnswerAt,
+        answers: written.answers - baseline.answers,
+        lastAnswerAt: written.lastAnswerAt,
         publishedAt: Date.parse(current.publishedAt),
         bundleBytes: Object.values(current.files).reduce((sum, text) => sum + Buffer.byteLength(text), 0),
         changedBytes: changedBytes(baseline.before, current.files),
@@ -203,115 +167,7 @@ async function runController(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The edges (this process).
-
-interface SimulatedEdge {
-  applied: { version: number; fingerprint: string } | null;
-  haveAt: number;
-  receivedAt: number;
-  bytes: number;
-  workMs: number;
-  transfers: Transfer[];
-}
-
-/**
- * Verified bundles in memory, shared by every edge that holds the same fingerprint (each real edge has its own on
- * its volume). Every edge still receives, gunzips, patches and checks its own answer.
- */
-const bases = new Map<string, { files: BundleFiles; hashes: ReadonlyMap<string, string> }>();
-function baseOf(bundle: PublishedBundle): BaseSource {
-  let known = bases.get(bundle.fingerprint);
-  if (!known) {
-    known = { files: bundle.files, hashes: fileHashes(bundle.files) };
-    bases.set(bundle.fingerprint, known);
-  }
-  const files = known.files;
-  return { fingerprint: bundle.fingerprint, hashes: known.hashes, read: async (name) => files[name] ?? null };
-}
-
-function startEdges(port: number, ca: string, stop: AbortSignal): SimulatedEdge[] {
-  const edges: SimulatedEdge[] = [];
-  for (let i = 0; i < EDGES; i++) {
-    const edge: SimulatedEdge = {
-      applied: null,
-      haveAt: 0,
-      receivedAt: 0,
-      bytes: 0,
-      workMs: 0,
-      transfers: [],
-    };
-    edges.push(edge);
-    const channel = createHttpsControllerChannel({
-      url: `https://swarmgate-controller:${port}`,
-      token: EDGE_TOKEN,
-      ca,
-      timeoutMs: 60_000,
-      resolve: loopbackResolver(),
-      dnsWatchMs: 5000,
-      deltas: TRANSPORT === 'delta',
-      observe: (transfer) => edge.transfers.push(transfer),
-    });
-    let base: BaseSource | null = null;
-    void (async () => {
-      while (!stop.aborted) {
-        const report: EdgeReport = {
-          edge: `edge-${i}`,
-          node: `node-${i}`,
-          applied: edge.applied,
-          rejected: null,
-          reloads: 0,
-          peerUpdates: 0,
-        };
-        try {
-          const bundle = await channel.poll(report, stop, base);
-          if (!bundle) continue;
-          const transfer = edge.transfers.at(-1);
-          let checkMs = 0;
-          if (TRANSPORT === 'full') {
-            // The previous release's edge checked the fingerprint first thing in apply; the delta channel checks
-            // it (and every file's hash) before it returns, inside its workMs.
-            const checking = performance.now();
-            if (fingerprintBundle(bundle.files) !== bundle.fingerprint)
-              throw new Error('fingerprint mismatch');
-            checkMs = performance.now() - checking;
-          }
-          edge.applied = { version: bundle.version, fingerprint: bundle.fingerprint };
-          edge.haveAt = now();
-          edge.receivedAt = transfer?.receivedAt ?? edge.haveAt;
-          edge.workMs = (transfer?.workMs ?? 0) + checkMs;
-          edge.bytes = transfer?.bytes ?? 0;
-          base = baseOf(bundle);
-        } catch (error) {
-          if (stop.aborted) return;
-          console.error(`edge-${i}:`, error);
-          await sleep(500);
-        }
-      }
-    })();
-  }
-  return edges;
-}
-
-async function waitFor(what: string, condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-function ask<T>(child: ChildProcess, message: ToController, key: string): Promise<T> {
-  return new Promise((resolve) => {
-    const listener = (reply: Record<string, unknown>): void => {
-      if (key in reply) {
-        child.off('message', listener);
-        resolve(reply[key] as T);
-      }
-    };
-    child.on('message', listener);
-    child.send(message);
-  });
-}
+// The edges (this process): bench/fanout-parts.ts.
 
 async function runBench(): Promise<void> {
   const tls = await makeChannelKeyPair();
@@ -325,7 +181,13 @@ async function runBench(): Promise<void> {
     const port = await new Promise<number>((resolve) =>
       child.once('message', (reply: { port: number }) => resolve(reply.port)),
     );
-    const edges = startEdges(port, tls.cert, stop.signal);
+    const edges = startSimulatedEdges({
+      port,
+      ca: tls.cert,
+      count: EDGES,
+      transport: TRANSPORT,
+      stop: stop.signal,
+    });
     const startup = performance.now();
     await waitFor('every edge to hold the first bundle', () => edges.every((edge) => edge.applied), 600_000);
     const startupMs = performance.now() - startup;

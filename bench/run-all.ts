@@ -11,6 +11,7 @@ const benchmarks: [string, ...string[]][] = [
   ['zero-downtime'],
   ['throughput'],
   ['throughput', '--tls'],
+  ['new-host-e2e'],
 ];
 let failed = 0;
 for (const [name, ...extra] of benchmarks) {
