@@ -396,15 +396,33 @@ export class CertificateManager implements CertificateSource {
     // a clock far ahead would otherwise strip HTTPS from every edge (F15), and a truly expired one fails no worse
     // than a missing one for clients that must use HTTPS.
     for (const certificate of this.certificates.values()) {
-      if (!this.deps.userCertificates.some((user) => user.name === certificate.name)) {
+      if (!this.userByName().has(certificate.name)) {
         result.push({ name: certificate.name, domains: certificate.domains, source: 'acme' });
       }
     }
     return result;
   }
 
+  /** The operator certificates by name, the first of each name (as a scan of the list found it). */
+  private userByName(): ReadonlyMap<string, LoadedCertificate> {
+    const list = this.deps.userCertificates;
+    if (this.userIndex?.list !== list) {
+      const byName = new Map<string, LoadedCertificate>();
+      for (const certificate of list)
+        if (!byName.has(certificate.name)) byName.set(certificate.name, certificate);
+      this.userIndex = { list, byName };
+    }
+    return this.userIndex.byName;
+  }
+
+  private userIndex: {
+    readonly list: readonly LoadedCertificate[];
+    readonly byName: ReadonlyMap<string, LoadedCertificate>;
+  } | null = null;
+
   material(name: string): CertificateMaterial | undefined {
-    const user = this.deps.userCertificates.find((certificate) => certificate.name === name);
+    // By name: render asks for every host's certificate, twice per reconcile (a scan per host was O(hosts²)).
+    const user = this.userByName().get(name);
     const certificate = user ?? this.certificates.get(name);
     return certificate
       ? { certificatePem: certificate.certificatePem, privateKeyPem: certificate.privateKeyPem }
