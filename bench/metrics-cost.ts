@@ -33,6 +33,7 @@ import { BENCH_DIR, machineFacts, percentile, printTable, SMOKE } from './suppor
 const run = promisify(execFile);
 const ROUNDS = SMOKE ? 1 : Number(process.env.ROUNDS ?? 7);
 const REQUESTS = SMOKE ? 5000 : 60_000;
+const PIN = process.env.PIN === '1';
 const METRICS_BLOCK = /\n {4}log_by_lua_block \{\n[^}]*\}\n/;
 const TIMING_LUA_DIR = path.join(BENCH_DIR, 'lua');
 const TIMING_LINE = /metrics-timing median_ns=(\d+(?:\.\d+)?)/g;
@@ -102,6 +103,7 @@ location / { return 200 "ok"; } } }\n`,
           // Warm-up: upstream keep-alive connections, JIT.
           await run('ab', ['-q', '-k', '-c', '16', '-n', '2000', '-H', 'Host: app.test', url]);
           const worker = await workerPid(setup.pidFile);
+          if (PIN) await run('taskset', ['-p', '-c', '0', String(worker)]);
           const before = await cpuNs(worker);
           const { stdout } = await run(
             'ab',

@@ -52,6 +52,12 @@ export interface ProxySettings {
    * off instead of serving traffic series: for operators who do not scrape the edges.
    */
   readonly trafficMetrics: boolean;
+  /**
+   * SWARMGATE_TRAFFIC_TASK_SAMPLE: one response in this many (drawn at random) has its task's status and response
+   * time read and counted for it, weighted by this number; 1 reads every response. Reading the three $upstream_*
+   * lists is most of what counting costs per request (bench/metrics-cost.ts); failed attempts are counted exactly.
+   */
+  readonly trafficTaskSample: number;
   /** The access log's format where a service does not choose one (swarmgate.access_log). */
   readonly accessLogFormat: 'json' | 'nginx-proxy';
   /** gzip for text types, on unless turned off (per service: swarmgate.gzip). */
@@ -522,6 +528,7 @@ function readProxySettings(reader: EnvReader): ProxySettings {
     // About 150 bytes an entry: 16 MiB hold ~100,000 series (2,000 services with 10 tasks each need ~60,000).
     metricsMemory: '16m',
     trafficMetrics: reader.boolean('SWARMGATE_TRAFFIC_METRICS', true),
+    trafficTaskSample: reader.integer('SWARMGATE_TRAFFIC_TASK_SAMPLE', 8, 1, 1000),
     accessLogFormat: readAccessLogFormat(reader),
     gzip: reader.boolean('SWARMGATE_GZIP', true),
     trustedProxies: readTrustedProxies(reader),

@@ -523,6 +523,12 @@ function M.balance(name, members)
       end
       record_failure(state.last, kind, now)
       state.timed_out = kind == KIND_TIMEOUT
+      -- Traffic counting (when the config has it) takes failed attempts from here, exactly: the log phase reads
+      -- only a sample of requests' upstream lists (lua/swarmgate/metrics.lua).
+      local metrics = package.loaded["swarmgate.metrics"]
+      if metrics and metrics.enabled then
+        metrics.failed_attempt(ngx.var.swarmgate_service, state.last, state.timed_out)
+      end
     end
   elseif options and (options.sticky_var or options.method == "least_conn") then
     state = new_state()

@@ -6,6 +6,12 @@
 -- that every worker contends for, and a request would need about ten. The cost per request is measured by
 -- bench/metrics-cost.ts (docs/observability.md).
 --
+-- What a request costs is mostly nginx formatting the variables it reads. So every request reads one variable with
+-- its route and byte counts ($swarmgate_log_fields), and only one response in `task_sample` (drawn at random) also reads
+-- the three $upstream_* lists ($swarmgate_upstream_fields) for its task's status and time, counted `task_sample`
+-- times (SWARMGATE_TRAFFIC_TASK_SAMPLE; 1 reads them on every request). Attempts that failed over to another task
+-- are counted exactly, by the balancer when it moves on (failed_attempt below), where reading a variable is rare.
+--
 -- Labels stay bounded: the host is the server block's configured name ($server_name, never the Host header), the
 -- service comes from the location ($swarmgate_service, set from the model), the task is the upstream member's
 -- address (bounded by the tasks the edge routes to; the agent exports only current ones). No path, no client.
@@ -16,8 +22,8 @@
 --   dur host service bucket|sum     request time histogram (bucket = 1..#BUCKETS+1, the last is +Inf)
 --   in host service / out host service   bytes received ($request_length) and sent ($bytes_sent)
 --   proto protocol                   requests by HTTP version
---   ups service task class           upstream responses per task by status class
---   udur service task bucket|sum     upstream response time per task
+--   ups service task class           upstream responses per task by status class (sampled, see above)
+--   udur service task bucket|sum     upstream response time per task (sampled, see above)
 --   uerr service task kind           upstream attempts without a response (kind: error = refused/reset, timeout)
 --   retry service                    extra upstream attempts (proxy_next_upstream)
 --   evict                            entries the dictionary dropped because it was full
@@ -44,6 +50,9 @@ local retries = {}
 local protocols = { 0, 0, 0, 0 }
 local PROTOCOL_NAMES = { "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "other" }
 local scheduled = false
+-- One service response in task_sample (on average) has its task's status and time read.
+local task_sample = 1
+local random = math.random
 local CLASS = { "1xx", "2xx", "3xx", "4xx", "5xx", "other" }
 local HISTOGRAM_SLOTS = NBUCKETS + 1
 -- A record: [1..6] status classes, [7..6+HISTOGRAM_SLOTS] histogram slots, the sum, then two more counters
@@ -175,46 +184,64 @@ local function split_list(text)
 end
 M.split_list = split_list
 
+-- A sampled response stands for `task_sample` responses: counts and the time's sum are scaled, so rates stay
+-- comparable with the requests' and a histogram's quantiles are those of the sample.
 local function count_response(service, task, status, seconds)
   local record = record_in(tasks, service, task)
   local class = class_index(status)
-  record[class] = record[class] + 1
+  local weight = task_sample
+  record[class] = record[class] + weight
   if seconds then
     local slot = 6 + bucket_of(seconds)
-    record[slot] = record[slot] + 1
-    record[SUM] = record[SUM] + seconds
+    record[slot] = record[slot] + weight
+    record[SUM] = record[SUM] + seconds * weight
   end
 end
 
--- Upstream attempts of one request, by task. Default-server routes (no service) have none.
-local function count_upstreams(service, addr_text, status_text, time_text)
-  -- One attempt (the usual case): no list to split.
-  if not status_text:find(",", 1, true) and not status_text:find(":", 1, true) then
-    local status = tonumber(status_text)
-    if status and status >= 100 then
-      count_response(service, addr_text, status, tonumber(time_text))
-    end
+-- The last attempt of a sampled request: the one that answered (earlier ones failed over and were counted by
+-- failed_attempt). Default-server routes (no service) have none.
+local function count_final_attempt(service, upstream_fields)
+  if not upstream_fields then
     return
   end
-  local addresses = split_list(addr_text)
-  local statuses = split_list(status_text)
-  local times = split_list(time_text)
-  local n = #statuses
-  if n > 1 then
-    retries[service] = (retries[service] or 0) + n - 1
+  local a = string.find(upstream_fields, "\t", 1, true)
+  local b = a and string.find(upstream_fields, "\t", a + 1, true)
+  -- "\t\t": no upstream was asked (nginx answered itself).
+  if not b or a == 1 then
+    return
   end
-  for index = 1, n do
-    local task = addresses[index] or "-"
-    local status = tonumber(statuses[index])
-    -- An attempt nginx moved past (refused, reset, timed out) got no response; nor did a last one without a status.
-    if index < n or status == nil then
-      local record = record_in(tasks, service, task)
-      local extra = SUM + (status == 504 and 2 or 1)
-      record[extra] = record[extra] + 1
-    else
-      count_response(service, task, status, tonumber(times[index]))
-    end
+  local status_text = string.sub(upstream_fields, 1, a - 1)
+  local addr_text = string.sub(upstream_fields, a + 1, b - 1)
+  local time_text = string.sub(upstream_fields, b + 1)
+  if status_text:find(",", 1, true) or status_text:find(":", 1, true) then
+    local statuses, addresses, times = split_list(status_text), split_list(addr_text), split_list(time_text)
+    status_text, addr_text, time_text = statuses[#statuses], addresses[#addresses] or "-", times[#times]
   end
+  local status = tonumber(status_text)
+  -- A last attempt without a status ("-": the client left first) has no response to count.
+  if status and status >= 100 then
+    count_response(service, addr_text, status, tonumber(time_text))
+  end
+end
+M.count_final_attempt = count_final_attempt
+
+-- The balancer, on a retry: the task it moves away from got no response (refused, reset, or timed out). Exact,
+-- not sampled: the retry path is rare, so reading $swarmgate_service there costs nothing that matters.
+function M.failed_attempt(service, task, timed_out)
+  if not service or service == "" then
+    return
+  end
+  local record = record_in(tasks, service, task)
+  local extra = SUM + (timed_out and 2 or 1)
+  record[extra] = record[extra] + 1
+  retries[service] = (retries[service] or 0) + 1
+  schedule()
+end
+
+-- From init_by_lua when the config counts traffic: the balancer counts failed attempts only then.
+function M.configure(sample)
+  task_sample = sample
+  M.enabled = true
 end
 
 local find, sub = string.find, string.sub
@@ -228,9 +255,7 @@ local function log_fields(fields)
   local a = find(fields, "\t", 1, true)
   local b = find(fields, "\t", a + 1, true)
   local c = find(fields, "\t", b + 1, true)
-  local d = find(fields, "\t", c + 1, true)
-  local e = find(fields, "\t", d + 1, true)
-  if not e then
+  if not c then
     return
   end
   -- The agent's local socket has no server name: its own requests are not traffic.
@@ -248,16 +273,13 @@ local function log_fields(fields)
   record[slot] = record[slot] + 1
   record[SUM] = record[SUM] + seconds
   record[SUM + 1] = record[SUM + 1] + (tonumber(sub(fields, b + 1, c - 1)) or 0)
-  record[SUM + 2] = record[SUM + 2] + (tonumber(sub(fields, c + 1, d - 1)) or 0)
+  record[SUM + 2] = record[SUM + 2] + (tonumber(sub(fields, c + 1)) or 0)
   local version = ngx.req.http_version()
   local protocol = version == 1.1 and 2 or version == 2 and 3 or version == 1 and 1 or 4
   protocols[protocol] = protocols[protocol] + 1
-  -- "\t\t" after the bytes: no upstream was asked (nginx answered itself).
-  if e > d + 1 and service ~= "" then
-    local f = find(fields, "\t", e + 1, true)
-    if f then
-      count_upstreams(service, sub(fields, e + 1, f - 1), sub(fields, d + 1, e - 1), sub(fields, f + 1))
-    end
+  -- Drawn at random, not every n-th request: a worker's round robin would make every n-th request the same task's.
+  if service ~= "" and (task_sample == 1 or random(task_sample) == 1) then
+    count_final_attempt(service, ngx.var.swarmgate_upstream_fields)
   end
   schedule()
 end

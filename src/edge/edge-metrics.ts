@@ -226,12 +226,14 @@ export function edgeMetricsText(
     .metric(
       'swarmgate_edge_upstream_responses_total',
       'counter',
-      'Responses from tasks, by service, task address and status class.',
+      'Responses from tasks, by service, task address and status class: estimated from one response in ' +
+        'SWARMGATE_TRAFFIC_TASK_SAMPLE (drawn at random, each counted that many times).',
       samples(entries, 'ups', ['service', 'task', 'code'], current),
     )
     .histograms(
       'swarmgate_edge_upstream_response_duration_seconds',
-      "Time to a task's full response ($upstream_response_time), by service and task address.",
+      "Time to a task's full response ($upstream_response_time), by service and task address: from one " +
+        'response in SWARMGATE_TRAFFIC_TASK_SAMPLE, each counted that many times.',
       buckets,
       histograms(entries, 'udur', ['service', 'task'], buckets.length, current),
     )

@@ -114,8 +114,8 @@ test('counts, buckets, upstream failures and retries after a known sequence of r
   const backendPort = await freePort();
   await startTask(t, '127.0.0.2', backendPort);
   const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-metrics-'));
-  // One worker: the round robin and the counts are one worker's.
-  const setup = await loopbackSetup(stateDir, { workerProcesses: '1' });
+  // One worker: the round robin and the counts are one worker's. Every response's task is read (no sampling).
+  const setup = await loopbackSetup(stateDir, { workerProcesses: '1', trafficTaskSample: 1 });
   const files = loopbackBundle(setup, createTemplateRenderer(), HOST, ['127.0.0.2'], backendPort);
   const { metrics, nginx } = await startMeteredEdge(t, stateDir, setup, files);
   const parsed = parsePeers(files[PEERS_FILE] ?? '');
@@ -228,6 +228,48 @@ test('counts, buckets, upstream failures and retries after a known sequence of r
     sample(text, `swarmgate_edge_upstream_responses_total{code="2xx",service="web",task="${task2}"}`),
     26,
   );
+});
+
+test('sampled task counts: every request counted per route, tasks read at random and weighted', async (t) => {
+  const backendPort = await freePort();
+  await startTask(t, '127.0.0.2', backendPort);
+  await startTask(t, '127.0.0.3', backendPort);
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-metrics-sampled-'));
+  // One in six responses is read. One worker alternates the two tasks, so a sample of every sixth request would
+  // see only one of them: the draw must be random.
+  const setup = await loopbackSetup(stateDir, { workerProcesses: '1', trafficTaskSample: 6 });
+  const files = loopbackBundle(
+    setup,
+    createTemplateRenderer(),
+    HOST,
+    ['127.0.0.2', '127.0.0.3'],
+    backendPort,
+  );
+  const { metrics } = await startMeteredEdge(t, stateDir, setup, files);
+  const requests = 600;
+  for (let i = 0; i < requests; i++) assert.equal(await request(setup.listenPort, HOST, '/'), 200);
+
+  let text = '';
+  await waitUntil(`all ${requests} requests counted`, async () => {
+    text = await scrape(metrics.port);
+    return total(text, 'swarmgate_edge_requests_total') === requests;
+  });
+  assert.equal(
+    sample(text, `swarmgate_edge_requests_total{code="2xx",host="${HOST}",service="web"}`),
+    requests,
+  );
+  for (const ip of ['127.0.0.2', '127.0.0.3']) {
+    const task = `127.0.0.2:${backendPort}`.replace('127.0.0.2', ip);
+    const responses =
+      sample(text, `swarmgate_edge_upstream_responses_total{code="2xx",service="web",task="${task}"}`) ?? 0;
+    // Each task answered 300; its estimate is 6 x Binomial(300, 1/6): 300 +- 39. 4.6 deviations either way.
+    assert.ok(responses >= 120 && responses <= 480, `${task}: ${responses}`);
+    assert.equal(responses % 6, 0, 'each read response stands for six');
+    assert.equal(
+      sample(text, `swarmgate_edge_upstream_response_duration_seconds_count{service="web",task="${task}"}`),
+      responses,
+    );
+  }
 });
 
 test('with SWARMGATE_TRAFFIC_METRICS=false nginx serves, counts nothing and the metrics port says so', async (t) => {

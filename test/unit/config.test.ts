@@ -142,6 +142,20 @@ test('config: SWARMGATE_TRAFFIC_METRICS is on unless turned off, and must be a b
   );
 });
 
+test('config: SWARMGATE_TRAFFIC_TASK_SAMPLE reads one task response in 8 unless set, from 1 to 1000', () => {
+  assert.equal(readControllerConfig({}).proxy.trafficTaskSample, 8);
+  assert.equal(readControllerConfig({ SWARMGATE_TRAFFIC_TASK_SAMPLE: '1' }).proxy.trafficTaskSample, 1);
+  for (const value of ['0', '1001', 'some', '2.5']) {
+    assert.throws(
+      () => readControllerConfig({ SWARMGATE_TRAFFIC_TASK_SAMPLE: value }),
+      (error: unknown) =>
+        isSwarmgateError(error, 'ERR_CONFIG_INVALID') &&
+        error.message.includes('SWARMGATE_TRAFFIC_TASK_SAMPLE'),
+      value,
+    );
+  }
+});
+
 test('config: ACME directories: the staging one (default Let’s Encrypt staging) and an https allow-list', () => {
   const defaults = readControllerConfig({}).tls.acme;
   assert.equal(defaults.directoryUrl, 'https://acme-v02.api.letsencrypt.org/directory');
