@@ -11,6 +11,8 @@
 // and "timed nothing" (what the clock reads add). Their CPU is not compared (the timing adds its own). The call's
 // time leaves out the log_by_lua handler's own price (the "empty handler" variant) and what counting does to the
 // caches of the rest of the request, which is why the CPU difference is larger than the call.
+// PIN=1 moves the edge worker to CPU 0 once it runs; start the bench itself with `taskset -c 1` so ApacheBench and
+// the backend stay on the other core: rounds then move by tenths of a microsecond instead of a whole one.
 // No Docker: run it with `node bench/metrics-cost.ts [--smoke]`.
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
