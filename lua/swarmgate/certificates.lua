@@ -190,16 +190,30 @@ end
 -- ssl_client_hello_by_lua. A name that is not in certificates.txt keeps the default server's own certificate (the
 -- default host's, or SWARMGATE_DEFAULT_CERTIFICATE's), or nginx refuses the handshake right after this (no server
 -- by that name, ssl_reject_handshake), or the host's own context replaces it.
-function M.select()
+--
+-- `known_only` (early routing on 443, where certificates.txt names every server of the port): a client hello without
+-- a name, or with a name that is neither in certificates.txt nor an early host, is refused here. Only this callback
+-- runs on every client hello, a resumed session's too: OpenSSL looks the offered session up (in the default server's
+-- cache, against the default server's session context) before nginx picks the server by name, and a resumed session
+-- skips the certificate callbacks, so neither the catch-all's ssl_certificate_by_lua nor the default server's
+-- ssl_reject_handshake could refuse a session that a host of the port handed out (TLS 1.2 even picks the server by
+-- the name the session was made for).
+function M.select(known_only)
   local server_name = clienthello.get_client_hello_server_name()
+  server_name = server_name and nginx_name(server_name)
   if not server_name then
-    return
-  end
-  server_name = nginx_name(server_name)
-  if not server_name then
+    if known_only then
+      return ngx.exit(ngx.ERROR)
+    end
     return
   end
   local name, host = certificate_for(server_name)
+  if name == nil and known_only then
+    local early = package.loaded["swarmgate.early"]
+    if not (early and early.has_certificate(server_name)) then
+      return ngx.exit(ngx.ERROR)
+    end
+  end
   if not name then
     return
   end

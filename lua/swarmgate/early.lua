@@ -178,6 +178,14 @@ function M.balance()
   return swarmgate.balance(name, upstreams[name])
 end
 
+-- For the client hello (certificates.lua's select): whether the table holds this exact host with a certificate, the
+-- names the catch-all server of 443 serves. Cheap: the pair is parsed when the catch-all asks for it.
+function M.has_certificate(server_name)
+  refresh()
+  local entry = hosts[server_name]
+  return entry ~= nil and entry.certificate ~= nil
+end
+
 -- For the TLS handshake (certificates.lua's early_server): the certificate name and parsed pair of an early host,
 -- from the post or, when the running nginx holds that certificate already, from certificates.pem.
 function M.certificate(server_name)

@@ -214,10 +214,17 @@ function configSwitches(model: RoutingModel, settings: RenderSettings, certifica
   const defaultHttps = model.servers.some((server) => server.isDefault && server.tls.https);
   const http3 = model.servers.some((server) => server.tls.http3);
   // Early routing (early-hosts.txt): the catch-all servers look new hosts up in shared memory until the reload. Port
-  // 80's needs it to be the default server; 443's needs the handshake Lua and no other default certificate or QUIC.
+  // 80's needs it to be the default server; 443's needs the handshake Lua and no other default certificate or QUIC,
+  // and certificates.txt to name every server of 443: the client hello Lua then refuses every other name but the
+  // early hosts (lua/swarmgate/certificates.lua's select), which only it can do for a resumed session.
   const early = {
     http: !defaultHttp,
-    https: certificateEntries.length > 0 && !defaultHttps && !http3 && defaultCertificate === null,
+    https:
+      certificateEntries.length > 0 &&
+      !defaultHttps &&
+      !http3 &&
+      defaultCertificate === null &&
+      httpsNamesListed(model),
   };
   return { defaultCertificate, certificateEntries, defaultHttp, defaultHttps, http3, early };
 }
@@ -276,6 +283,19 @@ function redirectGroups(servers: readonly VirtualServer[]): { httpsPort: number 
   return [...groups.entries()]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([, group]) => ({ ...group, names: [...new Set(group.names)].sort() }));
+}
+
+/**
+ * Whether certificates.txt can name every server of port 443 (by name or as "-"): no regular expression and no name
+ * the Lua cannot match as nginx does (see ownContexts), for a routed host or the admin host.
+ */
+function httpsNamesListed(model: RoutingModel): boolean {
+  return (
+    model.servers.every(
+      (server) => !server.tls.https || (server.host.kind !== 'regex' && isCertificateHost(server.host.value)),
+    ) &&
+    (!model.adminServer?.certificate || isCertificateHost(model.adminServer.host))
+  );
 }
 
 /**

@@ -5,13 +5,15 @@
 // counted under their host and service), while the host with the rule, unknown names and clients without SNI get what
 // they got before. An empty post takes them away again; a malformed post is refused whole and changes nothing.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import tls from 'node:tls';
+import { promisify } from 'node:util';
 import { X509Certificate } from 'node:crypto';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import type { AvailableCertificate } from '../../src/model/routing-model.ts';
@@ -141,6 +143,54 @@ function handshake(setup: LoopbackSetup, servername: string | undefined): Promis
     );
     socket.once('error', (error: Error) => resolve(`refused: ${error.message}`));
   });
+}
+
+/** What one connection of `openssl s_client` got: a resumed session or not, and the HTTP status line's code, if any. */
+interface Visit {
+  readonly reused: boolean;
+  readonly status: number | null;
+  readonly body: string;
+}
+
+const execFileAsync = promisify(execFile);
+
+/**
+ * One GET over TLS with `openssl s_client`, which offers a saved session whatever name it asks for (Node's client
+ * offers a session only to the name it was made for; an attacker's client offers it anywhere). `servername` null:
+ * no SNI at all. The session the server hands out is saved to `sessionOut`; `sessionIn` is offered.
+ */
+async function visit(
+  setup: LoopbackSetup,
+  servername: string | null,
+  version: '-tls1_2' | '-tls1_3',
+  files: { readonly sessionIn?: string; readonly sessionOut?: string },
+): Promise<Visit> {
+  const args = [
+    's_client',
+    '-connect',
+    `127.0.0.1:${setup.tlsPort}`,
+    version,
+    '-ign_eof',
+    ...(servername === null ? ['-noservername'] : ['-servername', servername]),
+    ...(files.sessionIn ? ['-sess_in', files.sessionIn] : []),
+    ...(files.sessionOut ? ['-sess_out', files.sessionOut] : []),
+  ];
+  const child = execFileAsync('openssl', args, { timeout: 10_000 });
+  child.child.stdin?.end(
+    `GET / HTTP/1.1\r\nHost: ${servername ?? 'unknown.test'}\r\nConnection: close\r\n\r\n`,
+  );
+  // s_client ends with a non-zero code after a refused handshake and, often, after the server closes: the output says which.
+  const stdout = await child.then(
+    ({ stdout: out }) => out,
+    (error: { stdout?: string }) => error.stdout ?? '',
+  );
+  const status = /^HTTP\/1\.1 (\d{3}) /m.exec(stdout);
+  return {
+    reused: /^Reused, /m.test(stdout),
+    status: status ? Number(status[1]) : null,
+    // The backends answer with their address, and s_client prints "closed" right after it.
+    body: /\r\n\r\n(127\.0\.0\.\d+)/.exec(stdout)?.[1] ?? '',
+  };
 }
 
 function post(setup: LoopbackSetup, body: string): Promise<{ status: number; body: string }> {
@@ -316,4 +366,78 @@ test("early requests are balanced round robin, never by the running config's opt
   const answered = new Set<string>();
   for (let i = 0; i < 8; i++) answered.add((await request(setup, 'late.example.test', 'GET', true)).body);
   assert.deepEqual([...answered].sort(), ['127.0.0.3', '127.0.0.4']);
+});
+
+test('no TLS session for a name neither configured nor early, not even one resumed from a host that had one', async (t) => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-early-'));
+  const setup = await loopbackSetup(stateDir);
+  const running = bundle(setup, OLD());
+  const next = bundle(setup, NEW());
+  await startBundleNginx(t, stateDir, setup, running);
+  assert.deepEqual(await post(setup, earlyPost(next, running)), { status: 204, body: '' });
+  const sessions = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-sessions-'));
+  t.after(() => rm(sessions, { recursive: true, force: true }));
+
+  for (const version of ['-tls1_2', '-tls1_3'] as const) {
+    // Sessions a client legitimately gets: from a running host (the default server's TLS context, certificate picked
+    // by name) and from an early host (the catch-all's context).
+    for (const [host, answer] of [
+      ['old.example.test', '127.0.0.1'],
+      ['new.example.test', '127.0.0.2'],
+    ] as const) {
+      const saved = path.join(sessions, `${host}${version}.pem`);
+      const first = await visit(setup, host, version, { sessionOut: saved });
+      assert.deepEqual(first, { reused: false, status: 200, body: answer }, `${version} ${host}`);
+      // Under its own name the session is resumed and the host served.
+      assert.deepEqual(
+        await visit(setup, host, version, { sessionIn: saved }),
+        { reused: true, status: 200, body: answer },
+        `${version} ${host} resumed`,
+      );
+      // Offered for a name nobody configured, or with no name at all: refused, never resumed and answered 503.
+      for (const other of ['unknown.example.test', null]) {
+        assert.deepEqual(
+          await visit(setup, other, version, { sessionIn: saved }),
+          { reused: false, status: null, body: '' },
+          `${version} ${host}'s session offered for ${String(other)}`,
+        );
+      }
+    }
+  }
+
+  // Emptied (a failed test or reload): the early host's session is no way back in; the running host keeps its own.
+  assert.deepEqual(await post(setup, ''), { status: 204, body: '' });
+  for (const version of ['-tls1_2', '-tls1_3'] as const) {
+    assert.deepEqual(
+      await visit(setup, 'new.example.test', version, {
+        sessionIn: path.join(sessions, `new.example.test${version}.pem`),
+      }),
+      { reused: false, status: null, body: '' },
+    );
+    assert.deepEqual(
+      await visit(setup, 'old.example.test', version, {
+        sessionIn: path.join(sessions, `old.example.test${version}.pem`),
+      }),
+      { reused: true, status: 200, body: '127.0.0.1' },
+    );
+  }
+});
+
+test('a regular expression among the HTTPS hosts keeps 443 without early routing: the client hello Lua could not tell its names', async () => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-early-'));
+  const setup = await loopbackSetup(stateDir);
+  await rm(stateDir, { recursive: true, force: true });
+  const regex = service(
+    'regex',
+    { VIRTUAL_HOST: '~^api\\d+\\.example\\.test$', CERT_NAME: 'old.example.test' },
+    1,
+  );
+  const plain = bundle(setup, OLD());
+  const withRegex = bundle(setup, [...OLD(), regex]);
+  assert.match(plain['nginx.conf'] ?? '', /^ {8}server_name ~\.;$/m);
+  assert.match(plain['nginx.conf'] ?? '', /swarmgate_certificates\.select\(true\)/);
+  assert.match(withRegex['nginx.conf'] ?? '', /server_name "~\^api/);
+  assert.doesNotMatch(withRegex['nginx.conf'] ?? '', /^ {8}server_name ~\.;$/m);
+  assert.match(withRegex['nginx.conf'] ?? '', /swarmgate_certificates\.select\(\)/);
+  assert.doesNotMatch(withRegex[EARLY_HOSTS_FILE] ?? '', /example\.test/);
 });
