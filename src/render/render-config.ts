@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import type { ProxySettings } from '../config.ts';
 import type { RoutingModel } from '../model/routing-model.ts';
 import type { TemplateRenderer } from './nunjucks-env.ts';
+import { renderServerBlocks } from './server-blocks.ts';
+import type { ServerBlockCache } from './server-blocks.ts';
 import { SwarmgateError } from '../errors.ts';
 import { balancerOptions } from './balancer-options.ts';
 import type { ProbeTarget } from './balancer-options.ts';
@@ -59,6 +61,8 @@ export function renderConfig(
   settings: RenderSettings,
   templates: TemplateRenderer,
   certificates: CertificateLookup = NO_CERTIFICATES,
+  /** Server blocks of the last render, reused where unchanged (the reconciler's); none: every block rendered. */
+  blocks: ServerBlockCache | null = null,
 ): BundleFiles {
   const { defaultCertificate, certificateEntries, defaultHttp, defaultHttps, http3, early } = configSwitches(
     model,
@@ -139,7 +143,7 @@ export function renderConfig(
     return lua ? [{ name: upstream.name, options: lua }] : [];
   });
   const earlyHosts = earlyEntries(model, byName, early);
-  const nginxConf = templates.render('nginx.conf.njk', {
+  const context = {
     luaDir,
     rateZones,
     usesConnectionLimit: locations.some((location) => location.policy.maxConnections !== null),
@@ -158,11 +162,26 @@ export function renderConfig(
     upstreams: model.upstreams,
     balancerOptions: options,
     healthChecks: model.upstreams.some((upstream) => upstream.health && probeTargets.has(upstream.name)),
-    servers,
     adminServer: model.adminServer,
     njsDir,
     stream: model.stream ? streamContext(model) : null,
-  });
+  };
+  // The server blocks, each by the template's serverBlocks macro, which sees the context without the long lists (it
+  // reads none of them): so its text depends only on its server and that context, and can be reused.
+  const macroContext = {
+    ...context,
+    upstreams: [],
+    balancerOptions: [],
+    redirectGroups: [],
+    serverTexts: [],
+  };
+  const { serverBlocks } = templates.macros('nginx.conf.njk', macroContext);
+  if (serverBlocks === undefined)
+    throw new SwarmgateError('ERR_TEMPLATE', 'nginx.conf.njk has no serverBlocks macro');
+  const serverTexts = blocks
+    ? blocks.texts(JSON.stringify(macroContext), servers, serverBlocks)
+    : renderServerBlocks(servers, serverBlocks);
+  const nginxConf = templates.render('nginx.conf.njk', { ...context, serverTexts });
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
   // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).
   for (const location of locations) {

@@ -1,0 +1,110 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { defaultProxySettings } from '../../src/config.ts';
+import { buildRoutingModel } from '../../src/model/routing-model.ts';
+import type { RoutingModel } from '../../src/model/routing-model.ts';
+import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
+import { renderConfig } from '../../src/render/render-config.ts';
+import type { RenderSettings } from '../../src/render/render-config.ts';
+import { ServerBlockCache } from '../../src/render/server-blocks.ts';
+import { servicesSnapshot } from '../support/one-service.ts';
+
+const templates = createTemplateRenderer();
+const SETTINGS: RenderSettings = { proxy: defaultProxySettings(), generator: 'test' };
+
+function model(services: Record<string, Record<string, string>>): RoutingModel {
+  return buildRoutingModel(
+    servicesSnapshot(
+      Object.entries(services).map(([name, labels], index) => ({
+        name,
+        labels,
+        ips: [`10.0.${index}.1`, `10.0.${index}.2`],
+      })),
+    ),
+    { networks: ['swarmgate'] },
+  );
+}
+
+const fresh = (routing: RoutingModel, settings = SETTINGS) => renderConfig(routing, settings, templates);
+
+test('server blocks: an unchanged host is reused, a changed one rendered again, a removed one dropped', () => {
+  const cache = new ServerBlockCache();
+  const first = model({
+    a: { VIRTUAL_HOST: 'a.example.com' },
+    b: { VIRTUAL_HOST: 'b.example.com' },
+    c: { VIRTUAL_HOST: 'c.example.com' },
+  });
+  assert.deepEqual(renderConfig(first, SETTINGS, templates, undefined, cache), fresh(first));
+  assert.deepEqual([cache.rendered, cache.reused, cache.size], [3, 0, 3]);
+
+  // b's routes change, a's task addresses change (peers.txt only), c is removed.
+  const second = model({
+    a: { VIRTUAL_HOST: 'a.example.com' },
+    b: { VIRTUAL_HOST: 'b.example.com', VIRTUAL_PATH: '/api/' },
+  });
+  assert.deepEqual(renderConfig(second, SETTINGS, templates, undefined, cache), fresh(second));
+  assert.deepEqual([cache.rendered, cache.reused, cache.size], [1, 1, 2]);
+
+  // c is back: its block was let go with it, so it is rendered again.
+  const third = model({
+    a: { VIRTUAL_HOST: 'a.example.com' },
+    b: { VIRTUAL_HOST: 'b.example.com', VIRTUAL_PATH: '/api/' },
+    c: { VIRTUAL_HOST: 'c.example.com' },
+  });
+  assert.deepEqual(renderConfig(third, SETTINGS, templates, undefined, cache), fresh(third));
+  assert.deepEqual([cache.rendered, cache.reused, cache.size], [1, 2, 3]);
+});
+
+test('server blocks: a setting every block reads renders them all again', () => {
+  const cache = new ServerBlockCache();
+  const routing = model({ a: { VIRTUAL_HOST: 'a.example.com' }, b: { VIRTUAL_HOST: 'b.example.com' } });
+  renderConfig(routing, SETTINGS, templates, undefined, cache);
+  const metricsOff: RenderSettings = {
+    ...SETTINGS,
+    proxy: { ...SETTINGS.proxy, trafficMetrics: !SETTINGS.proxy.trafficMetrics },
+  };
+  const files = renderConfig(routing, metricsOff, templates, undefined, cache);
+  assert.deepEqual(files, fresh(routing, metricsOff));
+  assert.notEqual(files['nginx.conf'], fresh(routing)['nginx.conf']);
+  assert.deepEqual([cache.rendered, cache.reused], [2, 0]);
+});
+
+test('server blocks: any sequence of models rendered through one cache gives the bytes of a fresh render', () => {
+  const hosts = ['a.example.com', 'b.example.com', 'c.example.com', 'shared.example.com'];
+  const service = fc.record({
+    host: fc.constantFrom(...hosts),
+    path: fc.constantFrom(undefined, '/api/', '/static/'),
+    https: fc.constantFrom(undefined, 'redirect', 'noredirect', 'nohttp'),
+    gzip: fc.constantFrom(undefined, 'on', 'off'),
+  });
+  const services = fc.dictionary(fc.constantFrom('s1', 's2', 's3', 's4', 's5'), service, { maxKeys: 5 });
+  const settings = fc.record({ trafficMetrics: fc.boolean(), ipv6: fc.boolean() });
+  fc.assert(
+    fc.property(fc.array(fc.tuple(services, settings), { minLength: 1, maxLength: 6 }), (steps) => {
+      const cache = new ServerBlockCache();
+      for (const [specs, proxy] of steps) {
+        const routing = model(
+          Object.fromEntries(
+            Object.entries(specs).map(([name, spec]) => [
+              name,
+              {
+                VIRTUAL_HOST: spec.host,
+                ...(spec.path ? { VIRTUAL_PATH: spec.path } : {}),
+                ...(spec.https ? { HTTPS_METHOD: spec.https, CERT_NAME: 'shared' } : {}),
+                ...(spec.gzip ? { 'swarmgate.gzip': spec.gzip } : {}),
+              },
+            ]),
+          ),
+        );
+        const stepSettings: RenderSettings = { ...SETTINGS, proxy: { ...SETTINGS.proxy, ...proxy } };
+        assert.deepEqual(
+          renderConfig(routing, stepSettings, templates, undefined, cache),
+          fresh(routing, stepSettings),
+        );
+        assert.equal(cache.size <= routing.servers.length, true);
+      }
+    }),
+    { numRuns: 60 },
+  );
+});
