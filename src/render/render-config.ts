@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import type { ProxySettings } from '../config.ts';
 import type { RoutingModel } from '../model/routing-model.ts';
 import type { TemplateRenderer } from './nunjucks-env.ts';
-import { renderServerBlocks } from './server-blocks.ts';
 import type { ServerBlockCache } from './server-blocks.ts';
 import { SwarmgateError } from '../errors.ts';
 import { balancerOptions } from './balancer-options.ts';
@@ -72,7 +71,7 @@ export function renderConfig(
   const byName = new Set(certificateEntries.map((entry) => entry.name));
   // What each upstream's locations need besides proxy_pass: a cookie for sticky ones, a release for least_conn.
   const balanceOf = new Map(model.upstreams.map((upstream) => [upstream.name, upstream.balance]));
-  const servers = model.servers.map((server) => ({
+  const serverView = (server: VirtualServer) => ({
     host: server.host,
     tls: server.tls,
     isDefault: server.isDefault,
@@ -111,7 +110,7 @@ export function renderConfig(
         body: location.path.value.replace(/^~\*?/, ''),
       },
     })),
-  }));
+  });
   const luaDir = settings.luaDir ?? IMAGE_LUA_DIR;
   const njsDir = settings.njsDir ?? IMAGE_NJS_DIR;
   for (const dir of [luaDir, njsDir]) {
@@ -179,8 +178,20 @@ export function renderConfig(
   if (serverBlocks === undefined)
     throw new SwarmgateError('ERR_TEMPLATE', 'nginx.conf.njk has no serverBlocks macro');
   const serverTexts = blocks
-    ? blocks.texts(JSON.stringify(macroContext), servers, serverBlocks)
-    : renderServerBlocks(servers, serverBlocks);
+    ? blocks.texts(
+        JSON.stringify(macroContext),
+        model.servers,
+        // All a server's view is made of: the view is built only for a server not in the cache.
+        (server) => ({
+          server,
+          certificateByName: byName.has(server.host.value),
+          balances: server.locations.map((location) =>
+            location.upstream === null ? null : (balanceOf.get(location.upstream) ?? null),
+          ),
+        }),
+        (server) => serverBlocks(serverView(server)),
+      )
+    : model.servers.map((server) => serverBlocks(serverView(server)));
   const nginxConf = templates.render('nginx.conf.njk', { ...context, serverTexts });
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
   // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).

@@ -2,7 +2,6 @@
 // the settings it reads are the same. One nunjucks render of every block at 10,000 hosts made ~120 MB of short-lived
 // strings per reconcile, which the GC promoted (the blocks outlive a young-generation cycle) and sized the heap by.
 import { hash } from 'node:crypto';
-import type { Macro } from './nunjucks-env.ts';
 
 /**
  * Rendered server blocks by what they were rendered from, kept for the next render. Owned by whoever renders the
@@ -18,15 +17,21 @@ export class ServerBlockCache {
   rendered = 0;
 
   /**
-   * The text of each server, in order: from the cache when the same server was rendered with the same `setting`
-   * last time, else from `render`. Afterwards the cache holds exactly these servers' blocks.
+   * The text of each server, in order: from the cache when a server with the same `input` (everything its text is
+   * made from besides `setting`) was rendered with the same `setting` last time, else from `render`. Afterwards the
+   * cache holds exactly these servers' blocks.
    */
-  texts<T>(setting: string, servers: readonly T[], render: Macro): string[] {
+  texts<T>(
+    setting: string,
+    servers: readonly T[],
+    input: (server: T) => unknown,
+    render: (server: T) => string,
+  ): string[] {
     const kept = setting === this.setting ? this.blocks : new Map<string, string>();
     const next = new Map<string, string>();
     let reused = 0;
     const texts = servers.map((server) => {
-      const key = serverKey(server);
+      const key = serverKey(input(server));
       let text = next.get(key) ?? kept.get(key);
       if (text === undefined) text = render(server);
       else reused++;
@@ -52,9 +57,4 @@ export class ServerBlockCache {
  */
 function serverKey(server: unknown): string {
   return hash('sha256', JSON.stringify(server), 'base64');
-}
-
-/** Renders every block afresh, keeping nothing: for renders that are not repeated (tests, validation subsets). */
-export function renderServerBlocks<T>(servers: readonly T[], render: Macro): string[] {
-  return servers.map((server) => render(server));
 }

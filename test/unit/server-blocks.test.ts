@@ -72,32 +72,54 @@ test('server blocks: a setting every block reads renders them all again', () => 
 
 test('server blocks: any sequence of models rendered through one cache gives the bytes of a fresh render', () => {
   const hosts = ['a.example.com', 'b.example.com', 'c.example.com', 'shared.example.com'];
-  const service = fc.record({
+  const fields = {
     host: fc.constantFrom(...hosts),
     path: fc.constantFrom(undefined, '/api/', '/static/'),
     https: fc.constantFrom(undefined, 'redirect', 'noredirect', 'nohttp'),
     gzip: fc.constantFrom(undefined, 'on', 'off'),
-  });
-  const services = fc.dictionary(fc.constantFrom('s1', 's2', 's3', 's4', 's5'), service, { maxKeys: 5 });
+    // Read from the service's upstream, not its server: sticky and least_conn change the locations' text.
+    balance: fc.constantFrom(undefined, 'least_conn'),
+    sticky: fc.constantFrom(undefined, 'true'),
+  };
+  type Spec = { [K in keyof typeof fields]?: string };
+  const names = ['s1', 's2', 's3', 's4', 's5'];
+  // Each step changes one field of one service (or removes it): consecutive models differ a little, as in a swarm.
+  const change = fc.oneof(
+    ...Object.entries(fields).map(([field, value]) =>
+      fc.record({ name: fc.constantFrom(...names), field: fc.constant(field), value }),
+    ),
+    fc.record({
+      name: fc.constantFrom(...names),
+      field: fc.constant('removed'),
+      value: fc.constant(undefined),
+    }),
+  );
   const settings = fc.record({ trafficMetrics: fc.boolean(), ipv6: fc.boolean() });
+  const base = fc.dictionary(fc.constantFrom(...names), fc.record(fields), { minKeys: 1, maxKeys: 5 });
   fc.assert(
-    fc.property(fc.array(fc.tuple(services, settings), { minLength: 1, maxLength: 6 }), (steps) => {
+    fc.property(base, fc.array(change, { maxLength: 8 }), settings, (start, changes, proxy) => {
       const cache = new ServerBlockCache();
-      for (const [specs, proxy] of steps) {
+      const stepSettings: RenderSettings = { ...SETTINGS, proxy: { ...SETTINGS.proxy, ...proxy } };
+      const specs: Record<string, Spec> = { ...start };
+      for (const step of [null, ...changes]) {
+        if (step?.field === 'removed') delete specs[step.name];
+        else if (step)
+          specs[step.name] = { host: 'a.example.com', ...specs[step.name], [step.field]: step.value };
         const routing = model(
           Object.fromEntries(
             Object.entries(specs).map(([name, spec]) => [
               name,
               {
-                VIRTUAL_HOST: spec.host,
+                VIRTUAL_HOST: spec.host ?? 'a.example.com',
                 ...(spec.path ? { VIRTUAL_PATH: spec.path } : {}),
                 ...(spec.https ? { HTTPS_METHOD: spec.https, CERT_NAME: 'shared' } : {}),
                 ...(spec.gzip ? { 'swarmgate.gzip': spec.gzip } : {}),
+                ...(spec.balance ? { 'swarmgate.balance': spec.balance } : {}),
+                ...(spec.sticky ? { 'swarmgate.sticky': spec.sticky } : {}),
               },
             ]),
           ),
         );
-        const stepSettings: RenderSettings = { ...SETTINGS, proxy: { ...SETTINGS.proxy, ...proxy } };
         assert.deepEqual(
           renderConfig(routing, stepSettings, templates, undefined, cache),
           fresh(routing, stepSettings),
@@ -105,6 +127,6 @@ test('server blocks: any sequence of models rendered through one cache gives the
         assert.equal(cache.size <= routing.servers.length, true);
       }
     }),
-    { numRuns: 60 },
+    { numRuns: 100 },
   );
 });
