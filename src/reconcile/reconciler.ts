@@ -359,6 +359,8 @@ export class Reconciler {
     // Files as published ones where unchanged: the candidate kept for the next reconcile then holds no second copy
     // of a config the store holds already (15 MB at 10,000 services).
     const files = sharingUnchanged(this.render(candidate, this.blocks), this.deps.store.current?.files);
+    // The blocks are parts of the config kept: the published one when it is the same.
+    this.blocks.settle(files['nginx.conf'] ?? '');
     const fingerprint = fingerprintBundle(files);
     let verdict: Verdict;
     if (this.lastCandidate?.fingerprint === fingerprint) {

@@ -193,6 +193,7 @@ export function renderConfig(
       )
     : model.servers.map((server) => serverBlocks(serverView(server)));
   const nginxConf = templates.render('nginx.conf.njk', { ...context, serverTexts });
+  blocks?.settle(nginxConf);
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
   // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).
   for (const location of locations) {

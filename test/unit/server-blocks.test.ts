@@ -130,3 +130,24 @@ test('server blocks: any sequence of models rendered through one cache gives the
     { numRuns: 100 },
   );
 });
+
+test('server blocks: held as parts of the config they were put into, they stay the same text', () => {
+  const cache = new ServerBlockCache();
+  const render = (name: string) => `server ${name} {}\n`;
+  const servers = ['a', 'b', 'a', 'c'];
+  const texts = cache.texts('s', servers, (name) => name, render);
+  // The first block's text also occurs before the blocks: the one followed by the others is theirs.
+  const conf = `# server a {}\n${texts.join('')}# end\n`;
+  cache.settle(conf);
+  // An equal config that is another string (the published one), then one without the blocks (left as they are).
+  cache.settle(`${conf.slice(0, 5)}${conf.slice(5)}`);
+  cache.settle('nothing of theirs');
+  const again = cache.texts(
+    's',
+    servers,
+    (name) => name,
+    () => 'rendered again',
+  );
+  assert.deepEqual(again, texts);
+  assert.deepEqual([cache.reused, cache.rendered, cache.size], [4, 0, 3]);
+});
