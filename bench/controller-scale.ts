@@ -22,7 +22,7 @@ import { Reconciler } from '../src/reconcile/reconciler.ts';
 import { createTemplateRenderer } from '../src/render/nunjucks-env.ts';
 import { fingerprintBundle, PEERS_FILE, renderConfig } from '../src/render/render-config.ts';
 import type { BundleFiles } from '../src/render/render-config.ts';
-import { ServerBlockCache } from '../src/render/server-blocks.ts';
+import { RenderCache } from '../src/render/block-cache.ts';
 import { defaultProxySettings, readControllerConfig } from '../src/config.ts';
 import { createDockerodeAdapter } from '../src/docker/dockerode-adapter.ts';
 import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
@@ -208,8 +208,8 @@ async function measure(services: number): Promise<void> {
   let coldReconcileMs = 0;
   // In a holder, so the bench can let go of it before the storm (see below).
   const last: { bundle: BundleFiles } = { bundle: {} };
-  // Owned across rounds, as the reconciler owns its own: unchanged hosts' server blocks are reused.
-  const blocks = new ServerBlockCache();
+  // Owned across rounds, as the reconciler owns its own: unchanged hosts' and services' blocks are reused.
+  const blocks = new RenderCache();
   for (let round = 0; round <= ROUNDS; round++) {
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();

@@ -26,7 +26,7 @@ import { createHash } from 'node:crypto';
 import { configForm, fingerprintBundle, renderConfig, renderedShape } from '../render/render-config.ts';
 import type { BundleFiles, RenderSettings } from '../render/render-config.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
-import { ServerBlockCache } from '../render/server-blocks.ts';
+import { RenderCache } from '../render/block-cache.ts';
 import type { Clock, TimerHandle } from './clock.ts';
 import { unconvergedServices } from './convergence.ts';
 import { Debouncer } from './debounce.ts';
@@ -156,8 +156,8 @@ export class Reconciler {
   private readonly serviceVerdicts = new Map<string, ServiceVerdict>();
   /** Services nginx refused, with the fingerprint of the fragment it refused: left out before any nginx -t. */
   private readonly knownBad = new Map<string, string>();
-  /** The candidate's server blocks, reused for hosts that did not change since the last candidate. */
-  private readonly blocks = new ServerBlockCache();
+  /** The candidate's blocks, reused for hosts and services that did not change since the last candidate. */
+  private readonly blocks = new RenderCache();
   private retryTimer: TimerHandle | null = null;
   /**
    * Fragments of the smallest group nginx refused in a quarantine search that the budget cut short: the next
@@ -465,7 +465,7 @@ export class Reconciler {
   }
 
   /** `blocks`: for the candidate only; the renders of parts of it (validation, quarantine) would evict its blocks. */
-  private render(model: RoutingModel, blocks: ServerBlockCache | null = null): BundleFiles {
+  private render(model: RoutingModel, blocks: RenderCache | null = null): BundleFiles {
     return renderConfig(
       model,
       this.renderSettings(),

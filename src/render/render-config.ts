@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import type { ProxySettings } from '../config.ts';
 import type { RoutingModel } from '../model/routing-model.ts';
 import type { TemplateRenderer } from './nunjucks-env.ts';
-import type { ServerBlockCache } from './server-blocks.ts';
+import { inputKey } from './block-cache.ts';
+import type { RenderCache } from './block-cache.ts';
 import { SwarmgateError } from '../errors.ts';
 import { balancerOptions } from './balancer-options.ts';
 import type { ProbeTarget } from './balancer-options.ts';
@@ -60,8 +61,8 @@ export function renderConfig(
   settings: RenderSettings,
   templates: TemplateRenderer,
   certificates: CertificateLookup = NO_CERTIFICATES,
-  /** Server blocks of the last render, reused where unchanged (the reconciler's); none: every block rendered. */
-  blocks: ServerBlockCache | null = null,
+  /** Blocks of the last render, reused where unchanged (the reconciler's); none: every block rendered. */
+  cache: RenderCache | null = null,
 ): BundleFiles {
   const { defaultCertificate, certificateEntries, defaultHttp, defaultHttps, http3, early } = configSwitches(
     model,
@@ -158,42 +159,55 @@ export function renderConfig(
     redirectGroups: redirectGroups(model.servers),
     // certificates.txt: the Lua picks these hosts' certificates during the handshake (see certificatesByName).
     certificatesByName: certificateEntries.length > 0,
-    upstreams: model.upstreams,
     balancerOptions: options,
     healthChecks: model.upstreams.some((upstream) => upstream.health && probeTargets.has(upstream.name)),
     adminServer: model.adminServer,
     njsDir,
     stream: model.stream ? streamContext(model) : null,
   };
-  // The server blocks, each by the template's serverBlocks macro, which sees the context without the long lists (it
-  // reads none of them): so its text depends only on its server and that context, and can be reused.
+  // The server blocks and upstreams, each by its macro in the template, which sees the context without the long lists
+  // (it reads none of them): so a block's text depends only on its own item and that context, and can be reused.
   const macroContext = {
     ...context,
-    upstreams: [],
     balancerOptions: [],
     redirectGroups: [],
     serverTexts: [],
+    upstreamTexts: [],
   };
-  const { serverBlocks } = templates.macros('nginx.conf.njk', macroContext);
-  if (serverBlocks === undefined)
-    throw new SwarmgateError('ERR_TEMPLATE', 'nginx.conf.njk has no serverBlocks macro');
-  const serverTexts = blocks
-    ? blocks.texts(
-        JSON.stringify(macroContext),
+  const { serverBlocks, upstreamBlock } = templates.macros('nginx.conf.njk', macroContext);
+  if (serverBlocks === undefined || upstreamBlock === undefined)
+    throw new SwarmgateError('ERR_TEMPLATE', 'nginx.conf.njk lacks the serverBlocks or upstreamBlock macro');
+  const setting = cache ? JSON.stringify(macroContext) : '';
+  const renderServer = (server: VirtualServer): string => serverBlocks(serverView(server));
+  const serverTexts = cache
+    ? cache.servers.texts(
+        setting,
         model.servers,
         // All a server's view is made of: the view is built only for a server not in the cache.
-        (server) => ({
-          server,
-          certificateByName: byName.has(server.host.value),
-          balances: server.locations.map((location) =>
-            location.upstream === null ? null : (balanceOf.get(location.upstream) ?? null),
-          ),
-        }),
-        (server) => serverBlocks(serverView(server)),
+        (server) =>
+          inputKey({
+            server,
+            certificateByName: byName.has(server.host.value),
+            balances: server.locations.map((location) =>
+              location.upstream === null ? null : (balanceOf.get(location.upstream) ?? null),
+            ),
+          }),
+        renderServer,
       )
-    : model.servers.map((server) => serverBlocks(serverView(server)));
-  const nginxConf = templates.render('nginx.conf.njk', { ...context, serverTexts });
-  blocks?.settle(nginxConf);
+    : model.servers.map(renderServer);
+  // An upstream block shows its name and service only (its tasks are in peers.txt): that pair is its whole input.
+  const renderUpstream = (upstream: { service: string; name: string }): string =>
+    upstreamBlock({ service: upstream.service, name: upstream.name });
+  const upstreamTexts = cache
+    ? cache.upstreams.texts(
+        setting,
+        model.upstreams,
+        (upstream) => JSON.stringify([upstream.service, upstream.name]),
+        renderUpstream,
+      )
+    : model.upstreams.map(renderUpstream);
+  const nginxConf = templates.render('nginx.conf.njk', { ...context, serverTexts, upstreamTexts });
+  cache?.settle(nginxConf);
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
   // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).
   for (const location of locations) {

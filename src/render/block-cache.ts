@@ -1,15 +1,28 @@
-// The server blocks of nginx.conf, one host at a time, each rendered once and reused while its part of the model and
-// the settings it reads are the same. One nunjucks render of every block at 10,000 hosts made ~120 MB of short-lived
-// strings per reconcile, which the GC promoted (the blocks outlive a young-generation cycle) and sized the heap by.
+// The blocks of nginx.conf that repeat per host and per service (server blocks, upstreams), each rendered once and
+// reused while its part of the model and the settings it reads are the same. One nunjucks render of every block at
+// 10,000 hosts allocated ~160 MB per reconcile, most of it strings alive until the whole config was joined, which the
+// GC therefore promoted to the old generation (with --max-semi-space-size=2) and collected only by a full GC.
 import { hash } from 'node:crypto';
 
 /**
- * Rendered server blocks by what they were rendered from, kept for the next render. Owned by whoever renders the
- * same config again and again (the reconciler's candidate render); it holds the blocks of the last render only, so
- * it is bounded by the current hosts, and a removed host's block is gone after the next render.
+ * What renderConfig keeps between renders of the same config: owned by whoever renders it again and again (the
+ * reconciler's candidate render). Each part holds the blocks of the last render only, so it is bounded by the current
+ * hosts and services, and a removed one's block is gone after the next render.
  */
-export class ServerBlockCache {
-  /** What every block reads besides its own host (the settings the macro sees): another one empties the cache. */
+export class RenderCache {
+  readonly servers = new BlockCache();
+  readonly upstreams = new BlockCache();
+
+  /** See BlockCache.settle. */
+  settle(conf: string): void {
+    this.servers.settle(conf);
+    this.upstreams.settle(conf);
+  }
+}
+
+/** Rendered blocks of one kind by what they were rendered from, kept for the next render. */
+export class BlockCache {
+  /** What every block reads besides its own item (the settings the macro sees): another one empties the cache. */
   private setting: string | null = null;
   private blocks = new Map<string, string>();
   /** The keys of the last render's blocks, in the order nginx.conf has them. */
@@ -22,27 +35,27 @@ export class ServerBlockCache {
   rendered = 0;
 
   /**
-   * The text of each server, in order: from the cache when a server with the same `input` (everything its text is
-   * made from besides `setting`) was rendered with the same `setting` last time, else from `render`. Afterwards the
-   * cache holds exactly these servers' blocks.
+   * The text of each item, in order: from the cache when an item with the same key (of everything its text is made
+   * from besides `setting`) was rendered with the same `setting` last time, else from `render`. Afterwards the cache
+   * holds exactly these items' blocks.
    */
   texts<T>(
     setting: string,
-    servers: readonly T[],
-    input: (server: T) => unknown,
-    render: (server: T) => string,
+    items: readonly T[],
+    key: (item: T) => string,
+    render: (item: T) => string,
   ): string[] {
     const kept = setting === this.setting ? this.blocks : new Map<string, string>();
     const next = new Map<string, string>();
     let reused = 0;
     const order: string[] = [];
-    const texts = servers.map((server) => {
-      const key = serverKey(input(server));
-      order.push(key);
-      let text = next.get(key) ?? kept.get(key);
-      if (text === undefined) text = render(server);
+    const texts = items.map((item) => {
+      const itemKey = key(item);
+      order.push(itemKey);
+      let text = next.get(itemKey) ?? kept.get(itemKey);
+      if (text === undefined) text = render(item);
       else reused++;
-      next.set(key, text);
+      next.set(itemKey, text);
       return text;
     });
     this.setting = setting;
@@ -50,16 +63,17 @@ export class ServerBlockCache {
     this.order = order;
     this.conf = null;
     this.reused = reused;
-    this.rendered = servers.length - reused;
+    this.rendered = items.length - reused;
     return texts;
   }
 
   /**
    * Holds the blocks as parts of `conf`, the nginx.conf the last texts were put into one after another, instead of as
    * strings of their own: V8 makes a substring of a flat string a slice of it (a few words), so the blocks then cost
-   * nothing beside the config the bundle store holds anyway (a second copy was 9 MB at 10,000 hosts, alive between
+   * nothing beside the config the bundle store holds anyway (a second copy of the server blocks was 9 MB at 10,000
+   * hosts, alive between
    * reconciles, and the GC sizes the heap by what is alive). Called again with an equal config that is another string
-   * (the published one, when the candidate is the same), the blocks move to that one. Not found: kept as they are.
+   * (the published one, when the candidate's is the same), the blocks move to that one. Not found: kept as they are.
    */
   settle(conf: string): void {
     const [first] = this.order;
@@ -102,9 +116,9 @@ export class ServerBlockCache {
 }
 
 /**
- * A server's render input as a digest: the input is plain data (the model is JSON-serialisable), so equal JSON is
- * equal input. A digest, not the JSON, is kept: 10,000 hosts' JSON would be ~15 MB held between reconciles.
+ * A key of a block's render input, as a digest: the input is plain data (the model is JSON-serialisable), so equal
+ * JSON is equal input. A digest, not the JSON, is kept: 10,000 hosts' JSON would be ~15 MB held between reconciles.
  */
-function serverKey(server: unknown): string {
-  return hash('sha256', JSON.stringify(server), 'base64');
+export function inputKey(input: unknown): string {
+  return hash('sha256', JSON.stringify(input), 'base64');
 }

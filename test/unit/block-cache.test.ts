@@ -7,7 +7,7 @@ import type { RoutingModel } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { renderConfig } from '../../src/render/render-config.ts';
 import type { RenderSettings } from '../../src/render/render-config.ts';
-import { ServerBlockCache } from '../../src/render/server-blocks.ts';
+import { BlockCache, RenderCache } from '../../src/render/block-cache.ts';
 import { servicesSnapshot } from '../support/one-service.ts';
 
 const templates = createTemplateRenderer();
@@ -26,17 +26,23 @@ function model(services: Record<string, Record<string, string>>): RoutingModel {
   );
 }
 
+/** Blocks rendered, reused and held by the last render: servers, then upstreams. */
+const counts = (cache: RenderCache) => ({
+  servers: [cache.servers.rendered, cache.servers.reused, cache.servers.size],
+  upstreams: [cache.upstreams.rendered, cache.upstreams.reused, cache.upstreams.size],
+});
+
 const fresh = (routing: RoutingModel, settings = SETTINGS) => renderConfig(routing, settings, templates);
 
-test('server blocks: an unchanged host is reused, a changed one rendered again, a removed one dropped', () => {
-  const cache = new ServerBlockCache();
+test('render cache: an unchanged host or service is reused, a changed one rendered again, a removed one dropped', () => {
+  const cache = new RenderCache();
   const first = model({
     a: { VIRTUAL_HOST: 'a.example.com' },
     b: { VIRTUAL_HOST: 'b.example.com' },
     c: { VIRTUAL_HOST: 'c.example.com' },
   });
   assert.deepEqual(renderConfig(first, SETTINGS, templates, undefined, cache), fresh(first));
-  assert.deepEqual([cache.rendered, cache.reused, cache.size], [3, 0, 3]);
+  assert.deepEqual(counts(cache), { servers: [3, 0, 3], upstreams: [3, 0, 3] });
 
   // b's routes change, a's task addresses change (peers.txt only), c is removed.
   const second = model({
@@ -44,7 +50,7 @@ test('server blocks: an unchanged host is reused, a changed one rendered again, 
     b: { VIRTUAL_HOST: 'b.example.com', VIRTUAL_PATH: '/api/' },
   });
   assert.deepEqual(renderConfig(second, SETTINGS, templates, undefined, cache), fresh(second));
-  assert.deepEqual([cache.rendered, cache.reused, cache.size], [1, 1, 2]);
+  assert.deepEqual(counts(cache), { servers: [1, 1, 2], upstreams: [0, 2, 2] });
 
   // c is back: its block was let go with it, so it is rendered again.
   const third = model({
@@ -53,11 +59,11 @@ test('server blocks: an unchanged host is reused, a changed one rendered again, 
     c: { VIRTUAL_HOST: 'c.example.com' },
   });
   assert.deepEqual(renderConfig(third, SETTINGS, templates, undefined, cache), fresh(third));
-  assert.deepEqual([cache.rendered, cache.reused, cache.size], [1, 2, 3]);
+  assert.deepEqual(counts(cache), { servers: [1, 2, 3], upstreams: [1, 2, 3] });
 });
 
-test('server blocks: a setting every block reads renders them all again', () => {
-  const cache = new ServerBlockCache();
+test('render cache: a setting every block reads renders them all again', () => {
+  const cache = new RenderCache();
   const routing = model({ a: { VIRTUAL_HOST: 'a.example.com' }, b: { VIRTUAL_HOST: 'b.example.com' } });
   renderConfig(routing, SETTINGS, templates, undefined, cache);
   const metricsOff: RenderSettings = {
@@ -67,10 +73,10 @@ test('server blocks: a setting every block reads renders them all again', () => 
   const files = renderConfig(routing, metricsOff, templates, undefined, cache);
   assert.deepEqual(files, fresh(routing, metricsOff));
   assert.notEqual(files['nginx.conf'], fresh(routing)['nginx.conf']);
-  assert.deepEqual([cache.rendered, cache.reused], [2, 0]);
+  assert.deepEqual(counts(cache), { servers: [2, 0, 2], upstreams: [2, 0, 2] });
 });
 
-test('server blocks: any sequence of models rendered through one cache gives the bytes of a fresh render', () => {
+test('render cache: any sequence of models rendered through one cache gives the bytes of a fresh render', () => {
   const hosts = ['a.example.com', 'b.example.com', 'c.example.com', 'shared.example.com'];
   const fields = {
     host: fc.constantFrom(...hosts),
@@ -98,7 +104,7 @@ test('server blocks: any sequence of models rendered through one cache gives the
   const base = fc.dictionary(fc.constantFrom(...names), fc.record(fields), { minKeys: 1, maxKeys: 5 });
   fc.assert(
     fc.property(base, fc.array(change, { maxLength: 8 }), settings, (start, changes, proxy) => {
-      const cache = new ServerBlockCache();
+      const cache = new RenderCache();
       const stepSettings: RenderSettings = { ...SETTINGS, proxy: { ...SETTINGS.proxy, ...proxy } };
       const specs: Record<string, Spec> = { ...start };
       for (const step of [null, ...changes]) {
@@ -124,15 +130,16 @@ test('server blocks: any sequence of models rendered through one cache gives the
           renderConfig(routing, stepSettings, templates, undefined, cache),
           fresh(routing, stepSettings),
         );
-        assert.equal(cache.size <= routing.servers.length, true);
+        assert.equal(cache.servers.size <= routing.servers.length, true);
+        assert.equal(cache.upstreams.size <= routing.upstreams.length, true);
       }
     }),
     { numRuns: 100 },
   );
 });
 
-test('server blocks: held as parts of the config they were put into, they stay the same text', () => {
-  const cache = new ServerBlockCache();
+test('render cache: blocks held as parts of the config they were put into stay the same text', () => {
+  const cache = new BlockCache();
   const render = (name: string) => `server ${name} {}\n`;
   const servers = ['a', 'b', 'a', 'c'];
   const texts = cache.texts('s', servers, (name) => name, render);
