@@ -26,6 +26,7 @@ import { createHash } from 'node:crypto';
 import { configForm, fingerprintBundle, renderConfig, renderedShape } from '../render/render-config.ts';
 import type { BundleFiles, RenderSettings } from '../render/render-config.ts';
 import type { TemplateRenderer } from '../render/nunjucks-env.ts';
+import { RenderCache } from '../render/block-cache.ts';
 import type { Clock, TimerHandle } from './clock.ts';
 import { unconvergedServices } from './convergence.ts';
 import { Debouncer } from './debounce.ts';
@@ -155,6 +156,8 @@ export class Reconciler {
   private readonly serviceVerdicts = new Map<string, ServiceVerdict>();
   /** Services nginx refused, with the fingerprint of the fragment it refused: left out before any nginx -t. */
   private readonly knownBad = new Map<string, string>();
+  /** The candidate's blocks, reused for hosts and services that did not change since the last candidate. */
+  private readonly blocks = new RenderCache();
   private retryTimer: TimerHandle | null = null;
   /**
    * Fragments of the smallest group nginx refused in a quarantine search that the budget cut short: the next
@@ -355,7 +358,9 @@ export class Reconciler {
     const candidate = this.withoutKnownBad(model);
     // Files as published ones where unchanged: the candidate kept for the next reconcile then holds no second copy
     // of a config the store holds already (15 MB at 10,000 services).
-    const files = sharingUnchanged(this.render(candidate), this.deps.store.current?.files);
+    const files = sharingUnchanged(this.render(candidate, this.blocks), this.deps.store.current?.files);
+    // The blocks are parts of the config kept: the published one when it is the same.
+    this.blocks.settle(files['nginx.conf'] ?? '');
     const fingerprint = fingerprintBundle(files);
     let verdict: Verdict;
     if (this.lastCandidate?.fingerprint === fingerprint) {
@@ -459,9 +464,14 @@ export class Reconciler {
     return restrictModel(model, keep, excluded);
   }
 
-  private render(model: RoutingModel): BundleFiles {
-    return renderConfig(model, this.renderSettings(), this.deps.templates, (name) =>
-      this.certificates.material(name),
+  /** `blocks`: for the candidate only; the renders of parts of it (validation, quarantine) would evict its blocks. */
+  private render(model: RoutingModel, blocks: RenderCache | null = null): BundleFiles {
+    return renderConfig(
+      model,
+      this.renderSettings(),
+      this.deps.templates,
+      (name) => this.certificates.material(name),
+      blocks,
     );
   }
 

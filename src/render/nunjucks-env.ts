@@ -21,6 +21,18 @@ export function nginxQuote(value: unknown): string {
 
 export interface TemplateRenderer {
   render(template: string, context: object): string;
+  /**
+   * The macros a template defines, each returning its text, bound to `context` (the template runs once with it, its
+   * output discarded): a part of a large template rendered alone, as often as needed.
+   */
+  macros(template: string, context: object): Readonly<Record<string, Macro>>;
+}
+
+export type Macro = (...args: unknown[]) => string;
+
+/** nunjucks' Template.getExported, which its type declarations leave out. */
+interface ExportingTemplate {
+  getExported(context: object, callback: (error: Error | null, exported: unknown) => void): void;
 }
 
 export function createTemplateRenderer(templateDir: string = TEMPLATE_DIR): TemplateRenderer {
@@ -31,18 +43,46 @@ export function createTemplateRenderer(templateDir: string = TEMPLATE_DIR): Temp
     lstripBlocks: true,
   });
   env.addFilter('quote', nginxQuote);
+  const failed = (template: string, error: unknown): SwarmgateError =>
+    new SwarmgateError(
+      'ERR_TEMPLATE',
+      `template ${template} failed: ${(error as Error).message}`,
+      { template },
+      error,
+    );
   return {
     render(template, context) {
       try {
         return env.render(template, context);
       } catch (error) {
-        throw new SwarmgateError(
-          'ERR_TEMPLATE',
-          `template ${template} failed: ${(error as Error).message}`,
-          { template },
-          error,
-        );
+        throw failed(template, error);
       }
+    },
+    macros(template, context) {
+      let exported: Record<string, unknown> = {};
+      try {
+        // Synchronous: the file loader is, so the callback has run when getExported returns.
+        (env.getTemplate(template) as unknown as ExportingTemplate).getExported(context, (error, result) => {
+          if (error) throw error;
+          exported = result as Record<string, unknown>;
+        });
+      } catch (error) {
+        throw failed(template, error);
+      }
+      const macros: Record<string, Macro> = {};
+      for (const [name, value] of Object.entries(exported)) {
+        if (typeof value !== 'function') continue;
+        const macro = value as (...args: unknown[]) => unknown;
+        macros[name] = (...args) => {
+          try {
+            // A macro answers with nunjucks' SafeString: its text is the string.
+            return String(macro(...args));
+          } catch (error) {
+            throw failed(template, error);
+          }
+        };
+      }
+      return macros;
     },
   };
 }

@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import type { ProxySettings } from '../config.ts';
 import type { RoutingModel } from '../model/routing-model.ts';
 import type { TemplateRenderer } from './nunjucks-env.ts';
+import { inputKey } from './block-cache.ts';
+import type { RenderCache } from './block-cache.ts';
 import { SwarmgateError } from '../errors.ts';
 import { balancerOptions } from './balancer-options.ts';
 import type { ProbeTarget } from './balancer-options.ts';
@@ -59,6 +61,8 @@ export function renderConfig(
   settings: RenderSettings,
   templates: TemplateRenderer,
   certificates: CertificateLookup = NO_CERTIFICATES,
+  /** Blocks of the last render, reused where unchanged (the reconciler's); none: every block rendered. */
+  cache: RenderCache | null = null,
 ): BundleFiles {
   const { defaultCertificate, certificateEntries, defaultHttp, defaultHttps, http3, early } = configSwitches(
     model,
@@ -68,7 +72,7 @@ export function renderConfig(
   const byName = new Set(certificateEntries.map((entry) => entry.name));
   // What each upstream's locations need besides proxy_pass: a cookie for sticky ones, a release for least_conn.
   const balanceOf = new Map(model.upstreams.map((upstream) => [upstream.name, upstream.balance]));
-  const servers = model.servers.map((server) => ({
+  const serverView = (server: VirtualServer) => ({
     host: server.host,
     tls: server.tls,
     isDefault: server.isDefault,
@@ -107,7 +111,7 @@ export function renderConfig(
         body: location.path.value.replace(/^~\*?/, ''),
       },
     })),
-  }));
+  });
   const luaDir = settings.luaDir ?? IMAGE_LUA_DIR;
   const njsDir = settings.njsDir ?? IMAGE_NJS_DIR;
   for (const dir of [luaDir, njsDir]) {
@@ -139,7 +143,7 @@ export function renderConfig(
     return lua ? [{ name: upstream.name, options: lua }] : [];
   });
   const earlyHosts = earlyEntries(model, byName, early);
-  const nginxConf = templates.render('nginx.conf.njk', {
+  const context = {
     luaDir,
     rateZones,
     usesConnectionLimit: locations.some((location) => location.policy.maxConnections !== null),
@@ -155,14 +159,55 @@ export function renderConfig(
     redirectGroups: redirectGroups(model.servers),
     // certificates.txt: the Lua picks these hosts' certificates during the handshake (see certificatesByName).
     certificatesByName: certificateEntries.length > 0,
-    upstreams: model.upstreams,
     balancerOptions: options,
     healthChecks: model.upstreams.some((upstream) => upstream.health && probeTargets.has(upstream.name)),
-    servers,
     adminServer: model.adminServer,
     njsDir,
     stream: model.stream ? streamContext(model) : null,
-  });
+  };
+  // The server blocks and upstreams, each by its macro in the template, which sees the context without the long lists
+  // (it reads none of them): so a block's text depends only on its own item and that context, and can be reused.
+  const macroContext = {
+    ...context,
+    balancerOptions: [],
+    redirectGroups: [],
+    serverTexts: [],
+    upstreamTexts: [],
+  };
+  const { serverBlocks, upstreamBlock } = templates.macros('nginx.conf.njk', macroContext);
+  if (serverBlocks === undefined || upstreamBlock === undefined)
+    throw new SwarmgateError('ERR_TEMPLATE', 'nginx.conf.njk lacks the serverBlocks or upstreamBlock macro');
+  const setting = cache ? JSON.stringify(macroContext) : '';
+  const renderServer = (server: VirtualServer): string => serverBlocks(serverView(server));
+  const serverTexts = cache
+    ? cache.servers.texts(
+        setting,
+        model.servers,
+        // All a server's view is made of: the view is built only for a server not in the cache.
+        (server) =>
+          inputKey({
+            server,
+            certificateByName: byName.has(server.host.value),
+            balances: server.locations.map((location) =>
+              location.upstream === null ? null : (balanceOf.get(location.upstream) ?? null),
+            ),
+          }),
+        renderServer,
+      )
+    : model.servers.map(renderServer);
+  // An upstream block shows its name and service only (its tasks are in peers.txt): that pair is its whole input.
+  const renderUpstream = (upstream: { service: string; name: string }): string =>
+    upstreamBlock({ service: upstream.service, name: upstream.name });
+  const upstreamTexts = cache
+    ? cache.upstreams.texts(
+        setting,
+        model.upstreams,
+        (upstream) => JSON.stringify([upstream.service, upstream.name]),
+        renderUpstream,
+      )
+    : model.upstreams.map(renderUpstream);
+  const nginxConf = templates.render('nginx.conf.njk', { ...context, serverTexts, upstreamTexts });
+  cache?.settle(nginxConf);
   const files: Record<string, string> = { 'nginx.conf': nginxConf };
   // htpasswd files and error pages named by services' labels (read from Docker configs by the controller).
   for (const location of locations) {
