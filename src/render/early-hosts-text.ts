@@ -23,7 +23,6 @@
 // What the agent posts to the running nginx (POST /early on its local socket) is the entries new or changed since the
 // running bundle, then the peers.txt lines of their upstreams, then the certificates.pem sections of certificates the
 // running nginx does not hold: earlyPost() below. lua/swarmgate/early.lua parses the same grammar.
-import type { BundleFiles } from './render-config.ts';
 import { isCertificateName, isCertificateHost } from './certificates-text.ts';
 import { isUpstreamName } from './peers-text.ts';
 import { SwarmgateError } from '../errors.ts';
@@ -124,6 +123,9 @@ export const MAX_EARLY_HOSTS = 256;
  * of their certificates that differ from the running ones. '' when nothing can go early (the table is then emptied).
  * Both bundles were checked before (grammar, certificate pairs), so a file that does not parse here yields ''.
  */
+/** A bundle's files by name (render-config's BundleFiles, spelled out: render-config imports this file). */
+type BundleFiles = Readonly<Record<string, string>>;
+
 export function earlyPost(next: BundleFiles, running: BundleFiles | null): string {
   const nextHosts = parseEarlyHosts(next[EARLY_HOSTS_FILE] ?? '');
   if (!nextHosts.ok) return '';
