@@ -6,7 +6,7 @@
 // summed up as the median and range of those differences.
 //
 // On two shared cores a round's CPU per request still moves by about a microsecond, more than counting costs. So
-// two more variants time the Lua call itself inside nginx (bench/lua/metrics_timing.lua: the monotonic clock read
+// two more variants time the Lua call itself inside nginx (bench/lua/perreq_timing.lua: the monotonic clock read
 // around swarmgate.metrics.log(), median of each 5,000 requests), which moves by tens of nanoseconds: "timed log()"
 // and "timed nothing" (what the clock reads add). Their CPU is not compared (the timing adds its own). The call's
 // time leaves out the log_by_lua handler's own price (the "empty handler" variant) and what counting does to the
@@ -38,13 +38,13 @@ const REQUESTS = SMOKE ? 5000 : 60_000;
 const PIN = process.env.PIN === '1';
 const METRICS_BLOCK = /\n {4}log_by_lua_block \{\n[^}]*\}\n/;
 const TIMING_LUA_DIR = path.join(BENCH_DIR, 'lua');
-const TIMING_LINE = /metrics-timing median_ns=(\d+(?:\.\d+)?)/g;
+const TIMING_LINE = /perreq-timing (?:log|empty) median_ns=(\d+(?:\.\d+)?)/g;
 
-/** The config with the http-level log phase calling bench/lua/metrics_timing.lua's `call` instead. */
+/** The config with the http-level log phase calling bench/lua/perreq_timing.lua's `call` instead. */
 function timedConf(conf: string, call: 'log' | 'empty'): string {
   return conf
     .replace(/lua_package_path "([^"]*)";/, `lua_package_path "${TIMING_LUA_DIR}/?.lua;$1";`)
-    .replace(METRICS_BLOCK, `\n    log_by_lua_block {\n        require("metrics_timing").${call}()\n    }\n`);
+    .replace(METRICS_BLOCK, `\n    log_by_lua_block {\n        require("perreq_timing").${call}()\n    }\n`);
 }
 
 async function cpuNs(pid: number): Promise<number> {

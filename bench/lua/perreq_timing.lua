@@ -56,14 +56,6 @@ function M.log()
   record("log", elapsed())
 end
 
--- The same call as the config makes it, through require() each time.
-function M.log_require()
-  C.clock_gettime(CLOCK_MONOTONIC, before)
-  require("swarmgate.metrics").log()
-  C.clock_gettime(CLOCK_MONOTONIC, after)
-  record("log_require", elapsed())
-end
-
 -- The clock reads around nothing: what the timing adds.
 function M.empty()
   C.clock_gettime(CLOCK_MONOTONIC, before)

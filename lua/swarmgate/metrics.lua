@@ -223,7 +223,6 @@ local function count_final_attempt(service, upstream_fields)
     count_response(service, addr_text, status, tonumber(time_text))
   end
 end
-M.count_final_attempt = count_final_attempt
 
 -- The balancer, on a retry: the task it moves away from got no response (refused, reset, or timed out). Exact,
 -- not sampled: the retry path is rare, so reading $swarmgate_service there costs nothing that matters.
