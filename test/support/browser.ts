@@ -19,11 +19,19 @@ export async function open(page: Page, url: string): Promise<void> {
       await page.goto(url);
       return;
     } catch (error) {
-      // Chromium may also start the same navigation again by itself after such an abort: Playwright then reports
-      // the first one as interrupted, and the page is loaded by the second, which is waited for.
-      if (String(error).includes(`interrupted by another navigation to "${url}"`)) {
-        await page.waitForURL(url, { waitUntil: 'load' });
-        return;
+      // Chromium may also start a navigation again by itself after such an abort: Playwright then reports the first
+      // one as interrupted, and the page is loaded by the second, which is waited for. The second goes to where the
+      // first had got to, which is not `url` when the abort came after a redirect (`/` → `/status` on the admin
+      // host): the caller checks where the page ended. If the second is aborted too, the page is opened again.
+      const restarted = /interrupted by another navigation to "([^"]+)"/.exec(String(error))?.[1];
+      if (restarted !== undefined) {
+        // Either the page it went to loads, or Chromium's error page does (the second was aborted as well).
+        await page.waitForURL((at) => at.href === restarted || at.protocol === 'chrome-error:', {
+          waitUntil: 'load',
+        });
+        if (!page.url().startsWith('chrome-error:')) return;
+        if (attempt >= 5) throw error;
+        continue;
       }
       if (attempt >= 5 || !networkChanged(error)) throw error;
     }
