@@ -60,6 +60,16 @@ interface System {
   stop(): Promise<void>;
 }
 
+/** The edges' state directories this file made: removed when it ends (a test may reuse one after its edge stops). */
+const createdStateDirs: string[] = [];
+after(() => Promise.all(createdStateDirs.map((dir) => rm(dir, { recursive: true, force: true }))));
+
+async function createdStateDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-edge-'));
+  createdStateDirs.push(dir);
+  return dir;
+}
+
 async function startSystem(
   options: {
     docker?: FakeDocker;
@@ -107,7 +117,7 @@ async function startSystem(
     stateKey: deriveStateKey('integration-state-key-0123456789'),
     userCertificates: [],
   });
-  const stateDir = options.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), 'swarmgate-edge-')));
+  const stateDir = options.stateDir ?? (await createdStateDir());
   const nginx = new FakeNginx();
   nginx.health = options.nginxHealth ?? null;
   const edge = await startEdgeAgent({
@@ -420,7 +430,6 @@ test('a restarted edge serves its saved bundle while the controller is away', as
   await waitUntil('first bundle', () => first.edge.applied() !== null);
   const stateDir = first.stateDir;
   await first.stop();
-  t.after(() => rm(stateDir, { recursive: true, force: true }));
 
   // A new edge on the same volume; its controller URL points at a port nobody listens on.
   const { logger } = createCapturingLogger();
