@@ -24,6 +24,11 @@
 // `--variants`: one-off edits of the bench edge's rendered config (not product settings), each a service of its own
 // in the same rounds as the edge and HAProxy, to measure which part of the edge's cost per request closes how much
 // of the gap to HAProxy. With `--tls` they run over HTTPS.
+// `--counting`: only direct and the counting pair, and the pair is loaded at the same time (two wrk, half the
+// connections each). Measured one after the other, a round's two edges see different moments of this machine's
+// shared CPU: in a 16-round run their difference in CPU per request moved from −3.9 to +4.1 µs, several times what
+// counting costs. Loaded together, both see the same moments, and the rounds of the next run moved from −1.4 to
+// +3.8 µs. Their throughput stays comparable: each edge has its own wrk and the same number of connections.
 // `--rounds=N`, `--seconds=N`, `--only=app-bound|shared` and `--protocols=h1,h2` shorten a run.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -61,6 +66,9 @@ function numberFlag(name: string, fallback: number): number {
 }
 const TLS = process.argv.includes('--tls');
 const VARIANTS = process.argv.includes('--variants');
+const COUNTING_ONLY = process.argv.includes('--counting');
+if (COUNTING_ONLY && (TLS || VARIANTS))
+  throw new Error('--counting runs plain HTTP only, without --tls or --variants');
 const ROUNDS = numberFlag('rounds', SMOKE ? 1 : 6);
 const SECONDS = numberFlag('seconds', SMOKE ? 2 : 6);
 const ONLY = flag('only');
@@ -217,8 +225,15 @@ function wrkArguments(url: string, threads: number, connections: number, seconds
   ];
 }
 
-async function wrk(url: string, seconds: number): Promise<LoadResult> {
-  const out = await docker(wrkArguments(url, 2, CONNECTIONS, seconds), { timeoutMs: (seconds + 60) * 1000 });
+async function wrk(
+  url: string,
+  seconds: number,
+  threads = 2,
+  connections = CONNECTIONS,
+): Promise<LoadResult> {
+  const out = await docker(wrkArguments(url, threads, connections, seconds), {
+    timeoutMs: (seconds + 60) * 1000,
+  });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
   const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
   const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
@@ -334,6 +349,29 @@ async function headersAdded(target: Target): Promise<string> {
     .filter((name) => name && !sentByClient.has(name))
     .sort()
     .join(' ');
+}
+
+/**
+ * --counting: both edges of the pair loaded at once, each by its own wrk with half the connections, and each one's
+ * CPU per request from its own container. The backend serves both: its CPU is per request of the two together.
+ */
+async function measurePair(
+  pair: readonly [Target, Target],
+  backendContainer: string,
+): Promise<[RoundResult, RoundResult]> {
+  const containers = [...pair.map((target) => target.container ?? ''), backendContainer];
+  const before = await Promise.all(containers.map(containerCpuMicroseconds));
+  const results = await Promise.all(pair.map((target) => wrk(target.url, SECONDS, 1, CONNECTIONS / 2)));
+  const after = await Promise.all(containers.map(containerCpuMicroseconds));
+  const used = after.map((value, index) => value - (before[index] ?? NaN));
+  const backendPerRequest = (used[2] ?? NaN) / results.reduce((sum, result) => sum + result.requests, 0);
+  const [first, second] = results.map((result, index) => ({
+    ...result,
+    proxyCpuUsPerRequest: (used[index] ?? NaN) / result.requests,
+    backendCpuUsPerRequest: backendPerRequest,
+  }));
+  if (!first || !second) throw new Error('the counting pair needs two results');
+  return [first, second];
 }
 
 /** One load run against a target, with the CPU time the proxy and the backend used meanwhile. */
@@ -672,8 +710,8 @@ async function measureMode(mode: Mode): Promise<ModeResult> {
     };
     const variants = VARIANTS ? edgeVariants(backend.address) : [];
     const plainDefault = !TLS && !VARIANTS;
-    if (!VARIANTS) await createCaddy(backend.address, certificate);
-    await createHaproxy(backend.address, certificate);
+    if (!VARIANTS && !COUNTING_ONLY) await createCaddy(backend.address, certificate);
+    if (!COUNTING_ONLY) await createHaproxy(backend.address, certificate);
     await createBenchEdge(
       EDGE_COUNTING,
       benchEdgeBundle(backend.address, { trafficMetrics: true, certificate }),
@@ -719,7 +757,8 @@ async function measureMode(mode: Mode): Promise<ModeResult> {
     };
     const edgePorts = { http: 80, https: 443 };
     const proxies: Target[] = [];
-    if (plainDefault) proxies.push(...(await targetsOf('swarmgate edge', `${STACK}_edge`, edgePorts)));
+    if (plainDefault && !COUNTING_ONLY)
+      proxies.push(...(await targetsOf('swarmgate edge', `${STACK}_edge`, edgePorts)));
     const countingTargets = await targetsOf(
       TLS ? 'edge (bench bundle)' : COUNTING_ON,
       EDGE_COUNTING,
@@ -732,8 +771,9 @@ async function measureMode(mode: Mode): Promise<ModeResult> {
     proxies.push(...notCountingTargets);
     for (const [index, variant] of variants.entries())
       proxies.push(...(await targetsOf(variant.name, variantService(index), edgePorts)));
-    if (!VARIANTS) proxies.push(...(await targetsOf('caddy', CADDY, { http: 8080, https: 8443 })));
-    proxies.push(...(await targetsOf('haproxy', HAPROXY, { http: 8081, https: 8443 })));
+    if (!VARIANTS && !COUNTING_ONLY)
+      proxies.push(...(await targetsOf('caddy', CADDY, { http: 8080, https: 8443 })));
+    if (!COUNTING_ONLY) proxies.push(...(await targetsOf('haproxy', HAPROXY, { http: 8081, https: 8443 })));
     const targets = [direct, ...proxies];
     for (const target of targets) groups.set(target.path, target.group);
     for (const target of proxies)
@@ -770,6 +810,21 @@ async function measureMode(mode: Mode): Promise<ModeResult> {
                   ? (countingTarget ?? target)
                   : target,
             );
+      if (COUNTING_ONLY && countingTarget && notCountingTarget) {
+        // Which wrk starts first alternates too.
+        const pair: [Target, Target] =
+          round % 2 === 0 ? [countingTarget, notCountingTarget] : [notCountingTarget, countingTarget];
+        const measured = [
+          await measure(direct, backend.container),
+          ...(await measurePair(pair, backend.container)),
+        ];
+        [direct, ...pair].forEach((target, index) => {
+          const result = measured[index];
+          if (result) byPath.set(target.path, [...(byPath.get(target.path) ?? []), result]);
+        });
+        await sleep(500);
+        continue;
+      }
       for (const target of order) {
         const result = await measure(target, backend.container);
         byPath.set(target.path, [...(byPath.get(target.path) ?? []), result]);
@@ -920,7 +975,7 @@ const generator = TLS
   : `wrk -t2 -c${CONNECTIONS}`;
 for (const { mode, rows, countingCost: cost, gap } of results) {
   printTable(
-    `Throughput${TLS ? ' over TLS' : ''}${VARIANTS ? ', edge variants' : ''}, ${mode}: ${generator}, ${SECONDS} s × ${ROUNDS} rounds, alternating`,
+    `Throughput${TLS ? ' over TLS' : ''}${VARIANTS ? ', edge variants' : ''}${COUNTING_ONLY ? ', the counting pair loaded together (half the connections each)' : ''}, ${mode}: ${generator}, ${SECONDS} s × ${ROUNDS} rounds, alternating`,
     rows,
   );
   if (gap)
@@ -934,11 +989,14 @@ for (const { mode, rows, countingCost: cost, gap } of results) {
       `${range(share)} % of the edge's CPU; target ≤ 3 %`,
   );
 }
-writeResult(`throughput${TLS ? '-tls' : ''}${VARIANTS ? '-variants' : ''}`, {
-  connections: CONNECTIONS,
-  ...(TLS ? { http2StreamsPerConnection: H2_STREAMS, protocols: PROTOCOLS } : {}),
-  seconds: SECONDS,
-  rounds: ROUNDS,
-  backendCpus: BACKEND_CPUS,
-  modes: results,
-});
+writeResult(
+  `throughput${TLS ? '-tls' : ''}${VARIANTS ? '-variants' : ''}${COUNTING_ONLY ? '-counting' : ''}`,
+  {
+    connections: CONNECTIONS,
+    ...(TLS ? { http2StreamsPerConnection: H2_STREAMS, protocols: PROTOCOLS } : {}),
+    seconds: SECONDS,
+    rounds: ROUNDS,
+    backendCpus: BACKEND_CPUS,
+    modes: results,
+  },
+);
