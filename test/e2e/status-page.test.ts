@@ -12,10 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { CHROMIUM, focused, open, submitToken } from '../support/browser.ts';
-import type { Focused } from '../support/browser.ts';
+import { focused, launchIsolatedChromium, submitToken } from '../support/browser.ts';
+import type { Focused, IsolatedBrowser } from '../support/browser.ts';
 import {
   controllerStatus,
   createService,
@@ -49,6 +48,7 @@ const broken = uniqueName('sg-e2e-page-bad');
 
 let home: string;
 let root: string;
+let isolated: IsolatedBrowser | undefined;
 let browser: Browser;
 
 /**
@@ -89,21 +89,17 @@ before(async () => {
     { timeoutMs: 120_000, intervalMs: 500 },
   );
   home = await trustingHome(root);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
+  isolated = await launchIsolatedChromium({
+    ports: [EDGE_HTTPS_PORT],
     env: { ...process.env, HOME: home },
-    args: [
-      // Root in a container (CI) cannot use Chromium's sandbox.
-      '--no-sandbox',
-      // The admin host's name leads to the lab's edge on this machine, for this browser only (no /etc/hosts).
-      `--host-resolver-rules=MAP ${ADMIN_HOST} 127.0.0.1`,
-    ],
+    // The admin host's name leads to the lab's edge on this machine, for this browser only (no /etc/hosts).
+    args: [`--host-resolver-rules=MAP ${ADMIN_HOST} 127.0.0.1`],
   });
+  browser = isolated.browser;
 });
 
 after(async () => {
-  await browser?.close();
+  await isolated?.close();
   await Promise.all([removeService(app), removeService(broken)]);
   if (home) await rm(home, { recursive: true, force: true });
 });
@@ -118,22 +114,25 @@ const appRow = (page: Page) => page.locator('#routes tr', { hasText: appHost });
 
 async function signedIn(context: BrowserContext): Promise<Page> {
   const page = await context.newPage();
-  await open(page, PAGE);
-  await submitToken(page, PAGE, labToken(), () => appRow(page).waitFor()).catch(async (error: unknown) => {
-    // Where the page stood: the sign-in form again, or the page without data (its summary line says why).
-    const summary = await page
-      .locator('#summary, [role="alert"]')
-      .allTextContents()
-      .catch(() => []);
-    throw new Error(`${String(error)}\nat ${page.url()}: ${summary.join(' | ')}`, { cause: error });
-  });
+  await page.goto(PAGE);
+  await submitToken(page, labToken());
+  await appRow(page)
+    .waitFor()
+    .catch(async (error: unknown) => {
+      // Where the page stood: the sign-in form again, or the page without data (its summary line says why).
+      const summary = await page
+        .locator('#summary, [role="alert"]')
+        .allTextContents()
+        .catch(() => []);
+      throw new Error(`${String(error)}\nat ${page.url()}: ${summary.join(' | ')}`, { cause: error });
+    });
   return page;
 }
 
 test('the admin host asks to sign in, refuses a wrong token, then shows the lab routes, over HTTP/2 on port 20443', async () => {
   const context = await newContext();
   const page = await context.newPage();
-  await open(page, `${ORIGIN}/`);
+  await page.goto(`${ORIGIN}/`);
   assert.equal(page.url(), PAGE, 'the admin host sends / to the page');
   assert.equal(await page.getByRole('heading', { name: 'Sign in' }).count(), 1);
   assert.equal(await page.locator('#routes').count(), 0, 'no data before signing in');
@@ -143,11 +142,13 @@ test('the admin host asks to sign in, refuses a wrong token, then shows the lab 
     'h2',
   );
 
-  await submitToken(page, PAGE, 'not-the-token', () => page.getByRole('alert').waitFor());
+  await submitToken(page, 'not-the-token');
+  await page.getByRole('alert').waitFor();
   assert.match((await page.getByRole('alert').textContent()) ?? '', /not the admin token/);
   assert.equal(await page.locator('#routes').count(), 0);
 
-  await submitToken(page, PAGE, labToken(), () => appRow(page).waitFor());
+  await submitToken(page, labToken());
+  await appRow(page).waitFor();
   const cookie = (await context.cookies()).find((candidate) => candidate.name === 'swarmgate_session');
   assert.equal(cookie?.domain, ADMIN_HOST);
   assert.equal(cookie.secure, true);

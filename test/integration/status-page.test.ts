@@ -12,7 +12,6 @@ import os from 'node:os';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import type { AcmePort } from '../../src/acme/acme-adapter.ts';
 import { deriveStateKey } from '../../src/acme/state-store.ts';
@@ -23,8 +22,8 @@ import type { RunningController } from '../../src/controller/controller.ts';
 import { createLogger } from '../../src/logger.ts';
 import { systemClock } from '../../src/reconcile/clock.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
-import { CHROMIUM, focused, open, submitToken } from '../support/browser.ts';
-import type { Focused } from '../support/browser.ts';
+import { CHROMIUM, focused, launchIsolatedChromium, submitToken } from '../support/browser.ts';
+import type { Focused, IsolatedBrowser } from '../support/browser.ts';
 import { apiRequest, makeChannelKeyPair } from '../support/channel-tls.ts';
 import type { ChannelKeyPair } from '../support/channel-tls.ts';
 import { FakeDocker, rawService, rawTask } from '../support/fake-docker.ts';
@@ -45,6 +44,7 @@ let docker: FakeDocker;
 let controller: RunningController;
 let channelTls: ChannelKeyPair & { remove: () => Promise<void> };
 let edgeMetrics: http.Server;
+let isolated: IsolatedBrowser;
 let browser: Browser;
 let scrapes = 0;
 
@@ -144,17 +144,13 @@ before(async () => {
     reloads: 1,
     peerUpdates: 0,
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Root in a container (CI) cannot use Chromium's sandbox; the page is our own, served on loopback.
-    args: ['--no-sandbox'],
-  });
+  isolated = await launchIsolatedChromium({ ports: [controller.port] });
+  browser = isolated.browser;
 });
 
 after(async () => {
   if (skip) return;
-  await browser.close();
+  await isolated.close();
   await controller.stop();
   await new Promise((resolve) => edgeMetrics.close(resolve));
   await channelTls.remove();
@@ -164,20 +160,20 @@ const pageUrl = (): string => `https://127.0.0.1:${controller.port}/status`;
 
 async function signedIn(context: BrowserContext): Promise<Page> {
   const page = await context.newPage();
-  await open(page, pageUrl());
-  await submitToken(page, pageUrl(), TOKEN, () =>
-    page.locator('#routes th', { hasText: 'web.example.com' }).waitFor(),
-  );
+  await page.goto(pageUrl());
+  await submitToken(page, TOKEN);
+  await page.locator('#routes th', { hasText: 'web.example.com' }).waitFor();
   return page;
 }
 
 test('the page and its events need a session: a login form, a wrong token refused', { skip }, async () => {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
-  await open(page, pageUrl());
+  await page.goto(pageUrl());
   assert.equal(await page.getByRole('heading', { name: 'Sign in' }).count(), 1);
   assert.equal(await page.locator('#routes').count(), 0, 'no data before signing in');
-  await submitToken(page, pageUrl(), 'not-the-token', () => page.getByRole('alert').waitFor());
+  await submitToken(page, 'not-the-token');
+  await page.getByRole('alert').waitFor();
   assert.match((await page.getByRole('alert').textContent()) ?? '', /not the admin token/);
   assert.equal(await page.locator('#routes').count(), 0);
 
@@ -187,9 +183,8 @@ test('the page and its events need a session: a login form, a wrong token refuse
   });
   assert.equal(events.status, 401);
 
-  await submitToken(page, pageUrl(), TOKEN, () =>
-    page.locator('#routes th', { hasText: 'web.example.com' }).waitFor(),
-  );
+  await submitToken(page, TOKEN);
+  await page.locator('#routes th', { hasText: 'web.example.com' }).waitFor();
   const cookie = (await context.cookies()).find((candidate) => candidate.name === 'swarmgate_session');
   assert.ok(cookie);
   assert.equal(cookie.httpOnly, true);
@@ -296,10 +291,9 @@ test(
     const page = await context.newPage();
     // The edge's 502 while the controller moves: a browser's EventSource gives up for good on such an answer.
     await context.route('**/status/events', (route) => route.fulfill({ status: 502, body: 'bad gateway' }));
-    await open(page, pageUrl());
-    await submitToken(page, pageUrl(), TOKEN, () =>
-      page.locator('#summary', { hasText: 'Connection lost' }).waitFor(),
-    );
+    await page.goto(pageUrl());
+    await submitToken(page, TOKEN);
+    await page.locator('#summary', { hasText: 'Connection lost' }).waitFor();
     assert.equal(await page.locator('#routes th', { hasText: 'web.example.com' }).count(), 0);
     await context.unroute('**/status/events');
     await page.locator('#routes th', { hasText: 'web.example.com' }).waitFor({ timeout: 15_000 });

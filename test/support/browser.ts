@@ -1,64 +1,96 @@
 // Driving Debian's Chromium (playwright-core) at the status page: shared by the integration test (a controller on
 // loopback) and the e2e test (the lab's edge on the admin host).
-import type { Page } from 'playwright-core';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 
 export const CHROMIUM = process.env.SWARMGATE_CHROMIUM ?? '/usr/bin/chromium';
 
-/** Chromium's own abort on a change of the host's interfaces, however Playwright words it. */
-export function networkChanged(error: unknown): boolean {
-  return /ERR_NETWORK_CHANGED|chrome-error:\/\/chromewebdata/.test(String(error));
+const SUPPORT_DIR = path.dirname(fileURLToPath(import.meta.url));
+
+/** A browser in a network namespace of its own, and what joins it to the machine's loopback. */
+export interface IsolatedBrowser {
+  readonly browser: Browser;
+  close(): Promise<void>;
 }
 
 /**
- * Opens `url`. Chromium aborts a navigation with ERR_NETWORK_CHANGED when the host's interfaces change (containers
- * and their addresses come and go on this machine); that says nothing about the page, so it is retried.
+ * Launches Debian's Chromium (headless, no sandbox: root in a container cannot use it) in a network namespace of its
+ * own (isolated-chromium.sh), where 127.0.0.1:<port> reaches the machine's 127.0.0.1:<port> for each of `ports`.
+ * Chromium aborts page loads with ERR_NETWORK_CHANGED when the machine's interfaces change, as they do whenever a
+ * container starts or stops; in its namespace nothing changes, so no load is ever aborted for that.
  */
-export async function open(page: Page, url: string): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.goto(url);
-      return;
-    } catch (error) {
-      // Chromium may also start a navigation again by itself after such an abort: Playwright then reports the first
-      // one as interrupted, and the page is loaded by the second, which is waited for. The second goes to where the
-      // first had got to, which is not `url` when the abort came after a redirect (`/` → `/status` on the admin
-      // host): the caller checks where the page ended. If the second is aborted too, the page is opened again.
-      const restarted = /interrupted by another navigation to "([^"]+)"/.exec(String(error))?.[1];
-      if (restarted !== undefined) {
-        // Either the page it went to loads, or Chromium's error page does (the second was aborted as well).
-        await page.waitForURL((at) => at.href === restarted || at.protocol === 'chrome-error:', {
-          waitUntil: 'load',
-        });
-        if (!page.url().startsWith('chrome-error:')) return;
-        if (attempt >= 5) throw error;
-        continue;
-      }
-      if (attempt >= 5 || !networkChanged(error)) throw error;
-    }
+export async function launchIsolatedChromium(options: {
+  readonly ports: readonly number[];
+  readonly args?: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+}): Promise<IsolatedBrowser> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-browser-'));
+  const open = new Set<net.Socket>();
+  const track = (socket: net.Socket): net.Socket => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
+    return socket;
+  };
+  const servers = await Promise.all(
+    options.ports.map(async (port) => {
+      const socket = path.join(dir, `${port}.sock`);
+      const server = net.createServer((client) => {
+        track(client);
+        const machine = track(net.connect(port, '127.0.0.1'));
+        client.on('error', () => machine.destroy());
+        machine.on('error', () => client.destroy());
+        client.pipe(machine).pipe(client);
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socket, resolve);
+      });
+      return { server, forward: `${port}=${socket}` };
+    }),
+  );
+  const closeServers = (): Promise<unknown> => {
+    const closed = Promise.all(servers.map(({ server }) => new Promise((resolve) => server.close(resolve))));
+    for (const socket of open) socket.destroy();
+    return closed;
+  };
+  try {
+    const browser = await chromium.launch({
+      executablePath: path.join(SUPPORT_DIR, 'isolated-chromium.sh'),
+      headless: true,
+      args: ['--no-sandbox', ...(options.args ?? [])],
+      env: {
+        ...(options.env ?? process.env),
+        SWARMGATE_BROWSER_NODE: process.execPath,
+        SWARMGATE_BROWSER_FORWARDER: path.join(SUPPORT_DIR, 'netns-forwarder.ts'),
+        SWARMGATE_BROWSER_READY: path.join(dir, 'ready'),
+        SWARMGATE_BROWSER_FORWARDS: servers.map(({ forward }) => forward).join(' '),
+        SWARMGATE_CHROMIUM_BINARY: CHROMIUM,
+      },
+    });
+    return {
+      browser,
+      async close() {
+        await browser.close();
+        await closeServers();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await closeServers();
+    await rm(dir, { recursive: true, force: true });
+    throw error;
   }
 }
 
-/**
- * Submits the sign-in form and waits for what follows. The form's POST is a navigation too, which the same
- * interface change can abort (the page then shows Chromium's error page): the form is opened and sent again.
- */
-export async function submitToken(
-  page: Page,
-  url: string,
-  token: string,
-  after: () => Promise<void>,
-): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.getByLabel('Admin token').fill(token);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await after();
-      return;
-    } catch (error) {
-      if (attempt >= 5 || !(networkChanged(error) || page.url().startsWith('chrome-error:'))) throw error;
-      await open(page, url);
-    }
-  }
+/** Fills in the sign-in form and sends it. */
+export async function submitToken(page: Page, token: string): Promise<void> {
+  await page.getByLabel('Admin token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
 }
 
 /** What has the keyboard focus now: its id or text, and whether its focus ring shows. */
