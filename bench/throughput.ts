@@ -26,9 +26,9 @@
 // of the gap to HAProxy. With `--tls` they run over HTTPS.
 // `--counting`: only direct and the counting pair, and the pair is loaded at the same time (two wrk, half the
 // connections each). Measured one after the other, a round's two edges see different moments of this machine's
-// shared CPU: in a 16-round run their difference in CPU per request moved from −3.9 to +4.1 µs, several times what
-// counting costs. Loaded together, both see the same moments, and the rounds of the next run moved from −1.4 to
-// +3.8 µs. Their throughput stays comparable: each edge has its own wrk and the same number of connections.
+// shared CPU: in a 16-round run the rounds' differences had a standard deviation of 2.1–2.4 µs of CPU per request
+// and 9–10 % of throughput, several times what counting costs. Loaded together, both see the same moments: 1.0–1.7
+// µs and 3.5–5.4 % in the next two runs. Each edge has its own wrk and the same number of connections.
 // `--rounds=N`, `--seconds=N`, `--only=app-bound|shared` and `--protocols=h1,h2` shorten a run.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
