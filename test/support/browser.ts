@@ -30,10 +30,10 @@ export async function launchIsolatedChromium(options: {
   readonly env?: NodeJS.ProcessEnv;
 }): Promise<IsolatedBrowser> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-browser-'));
-  const open = new Set<net.Socket>();
+  const openSockets = new Set<net.Socket>();
   const track = (socket: net.Socket): net.Socket => {
-    open.add(socket);
-    socket.on('close', () => open.delete(socket));
+    openSockets.add(socket);
+    socket.on('close', () => openSockets.delete(socket));
     return socket;
   };
   const servers = await Promise.all(
@@ -55,7 +55,7 @@ export async function launchIsolatedChromium(options: {
   );
   const closeServers = (): Promise<unknown> => {
     const closed = Promise.all(servers.map(({ server }) => new Promise((resolve) => server.close(resolve))));
-    for (const socket of open) socket.destroy();
+    for (const socket of openSockets) socket.destroy();
     return closed;
   };
   try {
