@@ -53,6 +53,7 @@ local scheduled = false
 -- One service response in task_sample (on average) has its task's status and time read.
 local task_sample = 1
 local random = math.random
+local find, sub = string.find, string.sub
 local CLASS = { "1xx", "2xx", "3xx", "4xx", "5xx", "other" }
 local HISTOGRAM_SLOTS = NBUCKETS + 1
 -- A record: [1..6] status classes, [7..6+HISTOGRAM_SLOTS] histogram slots, the sum, then two more counters
@@ -204,15 +205,15 @@ local function count_final_attempt(service, upstream_fields)
   if not upstream_fields then
     return
   end
-  local a = string.find(upstream_fields, "\t", 1, true)
-  local b = a and string.find(upstream_fields, "\t", a + 1, true)
+  local a = find(upstream_fields, "\t", 1, true)
+  local b = a and find(upstream_fields, "\t", a + 1, true)
   -- "\t\t": no upstream was asked (nginx answered itself).
   if not b or a == 1 then
     return
   end
-  local status_text = string.sub(upstream_fields, 1, a - 1)
-  local addr_text = string.sub(upstream_fields, a + 1, b - 1)
-  local time_text = string.sub(upstream_fields, b + 1)
+  local status_text = sub(upstream_fields, 1, a - 1)
+  local addr_text = sub(upstream_fields, a + 1, b - 1)
+  local time_text = sub(upstream_fields, b + 1)
   if status_text:find(",", 1, true) or status_text:find(":", 1, true) then
     local statuses, addresses, times = split_list(status_text), split_list(addr_text), split_list(time_text)
     status_text, addr_text, time_text = statuses[#statuses], addresses[#addresses] or "-", times[#times]
@@ -243,7 +244,6 @@ function M.configure(sample)
   M.enabled = true
 end
 
-local find, sub = string.find, string.sub
 
 -- log_by_lua: once per request, after the response went out. Plain finds, not a pattern: LuaJIT compiles them,
 -- while string.match makes it fall back to the interpreter (measured in bench/metrics-cost.ts).

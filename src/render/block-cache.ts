@@ -71,8 +71,7 @@ export class BlockCache {
    * Holds the blocks as parts of `conf`, the nginx.conf the last texts were put into one after another, instead of as
    * strings of their own: V8 makes a substring of a flat string a slice of it (a few words), so the blocks then cost
    * nothing beside the config the bundle store holds anyway (a second copy of the server blocks was 9 MB at 10,000
-   * hosts, alive between
-   * reconciles, and the GC sizes the heap by what is alive). Called again with an equal config that is another string
+   * hosts, alive between reconciles, and the GC sizes the heap by what is alive). Called again with an equal config that is another string
    * (the published one, when the candidate's is the same), the blocks move to that one. Not found: kept as they are.
    */
   settle(conf: string): void {

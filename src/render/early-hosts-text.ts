@@ -117,15 +117,15 @@ export function parseEarlyHosts(text: string): EarlyHostsParse {
 /** At most this many hosts go early in one post: a first deploy of thousands waits for the reload, as before. */
 export const MAX_EARLY_HOSTS = 256;
 
+/** A bundle's files by name (render-config's BundleFiles, spelled out: render-config imports this file). */
+type BundleFiles = Readonly<Record<string, string>>;
+
 /**
  * The body of POST /early for a bundle `next` arriving at an edge that runs `running`: the entries of next's
  * early-hosts.txt that are new or changed, the peers.txt lines of their upstreams, and the certificates.pem sections
  * of their certificates that differ from the running ones. '' when nothing can go early (the table is then emptied).
  * Both bundles were checked before (grammar, certificate pairs), so a file that does not parse here yields ''.
  */
-/** A bundle's files by name (render-config's BundleFiles, spelled out: render-config imports this file). */
-type BundleFiles = Readonly<Record<string, string>>;
-
 export function earlyPost(next: BundleFiles, running: BundleFiles | null): string {
   const nextHosts = parseEarlyHosts(next[EARLY_HOSTS_FILE] ?? '');
   if (!nextHosts.ok) return '';

@@ -259,7 +259,7 @@ test('sampled task counts: every request counted per route, tasks read at random
     requests,
   );
   for (const ip of ['127.0.0.2', '127.0.0.3']) {
-    const task = `127.0.0.2:${backendPort}`.replace('127.0.0.2', ip);
+    const task = `${ip}:${backendPort}`;
     const responses =
       sample(text, `swarmgate_edge_upstream_responses_total{code="2xx",service="web",task="${task}"}`) ?? 0;
     // Each task answered 300; its estimate is 6 x Binomial(300, 1/6): 300 +- 39. 4.6 deviations either way.
