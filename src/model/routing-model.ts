@@ -425,7 +425,47 @@ export const EMPTY_MODEL: RoutingModel = {
   adminServer: null,
 };
 
+/**
+ * A service with a refused label is left out whole (a Problem of severity error says so). The stream labels
+ * (swarmgate.tcp.*, swarmgate.tls.passthrough*) are judged after the HTTP routes, since a passthrough name must not
+ * be one an HTTP route serves; a service they refuse is then built again without its HTTP routes, keeping the
+ * Problems it got. Each round leaves out at least one more service, so this ends; with no such refusal (nearly
+ * always) the model is built once.
+ */
 export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): RoutingModel {
+  const leftOut = new Map<string, readonly Problem[]>();
+  for (;;) {
+    const model =
+      leftOut.size === 0
+        ? buildModelOnce(snapshot, settings)
+        : withProblems(
+            buildModelOnce(
+              { ...snapshot, services: snapshot.services.filter((service) => !leftOut.has(service.name)) },
+              settings,
+            ),
+            [...leftOut.values()].flat(),
+          );
+    const routed = new Set(model.services.map((service) => service.name));
+    const refusedYetRouted = new Set(
+      model.problems
+        .filter((problem) => problem.severity === 'error' && routed.has(problem.service))
+        .map((problem) => problem.service),
+    );
+    if (refusedYetRouted.size === 0) return model;
+    for (const name of refusedYetRouted) {
+      leftOut.set(
+        name,
+        model.problems.filter((problem) => problem.service === name),
+      );
+    }
+  }
+}
+
+function withProblems(model: RoutingModel, more: readonly Problem[]): RoutingModel {
+  return { ...model, problems: [...model.problems, ...more].sort(compareProblems) };
+}
+
+function buildModelOnce(snapshot: Snapshot, settings: ModelSettings): RoutingModel {
   const problems: Problem[] = [];
   const networkNames = new Map<string, string>();
   for (const network of snapshot.networks) {

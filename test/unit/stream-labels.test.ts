@@ -109,6 +109,33 @@ test('a TCP port that is not declared is a Problem naming service, label and rea
   ]);
 });
 
+test('a service whose stream label is refused is left out whole, its HTTP routes too; others are not touched', () => {
+  // Found by the label fuzzer: the service kept its HTTP host beside an error Problem, which means "left out".
+  const model = buildRoutingModel(
+    snapshot(
+      [
+        service('db-admin', { VIRTUAL_HOST: 'db.example.com', 'swarmgate.tcp.port': '6379' }),
+        service('web', { VIRTUAL_HOST: 'web.example.com' }),
+      ],
+      { 'db-admin': ['10.0.0.2'], web: ['10.0.0.3'] },
+    ),
+    { networks: ['swarmgate'], tcpPorts: [5432] },
+  );
+  assert.deepEqual(
+    model.servers.map((server) => server.host.value),
+    ['web.example.com'],
+  );
+  assert.deepEqual(
+    model.services.map((routed) => routed.name),
+    ['web'],
+  );
+  assert.equal(model.stream, undefined);
+  assert.deepEqual(
+    model.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
+    [['db-admin', 'swarmgate.tcp.port', 'INVALID_LABEL', 'error']],
+  );
+});
+
 test('two services on one TCP port: the older keeps it, the newer is a CONFLICT', () => {
   const model = buildRoutingModel(
     snapshot(
