@@ -32,7 +32,8 @@ export interface ProbeTarget {
 }
 
 const HEALTH_PATH = /^\/[A-Za-z0-9._~!$&()*+,;=:@%/?-]{0,255}$/;
-const HOST_NAME = /^[A-Za-z0-9.-]{1,253}$/;
+// The host names the model accepts (src/model/labels.ts: DNS labels may hold underscores, as Docker's do).
+const HOST_NAME = /^[A-Za-z0-9._-]{1,253}$/;
 
 function wholeNumber(value: number, min: number, max: number, what: string, upstream: Upstream): number {
   if (!Number.isSafeInteger(value) || value < min || value > max) {

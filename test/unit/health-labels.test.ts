@@ -247,6 +247,22 @@ test('render: the checker runs only in configs with checks; only routed upstream
   );
 });
 
+test('render: a host with an underscore (a DNS label the model accepts) gets its checks, not a failed render', () => {
+  // Found by the label fuzzer: the Lua table's host grammar refused "_", so renderConfig threw for every service.
+  const routing = model([
+    {
+      name: 'web',
+      host: 'my_app.example.test',
+      ips: ['10.0.0.1'],
+      labels: { 'swarmgate.healthcheck.path': '/healthz' },
+    },
+  ]);
+  const conf =
+    renderConfig(routing, { proxy: defaultProxySettings(), generator: 'test' }, templates)['nginx.conf'] ??
+    '';
+  assert.ok(conf.includes('host = "my_app.example.test"'));
+});
+
 test("GET /health's grammar: lines that do not fit are skipped; a report carries at most 128 down tasks", () => {
   const text =
     '10.0.0.1:80\tsvc_web\tup\t1790000000.000\tstatus 200\n' +
