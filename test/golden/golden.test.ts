@@ -1,28 +1,25 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { defaultProxySettings } from '../../src/config.ts';
 import { createNginxValidator } from '../../src/nginx/nginx-validator.ts';
-import { REPO_NJS_DIR, TEST_CHANNEL_CERT_FILE, TEST_PLACEHOLDER_KEY_FILE } from '../support/loopback-nginx.ts';
+import {
+  forNginxAtHand,
+  NGINX_BINARY,
+  REPO_NJS_DIR,
+  TEST_CHANNEL_CERT_FILE,
+  TEST_PLACEHOLDER_KEY_FILE,
+} from '../support/loopback-nginx.ts';
 import { IMAGE_NJS_DIR } from '../../src/render/render-config.ts';
 import { goldenText, loadSnapshot, renderCase } from '../support/golden.ts';
 import type { GoldenSettings } from '../support/golden.ts';
 
 const casesDir = path.join(import.meta.dirname, 'cases');
 const update = process.env.UPDATE_GOLDEN === '1';
-const nginxBinary = process.env.SWARMGATE_NGINX ?? 'nginx';
-const validator = createNginxValidator(nginxBinary);
-// HTTP/3 needs nginx built with http_v3 (the edge image's is; Debian 12's is not). Where the nginx at hand lacks it,
-// a QUIC case is checked without its QUIC lines (everything else still goes through nginx -t), and `npm run test:all`
-// checks every case, QUIC lines included, with the image's nginx:
-//   flock /tmp/swarmgate-daemon.lock timeout 600 env SWARMGATE_NGINX=test/support/image-nginx.sh \
-//     node --test test/golden/golden.test.ts
-// nginx -V prints its configure arguments on stderr.
-const version = spawnSync(nginxBinary, ['-V'], { encoding: 'utf8', timeout: 60_000 });
-const nginxHasHttp3 = `${version.stdout}${version.stderr}`.includes('--with-http_v3_module');
-
+// Where the nginx at hand lacks http_v3, QUIC cases are checked without their QUIC lines (forNginxAtHand says how
+// test:all checks them whole).
+const validator = createNginxValidator(NGINX_BINARY);
 for (const name of readdirSync(casesDir).sort()) {
   const dir = path.join(casesDir, name);
   test(`golden: ${name}`, async (t) => {
@@ -49,10 +46,8 @@ for (const name of readdirSync(casesDir).sort()) {
       .replaceAll(defaultProxySettings().placeholderCertFile, TEST_CHANNEL_CERT_FILE)
       .replaceAll(defaultProxySettings().placeholderKeyFile, TEST_PLACEHOLDER_KEY_FILE)
       .replaceAll(`js_path "${IMAGE_NJS_DIR}";`, `js_path "${REPO_NJS_DIR}";`);
-    const quic = /^\s*listen \S+ quic\b/m.test(conf);
-    const withoutQuic = quic && !nginxHasHttp3;
-    const checked = withoutQuic ? conf.replace(/^\s*(listen \S+ quic\b[^;]*|http3 [^;]*|quic_\w+ [^;]*);\n/gm, '') : conf;
-    const label = withoutQuic ? `nginx -t without the QUIC lines (${nginxBinary} lacks http_v3)` : 'nginx -t';
+    const { conf: checked, quicLinesRemoved } = forNginxAtHand(conf);
+    const label = quicLinesRemoved ? `nginx -t without the QUIC lines (${NGINX_BINARY} lacks http_v3)` : 'nginx -t';
     await t.test(label, async () => {
       const result = await validator.validate({ ...files, 'nginx.conf': checked }, AbortSignal.timeout(20_000));
       assert.ok(result.ok, `nginx -t rejected the ${name} output:\n${result.ok ? '' : result.output}`);

@@ -5,7 +5,12 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { defaultProxySettings } from '../../src/config.ts';
-import { TEST_CHANNEL_CERT_FILE, TEST_PLACEHOLDER_KEY_FILE } from './loopback-nginx.ts';
+import {
+  forNginxAtHand,
+  REPO_NJS_DIR,
+  TEST_CHANNEL_CERT_FILE,
+  TEST_PLACEHOLDER_KEY_FILE,
+} from './loopback-nginx.ts';
 import type { ServiceInfo, Snapshot, TaskInfo } from '../../src/discovery/snapshot.ts';
 import { PROTOS } from '../../src/model/labels.ts';
 import {
@@ -287,6 +292,11 @@ function sometimes(value: fc.Arbitrary<string>): fc.Arbitrary<string | undefined
   return fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: value });
 }
 
+// The stream labels: rarer, since a batch can hold only one case per edge port or passthrough name (checkBatch).
+function rarely(value: fc.Arbitrary<string>): fc.Arbitrary<string | undefined> {
+  return fc.oneof({ weight: 12, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: value });
+}
+
 const labelsArbitrary = fc
   .record(
     {
@@ -389,6 +399,26 @@ const labelsArbitrary = fc
       ),
       'swarmgate.retry.tries': sometimes(spiced(mostly(['1', '2', '24'], ['0', '25']))),
       'swarmgate.retry.timeout': sometimes(spiced(mostly(['500ms', '5s', '1m'], ['50ms', '6m']))),
+      'swarmgate.cors.methods': sometimes(
+        spiced(mostly(['GET,POST', 'GET, PUT, DELETE'], ['GET POST', 'FETCH'])),
+      ),
+      'swarmgate.cors.headers': sometimes(spiced(mostly(['Authorization,X-Fuzz', 'Content-Type'], ['A B']))),
+      'swarmgate.access_log': sometimes(spiced(mostly(['off', 'json', 'nginx-proxy'], ['combined']))),
+      'swarmgate.http3': sometimes(spiced(mostly(['true', 'false', 'on'], ['quic']))),
+      'http3.enable': sometimes(spiced(mostly(['true', 'false'], ['yes please']))),
+      'swarmgate.healthcheck.path': sometimes(
+        spiced(mostly(['/healthz', '/status?full=0'], ['healthz', '/a b'])),
+      ),
+      'swarmgate.healthcheck.interval': sometimes(spiced(mostly(['1s', '5s', '60s'], ['0s', '61s']))),
+      'swarmgate.healthcheck.timeout': sometimes(spiced(mostly(['500ms', '2s'], ['0', '90s']))),
+      'swarmgate.healthcheck.status': sometimes(spiced(mostly(['200', '2xx', '200,204,3xx'], ['6xx', 'ok']))),
+      'swarmgate.healthcheck.fails': sometimes(spiced(mostly(['1', '3', '10'], ['0', '11']))),
+      'swarmgate.healthcheck.passes': sometimes(spiced(mostly(['1', '2'], ['-1']))),
+      // FUZZ_TCP_PORTS are the declared ports; 9999 is not declared.
+      'swarmgate.tcp.port': rarely(spiced(mostly(['5432', '6379'], ['9999', '80', '443']))),
+      'swarmgate.tcp.target_port': rarely(spiced(mostly(['5432', '15432'], ['0', '65536']))),
+      'swarmgate.tls.passthrough': rarely(spiced(mostly(['pt.fuzz.test', '*.pt.fuzz.test'], ['*', 'a..b']))),
+      'swarmgate.tls.passthrough.port': rarely(spiced(mostly(['443', '5432'], ['80', '9999']))),
     },
     { requiredKeys: ['VIRTUAL_HOST'] },
   )
@@ -521,8 +551,12 @@ const CONFIGS = [
   { name: 'fuzz-page', kind: 'error-page', data: '<h1>down</h1>\n' },
 ];
 
+/** The edge ports the fuzzed controller declares (SWARMGATE_TCP_PORTS). */
+const FUZZ_TCP_PORTS = [5432, 6379];
+
 export function renderModel(model: RoutingModel): BundleFiles {
-  return renderConfig(model, { proxy, generator: 'fuzz' }, templates, (name) =>
+  // nginx -t compiles the stream balancer's njs (js_import) when a case asks for TCP: the repository's copy.
+  return renderConfig(model, { proxy, generator: 'fuzz', njsDir: REPO_NJS_DIR }, templates, (name) =>
     CERTIFICATES.some((certificate) => certificate.name === name) ? testCertificate : undefined,
   );
 }
@@ -542,6 +576,7 @@ export function checkCase(fuzzCase: FuzzCase, prefix: string): CaseResult {
       networks: ['swarmgate', 'other'],
       certificates: CERTIFICATES,
       tlsDefaults: DEFAULT_TLS,
+      tcpPorts: FUZZ_TCP_PORTS,
     });
   } catch (error) {
     return { model: EMPTY_MODEL, issues: [`buildRoutingModel threw: ${(error as Error).message}`] };
@@ -581,6 +616,7 @@ export function checkCase(fuzzCase: FuzzCase, prefix: string): CaseResult {
 
 /** Several cases' models as one (their service names are already distinct), so one nginx -t checks them all. */
 export function mergeModels(models: readonly RoutingModel[]): RoutingModel {
+  const streams = models.flatMap((model) => (model.stream ? [model.stream] : []));
   return {
     servers: models.flatMap((model) => model.servers),
     upstreams: models.flatMap((model) => model.upstreams),
@@ -589,7 +625,44 @@ export function mergeModels(models: readonly RoutingModel[]): RoutingModel {
     certificateRequests: models.flatMap((model) => model.certificateRequests),
     certificatesInUse: [...new Set(models.flatMap((model) => model.certificatesInUse))].sort(),
     adminServer: null,
+    ...(streams.length === 0
+      ? {}
+      : {
+          stream: {
+            tcp: streams.flatMap((stream) => stream.tcp),
+            passthrough: streams.flatMap((stream) => stream.passthrough),
+            upstreams: streams.flatMap((stream) => stream.upstreams),
+          },
+        }),
   };
+}
+
+/** What a case's stream routes take on the edge: two cases taking the same cannot share one config. */
+function streamClaims(model: RoutingModel): string[] {
+  if (!model.stream) return [];
+  return [
+    ...model.stream.tcp.map((route) => `tcp ${route.port}`),
+    ...model.stream.passthrough.map((route) => `sni ${route.host.value}`),
+  ];
+}
+
+/**
+ * Cases packed into groups whose merged config is valid when each case's is: a case with stream routes joins the
+ * first group where none of its edge ports and passthrough names is taken yet.
+ */
+function packGroups<T extends { readonly model: RoutingModel }>(items: readonly T[]): T[][] {
+  const groups: { items: T[]; claimed: Set<string> }[] = [{ items: [], claimed: new Set() }];
+  for (const item of items) {
+    const claims = streamClaims(item.model);
+    let group = groups.find((candidate) => claims.every((claim) => !candidate.claimed.has(claim)));
+    if (!group) {
+      group = { items: [], claimed: new Set() };
+      groups.push(group);
+    }
+    group.items.push(item);
+    for (const claim of claims) group.claimed.add(claim);
+  }
+  return groups.map((group) => group.items);
 }
 
 export interface BatchResult {
@@ -625,8 +698,9 @@ export async function checkBatch(
   async function search(group: typeof good): Promise<void> {
     if (group.length === 0) return;
     nginxRuns++;
+    const files = renderModel(mergeModels(group.map((item) => item.model)));
     const result = await validator.validate(
-      renderModel(mergeModels(group.map((item) => item.model))),
+      { ...files, 'nginx.conf': forNginxAtHand(files['nginx.conf'] ?? '').conf },
       signal,
     );
     if (result.ok) return;
@@ -642,6 +716,6 @@ export async function checkBatch(
     await search(group.slice(0, half));
     await search(group.slice(half));
   }
-  await search(good);
+  for (const group of packGroups(good)) await search(group);
   return { cases: cases.length, routedServices, refusedServices, failures, nginxRuns };
 }

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 // A real nginx (the edge's config, Lua balancer and all) on loopback ports, for integration tests.
 import { chmod, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -27,6 +28,27 @@ import { oneServiceSnapshot } from './one-service.ts';
 
 export const NGINX_BINARY = process.env.SWARMGATE_NGINX ?? 'nginx';
 /** The repository's lua/: what the image copies to /app/lua. */
+// HTTP/3 needs nginx built with http_v3 (the edge image's is; Debian 12's is not). Where the nginx at hand lacks it,
+// a config with QUIC is checked without its QUIC lines (everything else still goes through nginx -t), and
+// `npm run test:all` checks every golden case, QUIC lines included, with the image's nginx:
+//   flock /tmp/swarmgate-daemon.lock timeout 600 env SWARMGATE_NGINX=test/support/image-nginx.sh \
+//     node --test test/golden/golden.test.ts
+// nginx -V prints its configure arguments on stderr.
+const versionOutput = spawnSync(NGINX_BINARY, ['-V'], { encoding: 'utf8', timeout: 60_000 });
+export const NGINX_HAS_HTTP3 = `${versionOutput.stdout}${versionOutput.stderr}`.includes(
+  '--with-http_v3_module',
+);
+
+/** The config as the nginx at hand can check it: without its QUIC lines where that nginx lacks http_v3. */
+export function forNginxAtHand(conf: string): { readonly conf: string; readonly quicLinesRemoved: boolean } {
+  const quic = /^\s*listen \S+ quic\b/m.test(conf);
+  if (!quic || NGINX_HAS_HTTP3) return { conf, quicLinesRemoved: false };
+  return {
+    conf: conf.replace(/^\s*(listen \S+ quic\b[^;]*|http3 [^;]*|quic_\w+ [^;]*);\n/gm, ''),
+    quicLinesRemoved: true,
+  };
+}
+
 export const REPO_LUA_DIR = path.resolve(import.meta.dirname, '../../lua');
 /** The stream balancer's njs (njs/swarmgate/stream.js), as the image has it in /app/njs. */
 export const REPO_NJS_DIR = path.resolve(import.meta.dirname, '../../njs');
