@@ -95,6 +95,8 @@ export interface ModelSettings {
   readonly adminHost?: string | null;
   /** SWARMGATE_TCP_PORTS: edge ports services may take with swarmgate.tcp.port (absent: none). */
   readonly tcpPorts?: readonly number[];
+  /** SWARMGATE_TRUSTED_PROXIES: while any is set, TLS passthrough is refused (stream-routes.ts says why). */
+  readonly trustedProxies?: readonly string[];
 }
 
 export interface AvailableCertificate {
@@ -594,6 +596,7 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
       networkNames,
       networks: settings.networks,
       tcpPorts: settings.tcpPorts ?? [],
+      trustsProxies: (settings.trustedProxies ?? []).length > 0,
       httpHosts: new Set([...servers.map((server) => server.host.value), ...(adminHost ? [adminHost] : [])]),
       isRoutable,
       lookupLabel,

@@ -156,6 +156,23 @@ test('a passthrough name an HTTP service routes is a CONFLICT; the HTTP route st
   );
 });
 
+test('with SWARMGATE_TRUSTED_PROXIES a passthrough claim is a CONFLICT naming it; TCP ports stay', () => {
+  const model = buildRoutingModel(
+    snapshot(
+      [service('both', { 'swarmgate.tls.passthrough': 'vault.example.com', 'swarmgate.tcp.port': '5432' })],
+      { both: ['10.0.0.3'] },
+    ),
+    { networks: ['swarmgate'], tcpPorts: [5432], trustedProxies: ['10.0.0.0/8'] },
+  );
+  assert.deepEqual(model.stream?.passthrough, []);
+  assert.deepEqual(model.stream?.tcp, [{ port: 5432, service: 'both', upstream: 'tcp_5432' }]);
+  assert.deepEqual(
+    model.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
+    [['both', 'swarmgate.tls.passthrough', 'CONFLICT', 'error']],
+  );
+  assert.match(model.problems[0]?.reason ?? '', /SWARMGATE_TRUSTED_PROXIES is set: .* fail open/);
+});
+
 test('task changes touch stream-peers.txt only: the shape (and so the edge config) stays, no reload', () => {
   const render = (ips: string[]) =>
     renderConfig(
