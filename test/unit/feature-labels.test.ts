@@ -260,7 +260,15 @@ test('nothing silent: nginx-proxy and acme-companion settings swarmgate ignores 
           'com.github.nginx-proxy.nginx-proxy.keepalive': '32',
           'com.github.nginx-proxy.nginx-proxy.http2.enable': 'true',
         },
-        { ACME_EAB_KID: 'kid', SERVER_TOKENS: 'off', ACME_OCSP: 'true' },
+        {
+          ACME_EAB_KID: 'kid',
+          SERVER_TOKENS: 'off',
+          ACME_OCSP: 'true',
+          // acme-companion's legacy names of ACME_KEYSIZE, ACME_SINGLE_DOMAIN_CERTS, ACME_RESTART_CONTAINER
+          LETSENCRYPT_KEYSIZE: '4096',
+          LETSENCRYPT_SINGLE_DOMAIN_CERTS: 'true',
+          LETSENCRYPT_RESTART_CONTAINER: 'true',
+        },
       ),
     ]),
     settings,
@@ -274,10 +282,33 @@ test('nothing silent: nginx-proxy and acme-companion settings swarmgate ignores 
     [
       ['ACME_EAB_KID', 'UNSUPPORTED_SETTING', 'warning'],
       ['ACME_OCSP', 'UNSUPPORTED_SETTING', 'warning'],
+      ['LETSENCRYPT_KEYSIZE', 'UNSUPPORTED_SETTING', 'warning'],
+      ['LETSENCRYPT_RESTART_CONTAINER', 'UNSUPPORTED_SETTING', 'warning'],
+      ['LETSENCRYPT_SINGLE_DOMAIN_CERTS', 'UNSUPPORTED_SETTING', 'warning'],
       ['com.github.nginx-proxy.nginx-proxy.keepalive', 'UNSUPPORTED_SETTING', 'warning'],
     ],
     'the default values (SERVER_TOKENS=off, http2.enable=true) need no word',
   );
+  assert.match(
+    model.problems.find((problem) => problem.label === 'LETSENCRYPT_KEYSIZE')?.reason ?? '',
+    /ECDSA P-256/,
+    'a legacy name says what to use as its ACME_* form does',
+  );
+  const legacyDefaults = buildRoutingModel(
+    snapshot([
+      service(
+        'legacy',
+        { VIRTUAL_HOST: 'b.test' },
+        {
+          LETSENCRYPT_KEYSIZE: 'ec-256',
+          LETSENCRYPT_SINGLE_DOMAIN_CERTS: 'false',
+          LETSENCRYPT_RESTART_CONTAINER: 'false',
+        },
+      ),
+    ]),
+    settings,
+  );
+  assert.deepEqual(legacyDefaults.problems, [], 'values that are what swarmgate does need no word');
 });
 
 test('VIRTUAL_HOST_MULTIPORTS: one service, several hosts, paths and ports; its upstreams are per port', () => {
@@ -552,6 +583,35 @@ test('nginx-proxy options left on the controller are named with what to use inst
     [
       { name: 'DEFAULT_HOST', instead: 'SWARMGATE_DEFAULT_HOST' },
       { name: 'ENABLE_IPV6', instead: 'SWARMGATE_ENABLE_IPV6 (the edges listen on [::] too)' },
+    ],
+  );
+  // acme-companion's container-wide settings, where its users set them (its Environment-variables-reference).
+  const acme = {
+    ACME_CHALLENGE: 'DNS-01',
+    ACMESH_DNS_API_CONFIG: '{"DNS_API": "dns_cf"}',
+    ACME_EAB_KID: 'kid',
+    ACME_EAB_HMAC_KEY: 'hmac',
+    ZEROSSL_API_KEY: 'key',
+    ACME_CERT_PROFILE: 'shortlived',
+    ACME_PRE_HOOK: 'echo pre',
+    ACME_POST_HOOK: 'echo post',
+    ACME_RENEW_AFTER: '30',
+    DEFAULT_KEY_SIZE: '2048',
+    RENEW_PRIVATE_KEYS: 'false',
+  };
+  const named = unsupportedProxyEnv(acme);
+  assert.deepEqual(
+    named.map((one) => one.name),
+    Object.keys(acme),
+  );
+  assert.deepEqual(
+    named
+      .filter((one) => ['ACME_CHALLENGE', 'ACME_RENEW_AFTER', 'DEFAULT_KEY_SIZE'].includes(one.name))
+      .map((one) => one.instead),
+    [
+      'nothing: only HTTP-01 is supported (no DNS-01)',
+      'SWARMGATE_ACME_RENEW_PERCENT',
+      'nothing: certificates always use ECDSA P-256 keys',
     ],
   );
 });
