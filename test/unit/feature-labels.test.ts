@@ -7,10 +7,14 @@ import {
   parseCidrList,
   parseConfigName,
   parseCorsOrigins,
+  parseCount,
+  parseDirectoryUrl,
+  parseErrorPage,
   parseForwardAuthUrl,
   parseHeaderNames,
   parseHstsLenient,
   parseHtpasswd,
+  parseMethods,
   parseNetworkAccess,
   parseRate,
   parseRedirectTarget,
@@ -107,6 +111,25 @@ table('swarmgate.rate-limit', parseRate, [
   ['10r/h', /not a rate/],
 ]);
 
+// The ranges routing-model.ts gives parseCount for these two labels.
+table('swarmgate.rate-limit.burst', parseCount(0, 100_000), [
+  ['0', 0],
+  [' 20 ', 20],
+  ['100000', 100_000],
+  ['100001', /outside 0\.\.100000/],
+  ['-1', /not a whole number/],
+  ['1.5', /not a whole number/],
+  ['20 nodelay', /not a whole number/],
+]);
+
+table('swarmgate.max-connections', parseCount(1, 1_000_000), [
+  ['1', 1],
+  ['100', 100],
+  ['0', /outside 1\.\.1000000/],
+  ['1e3', /not a whole number/],
+  ['', /not a whole number/],
+]);
+
 test('swarmgate.header.<Name>: printable values, no "$", no headers swarmgate or the service owns', () => {
   assert.deepEqual(parseResponseHeader('X-Frame-Options', ' DENY '), {
     ok: true,
@@ -134,6 +157,14 @@ table('swarmgate.cors.origins', parseCorsOrigins, [
   ['ftp://x', /not an origin/],
 ]);
 
+table('swarmgate.cors.methods', parseMethods, [
+  ['get, post,DELETE, get', ['GET', 'POST', 'DELETE']],
+  ['OPTIONS', ['OPTIONS']],
+  ['GET, TRACE', /not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS: TRACE/],
+  ['GET;POST', /not one of/],
+  ['', /no method given/],
+]);
+
 table('swarmgate.redirect', parseRedirectTarget, [
   ['https://new.example.com', 'https://new.example.com'],
   ['https://new.example.com:8443/', 'https://new.example.com:8443'],
@@ -146,6 +177,22 @@ table('swarmgate.www-redirect', parseWwwRedirect, [
   ['TO-WWW', 'to-www'],
   ['off', null],
   ['apex', /not to-www, to-apex or off/],
+]);
+
+table('ACME_CA_URI', parseDirectoryUrl, [
+  [' https://acme.example.com/directory ', 'https://acme.example.com/directory'],
+  ['https://pebble:14000/dir', 'https://pebble:14000/dir'],
+  ['http://acme.example.com/directory', /not an https:\/\/ ACME directory URL/],
+  ['https://acme.example.com/dir?x=1', /not an https/],
+  ['https://user@acme.example.com/dir', /not an https/],
+  [`https://acme.example.com/${'d'.repeat(500)}`, /not an https/],
+]);
+
+table('swarmgate.error-page (the config)', parseErrorPage, [
+  ['<h1>back soon</h1>\n', '<h1>back soon</h1>\n'],
+  ['x'.repeat(65_536), 'x'.repeat(65_536)],
+  ['x'.repeat(65_537), /larger than 64 KiB/],
+  ['', /the error page is empty/],
 ]);
 
 table('HSTS as nginx-proxy users write it', parseHstsLenient, [
