@@ -377,7 +377,7 @@ interface ServiceTlsLabels {
 /** HTTP/3 per service (a host's oldest service decides, like the other TLS labels). */
 export const HTTP3_LABEL = 'swarmgate.http3';
 
-/** Every swarmgate.* label the model reads (others are an UNSUPPORTED_SETTING). */
+/** Every swarmgate.* label the model reads (any other is an UNKNOWN_LABEL warning). */
 export const KNOWN_SWARMGATE_LABELS: ReadonlySet<string> = new Set([
   'swarmgate.network',
   'swarmgate.max-body-size',
