@@ -1,6 +1,7 @@
 // Label tables for the stream labels (issue 15, item 8): value in, typed field or reason out. Then what the model
 // makes of them: Problems naming service and label, a port or passthrough name claimed twice (CONFLICT, the older
-// service keeps it), a name an HTTPS service routes, and a config unchanged while no service asks for a stream.
+// service keeps it), a name an HTTPS service routes, passthrough refused while SWARMGATE_TRUSTED_PROXIES is set,
+// and a config unchanged while no service asks for a stream.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { defaultProxySettings, readControllerConfig } from '../../src/config.ts';
