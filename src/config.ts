@@ -396,6 +396,18 @@ export const NGINX_PROXY_GLOBALS: Readonly<Record<string, string>> = {
   DEFAULT_RENEW: 'SWARMGATE_ACME_RENEW_PERCENT',
   CERTS_UPDATE_INTERVAL: 'nothing: renewals are timed per certificate',
   CREATE_DEFAULT_CERTIFICATE: 'SWARMGATE_DEFAULT_CERT (an operator certificate)',
+  // acme-companion's defaults for every certificate, set on its own container.
+  ACME_CHALLENGE: 'nothing: only HTTP-01 is supported (no DNS-01)',
+  ACMESH_DNS_API_CONFIG: 'nothing: only HTTP-01 is supported (no DNS-01)',
+  ACME_EAB_KID: 'nothing yet: External Account Binding is not supported; use a CA without it',
+  ACME_EAB_HMAC_KEY: 'nothing yet: External Account Binding is not supported; use a CA without it',
+  ZEROSSL_API_KEY: 'nothing yet: External Account Binding (ZeroSSL) is not supported; use a CA without it',
+  ACME_CERT_PROFILE: "nothing: the CA's default profile is ordered",
+  ACME_PRE_HOOK: 'nothing: hooks are not run',
+  ACME_POST_HOOK: 'nothing: hooks are not run',
+  ACME_RENEW_AFTER: 'SWARMGATE_ACME_RENEW_PERCENT',
+  DEFAULT_KEY_SIZE: 'nothing: certificates always use ECDSA P-256 keys',
+  RENEW_PRIVATE_KEYS: 'nothing: a new key is made at every renewal',
 };
 
 /** The nginx-proxy names set in `env`, each with what to use instead (logged as warnings by the controller). */

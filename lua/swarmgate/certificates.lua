@@ -188,7 +188,7 @@ local function put_pair(pair, name, server_name)
 end
 
 -- ssl_client_hello_by_lua. A name that is not in certificates.txt keeps the default server's own certificate (the
--- default host's, or SWARMGATE_DEFAULT_CERTIFICATE's), or nginx refuses the handshake right after this (no server
+-- default host's, or SWARMGATE_DEFAULT_CERT's), or nginx refuses the handshake right after this (no server
 -- by that name, ssl_reject_handshake), or the host's own context replaces it.
 --
 -- `known_only` (early routing on 443, where certificates.txt names every server of the port): a client hello without

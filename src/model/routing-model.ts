@@ -95,6 +95,8 @@ export interface ModelSettings {
   readonly adminHost?: string | null;
   /** SWARMGATE_TCP_PORTS: edge ports services may take with swarmgate.tcp.port (absent: none). */
   readonly tcpPorts?: readonly number[];
+  /** SWARMGATE_TRUSTED_PROXIES: while any is set, TLS passthrough is refused (stream-routes.ts says why). */
+  readonly trustedProxies?: readonly string[];
 }
 
 export interface AvailableCertificate {
@@ -375,7 +377,7 @@ interface ServiceTlsLabels {
 /** HTTP/3 per service (a host's oldest service decides, like the other TLS labels). */
 export const HTTP3_LABEL = 'swarmgate.http3';
 
-/** Every swarmgate.* label the model reads (others are an UNSUPPORTED_SETTING). */
+/** Every swarmgate.* label the model reads (any other is an UNKNOWN_LABEL warning). */
 export const KNOWN_SWARMGATE_LABELS: ReadonlySet<string> = new Set([
   'swarmgate.network',
   'swarmgate.max-body-size',
@@ -634,6 +636,7 @@ function buildModelOnce(snapshot: Snapshot, settings: ModelSettings): RoutingMod
       networkNames,
       networks: settings.networks,
       tcpPorts: settings.tcpPorts ?? [],
+      trustsProxies: (settings.trustedProxies ?? []).length > 0,
       httpHosts: new Set([...servers.map((server) => server.host.value), ...(adminHost ? [adminHost] : [])]),
       isRoutable,
       lookupLabel,

@@ -58,6 +58,13 @@ export interface StreamInput {
   readonly networks: readonly string[];
   /** SWARMGATE_TCP_PORTS. */
   readonly tcpPorts: readonly number[];
+  /**
+   * SWARMGATE_TRUSTED_PROXIES is set. Every passthrough claim is then a CONFLICT: with a passthrough service the
+   * HTTPS servers sit behind the stream hop and take the client address from its PROXY header (nginx's realip takes
+   * one source per server, and theirs replaces the X-Forwarded-For one), which behind a load balancer is the
+   * balancer's own address. Address rules and rate limits would see the balancer for every HTTPS client: fail open.
+   */
+  readonly trustsProxies: boolean;
   /** Hosts the HTTP routes and the admin host own: a passthrough claim on one is a CONFLICT. */
   readonly httpHosts: ReadonlySet<string>;
   readonly isRoutable: (task: TaskInfo) => boolean;
@@ -105,7 +112,16 @@ export function buildStreamRoutes(input: StreamInput, problems: Problem[]): Stre
         tcp.push({ port: claim.tcp.port, service: name, upstream });
       }
     }
-    if (claim.passthrough) {
+    if (claim.passthrough && input.trustsProxies) {
+      conflict(
+        name,
+        TLS_PASSTHROUGH_LABEL,
+        'TLS passthrough cannot be used while SWARMGATE_TRUSTED_PROXIES is set: behind the passthrough hop every ' +
+          "HTTPS request would carry the load balancer's address instead of its X-Forwarded-For client, so address " +
+          'rules and rate limits would fail open; pass the name through at the load balancer, or clear ' +
+          'SWARMGATE_TRUSTED_PROXIES',
+      );
+    } else if (claim.passthrough) {
       const taken = claim.passthrough.hosts.flatMap((host) => {
         if (input.httpHosts.has(host.value))
           return [`"${host.value}" is routed over HTTPS by another service`];

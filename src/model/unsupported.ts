@@ -19,6 +19,23 @@ export const NGINX_PROXY_HTTP3_LABEL = `${NP}http3.enable`;
 /** com.github.nginx-proxy.* labels swarmgate honours: never reported as unsupported. */
 const HONOURED_PREFIXED_LABELS: ReadonlySet<string> = new Set([NGINX_PROXY_HTTP3_LABEL]);
 
+// acme-companion settings that also have a legacy LETSENCRYPT_* name on the container: both names get one entry.
+const KEYSIZE: UnsupportedSetting = {
+  instead: 'certificates always use ECDSA P-256 keys',
+  failClosed: false,
+  harmless: ['ec-256'],
+};
+const SINGLE_DOMAIN_CERTS: UnsupportedSetting = {
+  instead: 'one certificate per LETSENCRYPT_HOST list',
+  failClosed: false,
+  harmless: ['false'],
+};
+const RESTART_CONTAINER: UnsupportedSetting = {
+  instead: 'services are not restarted after a renewal',
+  failClosed: false,
+  harmless: ['false'],
+};
+
 /** Keyed by the exact label or env name; read from service labels and container env like every other label. */
 export const UNSUPPORTED_SETTINGS: Readonly<Record<string, UnsupportedSetting>> = {
   // nginx-proxy, per container
@@ -87,11 +104,8 @@ export const UNSUPPORTED_SETTINGS: Readonly<Record<string, UnsupportedSetting>> 
   ACME_EAB_HMAC_KEY: { instead: 'External Account Binding is not supported', failClosed: false },
   ZEROSSL_API_KEY: { instead: 'External Account Binding (ZeroSSL) is not supported', failClosed: false },
   ACME_CERT_PROFILE: { instead: 'ACME profiles are not supported', failClosed: false },
-  ACME_KEYSIZE: {
-    instead: 'certificates always use ECDSA P-256 keys',
-    failClosed: false,
-    harmless: ['ec-256'],
-  },
+  ACME_KEYSIZE: KEYSIZE,
+  LETSENCRYPT_KEYSIZE: KEYSIZE,
   ACME_OCSP: { instead: 'OCSP must-staple is not supported', failClosed: false, harmless: ['false'] },
   ACME_PREFERRED_CHAIN: { instead: "the CA's default chain is used", failClosed: false },
   ACME_RENEW_AFTER: { instead: 'SWARMGATE_ACME_RENEW_PERCENT on the controller (global)', failClosed: false },
@@ -100,16 +114,10 @@ export const UNSUPPORTED_SETTINGS: Readonly<Record<string, UnsupportedSetting>> 
     failClosed: false,
     harmless: ['true'],
   },
-  ACME_SINGLE_DOMAIN_CERTS: {
-    instead: 'one certificate per LETSENCRYPT_HOST list',
-    failClosed: false,
-    harmless: ['false'],
-  },
-  ACME_RESTART_CONTAINER: {
-    instead: 'services are not restarted after a renewal',
-    failClosed: false,
-    harmless: ['false'],
-  },
+  ACME_SINGLE_DOMAIN_CERTS: SINGLE_DOMAIN_CERTS,
+  LETSENCRYPT_SINGLE_DOMAIN_CERTS: SINGLE_DOMAIN_CERTS,
+  ACME_RESTART_CONTAINER: RESTART_CONTAINER,
+  LETSENCRYPT_RESTART_CONTAINER: RESTART_CONTAINER,
   ACME_PRE_HOOK: { instead: 'hooks are not run', failClosed: false },
   ACME_POST_HOOK: { instead: 'hooks are not run', failClosed: false },
 };

@@ -354,6 +354,7 @@ export class Reconciler {
       defaultHost: this.settings.proxy.defaultHost,
       adminHost: this.settings.proxy.adminHost,
       tcpPorts: this.settings.proxy.tcpPorts,
+      trustedProxies: this.settings.proxy.trustedProxies,
     });
     const candidate = this.withoutKnownBad(model);
     // Files as published ones where unchanged: the candidate kept for the next reconcile then holds no second copy

@@ -235,6 +235,11 @@ test('the migration labels behave in a real nginx as users check them with curl'
 
   // Address rules: this client is 127.0.0.1.
   assert.equal((await send(port, 'internal.test')).status, 200, 'loopback is internal');
+  assert.equal(
+    (await send(port, 'internal.test', '/', { 'x-forwarded-for': '203.0.113.9' })).status,
+    200,
+    'without SWARMGATE_TRUSTED_PROXIES a client-sent X-Forwarded-For is ignored',
+  );
   assert.equal((await send(port, 'listed.test')).status, 403, 'not in the allow list');
   assert.equal((await send(port, 'denied.test')).status, 403, 'in the deny list');
 

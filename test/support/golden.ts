@@ -100,6 +100,7 @@ export function renderCase(
     defaultHost: settings.proxy?.defaultHost ?? null,
     adminHost: settings.proxy?.adminHost ?? null,
     tcpPorts: settings.proxy?.tcpPorts ?? [],
+    trustedProxies: settings.proxy?.trustedProxies ?? [],
   });
   const known = new Set((settings.certificates ?? []).map((certificate) => certificate.name));
   const files = renderConfig(

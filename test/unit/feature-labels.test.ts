@@ -7,10 +7,14 @@ import {
   parseCidrList,
   parseConfigName,
   parseCorsOrigins,
+  parseCount,
+  parseDirectoryUrl,
+  parseErrorPage,
   parseForwardAuthUrl,
   parseHeaderNames,
   parseHstsLenient,
   parseHtpasswd,
+  parseMethods,
   parseNetworkAccess,
   parseRate,
   parseRedirectTarget,
@@ -107,6 +111,25 @@ table('swarmgate.rate-limit', parseRate, [
   ['10r/h', /not a rate/],
 ]);
 
+// The ranges routing-model.ts gives parseCount for these two labels.
+table('swarmgate.rate-limit.burst', parseCount(0, 100_000), [
+  ['0', 0],
+  [' 20 ', 20],
+  ['100000', 100_000],
+  ['100001', /outside 0\.\.100000/],
+  ['-1', /not a whole number/],
+  ['1.5', /not a whole number/],
+  ['20 nodelay', /not a whole number/],
+]);
+
+table('swarmgate.max-connections', parseCount(1, 1_000_000), [
+  ['1', 1],
+  ['100', 100],
+  ['0', /outside 1\.\.1000000/],
+  ['1e3', /not a whole number/],
+  ['', /not a whole number/],
+]);
+
 test('swarmgate.header.<Name>: printable values, no "$", no headers swarmgate or the service owns', () => {
   assert.deepEqual(parseResponseHeader('X-Frame-Options', ' DENY '), {
     ok: true,
@@ -134,6 +157,14 @@ table('swarmgate.cors.origins', parseCorsOrigins, [
   ['ftp://x', /not an origin/],
 ]);
 
+table('swarmgate.cors.methods', parseMethods, [
+  ['get, post,DELETE, get', ['GET', 'POST', 'DELETE']],
+  ['OPTIONS', ['OPTIONS']],
+  ['GET, TRACE', /not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS: TRACE/],
+  ['GET;POST', /not one of/],
+  ['', /no method given/],
+]);
+
 table('swarmgate.redirect', parseRedirectTarget, [
   ['https://new.example.com', 'https://new.example.com'],
   ['https://new.example.com:8443/', 'https://new.example.com:8443'],
@@ -146,6 +177,22 @@ table('swarmgate.www-redirect', parseWwwRedirect, [
   ['TO-WWW', 'to-www'],
   ['off', null],
   ['apex', /not to-www, to-apex or off/],
+]);
+
+table('ACME_CA_URI', parseDirectoryUrl, [
+  [' https://acme.example.com/directory ', 'https://acme.example.com/directory'],
+  ['https://pebble:14000/dir', 'https://pebble:14000/dir'],
+  ['http://acme.example.com/directory', /not an https:\/\/ ACME directory URL/],
+  ['https://acme.example.com/dir?x=1', /not an https/],
+  ['https://user@acme.example.com/dir', /not an https/],
+  [`https://acme.example.com/${'d'.repeat(500)}`, /not an https/],
+]);
+
+table('swarmgate.error-page (the config)', parseErrorPage, [
+  ['<h1>back soon</h1>\n', '<h1>back soon</h1>\n'],
+  ['x'.repeat(65_536), 'x'.repeat(65_536)],
+  ['x'.repeat(65_537), /larger than 64 KiB/],
+  ['', /the error page is empty/],
 ]);
 
 table('HSTS as nginx-proxy users write it', parseHstsLenient, [
@@ -260,7 +307,15 @@ test('nothing silent: nginx-proxy and acme-companion settings swarmgate ignores 
           'com.github.nginx-proxy.nginx-proxy.keepalive': '32',
           'com.github.nginx-proxy.nginx-proxy.http2.enable': 'true',
         },
-        { ACME_EAB_KID: 'kid', SERVER_TOKENS: 'off', ACME_OCSP: 'true' },
+        {
+          ACME_EAB_KID: 'kid',
+          SERVER_TOKENS: 'off',
+          ACME_OCSP: 'true',
+          // acme-companion's legacy names of ACME_KEYSIZE, ACME_SINGLE_DOMAIN_CERTS, ACME_RESTART_CONTAINER
+          LETSENCRYPT_KEYSIZE: '4096',
+          LETSENCRYPT_SINGLE_DOMAIN_CERTS: 'true',
+          LETSENCRYPT_RESTART_CONTAINER: 'true',
+        },
       ),
     ]),
     settings,
@@ -274,10 +329,33 @@ test('nothing silent: nginx-proxy and acme-companion settings swarmgate ignores 
     [
       ['ACME_EAB_KID', 'UNSUPPORTED_SETTING', 'warning'],
       ['ACME_OCSP', 'UNSUPPORTED_SETTING', 'warning'],
+      ['LETSENCRYPT_KEYSIZE', 'UNSUPPORTED_SETTING', 'warning'],
+      ['LETSENCRYPT_RESTART_CONTAINER', 'UNSUPPORTED_SETTING', 'warning'],
+      ['LETSENCRYPT_SINGLE_DOMAIN_CERTS', 'UNSUPPORTED_SETTING', 'warning'],
       ['com.github.nginx-proxy.nginx-proxy.keepalive', 'UNSUPPORTED_SETTING', 'warning'],
     ],
     'the default values (SERVER_TOKENS=off, http2.enable=true) need no word',
   );
+  assert.match(
+    model.problems.find((problem) => problem.label === 'LETSENCRYPT_KEYSIZE')?.reason ?? '',
+    /ECDSA P-256/,
+    'a legacy name says what to use as its ACME_* form does',
+  );
+  const legacyDefaults = buildRoutingModel(
+    snapshot([
+      service(
+        'legacy',
+        { VIRTUAL_HOST: 'b.test' },
+        {
+          LETSENCRYPT_KEYSIZE: 'ec-256',
+          LETSENCRYPT_SINGLE_DOMAIN_CERTS: 'false',
+          LETSENCRYPT_RESTART_CONTAINER: 'false',
+        },
+      ),
+    ]),
+    settings,
+  );
+  assert.deepEqual(legacyDefaults.problems, [], 'values that are what swarmgate does need no word');
 });
 
 test('VIRTUAL_HOST_MULTIPORTS: one service, several hosts, paths and ports; its upstreams are per port', () => {
@@ -552,6 +630,35 @@ test('nginx-proxy options left on the controller are named with what to use inst
     [
       { name: 'DEFAULT_HOST', instead: 'SWARMGATE_DEFAULT_HOST' },
       { name: 'ENABLE_IPV6', instead: 'SWARMGATE_ENABLE_IPV6 (the edges listen on [::] too)' },
+    ],
+  );
+  // acme-companion's container-wide settings, where its users set them (its Environment-variables-reference).
+  const acme = {
+    ACME_CHALLENGE: 'DNS-01',
+    ACMESH_DNS_API_CONFIG: '{"DNS_API": "dns_cf"}',
+    ACME_EAB_KID: 'kid',
+    ACME_EAB_HMAC_KEY: 'hmac',
+    ZEROSSL_API_KEY: 'key',
+    ACME_CERT_PROFILE: 'shortlived',
+    ACME_PRE_HOOK: 'echo pre',
+    ACME_POST_HOOK: 'echo post',
+    ACME_RENEW_AFTER: '30',
+    DEFAULT_KEY_SIZE: '2048',
+    RENEW_PRIVATE_KEYS: 'false',
+  };
+  const named = unsupportedProxyEnv(acme);
+  assert.deepEqual(
+    named.map((one) => one.name),
+    Object.keys(acme),
+  );
+  assert.deepEqual(
+    named
+      .filter((one) => ['ACME_CHALLENGE', 'ACME_RENEW_AFTER', 'DEFAULT_KEY_SIZE'].includes(one.name))
+      .map((one) => one.instead),
+    [
+      'nothing: only HTTP-01 is supported (no DNS-01)',
+      'SWARMGATE_ACME_RENEW_PERCENT',
+      'nothing: certificates always use ECDSA P-256 keys',
     ],
   );
 });

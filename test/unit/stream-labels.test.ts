@@ -1,6 +1,7 @@
 // Label tables for the stream labels (issue 15, item 8): value in, typed field or reason out. Then what the model
 // makes of them: Problems naming service and label, a port or passthrough name claimed twice (CONFLICT, the older
-// service keeps it), a name an HTTPS service routes, and a config unchanged while no service asks for a stream.
+// service keeps it), a name an HTTPS service routes, passthrough refused while SWARMGATE_TRUSTED_PROXIES is set,
+// and a config unchanged while no service asks for a stream.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { defaultProxySettings, readControllerConfig } from '../../src/config.ts';
@@ -181,6 +182,23 @@ test('a passthrough name an HTTP service routes is a CONFLICT; the HTTP route st
     model.problems.map((problem) => [problem.service, problem.label, problem.code]),
     [['pass', 'swarmgate.tls.passthrough', 'CONFLICT']],
   );
+});
+
+test('with SWARMGATE_TRUSTED_PROXIES a passthrough claim is a CONFLICT naming it; TCP ports stay', () => {
+  const model = buildRoutingModel(
+    snapshot(
+      [service('both', { 'swarmgate.tls.passthrough': 'vault.example.com', 'swarmgate.tcp.port': '5432' })],
+      { both: ['10.0.0.3'] },
+    ),
+    { networks: ['swarmgate'], tcpPorts: [5432], trustedProxies: ['10.0.0.0/8'] },
+  );
+  assert.deepEqual(model.stream?.passthrough, []);
+  assert.deepEqual(model.stream?.tcp, [{ port: 5432, service: 'both', upstream: 'tcp_5432' }]);
+  assert.deepEqual(
+    model.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
+    [['both', 'swarmgate.tls.passthrough', 'CONFLICT', 'error']],
+  );
+  assert.match(model.problems[0]?.reason ?? '', /SWARMGATE_TRUSTED_PROXIES is set: .* fail open/);
 });
 
 test('task changes touch stream-peers.txt only: the shape (and so the edge config) stays, no reload', () => {
