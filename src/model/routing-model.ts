@@ -430,8 +430,8 @@ export const EMPTY_MODEL: RoutingModel = {
 /**
  * A service with a refused label is left out whole (a Problem of severity error says so). The stream labels
  * (swarmgate.tcp.*, swarmgate.tls.passthrough*) are judged after the HTTP routes, since a passthrough name must not
- * be one an HTTP route serves; a service they refuse is then built again without its HTTP routes, keeping the
- * Problems it got. Each round leaves out at least one more service, so this ends; with no such refusal (nearly
+ * be one an HTTP route serves; a service refused there is then built again without any route (HTTP, TCP port or
+ * passthrough), keeping the Problems it got. Each round leaves out at least one more service, so this ends; with no such refusal (nearly
  * always) the model is built once.
  */
 export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): RoutingModel {
@@ -447,7 +447,12 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
             ),
             [...leftOut.values()].flat(),
           );
-    const routed = new Set(model.services.map((service) => service.name));
+    const routed = new Set([
+      ...model.services.map((service) => service.name),
+      ...(model.stream
+        ? [...model.stream.tcp, ...model.stream.passthrough].map((route) => route.service)
+        : []),
+    ]);
     const refusedYetRouted = new Set(
       model.problems
         .filter((problem) => problem.severity === 'error' && routed.has(problem.service))

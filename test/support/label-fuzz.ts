@@ -588,7 +588,10 @@ export function checkCase(fuzzCase: FuzzCase, prefix: string): CaseResult {
     issues.push(`renderConfig threw: ${(error as Error).message}`);
   }
   const byName = new Map(snapshot.services.map((service) => [service.name, service]));
-  const routed = new Set(model.services.map((service) => service.name));
+  const routed = new Set([
+    ...model.services.map((service) => service.name),
+    ...(model.stream ? [...model.stream.tcp, ...model.stream.passthrough].map((route) => route.service) : []),
+  ]);
   for (const problem of model.problems) {
     const service = byName.get(problem.service);
     if (!service) {
