@@ -15,7 +15,15 @@ import {
   waitForServiceRunning,
 } from '../test/e2e/support/lab.ts';
 import { startLoad } from './load.ts';
-import { printTable, SMOKE, sleep, summary, writeResult } from './support.ts';
+import {
+  closeMachineWindow,
+  openMachineWindow,
+  printTable,
+  SMOKE,
+  sleep,
+  summary,
+  writeResult,
+} from './support.ts';
 
 const N = SMOKE ? 3 : 8;
 const ROUNDS = SMOKE ? 1 : 3;
@@ -52,6 +60,7 @@ async function controllerLags(): Promise<number[]> {
   return status.routingLagSeconds ?? [];
 }
 const lagsBefore = (await controllerLags()).length;
+const machineWindow = openMachineWindow();
 const upLags: number[] = [];
 const downLags: number[] = [];
 let neverServed = 0;
@@ -150,6 +159,7 @@ try {
   await removeService(HEALTH_BACKEND);
 }
 const health = summary(healthLags);
+const machine = closeMachineWindow(machineWindow);
 
 const routedLags = (await controllerLags()).slice(lagsBefore);
 const routed = summary(routedLags);
@@ -190,6 +200,10 @@ printTable(`Convergence (1→${N}→1, ${ROUNDS} round(s), ${RATE} requests/s)`,
   },
 ]);
 if (neverServed > 0) console.log(`\n${neverServed} new task(s) served no request before the scale-down`);
+console.log(
+  `\nmachine: load average ${machine.loadStart} at the start, ${machine.loadMax} at most, ${machine.loadEnd} at the end; ` +
+    `this bench (load generator included) used ${machine.benchCpuPercent} % of one core`,
+);
 writeResult('convergence', {
   replicas: N,
   rounds: ROUNDS,
@@ -200,6 +214,7 @@ writeResult('convergence', {
   healthCheckSeconds: health,
   healthCheckIntervalSeconds: HEALTH_INTERVAL_S,
   neverServed,
+  machine,
   routedLags,
   upLags,
   downLags,

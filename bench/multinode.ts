@@ -47,7 +47,16 @@ import {
 } from '../test/e2e-multinode/support/nodes.ts';
 import type { LabNode } from '../test/e2e-multinode/support/nodes.ts';
 import { REPO_ROOT } from '../test/e2e/support/lab.ts';
-import { printTable, sleep, summary, writeResult } from './support.ts';
+import {
+  closeMachineWindow,
+  openMachineWindow,
+  printTable,
+  round2,
+  sleep,
+  summary,
+  writeResult,
+} from './support.ts';
+import type { MachineWindow } from './support.ts';
 
 function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -97,46 +106,10 @@ function step(what: string): void {
   console.log(`[multinode ${new Date().toISOString().slice(11, 19)}] ${what}`);
 }
 
-const loadSamples: { at: number; load1: number }[] = [];
-const loadTimer = setInterval(() => loadSamples.push({ at: Date.now(), load1: os.loadavg()[0] ?? 0 }), 5000);
-loadTimer.unref();
-
-interface Window {
-  readonly from: number;
-  readonly cpu: NodeJS.CpuUsage;
-}
-function openWindow(): Window {
-  loadSamples.push({ at: Date.now(), load1: os.loadavg()[0] ?? 0 });
-  return { from: Date.now(), cpu: process.cpuUsage() };
-}
-/** Load averages (1 min) over a window: at its start, max, at its end; and this process's CPU (the load generator). */
-function closeWindow(window: Window): {
-  loadStart: number;
-  loadMax: number;
-  loadEnd: number;
-  load15End: number;
-  benchCpuPercent: number;
-} {
-  loadSamples.push({ at: Date.now(), load1: os.loadavg()[0] ?? 0 });
-  const inside = loadSamples.filter((sample) => sample.at >= window.from);
-  const cpu = process.cpuUsage(window.cpu);
-  const ms = Math.max(1, Date.now() - window.from);
-  return {
-    loadStart: round2(inside[0]?.load1 ?? NaN),
-    loadMax: round2(Math.max(...inside.map((sample) => sample.load1))),
-    loadEnd: round2(inside.at(-1)?.load1 ?? NaN),
-    load15End: round2(os.loadavg()[2] ?? NaN),
-    benchCpuPercent: round2(((cpu.user + cpu.system) / 1000 / ms) * 100),
-  };
-}
-
 function omit(row: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> {
   return Object.fromEntries(Object.entries(row).filter(([key]) => !keys.includes(key)));
 }
 
-function round2(value: number): number {
-  return Math.round(value * 100) / 100;
-}
 function seconds(ms: number): number {
   return Math.round(ms / 100) / 10;
 }
@@ -389,7 +362,7 @@ async function convergence(nodes: readonly LabNode[]): Promise<void> {
   const host = await app(name, low);
   await servedEverywhere(name, host, nodes);
   const lagCountBefore = await routingLagCount();
-  const window = openWindow();
+  const window = openMachineWindow();
   const load = startLoad(nodes, host, { ratePerNode: RATE, maxSeconds: 600 });
   const lags: number[] = [];
   const perEdge = new Map(nodes.map((node) => [node.name, [] as number[]]));
@@ -431,7 +404,7 @@ async function convergence(nodes: readonly LabNode[]): Promise<void> {
   const lagsAfter =
     ((await controllerStatus()) as unknown as { routingLagSeconds?: number[] }).routingLagSeconds ?? [];
   const routed = added > 0 ? lagsAfter.slice(-added) : [];
-  const machine = closeWindow(window);
+  const machine = closeMachineWindow(window);
   const rows = [
     { what: 'task running → routed (controller publishes)', ...summary(routed) },
     { what: 'task running → first request through an edge (all)', ...summary(lags) },
@@ -517,7 +490,7 @@ async function zeroFailed(nodes: readonly LabNode[]): Promise<void> {
   for (const scenario of acts) {
     step(`2. ${scenario.name}: prepare`);
     await scenario.prepare?.();
-    const window = openWindow();
+    const window = openMachineWindow();
     const load = startLoad(nodes, host, { ratePerNode: RATE, maxSeconds: 420 });
     let acted = 0;
     try {
@@ -530,7 +503,7 @@ async function zeroFailed(nodes: readonly LabNode[]): Promise<void> {
     } finally {
       const report = await load.stop();
       const figures = loadFigures(load, report.samples);
-      const machine = closeWindow(window);
+      const machine = closeMachineWindow(window);
       rows.push({
         scenario: scenario.name,
         failed: `${figures.failed}/${figures.requests}`,
@@ -576,7 +549,7 @@ async function controllerEvent(
     .split('\n')
     .find((row) => row.endsWith(' Leader'))
     ?.split(' ')[0];
-  const window = openWindow();
+  const window = openMachineWindow();
   const load = startLoad(edges, host, { ratePerNode: RATE, maxSeconds: 400 });
   try {
     await sleep(3000);
@@ -661,7 +634,7 @@ async function controllerEvent(
       beforeEvent: before.text,
       afterEvent: after.text,
       unanswered: report.unanswered,
-      machine: closeWindow(window),
+      machine: closeMachineWindow(window),
     };
   } finally {
     await load.stop();
@@ -672,7 +645,7 @@ function printController(title: string, rows: readonly Record<string, unknown>[]
   printTable(
     title,
     rows.map((row) => {
-      const machine = row.machine as ReturnType<typeof closeWindow>;
+      const machine = row.machine as MachineWindow;
       return {
         ...omit(row, ['machine', 'beforeEvent', 'afterEvent', 'failures', 'troubledWindowS']),
         failures: JSON.stringify(row.failures),
@@ -756,7 +729,7 @@ async function nodeLoss(nodes: readonly LabNode[]): Promise<void> {
   const before = await taskTimes(name);
   const onVictim = before.filter((task) => task.node === victim.name).length;
   await servedEverywhere(name, host, survivors);
-  const window = openWindow();
+  const window = openMachineWindow();
   const load = startLoad(survivors, host, { ratePerNode: RATE, maxSeconds: 400 });
   let measured: Record<string, unknown> | undefined;
   try {
@@ -823,7 +796,7 @@ async function nodeLoss(nodes: readonly LabNode[]): Promise<void> {
   } finally {
     await load.stop();
   }
-  const machine = closeWindow(window);
+  const machine = closeMachineWindow(window);
   const row: Record<string, unknown> = { ...measured, machine };
   step(`4. ${victim.name} back (scripts/lab-nodes.sh up ${nodes.length})`);
   const restoreStart = Date.now();
@@ -917,7 +890,7 @@ watchdog.unref();
 let createdNodes = false;
 let nodeImageExisted = true;
 let deployedStack = false;
-const runWindow = openWindow();
+const runWindow = openMachineWindow();
 try {
   step('the nested lab');
   const running = await labNodes().catch(() => [] as LabNode[]);
@@ -1024,7 +997,7 @@ try {
   }
 }
 
-const machine = closeWindow(runWindow);
+const machine = closeMachineWindow(runWindow);
 printTable(
   'Checks',
   checks.map((check) => ({ check: check.check, result: check.ok ? 'ok' : 'FAILED', detail: check.detail })),

@@ -95,3 +95,49 @@ export function writeResult(
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+// The machine while a bench runs: 1-minute load averages sampled every 5 s, and this process's CPU (the load
+// generator's own cost), so a figure from a busy machine says how busy it was.
+const loadSamples: { at: number; load1: number }[] = [];
+let loadTimer: NodeJS.Timeout | null = null;
+
+export interface MachineWindowStart {
+  readonly from: number;
+  readonly cpu: NodeJS.CpuUsage;
+}
+
+export interface MachineWindow {
+  readonly loadStart: number;
+  readonly loadMax: number;
+  readonly loadEnd: number;
+  readonly load15End: number;
+  readonly benchCpuPercent: number;
+}
+
+export function openMachineWindow(): MachineWindowStart {
+  if (!loadTimer) {
+    loadTimer = setInterval(() => loadSamples.push({ at: Date.now(), load1: os.loadavg()[0] ?? 0 }), 5000);
+    loadTimer.unref();
+  }
+  loadSamples.push({ at: Date.now(), load1: os.loadavg()[0] ?? 0 });
+  return { from: Date.now(), cpu: process.cpuUsage() };
+}
+
+/** Load averages (1 min) over a window: at its start, max, at its end; and this process's CPU in % of one core. */
+export function closeMachineWindow(window: MachineWindowStart): MachineWindow {
+  loadSamples.push({ at: Date.now(), load1: os.loadavg()[0] ?? 0 });
+  const inside = loadSamples.filter((sample) => sample.at >= window.from);
+  const cpu = process.cpuUsage(window.cpu);
+  const ms = Math.max(1, Date.now() - window.from);
+  return {
+    loadStart: round2(inside[0]?.load1 ?? NaN),
+    loadMax: round2(Math.max(...inside.map((sample) => sample.load1))),
+    loadEnd: round2(inside.at(-1)?.load1 ?? NaN),
+    load15End: round2(os.loadavg()[2] ?? NaN),
+    benchCpuPercent: round2(((cpu.user + cpu.system) / 1000 / ms) * 100),
+  };
+}
+
+export function round2(value: number): number {
+  return Math.round(value * 100) / 100;
+}
