@@ -189,7 +189,8 @@ if (process.env.TLS_CERT && process.env.TLS_KEY) {
 // --- SIGTERM: what a well-behaved app does: stop accepting, send every WebSocket a close frame, exit ---------------
 
 process.on('SIGTERM', () => {
-  log('SIGTERM', { webSockets: sockets.size });
+  // `at`: the e2e reads it from the task's log to time the close frame's way through the edge.
+  log('SIGTERM', { webSockets: sockets.size, at: Date.now() });
   server.close();
   grpcServer.close();
   grpcsServer?.close();
