@@ -1,6 +1,6 @@
 // Pass-through the edge promises, carried by a real nginx running the rendered edge config (Lua balancer and all):
-// WebSocket across scaling and reloads, gRPC and gRPCs (unary and server streaming) over TLS with HTTP/2, and
-// server-sent events that reach the client while the upstream still holds the response open.
+// WebSocket across scaling and reloads, gRPC and gRPCs (unary, server, client and bidi streaming) over TLS with
+// HTTP/2, and server-sent events that reach the client while the upstream still holds the response open.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
@@ -269,6 +269,8 @@ const bytes = {
 const ECHO_SERVICE = {
   echo: { path: '/swarmgate.test.Echo/Echo', requestStream: false, responseStream: false, ...bytes },
   count: { path: '/swarmgate.test.Echo/Count', requestStream: false, responseStream: true, ...bytes },
+  join: { path: '/swarmgate.test.Echo/Join', requestStream: true, responseStream: false, ...bytes },
+  chat: { path: '/swarmgate.test.Echo/Chat', requestStream: true, responseStream: true, ...bytes },
 } satisfies grpc.ServiceDefinition;
 
 interface GrpcTask {
@@ -308,6 +310,17 @@ async function startGrpcTask(t: test.TestContext, ip: string, port: number, tls:
       task.releaseNext = next;
       next();
     },
+    // Client streaming: one answer with every request message, once the client ends its stream.
+    join: (call: grpc.ServerReadableStream<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+      const received: string[] = [];
+      call.on('data', (message: Buffer) => received.push(message.toString()));
+      call.on('end', () => callback(null, Buffer.from(`${ip} ${received.join(',')}`)));
+    },
+    // Bidi: each message answered as it arrives; the task ends its side when the client ends its own.
+    chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('data', (message: Buffer) => call.write(Buffer.from(`${ip} ${message.toString()}`)));
+      call.on('end', () => call.end());
+    },
   });
   const credentials = tls
     ? grpc.ServerCredentials.createSsl(null, [
@@ -331,6 +344,11 @@ interface EchoClient extends grpc.Client {
     callback: (error: grpc.ServiceError | null, reply?: Buffer) => void,
   ): grpc.ClientUnaryCall;
   count(request: Buffer, options: grpc.CallOptions): grpc.ClientReadableStream<Buffer>;
+  join(
+    options: grpc.CallOptions,
+    callback: (error: grpc.ServiceError | null, reply?: Buffer) => void,
+  ): grpc.ClientWritableStream<Buffer>;
+  chat(options: grpc.CallOptions): grpc.ClientDuplexStream<Buffer, Buffer>;
 }
 
 /** A gRPC client of the edge's 443: TLS with the test certificate, HTTP/2 by ALPN, the host as :authority. */
@@ -375,8 +393,38 @@ async function streamed(
   return { messages, whileHeld };
 }
 
+/** Join: three messages, then the client ends; the answer comes after that. */
+function joined(client: EchoClient, messages: readonly string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const call = client.join({ deadline: Date.now() + 10_000 }, (error, reply) =>
+      error ? reject(error) : resolve(String(reply)),
+    );
+    for (const message of messages) call.write(Buffer.from(message));
+    call.end();
+  });
+}
+
+/**
+ * Chat in lock step: each message is sent only once the answer to the one before arrived, and the client ends its side
+ * last. An edge that held request or response messages back (until the stream ends, or a buffer fills) would stall it
+ * until the deadline.
+ */
+async function lockStep(client: EchoClient, count: number): Promise<string[]> {
+  const call = client.chat({ deadline: Date.now() + 10_000 });
+  const answers: string[] = [];
+  for (let i = 1; i <= count; i++) {
+    const answer = once(call, 'data');
+    call.write(Buffer.from(`m${i}`));
+    const [reply] = (await answer) as [Buffer];
+    answers.push(String(reply));
+  }
+  call.end();
+  await once(call, 'end');
+  return answers;
+}
+
 for (const proto of ['grpc', 'grpcs'] as const) {
-  test(`gRPC, VIRTUAL_PROTO=${proto}: unary and server streaming through 443 (TLS, HTTP/2)`, async (t) => {
+  test(`gRPC, VIRTUAL_PROTO=${proto}: unary, server, client and bidi streaming through 443 (TLS, HTTP/2)`, async (t) => {
     const port = await freePort();
     const task = await startGrpcTask(t, '127.0.0.2', port, proto === 'grpcs');
     const edge = await startProtocolEdge(t, GRPC_HOST, ['127.0.0.2'], port, {
@@ -389,6 +437,8 @@ for (const proto of ['grpc', 'grpcs'] as const) {
     assert.deepEqual(run.messages, ['1', '2', '3', '4', '5']);
     // The last message comes with the end of the stream; every one before it arrived while the task held it open.
     assert.equal(run.whileHeld, 4);
+    assert.equal(await joined(client, ['a', 'b', 'c']), '127.0.0.2 a,b,c');
+    assert.deepEqual(await lockStep(client, 3), ['127.0.0.2 m1', '127.0.0.2 m2', '127.0.0.2 m3']);
   });
 }
 
