@@ -487,7 +487,7 @@ export class Reconciler {
 
   /** The fingerprint of one service's routes rendered alone (its hosts keep the TLS the whole model gave them). */
   private fragmentKey(model: RoutingModel, name: string): string {
-    return renderedShape(this.render(restrictModel(model, new Set([name]))));
+    return renderedShape(this.render(checkedPart(model, new Set([name]))));
   }
 
   /**
@@ -516,7 +516,7 @@ export class Reconciler {
     const changed = this.changedServices(model, composition);
     let first: ValidationResult | null = null;
     if (changed !== null) {
-      const partial = await this.runValidation(this.render(restrictModel(model, changed)), signal, budget);
+      const partial = await this.runValidation(this.render(checkedPart(model, changed)), signal, budget);
       if (partial.ok) {
         this.lastAcceptedShape = ownCopy(shape);
         this.accepted = { ...composition, wholeHosts: this.accepted?.wholeHosts ?? 0 };
@@ -575,7 +575,7 @@ export class Reconciler {
   /** The parts of a candidate that decide whether it can be validated by what changed. */
   private composition(model: RoutingModel): Omit<AcceptedComposition, 'wholeHosts'> {
     // Everything outside the hosts: the empty config, and the switches the whole model sets (configForm).
-    const prologue = `${renderedShape(this.render(restrictModel(model, new Set())))} ${configForm(
+    const prologue = `${renderedShape(this.render(checkedPart(model, new Set())))} ${configForm(
       model,
       this.renderSettings(),
       (name) => this.certificates.material(name),
@@ -665,7 +665,7 @@ export class Reconciler {
     const refused: Problem[] = [];
     const test = async (names: readonly string[]): Promise<ValidationResult> => {
       const result = await this.runValidation(
-        this.render(restrictModel(model, new Set(names))),
+        this.render(checkedPart(model, new Set(names))),
         signal,
         budget,
       );
@@ -823,6 +823,11 @@ export class Reconciler {
 }
 
 /** The model with only the named services' routes (and the given extra problems). */
+/**
+ * The model cut to the HTTP services in `keep`, as published after a quarantine. The stream routes (TCP ports, TLS
+ * passthrough) stay whole: they are judged by the model alone and never quarantined, and a bundle without them would
+ * close every TCP port and passthrough name on every edge while any HTTP service is quarantined.
+ */
 export function restrictModel(
   model: RoutingModel,
   keep: ReadonlySet<string>,
@@ -850,7 +855,17 @@ export function restrictModel(
       ]),
     ].sort(),
     adminServer: model.adminServer,
+    ...(model.stream ? { stream: model.stream } : {}),
   };
+}
+
+/**
+ * A part of the model rendered only to be checked by nginx -t or keyed, never published: without the stream block,
+ * which configForm covers (a change to it has the candidate tested whole).
+ */
+function checkedPart(model: RoutingModel, keep: ReadonlySet<string>): RoutingModel {
+  const part = restrictModel(model, keep);
+  return part.stream ? { ...part, stream: undefined } : part;
 }
 
 /** Same tasks in the same states at the same addresses (both sorted by service and ID). */

@@ -344,3 +344,45 @@ test('a refused change is searched among the changed services only', async (t) =
   assert.equal(h.validated.length, 4);
   assert.ok(h.validated.slice(1, 3).every((config) => !config.includes('svc0.example.com')));
 });
+
+test("a quarantined HTTP service leaves the other services' TCP ports in the published bundle", async (t) => {
+  // Found by the pass-through e2e's author: every bundle published while a service was quarantined (and every later
+  // one, peers-only publishes included) lost the stream block and stream-peers.txt, closing every TCP port.
+  const config = readControllerConfig({
+    SWARMGATE_CHANNEL_CERT_FILE: TEST_CHANNEL_CERT_FILE,
+    SWARMGATE_TCP_PORTS: '5432',
+  });
+  const h = harness(
+    t,
+    1,
+    (conf) =>
+      conf.includes('bad.example.com') ? { ok: false, output: 'nginx: [emerg] bad host' } : { ok: true },
+    {
+      proxy: config.proxy,
+    },
+  );
+  h.docker.services.push(rawService('db', { 'swarmgate.tcp.port': '5432' }));
+  h.docker.tasks.push(rawTask('db-t1', 'db', '10.0.9.1'));
+  const conf = (): string => h.store.current?.files['nginx.conf'] ?? '';
+  const streamPeers = (): string => h.store.current?.files['stream-peers.txt'] ?? '';
+  await h.reconciler.reconcileNow();
+  assert.match(conf(), /listen 5432;/);
+  assert.match(streamPeers(), /10\.0\.9\.1:5432/);
+
+  h.docker.services.push(
+    rawService('bad', { VIRTUAL_HOST: 'bad.example.com' }, { createdAt: '2026-02-01T00:00:00Z' }),
+  );
+  h.docker.tasks.push(rawTask('bad-t1', 'bad', '10.0.9.9'));
+  await h.reconciler.reconcileNow();
+  assert.deepEqual(
+    h.reconciler.currentModel.problems.map((problem) => [problem.service, problem.code]),
+    [['bad', 'NGINX_REJECTED']],
+  );
+  assert.match(conf(), /listen 5432;/, 'the TCP port stays while bad is quarantined');
+
+  // A later task change of the TCP service reaches the edges too (the peers-only path).
+  h.docker.tasks.push(rawTask('db-t2', 'db', '10.0.9.2'));
+  await h.reconciler.reconcileNow();
+  assert.match(conf(), /listen 5432;/);
+  assert.match(streamPeers(), /10\.0\.9\.2:5432/);
+});
