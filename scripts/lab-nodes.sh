@@ -106,11 +106,20 @@ start_node() {
     labels=(--label "$WORKER_LABEL")
   fi
   state=$(docker inspect --format '{{.State.Status}}' "$node" 2>/dev/null) || state=missing
+  local made_as=manager
+  [ "$state" = missing ] || [ "$(docker inspect --format '{{index .Config.Labels "swarmgate.lab.swarm-role"}}' "$node")" != worker ] ||
+    made_as=worker
+  if [ "$state" != missing ] && [ "$made_as" != "$role" ]; then
+    # A node made for the other role (an earlier `up` with another shape) leaves; a fresh one joins in this role.
+    log "$node was made as a $made_as, wanted as a $role: replacing it"
+    remove_node "$node"
+    state=missing
+  fi
   case "$state" in
     running) return ;;
     missing) ;;
     *)
-      if [ "$role" = worker ] && [ "$(docker inspect --format '{{index .Config.Labels "swarmgate.lab.swarm-role"}}' "$node")" = worker ]; then
+      if [ "$role" = worker ]; then
         # A stopped worker kept its engine state on its volume: it boots again, as a rebooted machine does.
         log "$node is $state: starting it again (its engine state is kept)"
         docker start "$node" >/dev/null
@@ -247,7 +256,7 @@ load_images() {
 
 # --- commands ----------------------------------------------------------------------------------------------
 cmd_up() {
-  local managers=3 workers=0 count start=$SECONDS i node
+  local managers=3 workers=0 count start=$SECONDS i node driver
   if [ $# -gt 0 ] && [ "$1" != --workers ]; then managers=$1; shift; fi
   if [ $# -gt 0 ]; then
     [ "$1" = --workers ] && [ $# -eq 2 ] || die "usage: up [N] [--workers W]"
@@ -274,6 +283,14 @@ cmd_up() {
   for i in $(seq 1 "$count"); do
     node=$(node_name "$i")
     wait_for 60 "dockerd inside $node to answer" node_docker_answers "$node"
+  done
+  # A worker's engine state is on a volume under this machine's Docker root: overlayfs stacks on a disk filesystem
+  # (ext4, xfs), not on an overlay, where the nested engine would fall back to a copying driver (or fail).
+  for i in $(seq $((managers + 1)) "$count"); do
+    node=$(node_name "$i")
+    driver=$(docker exec "$node" docker info --format '{{.Driver}}')
+    [ "$driver" = overlay2 ] ||
+      die "$node's engine stores images with \"$driver\", not overlay2: its state volume is on a filesystem overlayfs cannot stack on (this machine's Docker root: $(docker info --format '{{.DockerRootDir}}'))"
   done
   ensure_swarm "$count" "$managers"
   load_images "$count"
