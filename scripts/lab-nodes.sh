@@ -3,12 +3,18 @@
 # on a bridge network of their own. The e2e-multinode suite drives them with
 # `docker exec nodeN docker ...` and sends HTTP to each node's bridge address.
 #
-#   scripts/lab-nodes.sh up [N]   idempotent: node image, network, N nodes (default 3, all managers, so one can be
+#   scripts/lab-nodes.sh up [N] [--workers W]
+#                                 idempotent: node image, network, N nodes (default 3, all managers, so one can be
 #                                 lost with quorum kept), swarm, the lab's images loaded into every node. A second
 #                                 run on a warm lab takes seconds; images whose ID changed on the host are reloaded,
 #                                 a node container that stopped (a test killed it) is replaced and joined again.
-#   scripts/lab-nodes.sh down     removes the node containers, their network and the node image (everything this
-#                                 script made carries the label swarmgate.lab=1). `down --keep-image` keeps the image.
+#                                 --workers W (default 0): W more nodes after them that join as workers. A worker's
+#                                 engine state is on a volume, not a tmpfs, so `docker stop` + `docker start` of its
+#                                 container is a reboot (engine state, swarm membership, images and volumes kept); a
+#                                 stopped worker is started again, not replaced. Nodes beyond N+W leave.
+#   scripts/lab-nodes.sh down     removes the node containers, their network, the workers' state volumes and the node
+#                                 image (everything this script made carries the label swarmgate.lab=1).
+#                                 `down --keep-image` keeps the image.
 #   scripts/lab-nodes.sh status   what is there.
 #
 # Needs the host lab first (`npm run lab -- up`): the images it loads into the nodes are the ones that built.
@@ -24,6 +30,8 @@ NETWORK="${SWARMGATE_LAB_NODE_NETWORK:-swarmgate-lab-nodes}"
 PREFIX="${SWARMGATE_LAB_NODE_PREFIX:-node}"
 LAB_LABEL=swarmgate.lab=1
 ROLE_LABEL=swarmgate.lab.role=node
+WORKER_LABEL=swarmgate.lab.swarm-role=worker
+STATE_LABEL=swarmgate.lab.role=node-state
 # What the multi-node e2e suite runs inside the nodes.
 read -r -a IMAGES <<<"${SWARMGATE_LAB_NODE_IMAGES:-${SWARMGATE_IMAGE:-swarmgate:dev} ${SWARMGATE_BACKEND_IMAGE:-swarmgate-test-backend:dev}}"
 mkdir -p "$NODE_DIR"
@@ -82,29 +90,68 @@ ensure_network() {
 # --- nodes -------------------------------------------------------------------------------------------------
 # The engine runs under a loop, as systemd runs it on a real node: a test can restart dockerd (SIGTERM stops every
 # container, then the engine comes back with its state, swarm membership and volumes, as after an upgrade or a
-# reboot) without losing the node. `--init` reaps what an exited engine leaves behind.
-ENGINE_SUPERVISOR='while :; do dockerd --host unix:///var/run/docker.sock; echo "dockerd exited ($?); starting it again" >&2; sleep 1; done'
+# reboot) without losing the node. `--init` reaps what an exited engine leaves behind. A SIGTERM to the loop (`docker
+# stop` of the node, a shutdown) stops the engine the way systemd does at shutdown: dockerd gets SIGTERM and stops
+# its containers before the loop exits.
+ENGINE_SUPERVISOR='trap "kill -TERM \$engine 2>/dev/null; wait \$engine; exit 0" TERM INT; while :; do dockerd --host unix:///var/run/docker.sock & engine=$!; wait $engine; echo "dockerd exited ($?); starting it again" >&2; sleep 1; done'
 # Exactly the flags LAB.md verified: --privileged fails here (CAP_SYS_RESOURCE is not in the bounding set), so all
-# other capabilities; /var/lib/docker on an exec tmpfs because overlayfs does not stack on the host's overlay.
+# other capabilities. A manager's /var/lib/docker is an exec tmpfs (fast, and gone with the container: a killed
+# manager is replaced). A worker's is a volume of its own (on this machine's disk: overlayfs stacks on ext4, not on
+# an overlay), so its container can be stopped and started again like a machine rebooted.
 start_node() {
-  local node=$1 state
+  local node=$1 role=$2 state
+  local -a storage=(--tmpfs /var/lib/docker:exec) labels=()
+  if [ "$role" = worker ]; then
+    storage=(-v "$(state_volume "$node"):/var/lib/docker")
+    labels=(--label "$WORKER_LABEL")
+  fi
   state=$(docker inspect --format '{{.State.Status}}' "$node" 2>/dev/null) || state=missing
+  local made_as=manager
+  [ "$state" = missing ] || [ "$(docker inspect --format '{{index .Config.Labels "swarmgate.lab.swarm-role"}}' "$node")" != worker ] ||
+    made_as=worker
+  if [ "$state" != missing ] && [ "$made_as" != "$role" ]; then
+    # A node made for the other role (an earlier `up` with another shape) leaves; a fresh one joins in this role.
+    log "$node was made as a $made_as, wanted as a $role: replacing it"
+    remove_node "$node"
+    state=missing
+  fi
   case "$state" in
     running) return ;;
     missing) ;;
     *)
-      # A stopped node lost its tmpfs (engine state, swarm membership, images): replace it, it joins afresh.
+      if [ "$role" = worker ]; then
+        # A stopped worker kept its engine state on its volume: it boots again, as a rebooted machine does.
+        log "$node is $state: starting it again (its engine state is kept)"
+        docker start "$node" >/dev/null
+        return
+      fi
+      # A stopped manager lost its tmpfs (engine state, swarm membership, images): replace it, it joins afresh.
       log "$node is $state: replacing it"
-      docker rm -f "$node" >/dev/null
+      remove_node "$node"
       ;;
   esac
-  log "starting $node"
+  log "starting $node ($role)"
+  if [ "$role" = worker ]; then
+    docker volume create --label "$LAB_LABEL" --label "$STATE_LABEL" "$(state_volume "$node")" >/dev/null
+  fi
   docker run -d --cap-add=ALL --cap-drop=SYS_RESOURCE \
     --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
-    -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /var/lib/docker:exec \
-    --label "$LAB_LABEL" --label "$ROLE_LABEL" \
+    -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run "${storage[@]}" \
+    --label "$LAB_LABEL" --label "$ROLE_LABEL" "${labels[@]}" \
     --network "$NETWORK" --hostname "$node" --name "$node" --init "$NODE_IMAGE" \
     sh -c "$ENGINE_SUPERVISOR" >/dev/null
+}
+
+state_volume() { echo "$1-docker"; }
+
+# A node container and, for a worker, its engine state (a node that joins again under this name starts afresh).
+remove_node() {
+  local node=$1 volume
+  docker rm -f "$node" >/dev/null
+  volume=$(state_volume "$node")
+  if [ "$(docker volume inspect --format '{{index .Labels "swarmgate.lab.role"}}' "$volume" 2>/dev/null)" = node-state ]; then
+    docker volume rm "$volume" >/dev/null
+  fi
 }
 
 # Swarm node entries that no live node container answers for (a replaced node's old self, a node beyond the count):
@@ -126,10 +173,11 @@ forget_stale_nodes() {
 }
 
 # The leader is the first node that manages a swarm; a swarm is made on node1 only when no node is in one (a
-# replaced node1 joins the others' swarm instead of starting a second one).
+# replaced node1 joins the others' swarm instead of starting a second one). Nodes 1..managers join as managers,
+# the rest as workers.
 ensure_swarm() {
-  local count=$1 leader="" token address node i
-  for i in $(seq 1 "$count"); do
+  local count=$1 managers=$2 leader="" token worker_token address node i
+  for i in $(seq 1 "$managers"); do
     node=$(node_name "$i")
     if [ "$(docker exec "$node" docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}' 2>/dev/null)" = "active true" ]; then
       leader=$node
@@ -143,13 +191,20 @@ ensure_swarm() {
   fi
   forget_stale_nodes "$leader" "$count"
   token=$(in_node "$leader" docker swarm join-token -q manager)
+  worker_token=$(in_node "$leader" docker swarm join-token -q worker)
   address=$(docker inspect --format "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "$leader")
   for i in $(seq 1 "$count"); do
     node=$(node_name "$i")
     [ "$(swarm_state "$node")" = active ] && continue
-    log "$node joins as a manager"
-    timeout 120 docker exec "$node" docker swarm join --advertise-addr eth0 --token "$token" "$address:2377" >/dev/null ||
-      die "$node could not join the swarm at $address:2377"
+    if [ "$i" -le "$managers" ]; then
+      log "$node joins as a manager"
+      timeout 120 docker exec "$node" docker swarm join --advertise-addr eth0 --token "$token" "$address:2377" >/dev/null ||
+        die "$node could not join the swarm at $address:2377"
+    else
+      log "$node joins as a worker"
+      timeout 120 docker exec "$node" docker swarm join --advertise-addr eth0 --token "$worker_token" "$address:2377" >/dev/null ||
+        die "$node could not join the swarm at $address:2377"
+    fi
   done
   wait_for 120 "all $count nodes to be Ready in the swarm" all_ready "$leader" "$count"
 }
@@ -201,8 +256,15 @@ load_images() {
 
 # --- commands ----------------------------------------------------------------------------------------------
 cmd_up() {
-  local count=${1:-3} start=$SECONDS i node
-  [[ "$count" =~ ^[1-9][0-9]*$ ]] || die "up takes a node count (a positive number), not \"$count\""
+  local managers=3 workers=0 count start=$SECONDS i node driver
+  if [ $# -gt 0 ] && [ "$1" != --workers ]; then managers=$1; shift; fi
+  if [ $# -gt 0 ]; then
+    [ "$1" = --workers ] && [ $# -eq 2 ] || die "usage: up [N] [--workers W]"
+    workers=$2
+  fi
+  [[ "$managers" =~ ^[1-9][0-9]*$ ]] || die "up takes a node count (a positive number), not \"$managers\""
+  [[ "$workers" =~ ^[0-9]+$ ]] || die "--workers takes a count (0 or more), not \"$workers\""
+  count=$((managers + workers))
   timeout 10 docker info >/dev/null 2>&1 || die "no Docker engine answers: run \`npm run lab -- up\` first"
   ensure_node_image
   ensure_network
@@ -212,17 +274,27 @@ cmd_up() {
     i=${node#"$PREFIX"}
     if [[ "$i" =~ ^[0-9]+$ ]] && [ "$i" -gt "$count" ]; then
       log "removing $node (beyond $count nodes)"
-      docker rm -f "$node" >/dev/null
+      remove_node "$node"
     fi
   done
-  for i in $(seq 1 "$count"); do start_node "$(node_name "$i")"; done
+  for i in $(seq 1 "$count"); do
+    if [ "$i" -le "$managers" ]; then start_node "$(node_name "$i")" manager; else start_node "$(node_name "$i")" worker; fi
+  done
   for i in $(seq 1 "$count"); do
     node=$(node_name "$i")
     wait_for 60 "dockerd inside $node to answer" node_docker_answers "$node"
   done
-  ensure_swarm "$count"
+  # A worker's engine state is on a volume under this machine's Docker root: overlayfs stacks on a disk filesystem
+  # (ext4, xfs), not on an overlay, where the nested engine would fall back to a copying driver (or fail).
+  for i in $(seq $((managers + 1)) "$count"); do
+    node=$(node_name "$i")
+    driver=$(docker exec "$node" docker info --format '{{.Driver}}')
+    [ "$driver" = overlay2 ] ||
+      die "$node's engine stores images with \"$driver\", not overlay2: its state volume is on a filesystem overlayfs cannot stack on (this machine's Docker root: $(docker info --format '{{.DockerRootDir}}'))"
+  done
+  ensure_swarm "$count" "$managers"
   load_images "$count"
-  log "$count node(s) up ($((SECONDS - start)) s):"
+  log "$count node(s) up, $managers manager(s) and $workers worker(s) ($((SECONDS - start)) s):"
   for i in $(seq 1 "$count"); do
     node=$(node_name "$i")
     log "  $node $(docker inspect --format "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "$node")"
@@ -238,6 +310,9 @@ cmd_down() {
     # shellcheck disable=SC2086
     timeout 120 docker rm -f $ids >/dev/null || die "removing the node containers took over 120 s"
   fi
+  ids=$(docker volume ls -q --filter label="$LAB_LABEL" --filter label="$STATE_LABEL")
+  # shellcheck disable=SC2086
+  [ -z "$ids" ] || docker volume rm $ids >/dev/null
   if [ "$(docker network inspect --format '{{index .Labels "swarmgate.lab"}}' "$NETWORK" 2>/dev/null)" = 1 ]; then
     docker network rm "$NETWORK" >/dev/null
   fi
@@ -266,8 +341,8 @@ cmd_status() {
 }
 
 case "${1:-}" in
-  up) cmd_up "${2:-3}" ;;
+  up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up [N]|down [--keep-image]|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [N] [--workers W]|down [--keep-image]|status" >&2; exit 2 ;;
 esac

@@ -409,7 +409,7 @@ cmd_status() {
 }
 
 case "${1:-}" in
-  up) cmd_up; if [ "${2:-}" = --nodes ]; then bash "$ROOT/scripts/lab-nodes.sh" up "${3:-3}"; fi ;;
+  up) cmd_up; if [ "${2:-}" = --nodes ]; then bash "$ROOT/scripts/lab-nodes.sh" up "${3:-3}" "${@:4}"; fi ;;
   clean) cmd_clean ;;
   down) shift; bash "$ROOT/scripts/lab-nodes.sh" down; cmd_down "$@" ;;
   status) cmd_status ;;

@@ -381,7 +381,7 @@ async function reachability(node: string): Promise<string> {
 
 test('dockerd restarted on a node (what a reboot does to its tasks): its edge comes back on its saved bundle, the rest serve on', async (t) => {
   // node3 stays a manager: the other two keep quorum while it restarts. Demoting it first (as most edges run on
-  // workers) and promoting it after is what a reboot of a worker would look like, but the lab's engine (20.10) then
+  // workers) and promoting it after is what a reboot of a worker would look like, but the lab's engine (26.1) then
   // panics in a loop on "tocommit(N) is out of range [lastIndex(0)]" (moby/moby#29180) and the next test finds no
   // engine on node3. The edge sees the same fault either way: every container on the node stops and starts again.
   t.after(async () => {

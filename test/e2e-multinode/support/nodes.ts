@@ -493,22 +493,51 @@ export async function killNode(node: string): Promise<void> {
   await docker(['kill', node]);
 }
 
+/** Worker nodes of the lab (lab-nodes.sh `--workers`), running or stopped: their containers carry this label. */
+export const WORKER_LABEL = 'swarmgate.lab.swarm-role=worker';
+
+export async function labWorkers(): Promise<string[]> {
+  return (
+    await docker([
+      'ps',
+      '-a',
+      '--filter',
+      'label=swarmgate.lab=1',
+      '--filter',
+      `label=${WORKER_LABEL}`,
+      '--format',
+      '{{.Names}}',
+    ])
+  )
+    .split('\n')
+    .filter(Boolean);
+}
+
 /**
- * Brings the lab back to `count` nodes with scripts/lab-nodes.sh (a killed node is replaced, joins again and gets
- * the images). Runs inside the caller's daemon lock: it must not take the lock itself.
+ * `scripts/lab-nodes.sh up <managers> --workers <workers>`: the lab made exactly that shape (a missing node joins,
+ * a killed manager is replaced, a stopped worker boots again, nodes beyond it leave). Runs inside the caller's daemon
+ * lock: it must not take the lock itself.
  */
-export function restoreNodes(count: number, timeoutMs = 300_000): Promise<string> {
+export function labNodesUp(managers: number, workers: number, timeoutMs = 300_000): Promise<string> {
   return new Promise((resolve, reject) => {
+    const args = ['up', String(managers), '--workers', String(workers)];
     execFile(
       'bash',
-      [path.join(REPO_ROOT, 'scripts', 'lab-nodes.sh'), 'up', String(count)],
+      [path.join(REPO_ROOT, 'scripts', 'lab-nodes.sh'), ...args],
       { timeout: timeoutMs, maxBuffer: 4 * 1024 * 1024 },
       (error, stdout, stderr) => {
-        if (error) reject(new Error(`lab-nodes.sh up ${count} failed: ${stderr.trim() || error.message}`));
+        if (error)
+          reject(new Error(`lab-nodes.sh ${args.join(' ')} failed: ${stderr.trim() || error.message}`));
         else resolve(stderr + stdout);
       },
     );
   });
+}
+
+/** Brings the lab back to `count` nodes, its workers kept workers (a killed node is replaced and joins again). */
+export async function restoreNodes(count: number, timeoutMs = 300_000): Promise<string> {
+  const workers = (await labWorkers()).length;
+  return labNodesUp(count - workers, workers, timeoutMs);
 }
 
 // --- HTTP to a node's edge ---------------------------------------------------------------------------------

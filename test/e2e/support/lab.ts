@@ -333,6 +333,8 @@ export interface ControllerStatus {
   edges: {
     edge: string;
     inSync: boolean;
+    /** in-sync, behind, unreachable (silent too long) or gone (node down, drained or removed): src/admin/rollout-status.ts. */
+    condition?: 'in-sync' | 'behind' | 'unreachable' | 'gone';
     applied: { version: number } | null;
     lastContact: string;
     reloads: number;
