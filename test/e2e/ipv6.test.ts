@@ -255,12 +255,16 @@ test('IPv6 on the lab: a Swarm edge with SWARMGATE_ENABLE_IPV6, and the edge wit
       // Docker 20.10 turns IPv6 off in a container on no IPv6 network: no ::1, no address.
       assert.equal(await docker(['exec', edge, 'cat', '/proc/sys/net/ipv6/conf/all/disable_ipv6']), '1');
       assert.equal(await docker(['exec', edge, 'ip', '-6', 'addr']), '');
-      const status = await waitFor('the new edge to apply the IPv6 config', async () => {
-        const current = await stackStatus();
-        const live = current.edges.filter((row) => row.inSync && row.rejected === null);
-        return current.config && live.length > 0 ? current : undefined;
+      // The new edge's own health (its agent, inside the container): the controller's current config applied, with
+      // no apply failure and no fallback.
+      const health = await waitFor('the new edge to apply the IPv6 config', async () => {
+        const version = (await stackStatus()).config?.version;
+        const own = JSON.parse(
+          await docker(['exec', edge, 'curl', '-sS', '-m', '3', 'http://127.0.0.1:8081/healthz']),
+        ) as { status: string; applied: { version: number } | null };
+        return version !== undefined && own.applied?.version === version ? own : undefined;
       });
-      assert.ok(status.config);
+      assert.equal(health.status, 'ok');
       // nginx bound [::]:80 all the same (binding the wildcard needs no address), so nothing failed or was reported.
       const listening = await docker(['exec', edge, 'ss', '-Hltn']);
       assert.match(listening, /\[::\]:80\s/);
