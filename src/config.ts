@@ -70,8 +70,9 @@ export interface ProxySettings {
   /** SWARMGATE_DEFAULT_HOST: unknown names are answered by this host's service (null: 503). */
   readonly defaultHost: string | null;
   /**
-   * SWARMGATE_ENABLE_IPV6: every edge listens on [::]:80 and [::]:443 as well. A setting, not detected: the
-   * controller renders one config for all edges, and an edge cannot bind [::] where its node has no IPv6.
+   * SWARMGATE_ENABLE_IPV6: every edge listens on [::] as well. A setting, not detected: the controller renders one
+   * config for all edges. An edge whose container has IPv6 off binds [::] all the same; one on a kernel without IPv6
+   * cannot, and refuses the config (test/e2e/ipv6.test.ts).
    */
   readonly ipv6: boolean;
   /**

@@ -92,6 +92,17 @@ export interface ApplyFailure {
   readonly since: string;
 }
 
+/**
+ * nginx -t's output with its error lines ([emerg], [alert], [crit], [error]) first. nginx 1.26 warns about every
+ * `listen ... http2` before it reaches the error, so with a few dozen HTTPS hosts the warnings alone filled the
+ * 1,800 characters an edge reports and the reason was cut off.
+ */
+function errorsFirst(output: string): string {
+  const lines = output.split('\n');
+  const isError = (line: string): boolean => /\[(emerg|alert|crit|error)\]/.test(line);
+  return [...lines.filter(isError), ...lines.filter((line) => !isError(line))].join('\n');
+}
+
 function failureOf(error: unknown, fingerprint: string, now: number): ApplyFailure {
   const errno = (error as NodeJS.ErrnoException | null)?.code;
   return {
@@ -362,7 +373,7 @@ export async function startEdgeAgent(deps: EdgeAgentDeps): Promise<RunningEdge> 
     const test = sameShape ? ({ ok: true } as const) : await deps.testConfig(confPath, shutdown.signal);
     if (!test.ok) {
       if (bundle.fingerprint !== activeFingerprint) await cache.discard(bundle.fingerprint);
-      throw new SwarmgateError('ERR_NGINX_INVALID', test.output.slice(0, 1800));
+      throw new SwarmgateError('ERR_NGINX_INVALID', errorsFirst(test.output).slice(0, 1800));
     }
     const previous = { fingerprint: activeFingerprint, applied };
     // Activated first: if nginx restarts or the post fails, the reload reads these same files.

@@ -288,3 +288,52 @@ test('a bundle with a certificate whose key is not its own is refused, reported,
   assert.equal(edge.applied(), null);
   assert.equal(nginx.reloads, 0);
 });
+
+test('a config nginx -t refuses is reported with its [emerg] line first, however many warnings come before it', async (t) => {
+  // nginx 1.26 warns about every `listen ... http2` before it reaches the error: with a few dozen HTTPS hosts the
+  // warnings alone are longer than the report, and the reason (here: a node whose kernel has no IPv6 under
+  // SWARMGATE_ENABLE_IPV6, as the lab's e2e test saw it) was cut off.
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), 'swarmgate-apply-'));
+  t.after(() => rm(stateDir, { recursive: true, force: true }));
+  const channel = new CountingChannel();
+  const conf = '/var/lib/swarmgate/bundles/0123/nginx.conf';
+  const warnings = Array.from(
+    { length: 40 },
+    (_, i) =>
+      `2026/11/26 12:47:45 [warn] 34#34: the "listen ... http2" directive is deprecated, use the "http2" directive instead in ${conf}:${275 + i}`,
+  );
+  const emerg =
+    '2026/11/26 12:47:45 [emerg] 34#34: socket() [::]:80 failed (97: Address family not supported by protocol)';
+  const output = [...warnings, emerg, `nginx: configuration file ${conf} test failed`].join('\n');
+  const edge = await startEdgeAgent({
+    config: readEdgeConfig({ SWARMGATE_STATE_DIR: stateDir, SWARMGATE_EDGE_HEALTH_PORT: '0' }, 'edge-1'),
+    nodeId: null,
+    channel,
+    nginx: new FakeNginx(),
+    testConfig: async () => ({ ok: false, output }),
+    templates: createTemplateRenderer(),
+    logger: createCapturingLogger('debug').logger,
+    clock: new FakeClock(),
+    version: 'test',
+  });
+  t.after(() => edge.stop());
+  await waitUntil('the first poll', () => channel.waiting);
+  const files = renderConfig(
+    buildRoutingModel(oneServiceSnapshot('a.test', ['10.0.0.2']), { networks: ['swarmgate'] }),
+    { proxy: { ...defaultProxySettings(), ipv6: true }, generator: 'test' },
+    createTemplateRenderer(),
+  );
+  channel.offer({
+    version: 1,
+    fingerprint: fingerprintBundle(files),
+    files,
+    publishedAt: '2026-06-01T00:00:00Z',
+  });
+  await waitUntil('the refusal to be reported', () =>
+    channel.reports.some((report) => report.rejected !== null),
+  );
+  const error = channel.reports.at(-1)?.rejected?.error ?? '';
+  assert.ok(error.startsWith(`ERR_NGINX_INVALID: ${emerg}\n`), error.slice(0, 300));
+  assert.ok(error.length <= 2000, `${error.length} characters`);
+  assert.equal(edge.applied(), null);
+});
