@@ -8,9 +8,10 @@ import { once } from 'node:events';
 import http from 'node:http';
 import http2 from 'node:http2';
 import { test } from 'node:test';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import WebSocket from 'ws';
 import { makeChannelKeyPair } from '../support/channel-tls.ts';
+import { edgeEchoClient, unaryEcho } from '../support/grpc-echo.ts';
 import {
   controllerStatus,
   createService,
@@ -330,52 +331,7 @@ test('SSE: events written every 100 ms reach the client as they are written, ove
 
 // --- gRPC --------------------------------------------------------------------------------------------------------
 
-const bytes = {
-  requestSerialize: (value: Buffer) => value,
-  requestDeserialize: (value: Buffer) => value,
-  responseSerialize: (value: Buffer) => value,
-  responseDeserialize: (value: Buffer) => value,
-};
-/** protocols.mjs's methods, with raw bytes as messages: no .proto file on either side. */
-const ECHO_SERVICE = {
-  echo: { path: '/swarmgate.test.Echo/Echo', requestStream: false, responseStream: false, ...bytes },
-  count: { path: '/swarmgate.test.Echo/Count', requestStream: false, responseStream: true, ...bytes },
-  join: { path: '/swarmgate.test.Echo/Join', requestStream: true, responseStream: false, ...bytes },
-  chat: { path: '/swarmgate.test.Echo/Chat', requestStream: true, responseStream: true, ...bytes },
-} satisfies grpc.ServiceDefinition;
-
-interface EchoClient extends grpc.Client {
-  echo(
-    request: Buffer,
-    options: grpc.CallOptions,
-    callback: (error: grpc.ServiceError | null, reply?: Buffer) => void,
-  ): grpc.ClientUnaryCall;
-  count(request: Buffer, options: grpc.CallOptions): grpc.ClientReadableStream<Buffer>;
-  join(
-    options: grpc.CallOptions,
-    callback: (error: grpc.ServiceError | null, reply?: Buffer) => void,
-  ): grpc.ClientWritableStream<Buffer>;
-  chat(options: grpc.CallOptions): grpc.ClientDuplexStream<Buffer, Buffer>;
-}
-
-/** A gRPC client of the lab edge's HTTPS port: TLS verified against Pebble's root, HTTP/2 by ALPN, `host` as :authority. */
-function edgeClient(host: string, root: string): EchoClient {
-  const Client = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Echo');
-  return new Client(`127.0.0.1:${EDGE_HTTPS_PORT}`, grpc.credentials.createSsl(Buffer.from(root)), {
-    'grpc.ssl_target_name_override': host,
-    'grpc.default_authority': host,
-  }) as unknown as EchoClient;
-}
-
 const deadline = (): grpc.CallOptions => ({ deadline: Date.now() + 10_000 });
-
-function unary(client: EchoClient, message: string): Promise<string> {
-  return new Promise((resolve, reject) =>
-    client.echo(Buffer.from(message), deadline(), (error, reply) =>
-      error ? reject(error) : resolve(String(reply)),
-    ),
-  );
-}
 
 for (const proto of ['grpc', 'grpcs'] as const) {
   test(`gRPC, VIRTUAL_PROTO=${proto}: unary, server streaming, client streaming and bidi through the edge's HTTPS port`, async (t) => {
@@ -404,11 +360,11 @@ for (const proto of ['grpc', 'grpcs'] as const) {
     await waitForRouted(name, 1);
     const root = await pebbleRoot();
     await waitForCertificate(host, root);
-    const client = edgeClient(host, root);
+    const client = edgeEchoClient(EDGE_HTTPS_PORT, root, host);
     t.after(() => client.close());
 
     // Unary.
-    const pong = await unary(client, 'ping');
+    const pong = await unaryEcho(client, 'ping');
     assert.match(pong, new RegExp(`^${name}\\.\\d+\\.\\w+ ping$`));
     const task = pong.slice(0, -' ping'.length);
 

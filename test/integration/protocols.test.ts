@@ -8,6 +8,8 @@ import http2 from 'node:http2';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import WebSocket, { WebSocketServer } from 'ws';
+import { ECHO_SERVICE, edgeEchoClient, unaryEcho } from '../support/grpc-echo.ts';
+import type { EchoClient } from '../support/grpc-echo.ts';
 import { freePort, get, workerPids } from '../support/loopback-nginx.ts';
 import { startProtocolEdge, TEST_CERTIFICATE } from '../support/protocol-edge.ts';
 import { waitUntil } from '../support/wait.ts';
@@ -259,19 +261,6 @@ for (const [name, options] of [
 // --- gRPC --------------------------------------------------------------------------------------------------------
 
 const GRPC_HOST = 'grpc.example.com';
-const bytes = {
-  requestSerialize: (value: Buffer) => value,
-  requestDeserialize: (value: Buffer) => value,
-  responseSerialize: (value: Buffer) => value,
-  responseDeserialize: (value: Buffer) => value,
-};
-/** Hand-written method definitions with raw bytes as messages: no .proto file needed. */
-const ECHO_SERVICE = {
-  echo: { path: '/swarmgate.test.Echo/Echo', requestStream: false, responseStream: false, ...bytes },
-  count: { path: '/swarmgate.test.Echo/Count', requestStream: false, responseStream: true, ...bytes },
-  join: { path: '/swarmgate.test.Echo/Join', requestStream: true, responseStream: false, ...bytes },
-  chat: { path: '/swarmgate.test.Echo/Chat', requestStream: true, responseStream: true, ...bytes },
-} satisfies grpc.ServiceDefinition;
 
 interface GrpcTask {
   /** Count: messages written; the stream writes the next one only when released (see releaseNext). */
@@ -337,40 +326,11 @@ async function startGrpcTask(t: test.TestContext, ip: string, port: number, tls:
   return task;
 }
 
-interface EchoClient extends grpc.Client {
-  echo(
-    request: Buffer,
-    options: grpc.CallOptions,
-    callback: (error: grpc.ServiceError | null, reply?: Buffer) => void,
-  ): grpc.ClientUnaryCall;
-  count(request: Buffer, options: grpc.CallOptions): grpc.ClientReadableStream<Buffer>;
-  join(
-    options: grpc.CallOptions,
-    callback: (error: grpc.ServiceError | null, reply?: Buffer) => void,
-  ): grpc.ClientWritableStream<Buffer>;
-  chat(options: grpc.CallOptions): grpc.ClientDuplexStream<Buffer, Buffer>;
-}
-
 /** A gRPC client of the edge's 443: TLS with the test certificate, HTTP/2 by ALPN, the host as :authority. */
 function edgeClient(t: test.TestContext, tlsPort: number): EchoClient {
-  const Client = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Echo');
-  const client = new Client(
-    `127.0.0.1:${tlsPort}`,
-    grpc.credentials.createSsl(Buffer.from(TEST_CERTIFICATE.certificatePem)),
-    { 'grpc.ssl_target_name_override': GRPC_HOST, 'grpc.default_authority': GRPC_HOST },
-  ) as unknown as EchoClient;
+  const client = edgeEchoClient(tlsPort, TEST_CERTIFICATE.certificatePem, GRPC_HOST);
   t.after(() => client.close());
   return client;
-}
-
-function unary(client: EchoClient, message: string): Promise<string> {
-  return new Promise((resolve, reject) =>
-    client.echo(
-      Buffer.from(message),
-      { deadline: Date.now() + 10_000 },
-      (error: Error | null, reply?: Buffer) => (error ? reject(error) : resolve(String(reply))),
-    ),
-  );
 }
 
 /** Count(n) through the edge; per message, whether it arrived while the task still held the stream open. */
@@ -432,7 +392,7 @@ for (const proto of ['grpc', 'grpcs'] as const) {
       tls: true,
     });
     const client = edgeClient(t, edge.setup.tlsPort);
-    assert.equal(await unary(client, 'ping'), '127.0.0.2 ping');
+    assert.equal(await unaryEcho(client, 'ping'), '127.0.0.2 ping');
     const run = await streamed(client, task, 5);
     assert.deepEqual(run.messages, ['1', '2', '3', '4', '5']);
     // The last message comes with the end of the stream; every one before it arrived while the task held it open.
@@ -452,7 +412,7 @@ test('gRPC: swarmgate.proxy-timeout bounds how long the edge waits on a gRPC tas
   const client = edgeClient(t, edge.setup.tlsPort);
   // The task answers after 3 s, the client waits up to 10 s: only the edge's 1 s timeout can end the call with a
   // 504, which gRPC clients read as UNAVAILABLE. Without it nginx waits its default 60 s and the answer arrives.
-  await assert.rejects(unary(client, 'slow'), (error: grpc.ServiceError) => {
+  await assert.rejects(unaryEcho(client, 'slow'), (error: grpc.ServiceError) => {
     assert.equal(error.code, grpc.status.UNAVAILABLE, error.message);
     return true;
   });
