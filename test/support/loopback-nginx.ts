@@ -102,12 +102,25 @@ export function get(port: number, host: string): Promise<{ status: number; body:
   });
 }
 
+/** Ports freePort has handed out in this process. */
+const handedOut = new Set<number>();
+
+/**
+ * A loopback port nothing listens on now, and one this process was not given before. The kernel may hand the same
+ * port to two binds to port 0 in a row once the first is closed, so a set-up asking for two ports (HTTP and HTTPS)
+ * once got one port twice, and nginx refused its config ("a duplicate default server").
+ */
 export async function freePort(): Promise<number> {
-  const probe = http.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
+  for (;;) {
+    const probe = http.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => resolve()));
+    const { port } = probe.address() as AddressInfo;
+    await new Promise((resolve) => probe.close(resolve));
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export interface LoopbackSetup {
