@@ -431,8 +431,9 @@ export const EMPTY_MODEL: RoutingModel = {
  * A service with a refused label is left out whole (a Problem of severity error says so). The stream labels
  * (swarmgate.tcp.*, swarmgate.tls.passthrough*) are judged after the HTTP routes, since a passthrough name must not
  * be one an HTTP route serves; a service refused there is then built again without any route (HTTP, TCP port or
- * passthrough), keeping the Problems it got. Each round leaves out at least one more service, so this ends; with no such refusal (nearly
- * always) the model is built once.
+ * passthrough), keeping the Problems it got. Services refused for their own labels go first, losers of a CONFLICT
+ * only once none is left, since the winner may be one of the first. Each round leaves out at least one more service,
+ * so this ends; with no such refusal (nearly always) the model is built once.
  */
 export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): RoutingModel {
   const leftOut = new Map<string, readonly Problem[]>();
@@ -459,7 +460,15 @@ export function buildRoutingModel(snapshot: Snapshot, settings: ModelSettings): 
         .map((problem) => problem.service),
     );
     if (refusedYetRouted.size === 0) return model;
-    for (const name of refusedYetRouted) {
+    // A service that lost a CONFLICT may have lost it to a service refused for its own labels in this round: leave
+    // those out first and build again, so the conflict goes with them; losers of conflicts that remain go after.
+    const ownRefusals = new Set(
+      model.problems
+        .filter((problem) => problem.severity === 'error' && problem.code !== 'CONFLICT')
+        .map((problem) => problem.service)
+        .filter((name) => refusedYetRouted.has(name)),
+    );
+    for (const name of ownRefusals.size > 0 ? ownRefusals : refusedYetRouted) {
       leftOut.set(
         name,
         model.problems.filter((problem) => problem.service === name),

@@ -59,7 +59,7 @@ export interface StreamInput {
   /** SWARMGATE_TCP_PORTS. */
   readonly tcpPorts: readonly number[];
   /**
-   * SWARMGATE_TRUSTED_PROXIES is set. Every passthrough claim is then a CONFLICT: with a passthrough service the
+   * SWARMGATE_TRUSTED_PROXIES is set. Every passthrough claim is then refused (INVALID_LABEL): with a passthrough service the
    * HTTPS servers sit behind the stream hop and take the client address from its PROXY header (nginx's realip takes
    * one source per server, and theirs replaces the X-Forwarded-For one), which behind a load balancer is the
    * balancer's own address. Address rules and rate limits would see the balancer for every HTTPS client: fail open.
@@ -113,14 +113,18 @@ export function buildStreamRoutes(input: StreamInput, problems: Problem[]): Stre
       }
     }
     if (claim.passthrough && input.trustsProxies) {
-      conflict(
-        name,
-        TLS_PASSTHROUGH_LABEL,
-        'TLS passthrough cannot be used while SWARMGATE_TRUSTED_PROXIES is set: behind the passthrough hop every ' +
+      // The label itself cannot be honoured under this setting (INVALID_LABEL), whatever other services ask.
+      problems.push({
+        service: name,
+        label: TLS_PASSTHROUGH_LABEL,
+        code: 'INVALID_LABEL',
+        severity: 'error',
+        reason:
+          'TLS passthrough cannot be used while SWARMGATE_TRUSTED_PROXIES is set: behind the passthrough hop every ' +
           "HTTPS request would carry the load balancer's address instead of its X-Forwarded-For client, so address " +
           'rules and rate limits would fail open; pass the name through at the load balancer, or clear ' +
           'SWARMGATE_TRUSTED_PROXIES',
-      );
+      });
     } else if (claim.passthrough) {
       const taken = claim.passthrough.hosts.flatMap((host) => {
         if (input.httpHosts.has(host.value))

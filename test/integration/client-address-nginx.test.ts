@@ -207,7 +207,7 @@ test('behind trusted proxies the client is the one in X-Forwarded-For, over HTTP
     assert.equal(model.stream, undefined, 'no stream block: HTTPS listens on 443 itself');
     assert.deepEqual(
       model.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
-      [['vault', 'swarmgate.tls.passthrough', 'CONFLICT', 'error']],
+      [['vault', 'swarmgate.tls.passthrough', 'INVALID_LABEL', 'error']],
     );
     assert.match(model.problems[0]?.reason ?? '', /SWARMGATE_TRUSTED_PROXIES/);
   });

@@ -184,7 +184,7 @@ test('a passthrough name an HTTP service routes is a CONFLICT; the HTTP route st
   );
 });
 
-test('with SWARMGATE_TRUSTED_PROXIES a passthrough claim is a CONFLICT naming it; the service is left out whole', () => {
+test('with SWARMGATE_TRUSTED_PROXIES a passthrough claim is refused naming it; the service is left out whole', () => {
   const model = buildRoutingModel(
     snapshot(
       [service('both', { 'swarmgate.tls.passthrough': 'vault.example.com', 'swarmgate.tcp.port': '5432' })],
@@ -196,9 +196,35 @@ test('with SWARMGATE_TRUSTED_PROXIES a passthrough claim is a CONFLICT naming it
   assert.equal(model.stream, undefined);
   assert.deepEqual(
     model.problems.map((problem) => [problem.service, problem.label, problem.code, problem.severity]),
-    [['both', 'swarmgate.tls.passthrough', 'CONFLICT', 'error']],
+    [['both', 'swarmgate.tls.passthrough', 'INVALID_LABEL', 'error']],
   );
   assert.match(model.problems[0]?.reason ?? '', /SWARMGATE_TRUSTED_PROXIES is set: .* fail open/);
+});
+
+test('a service that lost a TCP port to a service refused for its own labels gets the port, whatever else it routes', () => {
+  // Found in review: both were left out in one round, so the port closed and the loser's CONFLICT named a service
+  // that was not routed; with the newer service stream-only, it got the port. Now the same either way.
+  for (const newer of [{}, { VIRTUAL_HOST: 'db.example.com' }] as Record<string, string>[]) {
+    const model = buildRoutingModel(
+      snapshot(
+        [
+          service('old', { 'swarmgate.tcp.port': '5432', 'swarmgate.tls.passthrough': 'vault.example.com' }),
+          service('new', { 'swarmgate.tcp.port': '5432', ...newer }, '2026-02-01T00:00:00Z'),
+        ],
+        { old: ['10.0.0.2'], new: ['10.0.0.3'] },
+      ),
+      { networks: ['swarmgate'], tcpPorts: [5432], trustedProxies: ['10.0.0.0/8'] },
+    );
+    assert.deepEqual(model.stream?.tcp, [{ port: 5432, service: 'new', upstream: 'tcp_5432' }]);
+    assert.deepEqual(
+      model.problems.map((problem) => [problem.service, problem.code]),
+      [['old', 'INVALID_LABEL']],
+    );
+    assert.deepEqual(
+      model.servers.map((server) => server.host.value),
+      'VIRTUAL_HOST' in newer ? ['db.example.com'] : [],
+    );
+  }
 });
 
 test('task changes touch stream-peers.txt only: the shape (and so the edge config) stays, no reload', () => {
