@@ -822,11 +822,11 @@ export class Reconciler {
   }
 }
 
-/** The model with only the named services' routes (and the given extra problems). */
 /**
- * The model cut to the HTTP services in `keep`, as published after a quarantine. The stream routes (TCP ports, TLS
- * passthrough) stay whole: they are judged by the model alone and never quarantined, and a bundle without them would
- * close every TCP port and passthrough name on every edge while any HTTP service is quarantined.
+ * The model with only the named services' routes (and the given extra problems), as published after a quarantine.
+ * The stream routes (TCP ports, TLS passthrough) of every other service stay: a bundle without them would close every
+ * TCP port and passthrough name on every edge while any HTTP service is quarantined. A service cut here loses its
+ * stream routes too, as a refused service keeps no route of any kind.
  */
 export function restrictModel(
   model: RoutingModel,
@@ -855,7 +855,28 @@ export function restrictModel(
       ]),
     ].sort(),
     adminServer: model.adminServer,
-    ...(model.stream ? { stream: model.stream } : {}),
+    ...streamWithout(
+      model,
+      model.services.filter((service) => !keep.has(service.name)).map((service) => service.name),
+    ),
+  };
+}
+
+/** The model's stream routes without those of the services cut; nothing when none is left. */
+function streamWithout(model: RoutingModel, cut: readonly string[]): Pick<RoutingModel, 'stream'> {
+  if (!model.stream) return {};
+  if (cut.length === 0) return { stream: model.stream };
+  const gone = new Set(cut);
+  const tcp = model.stream.tcp.filter((route) => !gone.has(route.service));
+  const passthrough = model.stream.passthrough.filter((route) => !gone.has(route.service));
+  if (tcp.length === 0 && passthrough.length === 0) return {};
+  const used = new Set([...tcp, ...passthrough].map((route) => route.upstream));
+  return {
+    stream: {
+      tcp,
+      passthrough,
+      upstreams: model.stream.upstreams.filter((upstream) => used.has(upstream.name)),
+    },
   };
 }
 

@@ -386,3 +386,34 @@ test("a quarantined HTTP service leaves the other services' TCP ports in the pub
   assert.match(conf(), /listen 5432;/);
   assert.match(streamPeers(), /10\.0\.9\.2:5432/);
 });
+
+test('a quarantined service loses its own TCP port with its HTTP routes; the others keep theirs', async (t) => {
+  // Found in review: quarantine kept the whole stream block, so a service refused by nginx -t (NGINX_REJECTED)
+  // still got its TCP traffic while the status showed it refused.
+  const config = readControllerConfig({
+    SWARMGATE_CHANNEL_CERT_FILE: TEST_CHANNEL_CERT_FILE,
+    SWARMGATE_TCP_PORTS: '5432,6379',
+  });
+  const h = harness(
+    t,
+    1,
+    (conf) =>
+      conf.includes('bad.example.com') ? { ok: false, output: 'nginx: [emerg] bad host' } : { ok: true },
+    { proxy: config.proxy },
+  );
+  h.docker.services.push(rawService('db', { 'swarmgate.tcp.port': '5432' }));
+  h.docker.tasks.push(rawTask('db-t1', 'db', '10.0.9.1'));
+  h.docker.services.push(
+    rawService(
+      'bad',
+      { VIRTUAL_HOST: 'bad.example.com', 'swarmgate.tcp.port': '6379' },
+      { createdAt: '2026-02-01T00:00:00Z' },
+    ),
+  );
+  h.docker.tasks.push(rawTask('bad-t1', 'bad', '10.0.9.9'));
+  await h.reconciler.reconcileNow();
+  const conf = h.store.current?.files['nginx.conf'] ?? '';
+  assert.match(conf, /listen 5432;/);
+  assert.doesNotMatch(conf, /listen 6379;/, "the quarantined service's TCP port is closed");
+  assert.doesNotMatch(h.store.current?.files['stream-peers.txt'] ?? '', /10\.0\.9\.9/);
+});
