@@ -106,6 +106,10 @@ start_node() {
     labels=(--label "$WORKER_LABEL")
   fi
   state=$(docker inspect --format '{{.State.Status}}' "$node" 2>/dev/null) || state=missing
+  # A container of that name that the lab did not make is never replaced, started or removed.
+  if [ "$state" != missing ] && [ "$(docker inspect --format '{{index .Config.Labels "swarmgate.lab"}}' "$node")" != 1 ]; then
+    die "a container named $node exists and is not the lab's (no $LAB_LABEL label): rename it, or set SWARMGATE_LAB_NODE_PREFIX"
+  fi
   local made_as=manager
   [ "$state" = missing ] || [ "$(docker inspect --format '{{index .Config.Labels "swarmgate.lab.swarm-role"}}' "$node")" != worker ] ||
     made_as=worker
