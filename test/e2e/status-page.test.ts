@@ -290,7 +290,10 @@ test('live traffic of the app appears on the page (and the README picture)', asy
     );
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  await chart.waitFor({ timeout: 1000 });
+  // The chart is drawn once there are two samples. Not waitFor's "visible": a line of equal rates is flat (every
+  // point at the top), has no height, and counts as hidden though it is on the page (CI saw that once).
+  const points = ((await chart.getAttribute('points')) ?? '').split(' ').filter(Boolean);
+  assert.ok(points.length >= 2, `a line through the samples: ${points.join(' ')}`);
   assert.match((await appRow(page).textContent()) ?? '', /\d+\.\d/, 'a request rate');
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
   await context.close();
