@@ -59,10 +59,11 @@ export interface StreamInput {
   /** SWARMGATE_TCP_PORTS. */
   readonly tcpPorts: readonly number[];
   /**
-   * SWARMGATE_TRUSTED_PROXIES is set. Every passthrough claim is then refused (INVALID_LABEL): with a passthrough service the
-   * HTTPS servers sit behind the stream hop and take the client address from its PROXY header (nginx's realip takes
-   * one source per server, and theirs replaces the X-Forwarded-For one), which behind a load balancer is the
-   * balancer's own address. Address rules and rate limits would see the balancer for every HTTPS client: fail open.
+   * SWARMGATE_TRUSTED_PROXIES is set. Every passthrough claim is then refused (INVALID_LABEL): with a passthrough
+   * service the HTTPS servers sit behind the stream hop and take the client address from its PROXY header (nginx's
+   * realip takes one source per server, and theirs replaces the X-Forwarded-For one), which behind a load balancer is
+   * the balancer's own address. Address rules and rate limits would see the balancer for every HTTPS client: fail
+   * open.
    */
   readonly trustsProxies: boolean;
   /** Hosts the HTTP routes and the admin host own: a passthrough claim on one is a CONFLICT. */
