@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import type { ServiceInfo, Snapshot } from '../../src/discovery/snapshot.ts';
+import type { Snapshot } from '../../src/discovery/snapshot.ts';
 import { BundleCache } from '../../src/edge/bundle-cache.ts';
 import { createNginxProcess } from '../../src/edge/nginx-process.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
@@ -16,6 +16,7 @@ import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { fingerprintBundle, renderConfig } from '../../src/render/render-config.ts';
 import { loopbackConf, loopbackSetup, REPO_LUA_DIR } from '../support/loopback-nginx.ts';
 import { waitUntil } from '../support/wait.ts';
+import { serviceInfo as service } from '../support/service-info.ts';
 
 interface Answer {
   readonly status: number;
@@ -62,25 +63,6 @@ async function listen(
   const server = http.createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, ip, () => resolve()));
   return { server, port: (server.address() as AddressInfo).port };
-}
-
-function service(
-  name: string,
-  labels: Record<string, string>,
-  env: Record<string, string> = {},
-): ServiceInfo {
-  return {
-    id: name,
-    name,
-    createdAt: '2026-01-01T00:00:00Z',
-    labels,
-    env,
-    mode: 'replicated',
-    replicas: 1,
-    networks: ['swarmgate'],
-    image: 'x:1',
-    updateState: null,
-  };
 }
 
 // htpasswd -nbB -C 5 alice secret

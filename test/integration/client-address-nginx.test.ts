@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import type { ServiceInfo, Snapshot } from '../../src/discovery/snapshot.ts';
+import type { Snapshot } from '../../src/discovery/snapshot.ts';
 import { buildRoutingModel } from '../../src/model/routing-model.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
 import { renderConfig } from '../../src/render/render-config.ts';
@@ -23,6 +23,7 @@ import {
   startBundleNginx,
   withConf,
 } from '../support/loopback-nginx.ts';
+import { serviceInfo as service } from '../support/service-info.ts';
 
 const fixtures = new URL('../fixtures/', import.meta.url);
 const certificate = {
@@ -66,25 +67,6 @@ function send(
     req.on('error', reject);
     req.end();
   });
-}
-
-function service(
-  name: string,
-  labels: Record<string, string>,
-  env: Record<string, string> = {},
-): ServiceInfo {
-  return {
-    id: name,
-    name,
-    createdAt: '2026-01-01T00:00:00Z',
-    labels,
-    env,
-    mode: 'replicated',
-    replicas: 1,
-    networks: ['swarmgate'],
-    image: 'x:1',
-    updateState: null,
-  };
 }
 
 test('behind trusted proxies the client is the one in X-Forwarded-For, over HTTP and HTTPS', async (t) => {
