@@ -13,7 +13,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { focused, launchIsolatedChromium, submitToken } from '../support/browser.ts';
+import { focused, launchIsolatedChromium, submitToken, waitInPage } from '../support/browser.ts';
 import type { Focused, IsolatedBrowser } from '../support/browser.ts';
 import {
   controllerStatus,
@@ -159,8 +159,10 @@ test('the admin host asks to sign in, refuses a wrong token, then shows the lab 
   const status = await controllerStatus();
   const hosts = status.services.flatMap((service) => service.hosts);
   assert.ok(hosts.includes(appHost), `the controller routes ${appHost}: ${hosts.join(', ')}`);
-  await page.waitForFunction(
-    `(${JSON.stringify(hosts)}).every((host) => [...document.querySelectorAll('#routes th')].some((th) => th.textContent.startsWith(host)))`,
+  await waitInPage(
+    page,
+    `return arg.every((host) => [...document.querySelectorAll('#routes th')].some((th) => th.textContent.startsWith(host)))`,
+    hosts,
   );
   const shown = await page.locator('#routes th').allTextContents();
   for (const host of hosts) {
@@ -271,7 +273,7 @@ test('keyboard: Tab reaches the controls in order with a visible focus, and Ente
   await page.keyboard.press('Enter');
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
   // The form's autofocus lands on the token field once the page has rendered, a frame after it loaded.
-  await page.waitForFunction(`document.activeElement && document.activeElement.id === 'token'`);
+  await waitInPage(page, `return document.activeElement?.id === 'token'`);
   await page.keyboard.type(labToken());
   await page.keyboard.press('Enter');
   await appRow(page).waitFor();

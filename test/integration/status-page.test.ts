@@ -22,7 +22,7 @@ import type { RunningController } from '../../src/controller/controller.ts';
 import { createLogger } from '../../src/logger.ts';
 import { systemClock } from '../../src/reconcile/clock.ts';
 import { createTemplateRenderer } from '../../src/render/nunjucks-env.ts';
-import { CHROMIUM, focused, launchIsolatedChromium, submitToken } from '../support/browser.ts';
+import { CHROMIUM, focused, launchIsolatedChromium, submitToken, waitInPage } from '../support/browser.ts';
 import type { Focused, IsolatedBrowser } from '../support/browser.ts';
 import { apiRequest, makeChannelKeyPair } from '../support/channel-tls.ts';
 import type { ChannelKeyPair } from '../support/channel-tls.ts';
@@ -268,6 +268,26 @@ test(
     // The filter, which has the focus now, works from the keyboard.
     await page.keyboard.type('nothing-matches');
     await page.locator('#routes', { hasText: 'No route matches the filter.' }).waitFor();
+    await context.close();
+  },
+);
+
+// The e2e test waits in the page for states the page reaches later (the sign-in form's focus). Under the page's CSP
+// (script-src 'self') a string predicate failed on every poll after the first; CI once saw it.
+test(
+  'waiting in the page under its CSP: a condition false at first check resolves once it turns true',
+  { skip },
+  async () => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await signedIn(context);
+    const started = Date.now();
+    await waitInPage(
+      page,
+      'return performance.now() > (globalThis.trueAfter ??= performance.now() + 300)',
+      undefined,
+      10_000,
+    );
+    assert.ok(Date.now() - started >= 300, 'the condition was false at first and polled until true');
     await context.close();
   },
 );

@@ -93,6 +93,17 @@ export async function submitToken(page: Page, token: string): Promise<void> {
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
 
+/**
+ * Waits until `body`, a function body run in the page with `arg`, returns something truthy. A string predicate will
+ * not do: Playwright evaluates a string anew on every poll with `eval`, which the page's CSP (script-src 'self')
+ * forbids once a poll runs outside DevTools' own call, so it fails whenever the first check is false. A function is
+ * evaluated once, in that call, then only called. (Built with `new Function` because this project's types have no DOM.)
+ */
+export async function waitInPage(page: Page, body: string, arg?: unknown, timeout?: number): Promise<void> {
+  const predicate = new Function('arg', body) as (arg: unknown) => unknown;
+  await page.waitForFunction(predicate, arg, timeout === undefined ? {} : { timeout });
+}
+
 /** What has the keyboard focus now: its id or text, and whether its focus ring shows. */
 export interface Focused {
   readonly id: string;
