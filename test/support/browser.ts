@@ -96,12 +96,21 @@ export async function submitToken(page: Page, token: string): Promise<void> {
 /**
  * Waits until `body`, a function body run in the page with `arg`, returns something truthy. A string predicate will
  * not do: Playwright evaluates a string anew on every poll with `eval`, which the page's CSP (script-src 'self')
- * forbids once a poll runs outside DevTools' own call, so it fails whenever the first check is false. A function is
- * evaluated once, in that call, then only called. (Built with `new Function` because this project's types have no DOM.)
+ * forbids once a poll runs outside DevTools' own call, so it fails whenever the first check is false. Here DevTools
+ * makes the body a function in the page once, and each poll only calls it. (A string because this project's types
+ * have no DOM.)
  */
 export async function waitInPage(page: Page, body: string, arg?: unknown, timeout?: number): Promise<void> {
-  const predicate = new Function('arg', body) as (arg: unknown) => unknown;
-  await page.waitForFunction(predicate, arg, timeout === undefined ? {} : { timeout });
+  const predicate = await page.evaluateHandle<(arg: unknown) => unknown>(`(arg) => { ${body} }`);
+  try {
+    await page.waitForFunction(
+      (input) => input.predicate(input.arg),
+      { predicate, arg },
+      timeout === undefined ? {} : { timeout },
+    );
+  } finally {
+    await predicate.dispose().catch(() => undefined);
+  }
 }
 
 /** What has the keyboard focus now: its id or text, and whether its focus ring shows. */
