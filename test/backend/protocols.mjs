@@ -189,13 +189,16 @@ if (process.env.TLS_CERT && process.env.TLS_KEY) {
 // --- SIGTERM: what a well-behaved app does: stop accepting, send every WebSocket a close frame, exit ---------------
 
 process.on('SIGTERM', () => {
-  // `at`: the e2e reads it from the task's log to time the close frame's way through the edge.
-  log('SIGTERM', { webSockets: sockets.size, at: Date.now() });
+  const at = Date.now();
+  log('SIGTERM', { webSockets: sockets.size, at });
   server.close();
   grpcServer.close();
   grpcsServer?.close();
   for (const state of sockets) {
     state.closing = true;
+    // "sigterm <at>" first: the e2e times the close frame's way through the edge from it. (Not from the task's log:
+    // Swarm reaps a scaled-down task, and its log with it, within moments of its exit.)
+    state.socket.write(frame(0x1, Buffer.from(`sigterm ${at}`)));
     state.socket.write(frame(0x8, closePayload(1001, 'task stopping')));
     // The client answers with its own close frame, and the connection ends; a client that does not gets 2 s.
     setTimeout(() => state.socket.destroy(), 2000).unref();

@@ -66,6 +66,8 @@ interface Closed {
   readonly code: number;
   readonly reason: string;
   readonly at: number;
+  /** When the app got its SIGTERM (its "sigterm <at>" message before the close frame; its clock is this machine's). */
+  readonly sigtermAt: number | undefined;
 }
 
 interface OpenWs {
@@ -79,9 +81,14 @@ interface OpenWs {
 /** A WebSocket through the lab edge; the first echo tells which task carries it. */
 async function openWs(url: string, options: WebSocket.ClientOptions): Promise<OpenWs> {
   const socket = new WebSocket(url, options);
+  let sigtermAt: number | undefined;
+  socket.on('message', (data: Buffer) => {
+    const said = /^sigterm (\d+)$/.exec(String(data));
+    if (said) sigtermAt = Number(said[1]);
+  });
   const closed = new Promise<Closed>((resolve) =>
     socket.on('close', (code: number, reason: Buffer) =>
-      resolve({ code, reason: String(reason), at: Date.now() }),
+      resolve({ code, reason: String(reason), at: Date.now(), sigtermAt }),
     ),
   );
   // An error is followed by 'close', which is what the tests read.
@@ -96,22 +103,6 @@ async function openWs(url: string, options: WebSocket.ClientOptions): Promise<Op
   const hello = await ask('hello');
   assert.match(hello, / hello$/);
   return { socket, task: hello.slice(0, -' hello'.length), closed, ask };
-}
-
-/** When the task's protocols server logged its SIGTERM (its clock is this machine's). */
-async function sigtermTime(taskId: string): Promise<number> {
-  const logs = await docker(['service', 'logs', '--raw', '--tail', '20', taskId], { timeoutMs: 15_000 });
-  for (const line of logs.split('\n')) {
-    const entry = (() => {
-      try {
-        return JSON.parse(line) as { msg?: string; at?: number };
-      } catch {
-        return null;
-      }
-    })();
-    if (entry?.msg === 'SIGTERM' && typeof entry.at === 'number') return entry.at;
-  }
-  throw new Error(`no SIGTERM line in the log of task ${taskId}: ${logs.slice(-500)}`);
 }
 
 /** How the connection closed, or null if it is still open after `ms`. */
@@ -183,8 +174,9 @@ test('WebSocket: a connection lives while the service scales 2→4→2 around it
     const closed = await closedWithin(socket, 20_000);
     assert.ok(closed, `the connection on the removed task ${task} closed`);
     assert.deepEqual({ code: closed.code, reason: closed.reason }, { code: 1001, reason: 'task stopping' });
-    // From the app's SIGTERM (the time it logged) to the client reading the close frame: the edge's part.
-    const sigtermAt = await sigtermTime(taskIdOf(task));
+    // From the app's SIGTERM (the time it sent before its close frame) to the client reading the close frame.
+    const sigtermAt = closed.sigtermAt;
+    assert.ok(sigtermAt !== undefined, `the app on ${task} said when it got SIGTERM`);
     assert.ok(closed.at - sigtermAt < 1000, `the close frame took ${closed.at - sigtermAt} ms from SIGTERM`);
     closeMs.push(closed.at - scaledAt);
     fromSigtermMs.push(closed.at - sigtermAt);
