@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import tls from 'node:tls';
-import type { HttpsResult } from './support/lab.ts';
+import type { ControllerStatus, HttpsResult } from './support/lab.ts';
 import {
   controllerStatus,
   edgesInSync,
@@ -70,6 +70,18 @@ async function pebbleOrders(): Promise<number> {
   return logs.split('\n').filter((line) => line.includes('POST /order-plz')).length;
 }
 
+/**
+ * The status once `host`'s certificate is stored: a certificate is served first, then stored in Swarm in the
+ * background, and reads 'unsaved' meanwhile.
+ */
+function storedCertificate(host: string): Promise<ControllerStatus> {
+  return waitFor(`the certificate of ${host} to be stored`, async () => {
+    const current = await controllerStatus();
+    const entry = current.certificates.find((row) => row.name === host);
+    return entry && entry.state !== 'unsaved' ? current : undefined;
+  });
+}
+
 test('a labelled service gets a certificate from the CA through the edge, with nginx-proxy HTTPS semantics', async (t) => {
   const name = uniqueName('sg-e2e-tls');
   const host = `${name}.e2e.test`;
@@ -90,7 +102,7 @@ test('a labelled service gets a certificate from the CA through the edge, with n
   const challenge = await request(host, '/.well-known/acme-challenge/unknown-token');
   assert.equal(challenge.status, 404, 'the challenge path reaches the controller, never a redirect');
 
-  const status = await controllerStatus();
+  const status = await storedCertificate(host);
   const certificate = status.certificates.find((entry) => entry.name === host);
   assert.equal(certificate?.state, 'valid');
   assert.ok(Date.parse(certificate.notAfter ?? '') > Date.now());
@@ -123,12 +135,7 @@ test('LETSENCRYPT_TEST=true orders from the staging directory with its own accou
   });
 
   await waitForHttps(stagedHost, staged);
-  // Served first, then stored in Swarm in the background ('unsaved' meanwhile): wait for the stored state.
-  const status = await waitFor('the staging certificate to be stored', async () => {
-    const current = await controllerStatus();
-    const entry = current.certificates.find((row) => row.name === stagedHost);
-    return entry?.state === 'unsaved' ? undefined : current;
-  });
+  const status = await storedCertificate(stagedHost);
   const certificate = status.certificates.find((entry) => entry.name === stagedHost);
   assert.equal(certificate?.state, 'valid');
   assert.equal(certificate.directory, STAGING_DIRECTORY, 'ordered from the staging directory');
@@ -173,6 +180,8 @@ test('the controller moved to a fresh container serves the same certificate, and
   t.after(() => removeService(name));
   await createService({ name, labels: { VIRTUAL_HOST: host, LETSENCRYPT_HOST: host } });
   const before = await waitForHttps(host, name);
+  // Stored in Swarm before the move: a controller moved while it was still saving would rightly order again.
+  await storedCertificate(host);
   const ordersBefore = await pebbleOrders();
 
   const oldController = await runningContainer(`${STACK}_controller`);
