@@ -141,7 +141,15 @@ test('losing the controller’s node under load: routing updates resume on the m
   );
   polling = false;
   await poller;
-  const versionAfter = (await controllerStatus()).config?.version ?? 0;
+  // The moved controller answers before its first publish (it listens first, then reconciles).
+  const versionAfter = await waitFor(
+    'the moved controller to publish',
+    async () => {
+      const version = (await controllerStatus()).config?.version ?? 0;
+      return version > versionBefore ? version : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 500 },
+  ).catch(async () => (await controllerStatus()).config?.version ?? 0);
 
   // Routing updates resumed: a scale-up's new tasks answer through every surviving edge.
   const upAt = Date.now();

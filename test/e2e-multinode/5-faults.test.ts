@@ -16,6 +16,7 @@ import {
   docker,
   edgesInSync,
   inNode,
+  logLinesInNode,
   labNodes,
   manager,
   removeService,
@@ -180,9 +181,11 @@ test('the edge’s volume corrupted: the edge starts on 503, takes the current b
     { timeoutMs: 90_000, intervalMs: 100 },
   );
   const servedMs = Date.now() - load.startedAt - faultAt;
-  const logs = await inNode(victim.name, ['logs', '--tail', '200', await edgeContainer(victim.name)]).catch(
-    (error: unknown) => String(error),
-  );
+  const logs = await logLinesInNode(
+    victim.name,
+    await edgeContainer(victim.name),
+    'the saved bundle is damaged',
+  ).catch((error: unknown) => String(error));
   await routesEverywhere();
   await sleep(2000);
   const report = await load.stop();
@@ -416,9 +419,11 @@ test('dockerd restarted on a node (what a reboot does to its tasks): its edge co
     { timeoutMs: 120_000, intervalMs: 100 },
   );
   const servedMs = Date.now() - load.startedAt - restartAt;
-  const logs = await inNode(victim.name, ['logs', '--tail', '200', await edgeContainer(victim.name)]).catch(
-    (error: unknown) => String(error),
-  );
+  const logs = await logLinesInNode(
+    victim.name,
+    await edgeContainer(victim.name),
+    'serving the last applied bundle',
+  ).catch((error: unknown) => String(error));
   await waitFor(
     `${REPLICAS} running tasks of ${name}`,
     async () => {

@@ -18,6 +18,7 @@ import {
   docker,
   edgesInSync,
   inNode,
+  logLinesInNode,
   labNodes,
   labNodesUp,
   labWorkers,
@@ -146,7 +147,16 @@ test('a worker reboots under load: the other edges lose nothing, its edge is gon
   const downMs = Date.now() - shutdownAt;
 
   // While it is down: the controller's view of its edge, and a waited change (the worker's edge must not hold it).
-  const whileDown = (await controllerStatus()).edges.find((edge) => edge.edge === worker.name);
+  // The controller hears of it through its event stream and a reconcile, a moment after Swarm says Down.
+  const downEdge = async () => (await controllerStatus()).edges.find((edge) => edge.edge === worker.name);
+  const whileDown = await waitFor(
+    `the controller to report the edge on ${worker.name} gone or unreachable`,
+    async () => {
+      const edge = await downEdge();
+      return edge?.condition === 'gone' || edge?.condition === 'unreachable' ? edge : undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 250 },
+  ).catch(downEdge);
   const scaled = await controllerCli(['scale', name, String(REPLICAS + 1), '--wait=60']).catch(
     (error: unknown) => ({ out: String(error), ms: NaN }),
   );
@@ -202,9 +212,11 @@ test('a worker reboots under load: the other edges lose nothing, its edge is gon
     { timeoutMs: 120_000, intervalMs: 250 },
   );
   const syncMs = Date.now() - bootAt;
-  const logs = await inNode(worker.name, ['logs', '--tail', '300', await edgeContainer(worker.name)]).catch(
-    (error: unknown) => String(error),
-  );
+  const logs = await logLinesInNode(
+    worker.name,
+    await edgeContainer(worker.name),
+    'serving the last applied bundle',
+  ).catch((error: unknown) => String(error));
   const running = await routesEverywhere();
   // The right routes: every answer through the rebooted edge comes from a task Swarm runs now.
   const answers = new Set<string>();

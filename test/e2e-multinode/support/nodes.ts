@@ -72,6 +72,16 @@ export function inNode(
   return docker(['exec', ...interactive, ...envArgs, node, 'docker', ...args], options);
 }
 
+/**
+ * The lines of a container's whole log in a node that match `pattern` (grep -E), '' when none. Whole, not a tail:
+ * an edge's access log under load scrolls a start-up line out of a few hundred lines within seconds.
+ */
+export function logLinesInNode(node: string, container: string, pattern: string): Promise<string> {
+  if (pattern.includes("'") || !/^[\w.-]+$/.test(container))
+    throw new Error(`cannot quote ${container} / ${pattern}`);
+  return shInNode(node, `docker logs ${container} 2>&1 | grep -E '${pattern}' || true`);
+}
+
 /** Any command inside a node (not docker). */
 export function shInNode(node: string, script: string, timeoutMs = 60_000): Promise<string> {
   return docker(['exec', node, 'sh', '-c', script], { timeoutMs });
