@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 // A real nginx (the edge's config, Lua balancer and all) on loopback ports, for integration tests.
 import { chmod, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
@@ -105,21 +106,46 @@ export function get(port: number, host: string): Promise<{ status: number; body:
 /** Ports freePort has handed out in this process. */
 const handedOut = new Set<number>();
 
+/** The loopback addresses the integration tests' edges and backends listen on, each with a port from freePort. */
+const TEST_ADDRESSES = [
+  '127.0.0.1',
+  '127.0.0.2',
+  '127.0.0.3',
+  '127.0.0.4',
+  '127.0.0.5',
+  '127.0.0.6',
+  '127.0.0.7',
+  '127.0.0.8',
+  '127.0.0.9',
+  '127.0.0.20',
+  '127.0.0.30',
+];
+
+/** Whether `port` can be bound on `address` now (closed again at once). */
+function bindable(port: number, address: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, address, () => probe.close(() => resolve(true)));
+  });
+}
+
 /**
- * A loopback port nothing listens on now, and one this process was not given before. The kernel may hand the same
- * port to two binds to port 0 in a row once the first is closed, so a set-up asking for two ports (HTTP and HTTPS)
- * once got one port twice, and nginx refused its config ("a duplicate default server").
+ * A loopback port nothing listens on now, on any of the tests' addresses, and one this process was not given before.
+ * The kernel may hand the same port to two binds to port 0 in a row once the first is closed, so a set-up asking for
+ * two ports (HTTP and HTTPS) once got one port twice, and nginx refused its config ("a duplicate default server").
+ * A bind to port 0 on 127.0.0.1 also ignores ports another test file holds on 127.0.0.2, where backends listen.
  */
 export async function freePort(): Promise<number> {
   for (;;) {
-    const probe = http.createServer();
+    const probe = net.createServer();
     await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', () => resolve()));
     const { port } = probe.address() as AddressInfo;
     await new Promise((resolve) => probe.close(resolve));
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    const everywhere = await Promise.all(TEST_ADDRESSES.map((address) => bindable(port, address)));
+    if (everywhere.every(Boolean)) return port;
   }
 }
 
