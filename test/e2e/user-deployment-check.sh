@@ -82,6 +82,20 @@ secrets:
 volumes:
   data:
 YAML
+  # Swarm moves a new service's version while it allocates it: the snapshot waits until its task runs and its
+  # version stands still, so a version moved by Swarm is never blamed on the lab.
+  local previous="" current states
+  for _ in $(seq 1 60); do
+    current=$(docker service inspect --format '{{.Version.Index}}' "${STANDIN}_web" 2>/dev/null || true)
+    states=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' "${STANDIN}_web" 2>/dev/null || true)
+    if [ -n "$current" ] && [ "$current" = "$previous" ] && grep -q '^Running' <<<"$states"; then
+      return 0
+    fi
+    previous=$current
+    sleep 1
+  done
+  log "the stand-in's service ${STANDIN}_web did not settle within 60 s"
+  exit 1
 }
 
 remove_standin() {
