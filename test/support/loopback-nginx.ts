@@ -108,15 +108,7 @@ const handedOut = new Set<number>();
 
 /** The loopback addresses the integration tests' edges and backends listen on, each with a port from freePort. */
 const TEST_ADDRESSES = [
-  '127.0.0.1',
-  '127.0.0.2',
-  '127.0.0.3',
-  '127.0.0.4',
-  '127.0.0.5',
-  '127.0.0.6',
-  '127.0.0.7',
-  '127.0.0.8',
-  '127.0.0.9',
+  ...Array.from({ length: 9 }, (_, index) => `127.0.0.${index + 1}`),
   '127.0.0.20',
   '127.0.0.30',
 ];
