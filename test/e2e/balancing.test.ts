@@ -22,6 +22,7 @@ import {
   serviceTasks,
   uniqueName,
   waitFor,
+  waitForRouted,
   waitForServiceRunning,
 } from './support/lab.ts';
 
@@ -49,17 +50,6 @@ async function ask(
     .find((pair) => cookie !== undefined && pair.startsWith(`${cookie}=`))
     ?.slice((cookie ?? '').length + 1);
   return { status: result.status, task, setCookie };
-}
-
-/** The controller routes `replicas` tasks of `service`, and every edge has applied that bundle. */
-async function waitForRouted(service: string, replicas: number): Promise<void> {
-  await waitFor(`${service} to have ${replicas} routed task(s)`, async () => {
-    const status = await controllerStatus();
-    return status.services.find((entry) => entry.name === service)?.routedTasks === replicas
-      ? true
-      : undefined;
-  });
-  await edgesInSync();
 }
 
 /** After a change: a bundle other than `before` is published and every live edge has applied it. */

@@ -13,33 +13,21 @@ import WebSocket from 'ws';
 import { makeChannelKeyPair } from '../support/channel-tls.ts';
 import { edgeEchoClient, unaryEcho } from '../support/grpc-echo.ts';
 import {
-  controllerStatus,
   createService,
   docker,
   EDGE_HTTP_PORT,
   EDGE_HTTPS_PORT,
-  edgesInSync,
   httpsGet,
   pebbleRoot,
   removeService,
   sleep,
   uniqueName,
   waitFor,
+  waitForRouted,
   waitForServiceRunning,
 } from './support/lab.ts';
 
 const PROTOCOLS_SERVER = ['node', '/srv/protocols.mjs'];
-
-/** The controller routes `replicas` tasks of `service`, and every edge has applied that bundle. */
-async function waitForRouted(service: string, replicas: number): Promise<void> {
-  await waitFor(`${service} to have ${replicas} routed task(s)`, async () => {
-    const status = await controllerStatus();
-    return status.services.find((entry) => entry.name === service)?.routedTasks === replicas
-      ? true
-      : undefined;
-  });
-  await edgesInSync();
-}
 
 /** Until the edge serves `host` over HTTPS with its Pebble certificate (verified against `root`). */
 async function waitForCertificate(host: string, root: string): Promise<void> {

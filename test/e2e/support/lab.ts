@@ -412,6 +412,17 @@ export async function pebbleRoot(): Promise<string> {
   );
 }
 
+/** The controller routes `replicas` tasks of `service`, and every edge has applied that bundle. */
+export async function waitForRouted(service: string, replicas: number): Promise<void> {
+  await waitFor(`${service} to have ${replicas} routed task(s)`, async () => {
+    const status = await controllerStatus();
+    return status.services.find((entry) => entry.name === service)?.routedTasks === replicas
+      ? true
+      : undefined;
+  });
+  await edgesInSync();
+}
+
 /** The controller's status once every edge has reported the current bundle (with its counters). */
 export function edgesInSync(): Promise<ControllerStatus> {
   return waitFor('every edge to report the current bundle', async () => {
