@@ -589,14 +589,32 @@ export async function waitForTasksThrough(
   timeoutMs = 60_000,
 ): Promise<Set<string>> {
   const seen = new Set<string>();
-  await waitFor(
-    `the edge on ${node.name} to route ${host} to all ${tasks.length} tasks`,
-    async () => {
-      const task = await answeringTask(node.ip, host);
-      if (task) seen.add(task);
-      return tasks.every((name) => seen.has(name)) ? true : undefined;
-    },
-    { timeoutMs, intervalMs: 20 },
-  );
+  // What else came back (status or error), so that a timeout says whether tasks were unreachable or never routed.
+  const others = new Map<string, number>();
+  try {
+    await waitFor(
+      `the edge on ${node.name} to route ${host} to all ${tasks.length} tasks`,
+      async () => {
+        const result = await request(node.ip, host).catch((error: unknown) => ({
+          status: 0,
+          body: String(error).slice(0, 60),
+        }));
+        const task = result.status === 200 ? (JSON.parse(result.body) as { task?: string }).task : undefined;
+        if (task) seen.add(task);
+        else {
+          const key = result.status === 0 ? result.body : `HTTP ${result.status}`;
+          others.set(key, (others.get(key) ?? 0) + 1);
+        }
+        return tasks.every((name) => seen.has(name)) ? true : undefined;
+      },
+      { timeoutMs, intervalMs: 20 },
+    );
+  } catch (error) {
+    const missing = tasks.filter((name) => !seen.has(name));
+    throw new Error(
+      `${String(error)}; never answered: ${missing.join(', ')}; answered: ${[...seen].join(', ')}; other answers: ${JSON.stringify(Object.fromEntries(others))}`,
+      { cause: error },
+    );
+  }
   return seen;
 }
